@@ -1,0 +1,132 @@
+// Package monitor checks one spool for consistency (the reference
+// multispool Monitor's fsck: files too old, orphaned, duplicated, plus
+// missing data and unexpected files), debounces what it finds into Start and
+// End events exactly as the reference daemon does, and keeps queue
+// statistics. Each cycle's result is an immutable Snapshot that exporters
+// read without touching the disk.
+package monitor
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Kind is the kind of a Problem. The first three are the reference's.
+type Kind string
+
+// Problem kinds.
+const (
+	KindTooOld      Kind = "too_old"
+	KindOrphaned    Kind = "orphaned"
+	KindDuplicated  Kind = "duplicated"
+	KindMissingData Kind = "missing_data" // a queue or checkout entry with no .data file
+	KindUnexpected  Kind = "unexpected"   // a directory or symlink where a file belongs, or an unknown directory at the root
+)
+
+// Kinds lists every Kind, in a stable order (for zero-filling).
+var Kinds = []Kind{KindTooOld, KindOrphaned, KindDuplicated, KindMissingData, KindUnexpected}
+
+// DirKind names a spool directory's role.
+type DirKind string
+
+// Directory roles.
+const (
+	DirRegistry DirKind = "registry"
+	DirTmp      DirKind = "tmp"
+	DirData     DirKind = "data"
+	DirQueue    DirKind = "queue"
+	DirCheckout DirKind = "checkout"
+	DirRoot     DirKind = "root" // the spool directory itself (for unexpected entries)
+)
+
+// Dir is one directory of a spool: its role and, for queue and checkout
+// directories, the queue.
+type Dir struct {
+	Kind  DirKind
+	Queue string
+}
+
+// Problem is one inconsistency. Its identity, as in the reference, is
+// (Kind, Dir, Name, ModTime, Dirs): touching a file makes a new problem.
+type Problem struct {
+	Kind    Kind
+	Dir     Dir // for KindDuplicated: Dir{Kind: DirRegistry}
+	Name    string
+	ModTime time.Time
+	Dirs    []Dir // KindDuplicated only: every directory that holds the name
+}
+
+// EventType says whether an Event starts or ends a problem's alert.
+type EventType string
+
+// Event types.
+const (
+	Start EventType = "start"
+	End   EventType = "end"
+)
+
+// Event is a debounced change in the set of alerting problems.
+type Event struct {
+	Type    EventType
+	Time    time.Time // the cycle's time; every event of a cycle has the same
+	Problem Problem
+}
+
+// Limits are the age limits of the too_old checks. Ages are strict:
+// a file is too old when now - mtime > limit.
+type Limits struct {
+	MaxCheckedOutAge time.Duration            // default 10m
+	MaxTmpFileAge    time.Duration            // default 10m
+	MaxQueueAge      map[string]time.Duration // per queue; absent means no limit
+}
+
+// Config configures a Monitor. Zero fields take the defaults.
+type Config struct {
+	Limits           Limits
+	CheckEvery       time.Duration // default 15s
+	AlertAfterCycles int           // default 2 (a problem alerts from its 3rd consecutive sighting); set AlertAfterCyclesSet to use 0
+	// AlertAfterCyclesSet makes AlertAfterCycles = 0 mean 0 rather than the default.
+	AlertAfterCyclesSet bool
+	FullRescanEvery     time.Duration    // period of the full rescan in watch mode; default 10m
+	DisableWatch        bool             // never use inotify: full scan every cycle
+	Now                 func() time.Time // default time.Now
+	Logger              *slog.Logger     // default slog.Default()
+}
+
+// QueueStats are one queue's statistics.
+type QueueStats struct {
+	Queue            string
+	Entries          int       // waiting entries
+	CheckedOut       int       // entries in .checkout
+	OldestEntry      time.Time // mtime of the oldest waiting entry; zero when none
+	OldestCheckedOut time.Time // mtime of the oldest checked-out entry; zero when none
+	Arrivals         uint64    // entries seen arriving (through inotify) since the monitor started
+	ages             ageIndex  // for AgeBuckets
+}
+
+// Snapshot is one spool's state after a cycle (and, between cycles, after
+// queue changes seen through inotify). It is immutable once published.
+type Snapshot struct {
+	Name      string // the spool's name in the agent's configuration
+	Dir       string
+	Up        bool   // the last cycle could read the spool
+	LastError string // the last cycle's error, "" if it succeeded
+	Time      time.Time
+
+	Queues          []QueueStats // sorted by queue
+	RegistryEntries int
+	TmpFiles        int
+	DataBytes       int64
+
+	Problems []Problem // all problems found by the last cycle
+	Alerting []Problem // problems alerting after debouncing
+	// EventsTotal counts events since the monitor started, by kind and type.
+	EventsTotal map[Kind]map[EventType]uint64
+
+	CycleDuration time.Duration
+	LastSuccess   time.Time // zero before the first successful cycle
+	Cycles        uint64
+	FailedCycles  uint64
+	FullScans     uint64
+	Watching      bool // inotify is in use (false: full scan every cycle)
+}

@@ -1,0 +1,181 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sys/unix"
+)
+
+// Reserve reserves a fresh entry name from gen (the spool's default generator
+// when gen is nil) by creating .registry/<name> with O_CREAT|O_EXCL, trying
+// attempt 0, 1, 2, ... up to the spool's bound. The name can then be passed
+// to Enqueue as EnqueueOptions.Name, as async_smtp does to hand out ids before
+// the message is written.
+func (s *Spool) Reserve(gen NameGenerator) (string, error) {
+	s.acquire()
+	defer s.release()
+	name, err := s.reserve(gen)
+	if err != nil {
+		return "", err
+	}
+	if err := s.syncDirs(s.dir + "/" + RegistryDir); err != nil {
+		s.fs.Unlink(s.registryPath(name))
+		return "", err
+	}
+	return name, nil
+}
+
+func (s *Spool) reserve(gen NameGenerator) (string, error) {
+	if gen == nil {
+		gen = s.names
+	}
+	for attempt := 0; attempt < s.maxReserve; attempt++ {
+		name, err := gen.Next(attempt)
+		if err != nil {
+			return "", fmt.Errorf("name generator: %w", err)
+		}
+		if err := ValidateName(name); err != nil {
+			return "", fmt.Errorf("name generator: %w", err)
+		}
+		path := s.registryPath(name)
+		fd, err := s.fs.Open(path, openCreateNew, 0o644)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			return "", pathErr("reserve", path, err)
+		}
+		if err := s.fs.Close(fd); err != nil {
+			s.fs.Unlink(path)
+			return "", pathErr("close", path, err)
+		}
+		return name, nil
+	}
+	return "", fmt.Errorf("reserve in %s: %w (%d)", s.dir, ErrReserveExhausted, s.maxReserve)
+}
+
+// EnqueueOptions choose how Enqueue names the entry.
+type EnqueueOptions struct {
+	// Name, if set, is used instead of reserving a new one: either a name
+	// returned by Reserve, or a caller-chosen name (reserved on the way). A name
+	// that a live entry (or another in-flight enqueue) holds is refused with
+	// ErrExists and nothing of that entry is touched.
+	Name string
+	// Names generates the name when Name is empty; nil means the spool's generator.
+	Names NameGenerator
+}
+
+// Enqueue adds an entry to queue with the given metadata and the payload read
+// from data (nil for an empty payload), and returns its name. The protocol is
+// the reference's: reserve .registry/<name>, write .tmp/<name> and
+// .data/<name>, then rename .tmp/<name> to <queue>/<name>, which makes the
+// entry visible at once and atomically. At DurabilityFull the registry and
+// data directories are fsynced before that rename and the queue and tmp
+// directories after it, so a visible entry is never without its registry file
+// or payload after a power loss. On failure Enqueue removes only the files
+// that this call created.
+func (s *Spool) Enqueue(queue string, metadata []byte, data io.Reader, o EnqueueOptions) (string, error) {
+	return s.enqueue(queue, metadata, nil, data, o)
+}
+
+// EnqueueBytes is Enqueue with the payload in memory.
+func (s *Spool) EnqueueBytes(queue string, metadata, data []byte, o EnqueueOptions) (string, error) {
+	return s.enqueue(queue, metadata, data, nil, o)
+}
+
+func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader, o EnqueueOptions) (string, error) {
+	if err := s.checkQueue(queue); err != nil {
+		return "", err
+	}
+	s.acquire()
+	defer s.release()
+
+	var name string
+	createdRegistry := false
+	if o.Name != "" {
+		name = o.Name
+		if err := ValidateName(name); err != nil {
+			return "", fmt.Errorf("entry: %w", err)
+		}
+		fd, err := s.fs.Open(s.registryPath(name), openCreateNew, 0o644)
+		switch {
+		case err == nil:
+			createdRegistry = true
+			if err := s.fs.Close(fd); err != nil {
+				s.fs.Unlink(s.registryPath(name))
+				return "", pathErr("close", s.registryPath(name), err)
+			}
+		case errors.Is(err, unix.EEXIST):
+			// Reserved earlier (by Reserve) or live. A live entry is in a
+			// queue or checkout directory; the O_EXCL data file below and the
+			// RENAME_NOREPLACE into the queue catch the rest.
+			if q, _, err := s.find(name); err == nil {
+				return "", fmt.Errorf("enqueue %s: %w in %s/%s", name, ErrExists, s.dir, q)
+			}
+		default:
+			return "", pathErr("reserve", s.registryPath(name), err)
+		}
+	} else {
+		var err error
+		if name, err = s.reserve(o.Names); err != nil {
+			return "", err
+		}
+		createdRegistry = true
+	}
+
+	var created []string // files this call created, for cleanup
+	fail := func(err error) (string, error) {
+		for _, p := range created {
+			s.fs.Unlink(p)
+		}
+		if createdRegistry {
+			s.fs.Unlink(s.registryPath(name))
+		}
+		return "", fmt.Errorf("enqueue %s into %s/%s: %w", name, s.dir, queue, err)
+	}
+
+	// The payload goes first and with O_EXCL: a live entry always has its
+	// .data/<name>, so a caller-supplied name that is in use stops here.
+	dataPath := s.dataPath(name)
+	if _, err := s.writeNew(dataPath, dataBytes, data); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fail(fmt.Errorf("%w: %s", ErrExists, dataPath))
+		}
+		created = append(created, dataPath)
+		return fail(err)
+	}
+	created = append(created, dataPath)
+
+	tmpPath := s.tmpPath(name)
+	if _, err := s.writeNew(tmpPath, metadata, nil); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fail(fmt.Errorf("%w: %s", ErrExists, tmpPath))
+		}
+		created = append(created, tmpPath)
+		return fail(err)
+	}
+	created = append(created, tmpPath)
+
+	if err := s.syncDirs(s.dir+"/"+RegistryDir, s.dir+"/"+DataDir); err != nil {
+		return fail(err)
+	}
+	qpath := s.queuePath(queue, name)
+	if err := s.fs.Rename(tmpPath, qpath, true); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			err = fmt.Errorf("%w: %s", ErrExists, qpath)
+		} else {
+			err = pathErr("rename "+tmpPath+" to", qpath, err)
+		}
+		return fail(err)
+	}
+	// From here on the entry is acknowledged-visible; a failure to fsync is
+	// reported but the entry is not taken back, since a consumer may already
+	// hold it.
+	if err := s.syncDirs(s.queueDir(queue), s.dir+"/"+TmpDir); err != nil {
+		return name, fmt.Errorf("enqueue %s: entry is visible but not durable: %w", name, err)
+	}
+	return name, nil
+}
+

@@ -1,0 +1,234 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// EntryInfo describes an entry as found on disk.
+type EntryInfo struct {
+	Name  string
+	Queue string
+	// CheckedOut is true when the entry is in <queue>/.checkout/.
+	CheckedOut bool
+	// ModTime is the metadata file's mtime: the last enqueue, checkout,
+	// save or touch.
+	ModTime time.Time
+	// MetadataSize and DataSize are the sizes of the metadata and data files;
+	// DataSize is -1 when the data file is missing.
+	MetadataSize int64
+	DataSize     int64
+}
+
+// List returns the names of the entries waiting in queue, sorted bytewise.
+// It does not stat them. Names that are not valid entry names (hidden files,
+// .checkout) are skipped.
+func (s *Spool) List(queue string) ([]string, error) {
+	if err := s.checkQueue(queue); err != nil {
+		return nil, err
+	}
+	return s.listDir(s.queueDir(queue))
+}
+
+// ListCheckedOut returns the names of queue's checked-out entries, sorted.
+func (s *Spool) ListCheckedOut(queue string) ([]string, error) {
+	if err := s.checkQueue(queue); err != nil {
+		return nil, err
+	}
+	return s.listDir(s.checkoutDir(queue))
+}
+
+func (s *Spool) listDir(dir string) ([]string, error) {
+	s.acquire()
+	ents, err := s.fs.ReadDir(dir)
+	s.release()
+	if err != nil {
+		return nil, pathErr("list", dir, err)
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if len(e.Name) > 0 && e.Name[0] == '.' {
+			continue
+		}
+		names = append(names, e.Name)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Find returns the queue that holds entry name and whether it is checked
+// out, looking in every queue. It returns ErrNotFound when no queue holds it.
+func (s *Spool) Find(name string) (queue string, checkedOut bool, err error) {
+	if err := ValidateName(name); err != nil {
+		return "", false, fmt.Errorf("entry: %w", err)
+	}
+	s.acquire()
+	defer s.release()
+	return s.find(name)
+}
+
+func (s *Spool) find(name string) (queue string, checkedOut bool, err error) {
+	for _, q := range s.Queues() {
+		var st unix.Stat_t
+		if s.fs.Lstat(s.queuePath(q, name), &st) == nil {
+			return q, false, nil
+		}
+		if s.fs.Lstat(s.checkoutPath(q, name), &st) == nil {
+			return q, true, nil
+		}
+	}
+	return "", false, fmt.Errorf("%w: %s in %s", ErrNotFound, name, s.dir)
+}
+
+// Stat describes entry name in queue, waiting or checked out.
+func (s *Spool) Stat(queue, name string) (EntryInfo, error) {
+	if err := s.checkEntry(queue, name); err != nil {
+		return EntryInfo{}, err
+	}
+	s.acquire()
+	defer s.release()
+	info := EntryInfo{Name: name, Queue: queue, DataSize: -1}
+	var st unix.Stat_t
+	err := s.fs.Lstat(s.queuePath(queue, name), &st)
+	if isNotExist(err) {
+		info.CheckedOut = true
+		err = s.fs.Lstat(s.checkoutPath(queue, name), &st)
+	}
+	if isNotExist(err) {
+		return EntryInfo{}, fmt.Errorf("%w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
+	}
+	if err != nil {
+		return EntryInfo{}, pathErr("stat", s.queuePath(queue, name), err)
+	}
+	info.ModTime = mtimeOf(&st)
+	info.MetadataSize = st.Size
+	if s.fs.Lstat(s.dataPath(name), &st) == nil {
+		info.DataSize = st.Size
+	}
+	return info, nil
+}
+
+// ReadMetadata reads the metadata of entry name waiting in queue (or, if it
+// is checked out, of its checkout file), without claiming it.
+func (s *Spool) ReadMetadata(queue, name string) ([]byte, error) {
+	if err := s.checkEntry(queue, name); err != nil {
+		return nil, err
+	}
+	s.acquire()
+	defer s.release()
+	b, err := s.readFile(s.queuePath(queue, name))
+	if isNotExist(err) {
+		b, err = s.readFile(s.checkoutPath(queue, name))
+	}
+	if isNotExist(err) {
+		return nil, fmt.Errorf("%w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
+	}
+	if err != nil {
+		return nil, pathErr("read", s.queuePath(queue, name), err)
+	}
+	return b, nil
+}
+
+// DataPath returns the path of entry name's payload, for senders that pass
+// the file to sendfile(2) or similar.
+func (s *Spool) DataPath(name string) string { return s.dataPath(name) }
+
+// ReadData reads entry name's payload.
+func (s *Spool) ReadData(name string) ([]byte, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, fmt.Errorf("entry: %w", err)
+	}
+	s.acquire()
+	defer s.release()
+	b, err := s.readFile(s.dataPath(name))
+	if isNotExist(err) {
+		return nil, fmt.Errorf("%w: no data for %s in %s", ErrNotFound, name, s.dir)
+	}
+	if err != nil {
+		return nil, pathErr("read", s.dataPath(name), err)
+	}
+	return b, nil
+}
+
+// OpenData opens entry name's payload for reading (never through a symlink).
+func (s *Spool) OpenData(name string) (*os.File, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, fmt.Errorf("entry: %w", err)
+	}
+	fd, err := s.fs.Open(s.dataPath(name), openRead, 0)
+	if isNotExist(err) {
+		return nil, fmt.Errorf("%w: no data for %s in %s", ErrNotFound, name, s.dir)
+	}
+	if err != nil {
+		return nil, pathErr("open", s.dataPath(name), err)
+	}
+	return os.NewFile(uintptr(fd), s.dataPath(name)), nil
+}
+
+// WriteMetadata atomically replaces the metadata of entry name waiting in
+// queue. Unlike the reference's Direct.save it never races a worker: it
+// checks the entry out, replaces the metadata and puts it back, and fails
+// with ErrCheckedOut if a worker holds it.
+func (s *Spool) WriteMetadata(queue, name string, metadata []byte) error {
+	c, err := s.claim(queue, name)
+	if err != nil {
+		return err
+	}
+	return c.Save(queue, metadata)
+}
+
+// Remove removes entry name waiting in queue: its metadata, payload and
+// registry file. It first claims the entry by checkout, so it never destroys
+// an entry that a worker holds (ErrCheckedOut). Removing an entry that is no
+// longer there succeeds: Remove is idempotent.
+func (s *Spool) Remove(queue, name string) error {
+	c, err := s.claim(queue, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return c.Remove()
+}
+
+// Move moves entry name from queue to dst with its metadata unchanged,
+// claiming it first, so it is safe beside workers (ErrCheckedOut if one holds it).
+func (s *Spool) Move(queue, name, dst string) error {
+	if err := s.checkQueue(dst); err != nil {
+		return err
+	}
+	c, err := s.claim(queue, name)
+	if err != nil {
+		return err
+	}
+	return c.Save(dst, nil)
+}
+
+// claim checks entry name out of queue, telling "held by a worker"
+// (ErrCheckedOut) from "not there" (ErrNotFound).
+func (s *Spool) claim(queue, name string) (*Checkout, error) {
+	c, err := s.Checkout(queue, name)
+	if errors.Is(err, ErrNotFound) {
+		var st unix.Stat_t
+		if s.fs.Lstat(s.checkoutPath(queue, name), &st) == nil {
+			return nil, fmt.Errorf("%w: %s in %s/%s", ErrCheckedOut, name, s.dir, queue)
+		}
+	}
+	return c, err
+}
+
+func (s *Spool) checkEntry(queue, name string) error {
+	if err := s.checkQueue(queue); err != nil {
+		return err
+	}
+	if err := ValidateName(name); err != nil {
+		return fmt.Errorf("entry: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,30 @@
+package spool
+
+import "errors"
+
+// Sentinel errors. Errors returned by this package wrap them (test with errors.Is)
+// together with the path or name concerned.
+var (
+	// ErrInvalidName reports a queue or entry name that could escape the spool
+	// or collide with the spool's own directories.
+	ErrInvalidName = errors.New("invalid name")
+	// ErrNotSpool reports a directory that is not a spool (and, when creating,
+	// is not empty either).
+	ErrNotSpool = errors.New("not a spool")
+	// ErrUnknownQueue reports a queue that the spool does not have.
+	ErrUnknownQueue = errors.New("unknown queue")
+	// ErrNotFound reports an entry that is not (or no longer) where it was looked for.
+	ErrNotFound = errors.New("entry not found")
+	// ErrExists reports a name that is already in use by a live entry or a reservation.
+	ErrExists = errors.New("entry already exists")
+	// ErrCheckedOut reports an entry that another worker holds checked out.
+	ErrCheckedOut = errors.New("entry is checked out")
+	// ErrLost reports a checkout that is no longer held: recovery returned it
+	// to its queue, or something removed it behind the holder's back.
+	ErrLost = errors.New("checkout lost")
+	// ErrReserveExhausted reports that the name generator produced only taken
+	// names within the bounded number of attempts.
+	ErrReserveExhausted = errors.New("no free name after bounded attempts")
+	// ErrClosed reports use of a closed reader.
+	ErrClosed = errors.New("reader closed")
+)

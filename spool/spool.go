@@ -1,0 +1,404 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Names of the spool's own directories, as multispool lays them out.
+const (
+	RegistryDir = ".registry"
+	TmpDir      = ".tmp"
+	DataDir     = ".data"
+	CheckoutDir = ".checkout"
+)
+
+// Durability selects which fsyncs an operation issues before it returns.
+type Durability int
+
+const (
+	// DurabilityDefault (the zero value) means DefaultDurability.
+	DurabilityDefault Durability = iota
+	// DurabilityNone issues no fsync: an acknowledged operation survives a
+	// process crash (the page cache keeps it) but not a power loss.
+	DurabilityNone
+	// DurabilityFiles fsyncs every file written (metadata and data), as the
+	// reference does. Directory changes (the reservation, the renames, the
+	// unlinks) may still be lost on power loss.
+	DurabilityFiles
+	// DurabilityFull fsyncs the files written and every directory an
+	// operation changed, ordered so that after a power loss an entry visible
+	// in a queue has its registry file and data: an acknowledged enqueue,
+	// move or remove survives power loss.
+	DurabilityFull
+)
+
+// DefaultDurability is DurabilityFull: people put mail and jobs in spools, and
+// an acknowledged enqueue that a power cut loses is the worst bug a spool can
+// have. The cost is measured in the README's benchmark table.
+const DefaultDurability = DurabilityFull
+
+// String returns the durability's configuration name.
+func (d Durability) String() string {
+	switch d {
+	case DurabilityNone:
+		return "none"
+	case DurabilityFiles:
+		return "files"
+	case DurabilityFull:
+		return "full"
+	case DurabilityDefault:
+		return "default"
+	}
+	return fmt.Sprintf("Durability(%d)", int(d))
+}
+
+// ParseDurability parses "none", "files" or "full".
+func ParseDurability(s string) (Durability, error) {
+	for _, d := range []Durability{DurabilityNone, DurabilityFiles, DurabilityFull} {
+		if d.String() == s {
+			return d, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown durability %q (want none, files or full)", s)
+}
+
+// DefaultMaxConcurrentOps is the default bound on concurrent file operations
+// per spool (the reference's Throttle; async_smtp uses 400).
+const DefaultMaxConcurrentOps = 256
+
+// DefaultMaxReserveAttempts bounds the name-reservation loop.
+const DefaultMaxReserveAttempts = 10000
+
+// Options configure a Spool. The zero value is valid and gives the defaults.
+type Options struct {
+	// Durability selects the fsyncs; the zero value means DefaultDurability.
+	Durability Durability
+	// MaxConcurrentOps bounds concurrent file operations; 0 means DefaultMaxConcurrentOps.
+	MaxConcurrentOps int
+	// MaxReserveAttempts bounds name reservation retries; 0 means DefaultMaxReserveAttempts.
+	MaxReserveAttempts int
+	// Names is the default name generator for Enqueue; nil means TimeNames{}.
+	Names NameGenerator
+	// FS is the file-system seam; nil means OSFS{}.
+	FS FS
+	// Now returns the time used for touches; nil means time.Now.
+	Now func() time.Time
+	// PollInterval is how often readers list their queue when they cannot
+	// watch it with inotify; 0 means one second.
+	PollInterval time.Duration
+	// Logger receives rare operational messages (a reader falling back to
+	// polling); nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Spool is an open spool directory. It is safe for concurrent use.
+type Spool struct {
+	dir        string
+	fs         FS
+	durability Durability
+	names      NameGenerator
+	now        func() time.Time
+	maxReserve int
+	throttle   chan struct{}
+	poll       time.Duration
+	logger     *slog.Logger
+
+	mu     sync.RWMutex
+	queues []string // sorted
+}
+
+func newSpool(dir string, o *Options) *Spool {
+	if o == nil {
+		o = &Options{}
+	}
+	s := &Spool{
+		dir:        filepath.Clean(dir),
+		fs:         o.FS,
+		durability: o.Durability,
+		names:      o.Names,
+		now:        o.Now,
+		maxReserve: o.MaxReserveAttempts,
+		poll:       o.PollInterval,
+		logger:     o.Logger,
+	}
+	if s.durability == DurabilityDefault {
+		s.durability = DefaultDurability
+	}
+	if s.fs == nil {
+		s.fs = OSFS{}
+	}
+	if s.names == nil {
+		s.names = TimeNames{Now: o.Now}
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.maxReserve <= 0 {
+		s.maxReserve = DefaultMaxReserveAttempts
+	}
+	if s.poll <= 0 {
+		s.poll = time.Second
+	}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	n := o.MaxConcurrentOps
+	if n <= 0 {
+		n = DefaultMaxConcurrentOps
+	}
+	s.throttle = make(chan struct{}, n)
+	return s
+}
+
+// Create opens the spool at dir, creating dir (one level, like mkdir) and the
+// spool's directories if missing, and adds each of queues that is not there
+// yet. A directory that does not look like a spool (no .registry/ and .tmp/)
+// must be empty; otherwise Create refuses with ErrNotSpool and changes nothing.
+func Create(dir string, queues []string, o *Options) (*Spool, error) {
+	for _, q := range queues {
+		if err := ValidateName(q); err != nil {
+			return nil, fmt.Errorf("queue: %w", err)
+		}
+	}
+	s := newSpool(dir, o)
+	if err := s.fs.Mkdir(s.dir, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, pathErr("create spool", s.dir, err)
+	}
+	if err := s.checkIsDir(s.dir); err != nil {
+		return nil, err
+	}
+	looks, err := s.looksLikeSpool()
+	if err != nil {
+		return nil, err
+	}
+	if !looks {
+		ents, err := s.fs.ReadDir(s.dir)
+		if err != nil {
+			return nil, pathErr("create spool", s.dir, err)
+		}
+		if len(ents) > 0 {
+			return nil, fmt.Errorf("create spool %s: %w: directory is not empty", s.dir, ErrNotSpool)
+		}
+	}
+	for _, d := range []string{RegistryDir, TmpDir, DataDir} {
+		if err := s.mkdirIfMissing(filepath.Join(s.dir, d)); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.discover(); err != nil {
+		return nil, err
+	}
+	for _, q := range queues {
+		if err := s.AddQueue(q); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Open opens an existing spool at dir and discovers its queues: every
+// directory at the top level whose name does not start with '.' and that
+// holds a .checkout/ directory. It changes nothing on disk.
+func Open(dir string, o *Options) (*Spool, error) {
+	s := newSpool(dir, o)
+	if err := s.checkIsDir(s.dir); err != nil {
+		return nil, err
+	}
+	looks, err := s.looksLikeSpool()
+	if err != nil {
+		return nil, err
+	}
+	if !looks {
+		return nil, fmt.Errorf("open spool %s: %w: no %s/ and %s/ directories", s.dir, ErrNotSpool, RegistryDir, TmpDir)
+	}
+	if err := s.checkIsDir(filepath.Join(s.dir, DataDir)); err != nil {
+		return nil, fmt.Errorf("open spool %s: %w", s.dir, err)
+	}
+	if err := s.discover(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dir returns the spool's directory.
+func (s *Spool) Dir() string { return s.dir }
+
+// Durability returns the spool's durability level.
+func (s *Spool) Durability() Durability { return s.durability }
+
+// Queues returns the spool's queues, sorted.
+func (s *Spool) Queues() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.queues)
+}
+
+// HasQueue reports whether the spool has queue q.
+func (s *Spool) HasQueue(q string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := slices.BinarySearch(s.queues, q)
+	return ok
+}
+
+// AddQueue creates queue q (its directory and .checkout/) if it is missing.
+func (s *Spool) AddQueue(q string) error {
+	if err := ValidateName(q); err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	qdir := filepath.Join(s.dir, q)
+	if err := s.mkdirIfMissing(qdir); err != nil {
+		return err
+	}
+	if err := s.mkdirIfMissing(filepath.Join(qdir, CheckoutDir)); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, ok := slices.BinarySearch(s.queues, q); !ok {
+		s.queues = slices.Insert(s.queues, i, q)
+	}
+	return nil
+}
+
+// Rediscover re-reads the spool's queues from disk (queues added by another process).
+func (s *Spool) Rediscover() error { return s.discover() }
+
+func (s *Spool) discover() error {
+	ents, err := s.fs.ReadDir(s.dir)
+	if err != nil {
+		return pathErr("list spool", s.dir, err)
+	}
+	var qs []string
+	for _, e := range ents {
+		if ValidateName(e.Name) != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if err := s.fs.Lstat(filepath.Join(s.dir, e.Name, CheckoutDir), &st); err != nil {
+			continue
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		var qst unix.Stat_t
+		if err := s.fs.Lstat(filepath.Join(s.dir, e.Name), &qst); err != nil || qst.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue // a symlinked queue directory is never used
+		}
+		qs = append(qs, e.Name)
+	}
+	slices.Sort(qs)
+	s.mu.Lock()
+	s.queues = qs
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Spool) looksLikeSpool() (bool, error) {
+	for _, d := range []string{RegistryDir, TmpDir} {
+		var st unix.Stat_t
+		err := s.fs.Lstat(filepath.Join(s.dir, d), &st)
+		if isNotExist(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, pathErr("stat", filepath.Join(s.dir, d), err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// checkIsDir requires path to be a directory (following a symlink only for the
+// spool root, which the user named) that this process can read, write and search.
+func (s *Spool) checkIsDir(path string) error {
+	var st unix.Stat_t
+	err := unix.Stat(path, &st)
+	if path != s.dir {
+		err = s.fs.Lstat(path, &st)
+	}
+	if err != nil {
+		if isNotExist(err) {
+			return fmt.Errorf("%s: %w: does not exist", path, ErrNotSpool)
+		}
+		return pathErr("stat", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s: %w: not a directory", path, ErrNotSpool)
+	}
+	if err := unix.Access(path, unix.R_OK|unix.W_OK|unix.X_OK); err != nil {
+		return pathErr("access", path, fmt.Errorf("directory is not readable, writable and searchable: %w", err))
+	}
+	return nil
+}
+
+func (s *Spool) mkdirIfMissing(path string) error {
+	err := s.fs.Mkdir(path, 0o755)
+	if err == nil {
+		if s.durability == DurabilityFull {
+			return s.syncDir(filepath.Dir(path))
+		}
+		return nil
+	}
+	if !errors.Is(err, unix.EEXIST) {
+		return pathErr("mkdir", path, err)
+	}
+	var st unix.Stat_t
+	if err := s.fs.Lstat(path, &st); err != nil {
+		return pathErr("stat", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s: %w: exists and is not a directory", path, ErrNotSpool)
+	}
+	return nil
+}
+
+// pathErr wraps err with the operation and path, like *fs.PathError does.
+func pathErr(op, path string, err error) error {
+	return fmt.Errorf("%s %s: %w", op, path, err)
+}
+
+// acquire takes a slot of the spool's throttle; release gives it back.
+func (s *Spool) acquire() { s.throttle <- struct{}{} }
+func (s *Spool) release() { <-s.throttle }
+
+// Paths of an entry's files.
+func (s *Spool) registryPath(name string) string { return s.dir + "/" + RegistryDir + "/" + name }
+func (s *Spool) tmpPath(name string) string      { return s.dir + "/" + TmpDir + "/" + name }
+func (s *Spool) dataPath(name string) string     { return s.dir + "/" + DataDir + "/" + name }
+func (s *Spool) queueDir(q string) string        { return s.dir + "/" + q }
+func (s *Spool) checkoutDir(q string) string     { return s.dir + "/" + q + "/" + CheckoutDir }
+func (s *Spool) queuePath(q, name string) string { return s.dir + "/" + q + "/" + name }
+func (s *Spool) checkoutPath(q, name string) string {
+	return s.dir + "/" + q + "/" + CheckoutDir + "/" + name
+}
+
+func (s *Spool) checkQueue(q string) error {
+	if err := ValidateName(q); err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	if !s.HasQueue(q) {
+		// Another process may have added the queue since we looked.
+		var st unix.Stat_t
+		if s.fs.Lstat(s.checkoutDir(q), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			s.mu.Lock()
+			if i, ok := slices.BinarySearch(s.queues, q); !ok {
+				s.queues = slices.Insert(s.queues, i, q)
+			}
+			s.mu.Unlock()
+			return nil
+		}
+		return fmt.Errorf("%w %q in spool %s", ErrUnknownQueue, q, s.dir)
+	}
+	return nil
+}
