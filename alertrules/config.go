@@ -22,7 +22,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 )
 
@@ -61,19 +60,19 @@ type Config struct {
 type Thresholds struct {
 	// QueueOldestEntryAge is how long the oldest waiting entry of a queue
 	// may wait before SpoolQueueOldestEntryTooOld fires.
-	QueueOldestEntryAge model.Duration `yaml:"queueOldestEntryAge"`
+	QueueOldestEntryAge Duration `yaml:"queueOldestEntryAge"`
 	// CheckedOutAge is how long an entry may stay checked out before
 	// SpoolCheckoutStuck fires.
-	CheckedOutAge model.Duration `yaml:"checkedOutAge"`
+	CheckedOutAge Duration `yaml:"checkedOutAge"`
 	// NotDrainingWindow is the look-back window of SpoolQueueNotDraining:
 	// the queue grew over it and not a single entry left it.
-	NotDrainingWindow model.Duration `yaml:"notDrainingWindow"`
+	NotDrainingWindow Duration `yaml:"notDrainingWindow"`
 	// FsckStaleAfter is how old the last successful fsck may be before
 	// SpoolFsckStale fires.
-	FsckStaleAfter model.Duration `yaml:"fsckStaleAfter"`
+	FsckStaleAfter Duration `yaml:"fsckStaleAfter"`
 	// FsckFailuresWindow is the look-back window in which SpoolFsckFailing
 	// counts fsck failures.
-	FsckFailuresWindow model.Duration `yaml:"fsckFailuresWindow"`
+	FsckFailuresWindow Duration `yaml:"fsckFailuresWindow"`
 }
 
 // QueueOverride replaces per-queue thresholds for the series that Match
@@ -82,17 +81,17 @@ type Thresholds struct {
 type QueueOverride struct {
 	// Match is a comma-separated list of PromQL label matchers, for example
 	// `spool="mail", queue=~"outbox|retry"`.
-	Match               string          `yaml:"match"`
-	QueueOldestEntryAge *model.Duration `yaml:"queueOldestEntryAge,omitempty"`
-	CheckedOutAge       *model.Duration `yaml:"checkedOutAge,omitempty"`
-	NotDrainingWindow   *model.Duration `yaml:"notDrainingWindow,omitempty"`
+	Match               string    `yaml:"match"`
+	QueueOldestEntryAge *Duration `yaml:"queueOldestEntryAge,omitempty"`
+	CheckedOutAge       *Duration `yaml:"checkedOutAge,omitempty"`
+	NotDrainingWindow   *Duration `yaml:"notDrainingWindow,omitempty"`
 }
 
 // AlertOverride changes one alert. Unset fields keep the defaults.
 type AlertOverride struct {
 	// For replaces the alert's "for" duration; "0s" fires on the first
 	// evaluation that matches.
-	For *model.Duration `yaml:"for,omitempty"`
+	For *Duration `yaml:"for,omitempty"`
 	// Severity replaces the severity label (critical or warning).
 	Severity string `yaml:"severity,omitempty"`
 	// Disabled drops the alert from the output.
@@ -107,11 +106,11 @@ func DefaultConfig() Config {
 		Selector:   DefaultSelector,
 		RunbookURL: DefaultRunbookURL,
 		Thresholds: Thresholds{
-			QueueOldestEntryAge: model.Duration(time.Hour),
-			CheckedOutAge:       model.Duration(30 * time.Minute),
-			NotDrainingWindow:   model.Duration(30 * time.Minute),
-			FsckStaleAfter:      model.Duration(15 * time.Minute),
-			FsckFailuresWindow:  model.Duration(5 * time.Minute),
+			QueueOldestEntryAge: Duration(time.Hour),
+			CheckedOutAge:       Duration(30 * time.Minute),
+			NotDrainingWindow:   Duration(30 * time.Minute),
+			FsckStaleAfter:      Duration(15 * time.Minute),
+			FsckFailuresWindow:  Duration(5 * time.Minute),
 		},
 	}
 }
@@ -155,7 +154,7 @@ func (c Config) Validate() error {
 		return errors.New("runbookURL must not be empty")
 	}
 	for k := range c.Labels {
-		if !model.LabelName(k).IsValidLegacy() {
+		if !labelNameRE.MatchString(k) {
 			return fmt.Errorf("labels: invalid label name %q", k)
 		}
 		if k == "severity" || k == "alertname" {
@@ -208,6 +207,8 @@ type matcher struct {
 func (m matcher) String() string {
 	return m.name + m.op + m.value
 }
+
+var labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 var matcherRE = regexp.MustCompile(`^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|` + "`[^`]*`" + `)\s*$`)
 

@@ -1,14 +1,15 @@
 package alertrules
 
+//go:generate go run ./cmd/genrules -o spool-agent.rules.yml
+//go:generate go run ./cmd/genrules -config tests/overrides.yaml -o tests/overrides.rules.yml
+
 import (
 	"bytes"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 )
 
@@ -98,7 +99,7 @@ func buildAlertSpecs() []alertSpec {
 			summary: "spool-agent is not scraped at all.",
 			expr:    func(g *gen) string { return "absent(" + g.sel("up") + ")" },
 			description: func(g *gen, f time.Duration) string {
-				return "Prometheus has had no target matching {" + escapeTemplate(g.selector()) + "}" + forPhrase(f) +
+				return "Prometheus has had no target matching " + escapeTemplate("{"+g.selector()+"}") + forPhrase(f) +
 					": spool-agent is not deployed, or service discovery or the scrape configuration lost it."
 			},
 		},
@@ -119,7 +120,7 @@ func buildAlertSpecs() []alertSpec {
 			},
 			description: func(g *gen, f time.Duration) string {
 				return "spool-agent on {{ $labels.instance }} failed to check spool {{ $labels.spool }} {{ $value | humanize }} times in the last " +
-					g.cfg.Thresholds.FsckFailuresWindow.String() + ", and has kept failing" + forPhrase(f) + "."
+					g.cfg.Thresholds.FsckFailuresWindow.String() + whilePhrase(f, "it has kept failing") + "."
 			},
 		},
 		{
@@ -158,12 +159,12 @@ func buildAlertSpecs() []alertSpec {
 			summary: "A spool entry has been checked out for too long.",
 			expr: func(g *gen) string {
 				return g.perQueue("spool_queue_oldest_checked_out_timestamp_seconds", g.cfg.Thresholds.CheckedOutAge,
-					func(q QueueOverride) *model.Duration { return q.CheckedOutAge },
-					func(sel string, d model.Duration) string { return fmt.Sprintf("time() - %s > %s", sel, seconds(d)) })
+					func(q QueueOverride) *Duration { return q.CheckedOutAge },
+					func(sel string, d Duration) string { return fmt.Sprintf("time() - %s > %s", sel, seconds(d)) })
 			},
 			description: func(g *gen, f time.Duration) string {
 				return "An entry of queue {{ $labels.queue }} in spool {{ $labels.spool }} on {{ $labels.instance }} has been checked out for {{ $value | humanizeDuration }}" +
-					g.limitPhrase(g.cfg.Thresholds.CheckedOutAge, func(q QueueOverride) *model.Duration { return q.CheckedOutAge }) +
+					g.limitPhrase(g.cfg.Thresholds.CheckedOutAge, func(q QueueOverride) *Duration { return q.CheckedOutAge }) +
 					": the consumer that took it probably died without finishing or releasing it."
 			},
 		},
@@ -172,12 +173,12 @@ func buildAlertSpecs() []alertSpec {
 			summary: "A spool queue's oldest entry has waited too long.",
 			expr: func(g *gen) string {
 				return g.perQueue("spool_queue_oldest_entry_timestamp_seconds", g.cfg.Thresholds.QueueOldestEntryAge,
-					func(q QueueOverride) *model.Duration { return q.QueueOldestEntryAge },
-					func(sel string, d model.Duration) string { return fmt.Sprintf("time() - %s > %s", sel, seconds(d)) })
+					func(q QueueOverride) *Duration { return q.QueueOldestEntryAge },
+					func(sel string, d Duration) string { return fmt.Sprintf("time() - %s > %s", sel, seconds(d)) })
 			},
 			description: func(g *gen, f time.Duration) string {
 				return "The oldest entry of queue {{ $labels.queue }} in spool {{ $labels.spool }} on {{ $labels.instance }} has been waiting for {{ $value | humanizeDuration }}" +
-					g.limitPhrase(g.cfg.Thresholds.QueueOldestEntryAge, func(q QueueOverride) *model.Duration { return q.QueueOldestEntryAge }) +
+					g.limitPhrase(g.cfg.Thresholds.QueueOldestEntryAge, func(q QueueOverride) *Duration { return q.QueueOldestEntryAge }) +
 					": its consumers are not keeping up or have stopped."
 			},
 		},
@@ -186,21 +187,24 @@ func buildAlertSpecs() []alertSpec {
 			summary: "A spool queue keeps growing and nothing leaves it.",
 			expr: func(g *gen) string {
 				return g.perQueueSeries("spool_queue_entries", g.cfg.Thresholds.NotDrainingWindow,
-					func(q QueueOverride) *model.Duration { return q.NotDrainingWindow },
-					func(extra []matcher, w model.Duration) string {
+					func(q QueueOverride) *Duration { return q.NotDrainingWindow },
+					func(extra []matcher, w Duration) string {
 						entries := g.sel("spool_queue_entries", extra...)
 						arrivals := g.sel("spool_queue_arrivals_total", extra...)
-						return fmt.Sprintf("delta(%s[%s]) > 0\nand\n(increase(%s[%s]) - delta(%s[%s])) < 1",
-							entries, w, arrivals, w, entries, w)
+						// The middle clause keeps agents that cannot count
+						// arrivals (no inotify) from reading growth as
+						// "nothing left".
+						return fmt.Sprintf("delta(%s[%s]) > 0\nand\nincrease(%s[%s]) > 0\nand\n(increase(%s[%s]) - delta(%s[%s])) < 1",
+							entries, w, arrivals, w, arrivals, w, entries, w)
 					})
 			},
 			description: func(g *gen, f time.Duration) string {
 				window := "its look-back window"
-				if !g.anyOverride(func(q QueueOverride) *model.Duration { return q.NotDrainingWindow }) {
+				if !g.anyOverride(func(q QueueOverride) *Duration { return q.NotDrainingWindow }) {
 					window = "the last " + g.cfg.Thresholds.NotDrainingWindow.String()
 				}
 				return "Queue {{ $labels.queue }} of spool {{ $labels.spool }} on {{ $labels.instance }} grew by {{ $value | humanize }} entries over " +
-					window + " and no entry left it, and this has gone on" + forPhrase(f) + ": its consumers have stopped."
+					window + " and no entry left it" + whilePhrase(f, "this has gone on") + ": its consumers have stopped."
 			},
 		},
 	)
@@ -306,9 +310,9 @@ func (g *gen) sel(metric string, extra ...matcher) string {
 
 // perQueue builds a per-queue threshold expression over a metric; clause
 // renders one threshold test given the metric's selector.
-func (g *gen) perQueue(metric string, def model.Duration, pick func(QueueOverride) *model.Duration,
-	clause func(sel string, d model.Duration) string) string {
-	return g.perQueueSeries(metric, def, pick, func(extra []matcher, d model.Duration) string {
+func (g *gen) perQueue(metric string, def Duration, pick func(QueueOverride) *Duration,
+	clause func(sel string, d Duration) string) string {
+	return g.perQueueSeries(metric, def, pick, func(extra []matcher, d Duration) string {
 		return clause(g.sel(metric, extra...), d)
 	})
 }
@@ -319,11 +323,11 @@ func (g *gen) perQueue(metric string, def model.Duration, pick func(QueueOverrid
 // and matches a series wins. metric must exist for every series the clauses
 // can return. A zero duration drops that clause but still excludes its
 // series from the later ones.
-func (g *gen) perQueueSeries(metric string, def model.Duration, pick func(QueueOverride) *model.Duration,
-	clause func(extra []matcher, d model.Duration) string) string {
+func (g *gen) perQueueSeries(metric string, def Duration, pick func(QueueOverride) *Duration,
+	clause func(extra []matcher, d Duration) string) string {
 	var clauses []string
 	var earlier [][]matcher
-	render := func(extra []matcher, d model.Duration) {
+	render := func(extra []matcher, d Duration) {
 		if d != 0 {
 			c := clause(extra, d)
 			for _, e := range earlier {
@@ -355,7 +359,7 @@ func (g *gen) perQueueSeries(metric string, def model.Duration, pick func(QueueO
 }
 
 // anyOverride reports whether some queue override sets the value pick reads.
-func (g *gen) anyOverride(pick func(QueueOverride) *model.Duration) bool {
+func (g *gen) anyOverride(pick func(QueueOverride) *Duration) bool {
 	for _, q := range g.cfg.Queues {
 		if pick(q) != nil {
 			return true
@@ -366,7 +370,7 @@ func (g *gen) anyOverride(pick func(QueueOverride) *model.Duration) bool {
 
 // limitPhrase names the limit in a description when it is the same for all
 // queues.
-func (g *gen) limitPhrase(def model.Duration, pick func(QueueOverride) *model.Duration) string {
+func (g *gen) limitPhrase(def Duration, pick func(QueueOverride) *Duration) string {
 	if g.anyOverride(pick) {
 		return ", longer than its limit"
 	}
@@ -377,10 +381,18 @@ func forPhrase(d time.Duration) string {
 	if d <= 0 {
 		return ""
 	}
-	return " for " + model.Duration(d).String()
+	return " for " + Duration(d).String()
 }
 
-func seconds(d model.Duration) string {
+// whilePhrase returns ", and <what> for <d>", or nothing when d is zero.
+func whilePhrase(d time.Duration, what string) string {
+	if d <= 0 {
+		return ""
+	}
+	return ", and " + what + forPhrase(d)
+}
+
+func seconds(d Duration) string {
 	return strconv.FormatFloat(time.Duration(d).Seconds(), 'f', -1, 64)
 }
 
@@ -444,7 +456,7 @@ func Rules(c Config) (RuleFile, error) {
 			},
 		}
 		if forDur > 0 {
-			r.For = model.Duration(forDur).String()
+			r.For = Duration(forDur).String()
 		}
 		alerts.Rules = append(alerts.Rules, r)
 	}
@@ -468,14 +480,4 @@ func Generate(c Config) ([]byte, error) {
 		return nil, fmt.Errorf("encode rules: %w", err)
 	}
 	return buf.Bytes(), nil
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -1,0 +1,71 @@
+// Command genrules writes spool-agent's Prometheus recording and alerting
+// rules, with the thresholds, selector and per-queue overrides of a YAML
+// configuration (see alertrules/thresholds.yaml), to standard output or to
+// the file named by -o.
+//
+//	genrules -config thresholds.yaml > spool-agent.rules.yml
+//
+// Without -config it writes the bundled rules (the defaults).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spool-agent/spool-agent/alertrules"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "genrules:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("genrules", flag.ContinueOnError)
+	config := fs.String("config", "", "YAML `file` of thresholds, selector and overrides (default: the built-in defaults)")
+	out := fs.String("o", "", "write the rules to `file` instead of standard output")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg := alertrules.DefaultConfig()
+	if *config != "" {
+		var err error
+		if cfg, err = alertrules.LoadConfigFile(*config); err != nil {
+			return err
+		}
+	}
+	b, err := alertrules.Generate(cfg)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		_, err = os.Stdout.Write(b)
+		return err
+	}
+	// Write next to the target and rename, so Prometheus never reloads a
+	// half-written file.
+	tmp, err := os.CreateTemp(filepath.Dir(*out), ".genrules-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), *out)
+}

@@ -1,0 +1,174 @@
+package alertrules
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		str  string
+	}{
+		{"0", 0, "0s"},
+		{"90s", 90 * time.Second, "1m30s"},
+		{"1h30m", 90 * time.Minute, "1h30m"},
+		{"2d", 48 * time.Hour, "2d"},
+		{"1w", 7 * 24 * time.Hour, "1w"},
+		{"1y", 365 * 24 * time.Hour, "1y"},
+		{"1500ms", 1500 * time.Millisecond, "1s500ms"},
+	} {
+		d, err := ParseDuration(tc.in)
+		if err != nil {
+			t.Errorf("ParseDuration(%q): %v", tc.in, err)
+			continue
+		}
+		if time.Duration(d) != tc.want || d.String() != tc.str {
+			t.Errorf("ParseDuration(%q) = %v (%s), want %v (%s)", tc.in, time.Duration(d), d, tc.want, tc.str)
+		}
+	}
+	for _, bad := range []string{"", "1", "1.5h", "-1m", "1m1h", "h", "99999999999999999999y"} {
+		if _, err := ParseDuration(bad); err == nil {
+			t.Errorf("ParseDuration(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestLoadConfigKeepsDefaultsForUnsetFields(t *testing.T) {
+	cfg, err := LoadConfig(strings.NewReader("thresholds:\n  checkedOutAge: 5m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Thresholds.CheckedOutAge = MustParseDuration("5m")
+	if cfg.Thresholds != want.Thresholds || cfg.Selector != want.Selector || cfg.RunbookURL != want.RunbookURL {
+		t.Errorf("got %+v, want %+v", cfg, want)
+	}
+	empty, err := LoadConfig(strings.NewReader(""))
+	if err != nil {
+		t.Fatalf("empty config: %v", err)
+	}
+	if empty.Thresholds != DefaultConfig().Thresholds {
+		t.Errorf("empty config changed thresholds: %+v", empty.Thresholds)
+	}
+}
+
+func TestLoadConfigRejectsMistakes(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"typo", "thresholds:\n  checkoutAge: 5m\n", "checkoutAge"},
+		{"bad duration", "thresholds:\n  checkedOutAge: 5 minutes\n", "invalid duration"},
+		{"bad selector", "selector: job=spool-agent\n", "malformed label matcher"},
+		{"name selector", "selector: __name__=\"up\"\n", "metric name"},
+		{"unterminated", "selector: 'job=\"spool'\n", "unterminated"},
+		{"bad queue match", "queues:\n  - match: queue\n    checkedOutAge: 1m\n", "queues[0].match"},
+		{"empty queue match", "queues:\n  - match: ''\n    checkedOutAge: 1m\n", "must select"},
+		{"unknown alert", "alerts:\n  SpoolNope: {for: 1m}\n", "unknown alert"},
+		{"bad severity", "alerts:\n  SpoolDown: {severity: page}\n", "severity"},
+		{"severity label", "labels: {severity: page}\n", "severity"},
+		{"bad label", "labels: {'a-b': x}\n", "invalid label name"},
+		{"no runbook", "runbookURL: ''\n", "runbookURL"},
+		{"zero window", "thresholds:\n  fsckFailuresWindow: 0\n", "fsckFailuresWindow"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadConfig(strings.NewReader(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("LoadConfig(%q) error = %v, want one mentioning %q", tc.yaml, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseMatchers(t *testing.T) {
+	m, err := parseMatchers(`{spool="a,b", queue=~"x|y" ,env!='p"q', team!~` + "`t.*`" + `}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, x := range m {
+		got = append(got, x.String())
+	}
+	want := `spool="a,b" queue=~"x|y" env!='p"q' team!~` + "`t.*`"
+	if strings.Join(got, " ") != want {
+		t.Errorf("got %s, want %s", strings.Join(got, " "), want)
+	}
+}
+
+func TestGenerateWithoutSelector(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Selector = ""
+	rf, err := Rules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			if strings.Contains(r.Expr, "{}") || strings.Contains(r.Expr, "{,") {
+				t.Errorf("%s%s: empty selector rendered badly: %s", r.Alert, r.Record, r.Expr)
+			}
+			if r.Alert == "SpoolAgentDown" && r.Expr != "up == 0" {
+				t.Errorf("SpoolAgentDown expr = %q", r.Expr)
+			}
+		}
+	}
+}
+
+func TestZeroThresholdsAndDisabledAlertsDropAlerts(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Thresholds.QueueOldestEntryAge = 0
+	cfg.Thresholds.FsckStaleAfter = 0
+	cfg.Alerts = map[string]AlertOverride{"SpoolMissingData": {Disabled: true}}
+	rf, err := Rules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rf.Groups[1].Rules {
+		switch r.Alert {
+		case "SpoolQueueOldestEntryTooOld", "SpoolFsckStale", "SpoolMissingData":
+			t.Errorf("%s is still generated", r.Alert)
+		}
+	}
+	if got, want := len(rf.Groups[1].Rules), len(AlertNames())-3; got != want {
+		t.Errorf("%d alerts, want %d", got, want)
+	}
+
+	// A queue override keeps the alert for its queues only.
+	cfg.Queues = []QueueOverride{{Match: `queue="outbox"`, QueueOldestEntryAge: ptr(MustParseDuration("10m"))}}
+	rf, err = Rules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range rf.Groups[1].Rules {
+		if r.Alert == "SpoolQueueOldestEntryTooOld" {
+			found = true
+			want := `time() - spool_queue_oldest_entry_timestamp_seconds{job="spool-agent",queue="outbox"} > 600`
+			if r.Expr != want {
+				t.Errorf("expr = %q, want %q", r.Expr, want)
+			}
+		}
+	}
+	if !found {
+		t.Error("override did not bring SpoolQueueOldestEntryTooOld back for its queue")
+	}
+}
+
+func TestTemplateInjectionInSelectorIsQuoted(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Selector = `job="{{ evil }}"`
+	rf, err := Rules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rf.Groups[1].Rules {
+		if r.Alert == "SpoolAgentAbsent" {
+			want := `{{ "{job=\"{{ evil }}\"}" }}`
+			if !strings.Contains(r.Annotations["description"], want) {
+				t.Errorf("description = %q, want the selector quoted as %s", r.Annotations["description"], want)
+			}
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
