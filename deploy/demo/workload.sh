@@ -2,7 +2,7 @@
 # Demo workload of the docker-compose stack: a producer and two consumers
 # working on one spool through the spool-agent CLI, so the dashboard moves.
 #
-#   producer:  spool-agent enqueue SPOOL incoming        (0-3 entries a tick, in waves)
+#   producer:  spool-agent enqueue SPOOL incoming        (0-5 or 0-1 entries a tick, in waves)
 #   worker:    spool-agent mv SPOOL NAME --to outgoing   (up to 2 a tick)
 #   sender:    spool-agent rm SPOOL NAME                 (up to 2 a tick)
 #
@@ -40,23 +40,30 @@ rand() {
 	echo $(($(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % $1))
 }
 
-i=0
+i=0 produced=0 moved=0 removed=0
 while [ "$TICKS" -eq 0 ] || [ "$i" -lt "$TICKS" ]; do
 	i=$((i + 1))
-	# Waves: for 60 ticks out of 120 the producer is busier than the consumers.
-	if [ $(((i / 60) % 2)) -eq 0 ]; then burst=4; else burst=2; fi
+	# Waves: for 60 ticks out of 120 the producer (2.5 entries a tick on
+	# average) outpaces the consumers (2), then the queue drains again.
+	if [ $(((i / 60) % 2)) -eq 0 ]; then burst=6; else burst=2; fi
 	n=$(rand "$burst")
 	while [ "$n" -gt 0 ]; do
 		"$AGENT" enqueue "$SPOOL" incoming --metadata "demo entry $i" --data-file - >/dev/null <<-PAYLOAD
 			demo payload $i $(date +%s)
 		PAYLOAD
+		produced=$((produced + 1))
 		n=$((n - 1))
 	done
 	for name in $(names incoming 2); do
-		"$AGENT" mv "$SPOOL" "$name" --to outgoing >/dev/null || true
+		if "$AGENT" mv "$SPOOL" "$name" --to outgoing >/dev/null; then
+			moved=$((moved + 1))
+		fi
 	done
 	for name in $(names outgoing 2); do
-		"$AGENT" rm "$SPOOL" "$name" >/dev/null || true
+		if "$AGENT" rm "$SPOOL" "$name" >/dev/null; then
+			removed=$((removed + 1))
+		fi
 	done
 	sleep "$TICK"
 done
+echo "workload: produced $produced moved $moved removed $removed"
