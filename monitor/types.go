@@ -1,9 +1,3 @@
-// Package monitor checks one spool for consistency (the reference
-// multispool Monitor's fsck: files too old, orphaned, duplicated, plus
-// missing data and unexpected files), debounces what it finds into Start and
-// End events exactly as the reference daemon does, and keeps queue
-// statistics. Each cycle's result is an immutable Snapshot that exporters
-// read without touching the disk.
 package monitor
 
 import (
@@ -91,6 +85,9 @@ type Config struct {
 	DisableWatch        bool             // never use inotify: full scan every cycle
 	Now                 func() time.Time // default time.Now
 	Logger              *slog.Logger     // default slog.Default()
+	// After returns a channel that receives once d has passed; Run waits
+	// on it between cycles. Default time.After; tests inject a fake clock.
+	After func(d time.Duration) <-chan time.Time
 }
 
 // QueueStats are one queue's statistics.

@@ -1,0 +1,90 @@
+// Package monitor checks one spool for consistency (the reference
+// multispool Monitor's fsck: files too old, orphaned, duplicated, plus
+// missing data and unexpected files), debounces what it finds into Start and
+// End events exactly as the reference daemon does, and keeps queue
+// statistics. Each cycle's result is an immutable Snapshot that exporters
+// read without touching the disk.
+//
+// # Checks
+//
+// One cycle finds these problems (Kind, and the Dir they are reported in):
+//
+//   - too_old: a .tmp file with now - mtime > MaxTmpFileAge; a checked-out
+//     entry (<queue>/.checkout/<name>) with now - mtime > MaxCheckedOutAge;
+//     an entry waiting in a queue that has a MaxQueueAge limit, beyond it.
+//     Strictly greater, as in the reference.
+//   - orphaned: a file in .tmp, .data, a queue or a checkout directory with
+//     no .registry file of its name; a .registry file that no queue or
+//     checkout directory holds (reported in the registry directory).
+//   - duplicated: a registered name held by two or more queue or checkout
+//     directories; Dirs lists them in the reference's order (for each queue
+//     by name: the queue, then its checkout directory). Dir is the registry.
+//   - missing_data (new): a queue or checkout file with no .data file of its
+//     name, whether or not it is registered (the reference does not check).
+//   - unexpected (new): a directory, symlink or other non-regular file where
+//     a file belongs (in .registry, .tmp, .data, a queue or a checkout
+//     directory), reported in that directory; and, at the spool root, any
+//     directory that is neither a queue (a directory holding .checkout/) nor
+//     .registry, .tmp or .data (lost+found excepted), and any symlink.
+//     Regular files and other special files at the root are ignored: the
+//     reference ignores them and operators keep notes and lock files there.
+//
+// As in the reference, the name .checkout is skipped in every directory, and
+// a misplaced directory or symlink still counts as a file for the other
+// checks (so an unregistered directory in a queue is both orphaned and
+// unexpected). A problem's ModTime is the mtime of the file concerned (of
+// the registry file for orphaned registry files and duplicates); unexpected
+// problems have a zero ModTime, since what is wrong is the type, which a
+// touch does not change.
+//
+// A problem's identity is (Kind, Dir, Name, ModTime, Dirs), as in the
+// reference: touching a file makes it a new problem (see Problem.Key).
+// Problems are sorted by CompareProblems.
+//
+// An unreadable directory or file makes the cycle fail (it is counted and
+// logged with the path) without hiding the problems found elsewhere; checks
+// whose answer depends on the unreadable part are skipped rather than
+// guessed: an unreadable .registry skips every orphaned check of the other
+// directories, an unreadable queue or checkout directory skips the orphaned
+// registry check, an unreadable .data skips missing_data.
+//
+// # Debouncing
+//
+// Exactly the reference's rule. Every problem found in a cycle has its count
+// incremented (from 0 if it was not found in the previous cycle); a problem
+// not found in a cycle is forgotten, count and all. The alerting set is the
+// problems whose count is greater than AlertAfterCycles. A cycle emits an
+// End event for each problem that left the alerting set, then a Start event
+// for each that joined it, each group sorted, all stamped with the cycle's
+// time (Config.Now at the cycle's start). So with AlertAfterCycles = n a
+// problem starts alerting on its (n+1)th consecutive sighting: with the
+// default 2 on the third cycle in a row that finds it (about 30 s at the
+// default 15 s interval), with 0 on the first. It ends on the first cycle
+// that does not find it. The reference's flag help ("alert after problem is
+// seen INT times") is off by one; this is the rule it implements.
+//
+// A cycle that cannot read the spool at all leaves the debounce state as it
+// was and emits nothing.
+//
+// # Scale
+//
+// The monitor keeps an index of the spool fed by inotify (through fsnotify):
+// it watches .registry, .tmp, .data, the root, every queue directory and its
+// .checkout, and on each event stats the one file concerned. Queue
+// statistics follow the events: a fresh snapshot is published within about
+// 100 ms of a change, a burst of changes giving one snapshot. A cycle then
+// costs time in proportion to the problems and the entries in transit, not
+// to the spool: the entries whose registry, data and queue files are not
+// exactly one of each are kept apart, and each queue's entries are kept
+// sorted by mtime, so that the too-old ones are a prefix and the oldest is
+// the first.
+//
+// A full scan (list every directory, stat the queue, checkout and .tmp
+// files for their mtimes and the .data files for their sizes, never the
+// registry files) rebuilds the index at the first cycle, every
+// FullRescanEvery, at once after an inotify overflow or a lost watch (a
+// watched directory removed or moved), and after an error until the error
+// clears. Where inotify cannot be used (DisableWatch, the inotify limits
+// reached, a network or FUSE file system on which remote changes raise no
+// events) every cycle is a full scan.
+package monitor

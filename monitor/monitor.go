@@ -1,0 +1,407 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/spool-agent/spool-agent/spool"
+)
+
+// Defaults of Config.
+const (
+	DefaultCheckEvery       = 15 * time.Second
+	DefaultAlertAfterCycles = 2
+	DefaultFullRescanEvery  = 10 * time.Minute
+)
+
+// publishDelay is how long the monitor gathers inotify events before it
+// publishes a snapshot with the statistics they changed.
+const publishDelay = 100 * time.Millisecond
+
+// Errors.
+var (
+	// ErrInvalidConfig reports a Config that New refuses.
+	ErrInvalidConfig = errors.New("invalid monitor configuration")
+	// ErrClosed reports use of a closed Monitor.
+	ErrClosed = errors.New("monitor closed")
+)
+
+// Monitor checks one spool, cycle after cycle, and keeps its statistics
+// current between cycles through inotify. Cycle, Run, Snapshot and Close
+// are safe for concurrent use; Cycle and Run should have one caller.
+type Monitor struct {
+	name string
+	dir  string
+	cfg  Config
+	log  *slog.Logger
+
+	// cycleMu serializes cycles and full scans, and guards the debounce state.
+	cycleMu  sync.Mutex
+	counts   map[string]int     // problem key -> consecutive cycles seen
+	alerting map[string]Problem // problems alerting after debouncing
+
+	mu           sync.Mutex // guards everything below
+	idx          *index     // nil: the spool could not be read
+	needFull     bool
+	fullReason   string
+	lastFull     time.Time
+	scanning     bool
+	scanDirty    map[string]fsnotify.Op // paths with events during a full scan
+	rescanQueued bool
+	w            *fsnotify.Watcher
+	watching     bool
+	closed       bool
+	pubPending   bool
+	pubTimer     *time.Timer
+	arrivals     map[string]uint64
+	eventsTotal  map[Kind]map[EventType]uint64
+	cycles       uint64
+	failed       uint64
+	fullScans    uint64
+	up           bool
+	lastErr      string
+	lastSuccess  time.Time
+	cycleDur     time.Duration
+	problemsNow  []Problem
+	alertingNow  []Problem
+	wg           sync.WaitGroup
+	pollLogged   bool // guarded by cycleMu
+
+	// Test hooks, set before the first cycle.
+	onRootFile func(name string) // an event for a regular file at the spool root was applied
+	dropping   atomic.Bool       // discard events, as an inotify overflow does
+
+	snap atomic.Pointer[Snapshot]
+}
+
+// New returns a monitor of the spool at dir, called name in snapshots. It
+// fails only on an invalid configuration: a missing or unreadable spool
+// shows as Up == false in snapshots until it can be read. New does not touch
+// the disk; the first Cycle (or Run) does.
+func New(name, dir string, cfg Config) (*Monitor, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: empty spool directory", ErrInvalidConfig)
+	}
+	var errs []error
+	neg := func(what string, d time.Duration) {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%w: negative %s %v", ErrInvalidConfig, what, d))
+		}
+	}
+	neg("max checked-out age", cfg.Limits.MaxCheckedOutAge)
+	neg("max tmp file age", cfg.Limits.MaxTmpFileAge)
+	neg("check interval", cfg.CheckEvery)
+	neg("full rescan interval", cfg.FullRescanEvery)
+	if cfg.AlertAfterCycles < 0 {
+		errs = append(errs, fmt.Errorf("%w: negative alert-after-cycles %d", ErrInvalidConfig, cfg.AlertAfterCycles))
+	}
+	for q, d := range cfg.Limits.MaxQueueAge {
+		if err := spool.ValidateName(q); err != nil {
+			errs = append(errs, fmt.Errorf("%w: queue age limit: %w", ErrInvalidConfig, err))
+		}
+		neg("max age of queue "+q, d)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if cfg.Limits.MaxCheckedOutAge == 0 {
+		cfg.Limits.MaxCheckedOutAge = DefaultMaxCheckedOutAge
+	}
+	if cfg.Limits.MaxTmpFileAge == 0 {
+		cfg.Limits.MaxTmpFileAge = DefaultMaxTmpFileAge
+	}
+	cfg.Limits.MaxQueueAge = maps.Clone(cfg.Limits.MaxQueueAge)
+	if cfg.CheckEvery == 0 {
+		cfg.CheckEvery = DefaultCheckEvery
+	}
+	if cfg.AlertAfterCycles == 0 && !cfg.AlertAfterCyclesSet {
+		cfg.AlertAfterCycles = DefaultAlertAfterCycles
+	}
+	if cfg.FullRescanEvery == 0 {
+		cfg.FullRescanEvery = DefaultFullRescanEvery
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Monitor{
+		name:        name,
+		dir:         filepath.Clean(dir),
+		cfg:         cfg,
+		log:         cfg.Logger.With("spool", name, "dir", filepath.Clean(dir)),
+		counts:      map[string]int{},
+		alerting:    map[string]Problem{},
+		needFull:    true,
+		arrivals:    map[string]uint64{},
+		eventsTotal: map[Kind]map[EventType]uint64{},
+	}
+	m.snap.Store(&Snapshot{Name: name, Dir: m.dir, EventsTotal: copyEventsTotal(m.eventsTotal)})
+	return m, nil
+}
+
+// Config returns the monitor's configuration with the defaults filled in.
+func (m *Monitor) Config() Config { return m.cfg }
+
+// Snapshot returns the latest snapshot. It is never nil (before the first
+// cycle it has Up == false), must not be modified, and costs an atomic load.
+func (m *Monitor) Snapshot() *Snapshot { return m.snap.Load() }
+
+// Close releases the monitor's inotify watches. Cycle and Run fail with
+// ErrClosed afterwards.
+func (m *Monitor) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	w := m.w
+	m.w = nil
+	m.watching = false
+	if m.pubTimer != nil {
+		m.pubTimer.Stop()
+	}
+	m.mu.Unlock()
+	var err error
+	if w != nil {
+		err = w.Close()
+	}
+	m.wg.Wait()
+	return err
+}
+
+// Run runs the monitor as the reference's daemon does: a cycle at once, then
+// one CheckEvery after the previous cycle and its onEvent calls finished.
+// onEvent (which may be nil) is called for each event, in order, from Run's
+// goroutine. A failed cycle is counted (Snapshot.FailedCycles) and logged,
+// and the next one runs as usual. Run returns nil when ctx is done, or
+// ErrClosed once the monitor is closed.
+func (m *Monitor) Run(ctx context.Context, onEvent func(Event)) error {
+	for {
+		events, err := m.Cycle(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrClosed) {
+			return err
+		}
+		if onEvent != nil {
+			for _, e := range events {
+				onEvent(e)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.cfg.After(m.cfg.CheckEvery):
+		}
+	}
+}
+
+// Cycle runs one check cycle: it brings the index up to date (a full scan
+// at the first cycle, every FullRescanEvery, after an inotify overflow or a
+// lost watch, after an error, and at every cycle when the spool cannot be
+// watched), checks it, debounces the problems, publishes a snapshot and
+// returns the cycle's events: every End before every Start, each group
+// sorted by CompareProblems, all stamped with the cycle's time.
+//
+// An error means the cycle failed: it is counted and logged. If the spool
+// could not be read at all, the debounce state is left as it was and no
+// event is returned. If only parts of it could not be read, the problems
+// found elsewhere are debounced and their events returned with the error.
+func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.cycleMu.Lock()
+	defer m.cycleMu.Unlock()
+	start := time.Now()
+	now := m.cfg.Now()
+
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	full := m.idx == nil || m.needFull || !m.watching || now.Sub(m.lastFull) >= m.cfg.FullRescanEvery
+	m.mu.Unlock()
+	var errs []error
+	if full {
+		if err := m.fullScan(ctx, now); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			errs = append(errs, err)
+		}
+	}
+
+	m.mu.Lock()
+	ix := m.idx
+	if ix == nil {
+		err := errors.Join(errs...)
+		m.cycles++
+		m.failed++
+		m.up = false
+		m.lastErr = err.Error()
+		m.cycleDur = time.Since(start)
+		m.publishLocked(now)
+		m.mu.Unlock()
+		m.log.Warn("spool check cycle failed", "err", err)
+		return nil, err
+	}
+	ps, perr := ix.problems(now, m.cfg.Limits)
+	if perr != nil {
+		errs = append(errs, perr)
+	}
+	if !full {
+		for _, p := range slices.Sorted(maps.Keys(ix.statErrs)) {
+			errs = append(errs, ix.statErrs[p])
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		m.needFull = true // look again from scratch until the errors clear
+	}
+	m.mu.Unlock()
+
+	events := m.debounce(ps, now)
+
+	m.mu.Lock()
+	m.cycles++
+	m.up = true
+	m.lastErr = ""
+	if err != nil {
+		m.failed++
+		m.lastErr = err.Error()
+	} else {
+		m.lastSuccess = now
+	}
+	for _, e := range events {
+		byType := m.eventsTotal[e.Problem.Kind]
+		if byType == nil {
+			byType = map[EventType]uint64{}
+			m.eventsTotal[e.Problem.Kind] = byType
+		}
+		byType[e.Type]++
+	}
+	m.problemsNow = ps
+	m.alertingNow = sortedProblems(m.alerting)
+	m.cycleDur = time.Since(start)
+	m.publishLocked(now)
+	m.mu.Unlock()
+	if err != nil {
+		m.log.Warn("spool check cycle failed", "err", err)
+	}
+	return events, err
+}
+
+// debounce applies the reference's rule to the cycle's problems and returns
+// the events. Callers hold cycleMu.
+func (m *Monitor) debounce(ps []Problem, now time.Time) []Event {
+	counts := make(map[string]int, len(ps))
+	alerting := map[string]Problem{}
+	for _, p := range ps {
+		k := p.Key()
+		counts[k] = m.counts[k] + 1
+		if counts[k] > m.cfg.AlertAfterCycles {
+			alerting[k] = p
+		}
+	}
+	var ends, starts []Problem
+	for k, p := range m.alerting {
+		if _, ok := alerting[k]; !ok {
+			ends = append(ends, p)
+		}
+	}
+	for k, p := range alerting {
+		if _, ok := m.alerting[k]; !ok {
+			starts = append(starts, p)
+		}
+	}
+	SortProblems(ends)
+	SortProblems(starts)
+	events := make([]Event, 0, len(ends)+len(starts))
+	for _, p := range ends {
+		events = append(events, Event{Type: End, Time: now, Problem: p})
+	}
+	for _, p := range starts {
+		events = append(events, Event{Type: Start, Time: now, Problem: p})
+	}
+	m.counts = counts
+	m.alerting = alerting
+	return events
+}
+
+func sortedProblems(m map[string]Problem) []Problem {
+	ps := slices.Collect(maps.Values(m))
+	SortProblems(ps)
+	return ps
+}
+
+func copyEventsTotal(m map[Kind]map[EventType]uint64) map[Kind]map[EventType]uint64 {
+	out := make(map[Kind]map[EventType]uint64, len(Kinds))
+	for _, k := range Kinds {
+		out[k] = map[EventType]uint64{Start: m[k][Start], End: m[k][End]}
+	}
+	return out
+}
+
+// publishLocked publishes a snapshot of the index's statistics and the last
+// cycle's results. Callers hold m.mu.
+func (m *Monitor) publishLocked(now time.Time) {
+	s := &Snapshot{
+		Name:          m.name,
+		Dir:           m.dir,
+		Up:            m.up && m.idx != nil,
+		LastError:     m.lastErr,
+		Time:          now,
+		Problems:      m.problemsNow,
+		Alerting:      m.alertingNow,
+		EventsTotal:   copyEventsTotal(m.eventsTotal),
+		CycleDuration: m.cycleDur,
+		LastSuccess:   m.lastSuccess,
+		Cycles:        m.cycles,
+		FailedCycles:  m.failed,
+		FullScans:     m.fullScans,
+		Watching:      m.watching,
+	}
+	if ix := m.idx; ix != nil {
+		s.RegistryEntries = ix.regCount
+		s.TmpFiles = len(ix.tmp)
+		s.DataBytes = ix.dataBytes
+		s.Queues = make([]QueueStats, len(ix.queues))
+		for i, q := range ix.queues {
+			wl, cl := ix.locs[2*i], ix.locs[2*i+1]
+			qs := QueueStats{Queue: q, Entries: wl.count, CheckedOut: cl.count, Arrivals: m.arrivals[q]}
+			if it, ok := wl.set.first(); ok {
+				qs.OldestEntry = time.Unix(0, it.ns)
+			}
+			if it, ok := cl.set.first(); ok {
+				qs.OldestCheckedOut = time.Unix(0, it.ns)
+			}
+			if wl.dirty {
+				wl.pub = wl.set.freeze()
+				wl.dirty = false
+			}
+			qs.ages = wl.pub
+			s.Queues[i] = qs
+		}
+		// The published blocks are now shared: copy before changing them.
+		ix.gen++
+	}
+	m.snap.Store(s)
+}

@@ -1,0 +1,381 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/spool-agent/spool-agent/spool"
+	"golang.org/x/sys/unix"
+)
+
+// eventBuffer is the capacity of the watcher's event channel.
+const eventBuffer = 4096
+
+// unwatchableFS lists file systems whose changes made by other hosts (or by
+// the server) raise no inotify event: watching them would miss changes, so
+// the monitor scans them in full every cycle.
+var unwatchableFS = map[int64]string{
+	unix.NFS_SUPER_MAGIC:   "nfs",
+	unix.SMB_SUPER_MAGIC:   "smb",
+	unix.SMB2_SUPER_MAGIC:  "smb2",
+	unix.CIFS_SUPER_MAGIC:  "cifs",
+	unix.FUSE_SUPER_MAGIC:  "fuse",
+	unix.V9FS_MAGIC:        "9p",
+	unix.CEPH_SUPER_MAGIC:  "ceph",
+	unix.AFS_SUPER_MAGIC:   "afs",
+	unix.AFS_FS_MAGIC:      "afs",
+	unix.CODA_SUPER_MAGIC:  "coda",
+	unix.NCP_SUPER_MAGIC:   "ncp",
+	unix.XENFS_SUPER_MAGIC: "xenfs",
+}
+
+// watchable reports whether inotify can be trusted on dir, and why not.
+func watchable(dir string) (bool, string) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return true, "" // the scan reports the error
+	}
+	if name, ok := unwatchableFS[int64(st.Type)]; ok {
+		return false, "file system " + name + " raises no inotify events for remote changes"
+	}
+	return true, ""
+}
+
+// fullScan rebuilds the index from the disk, (re)adding the inotify watches
+// before each directory is listed, and replays the events that arrived
+// during the scan. Callers hold cycleMu.
+func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
+	useWatch, why := !m.cfg.DisableWatch, "disabled by configuration"
+	if useWatch {
+		useWatch, why = watchable(m.dir)
+	}
+	m.mu.Lock()
+	m.scanning = true
+	m.scanDirty = map[string]fsnotify.Op{}
+	m.needFull = false
+	reason := m.fullReason
+	m.fullReason = ""
+	wasWatching := m.watching
+	m.mu.Unlock()
+
+	var watchErrs []error
+	sc := scanner{dir: m.dir, ctx: ctx}
+	if useWatch {
+		sc.beforeList = func(path string) {
+			if err := m.addWatch(path); err != nil {
+				watchErrs = append(watchErrs, err)
+			}
+		}
+	}
+	if reason != "" {
+		m.log.Info("full rescan of spool", "reason", reason)
+	}
+	ix, err := sc.scan()
+
+	m.mu.Lock()
+	m.scanning = false
+	dirty := m.scanDirty
+	m.scanDirty = nil
+	m.fullScans++
+	m.lastFull = now
+	var closeW *fsnotify.Watcher
+	if ix == nil || len(watchErrs) > 0 || !useWatch {
+		closeW, m.w = m.w, nil
+		m.watching = false
+	} else {
+		m.watching = true
+	}
+	if ix != nil {
+		// Events seen during the scan may postdate what the scan read.
+		if m.watching {
+			for p, op := range dirty {
+				m.applyPath(ix, p, op, false)
+			}
+		}
+		if m.idx != nil {
+			ix.gen = m.idx.gen + 1
+		}
+	}
+	m.idx = ix
+	if ix == nil || err != nil || !m.watching {
+		m.needFull = true
+	}
+	m.publishLocked(now)
+	watching := m.watching
+	m.mu.Unlock()
+	if closeW != nil {
+		closeW.Close()
+	}
+
+	switch {
+	case ix == nil:
+	case watching && !wasWatching:
+		m.log.Debug("watching spool with inotify")
+	case !watching && len(watchErrs) > 0:
+		m.log.Warn("cannot watch spool, scanning it in full every cycle", "err", errors.Join(watchErrs...))
+	case !watching && !m.pollLogged:
+		m.pollLogged = true
+		m.log.Info("not watching spool, scanning it in full every cycle", "reason", why)
+	}
+	return err
+}
+
+// addWatch adds an inotify watch on path, starting the watcher if needed.
+func (m *Monitor) addWatch(path string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if m.w == nil {
+		w, err := fsnotify.NewBufferedWatcher(eventBuffer)
+		if err != nil {
+			return fmt.Errorf("start inotify: %w", err)
+		}
+		m.w = w
+		m.wg.Add(1)
+		go m.loop(w)
+	}
+	if err := m.w.Add(path); err != nil {
+		return fmt.Errorf("watch %s: %w", path, err)
+	}
+	return nil
+}
+
+// loop applies the watcher's events in batches until the watcher closes.
+func (m *Monitor) loop(w *fsnotify.Watcher) {
+	defer m.wg.Done()
+	batch := make([]fsnotify.Event, 0, 256)
+	for {
+		select {
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			batch = append(batch[:0], ev)
+		drain:
+			for len(batch) < cap(batch) {
+				select {
+				case ev, ok := <-w.Events:
+					if !ok {
+						break drain
+					}
+					batch = append(batch, ev)
+				default:
+					break drain
+				}
+			}
+			m.apply(w, batch)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				m.requestFull(w, "inotify event queue overflowed")
+			} else {
+				m.requestFull(w, "inotify error: "+err.Error())
+			}
+		}
+	}
+}
+
+// apply applies a batch of events to the index and schedules a publication.
+func (m *Monitor) apply(w *fsnotify.Watcher, batch []fsnotify.Event) {
+	if m.dropping.Load() {
+		return
+	}
+	var rootFiles []string
+	m.mu.Lock()
+	if m.w != w || m.closed {
+		m.mu.Unlock()
+		return
+	}
+	for _, ev := range batch {
+		if m.scanning {
+			m.scanDirty[ev.Name] |= ev.Op
+		}
+		if m.idx == nil {
+			continue
+		}
+		if name, ok := m.applyPath(m.idx, ev.Name, ev.Op, true); ok {
+			rootFiles = append(rootFiles, name)
+		}
+	}
+	m.schedulePublishLocked()
+	hook := m.onRootFile
+	m.mu.Unlock()
+	if hook != nil {
+		for _, name := range rootFiles {
+			hook(name)
+		}
+	}
+}
+
+// applyPath brings the index up to date with path after an event. It
+// reports the name of a regular file at the spool root (which the checks
+// ignore; tests use one as a marker). Callers hold m.mu.
+// countArrival says whether a new file in a queue counts as an arrival.
+func (m *Monitor) applyPath(ix *index, path string, op fsnotify.Op, countArrival bool) (rootFile string, isRootFile bool) {
+	if path == m.dir {
+		if op.Has(fsnotify.Remove) || op.Has(fsnotify.Rename) {
+			m.requestFullLocked("spool directory removed or moved")
+		}
+		return "", false
+	}
+	slash := strings.LastIndexByte(path, '/')
+	if slash < 0 {
+		return "", false
+	}
+	dir, name := path[:slash], path[slash+1:]
+	if name == spool.CheckoutDir {
+		if op.Has(fsnotify.Create) || op.Has(fsnotify.Remove) || op.Has(fsnotify.Rename) {
+			// A checkout directory appeared or went: a queue came or went.
+			m.requestFullLocked("checkout directory " + path + " created or removed")
+		}
+		return "", false
+	}
+	switch dir {
+	case m.dir:
+		return m.applyRoot(ix, path, name, op)
+	case m.dir + "/" + spool.RegistryDir:
+		ix.setReg(strings.Clone(name), m.stat(ix, path, false))
+	case m.dir + "/" + spool.DataDir:
+		ix.setData(strings.Clone(name), m.stat(ix, path, true))
+	case m.dir + "/" + spool.TmpDir:
+		ix.setTmp(strings.Clone(name), m.stat(ix, path, false))
+	default:
+		l := ix.byPath[dir]
+		if l == nil {
+			return "", false // a directory at the root that is not a queue
+		}
+		st := m.stat(ix, path, false)
+		if countArrival && !l.checkout && st.present {
+			if id, ok := ix.ids[name]; !ok || !ix.inLoc(id, l.id) {
+				m.arrivals[l.queue]++
+			}
+		}
+		ix.setLoc(l, strings.Clone(name), st)
+	}
+	return "", false
+}
+
+// applyRoot handles an event for a name at the spool root: a change of
+// directory or symlink there changes the spool's layout (a queue added or
+// removed, an unexpected directory), which a full rescan picks up.
+func (m *Monitor) applyRoot(ix *index, path, name string, op fsnotify.Op) (string, bool) {
+	if op == fsnotify.Chmod || op == fsnotify.Write {
+		return "", false
+	}
+	var st unix.Stat_t
+	err := unix.Lstat(path, &st)
+	known := false
+	switch name {
+	case spool.RegistryDir, spool.TmpDir, spool.DataDir:
+		known = true
+	}
+	for _, q := range ix.queues {
+		known = known || q == name
+	}
+	for _, u := range ix.rootUnexpected {
+		known = known || u == name
+	}
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && !known:
+		return name, true
+	case err != nil && err != unix.ENOENT:
+		m.requestFullLocked("cannot stat " + path + ": " + err.Error())
+	case err == unix.ENOENT && !known:
+		// A file at the root went: nothing to do.
+	case err == nil && (st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Mode&unix.S_IFMT == unix.S_IFLNK) || known:
+		m.requestFullLocked("spool root changed: " + path)
+	}
+	return "", false
+}
+
+// inLoc reports whether entry id has a file in location loc.
+func (ix *index) inLoc(id uint32, loc uint16) bool {
+	e := &ix.ents[id]
+	return e.loc == loc || e.lf&lExtra != 0 && ix.extraIndex(id, loc) >= 0
+}
+
+// stat returns the state of the file at path after an event, recording a
+// failed stat (other than ENOENT) as an error for the next cycle.
+func (m *Monitor) stat(ix *index, path string, size bool) fileState {
+	var st unix.Stat_t
+	err := unix.Lstat(path, &st)
+	if err == nil {
+		delete(ix.statErrs, path)
+		if !isReg(st.Mode) {
+			return badFile
+		}
+		fs := fileState{present: true, ns: stNs(&st)}
+		if size {
+			fs.size = st.Size
+		}
+		return fs
+	}
+	if err == unix.ENOENT {
+		delete(ix.statErrs, path)
+		return fileState{}
+	}
+	ix.statErrs[path] = fmt.Errorf("stat %s: %w", path, err)
+	return fileState{present: true, noStat: true}
+}
+
+// requestFull asks for a full rescan at once (in the background), after an
+// inotify overflow or a lost watch.
+func (m *Monitor) requestFull(w *fsnotify.Watcher, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.w != w || m.closed {
+		return
+	}
+	m.requestFullLocked(reason)
+}
+
+func (m *Monitor) requestFullLocked(reason string) {
+	m.needFull = true
+	if m.fullReason == "" {
+		m.fullReason = reason
+	}
+	if m.rescanQueued || m.closed {
+		return
+	}
+	m.rescanQueued = true
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.cycleMu.Lock()
+		defer m.cycleMu.Unlock()
+		m.mu.Lock()
+		m.rescanQueued = false
+		need := m.needFull && !m.closed
+		m.mu.Unlock()
+		if need {
+			if err := m.fullScan(context.Background(), m.cfg.Now()); err != nil {
+				m.log.Warn("full rescan of spool failed", "err", err)
+			}
+		}
+	}()
+}
+
+// schedulePublishLocked publishes the index's statistics publishDelay from
+// now, gathering the events of a burst into one snapshot. Callers hold m.mu.
+func (m *Monitor) schedulePublishLocked() {
+	if m.pubPending || m.closed {
+		return
+	}
+	m.pubPending = true
+	m.pubTimer = time.AfterFunc(publishDelay, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.pubPending = false
+		if !m.closed {
+			m.publishLocked(m.cfg.Now())
+		}
+	})
+}
