@@ -12,83 +12,175 @@ import (
 )
 
 // Checkout is an exclusive claim on an entry: its metadata file sits in
-// <queue>/.checkout/ and this process holds an flock on it, so that Recover
-// (in any process using this package) leaves it alone while the holder lives.
-// Finish a Checkout with exactly one of Save, Remove or Release.
+// <queue>/.checkout/ and this process holds an flock on it from before it
+// left the queue until it leaves .checkout again. Claims in any process using
+// this package take that lock before they move the file, and Recover skips
+// locked files, so neither can take an entry that a live worker holds.
+// Finish a Checkout with exactly one of Save, Release or Remove.
 type Checkout struct {
 	s        *Spool
 	queue    string
 	name     string
-	metadata []byte
+	orig     []byte // the metadata as read at checkout
+	metadata []byte // the metadata in the checkout file now
 
-	mu   sync.Mutex
-	fd   int // the checkout file, flocked; -1 once finished
-	ino  uint64
-	done bool
+	mu    sync.Mutex
+	fd    int // the checkout file, flocked; -1 once finished
+	ino   uint64
+	state checkoutState
 }
 
-// Checkout claims entry name waiting in queue: it touches the registry and
-// queue files (so each phase of an entry's life is a distinct monitor
-// problem, as in the reference) and renames the queue file into
-// <queue>/.checkout/. Exactly one caller, in any process, wins; the others get
-// ErrNotFound.
+type checkoutState int
+
+const (
+	coHeld     checkoutState = iota
+	coSaved                  // saved or released into a queue
+	coRemoving               // the checkout file is gone, the payload or registry file may remain
+	coRemoved
+	coLost
+)
+
+// errNotRegular marks a name in a queue directory that is not a regular file
+// (a directory, a symbolic link, a FIFO): not an entry, so readers skip it.
+var errNotRegular = errors.New("not a regular file")
+
+// claimWait bounds how long a claim waits for a lock that another worker
+// holds on a file that is still in the queue. Such a lock is held only for
+// the few system calls between a worker's lock and its rename into
+// .checkout, or between its rename back into the queue and its close.
+const claimWait = 100 * time.Millisecond
+
+// Checkout claims entry name waiting in queue: it opens and flocks the queue
+// file, touches the registry and queue files (so each phase of an entry's
+// life is a distinct monitor problem, as in the reference) and renames the
+// queue file into <queue>/.checkout/. Exactly one caller, in any process,
+// wins; the others get ErrNotFound. ErrBusy means the entry stayed locked by
+// another worker for longer than a claim waits.
 func (s *Spool) Checkout(queue, name string) (*Checkout, error) {
 	if err := s.checkEntry(queue, name); err != nil {
 		return nil, err
 	}
+	if err := s.writable("checkout " + name); err != nil {
+		return nil, err
+	}
 	s.acquire()
 	defer s.release()
+	return s.checkout(queue, name)
+}
+
+// checkout is Checkout without the argument checks and the throttle.
+func (s *Spool) checkout(queue, name string) (*Checkout, error) {
 	src, dst := s.queuePath(queue, name), s.checkoutPath(queue, name)
+	notFound := func() error {
+		return fmt.Errorf("checkout: %w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
+	}
+	fd, err := s.fs.Open(src, openRead, 0)
+	if err != nil {
+		if isNotExist(err) {
+			return nil, notFound()
+		}
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("checkout %s: %w (a symbolic link)", src, errNotRegular)
+		}
+		return nil, pathErr("checkout: open", src, err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			s.fs.Close(fd)
+		}
+	}()
+	var st unix.Stat_t
+	if err := s.fs.Fstat(fd, &st); err != nil {
+		return nil, pathErr("checkout: stat", src, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("checkout %s: %w", src, errNotRegular)
+	}
+	if err := s.lockClaim(fd, src, st.Ino); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, notFound()
+		}
+		return nil, err
+	}
+	// Locked, and still at src: from here until the rename nobody using
+	// this package moves it.
 	now := s.now()
-	// Touch errors are ignored: a missing queue file shows in the rename.
-	s.fs.Touch(s.registryPath(name), now)
+	s.fs.Touch(s.registryPath(name), now) // a missing registry file is the monitor's business
 	if err := s.fs.Touch(src, now); isNotExist(err) {
-		return nil, fmt.Errorf("checkout: %w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
+		return nil, notFound()
 	}
 	if err := s.fs.Rename(src, dst, true); err != nil {
 		if isNotExist(err) {
-			return nil, fmt.Errorf("checkout: %w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
+			return nil, notFound() // taken by something that does not lock (the OCaml library)
 		}
 		if errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("checkout %s/%s: %w: %s is also checked out (duplicate entry)", queue, name, ErrExists, dst)
 		}
 		return nil, pathErr("checkout: rename "+src+" to", dst, err)
 	}
-	c := &Checkout{s: s, queue: queue, name: name, fd: -1}
-	if err := c.lockAndRead(dst); err != nil {
+	b, err := s.readSized(fd, st.Size)
+	if err != nil {
 		// The entry is ours but unreadable: put it back rather than strand it.
 		s.fs.Rename(dst, src, true)
-		return nil, err
+		return nil, pathErr("checkout: read", dst, err)
 	}
 	if err := s.syncDirs(s.checkoutDir(queue), s.queueDir(queue)); err != nil {
-		c.close()
 		s.fs.Rename(dst, src, true)
 		return nil, err
 	}
-	return c, nil
+	keep = true
+	return &Checkout{s: s, queue: queue, name: name, orig: b, metadata: b, fd: fd, ino: st.Ino}, nil
 }
 
-func (c *Checkout) lockAndRead(path string) error {
-	s := c.s
-	fd, err := s.fs.Open(path, openRead, 0)
-	if err != nil {
-		return pathErr("checkout: open", path, err)
+// lockClaim takes the flock on fd, the queue file at src with inode ino, and
+// checks that the file is still at src. It returns ErrNotFound when another
+// worker took the file first, and ErrBusy when the lock stayed held for
+// claimWait while the file stayed in the queue.
+func (s *Spool) lockClaim(fd int, src string, ino uint64) error {
+	var deadline time.Time
+	backoff := 20 * time.Microsecond
+	var cur unix.Stat_t
+	for {
+		err := s.fs.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return pathErr("checkout: lock", src, err)
+		}
+		// Another worker holds the lock. Either it is claiming the file,
+		// which then leaves src at once, or it has just moved the file
+		// back into the queue and is about to close it.
+		if err := s.fs.Lstat(src, &cur); err != nil {
+			if isNotExist(err) {
+				return ErrNotFound
+			}
+			return pathErr("checkout: stat", src, err)
+		}
+		if cur.Ino != ino {
+			return ErrNotFound
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(claimWait)
+		} else if now.After(deadline) {
+			return fmt.Errorf("checkout %s: %w: locked by another worker for %v", src, ErrBusy, claimWait)
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 5*time.Millisecond)
 	}
-	if err := s.fs.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		s.fs.Close(fd)
-		return pathErr("checkout: lock", path, err)
+	// The previous holder may have moved the file elsewhere (or replaced
+	// it) before it unlocked; then this lock guards nothing.
+	if err := s.fs.Lstat(src, &cur); err != nil {
+		if isNotExist(err) {
+			return ErrNotFound
+		}
+		return pathErr("checkout: stat", src, err)
 	}
-	b, err := s.readFD(fd, path)
-	if err != nil {
-		s.fs.Close(fd)
-		return pathErr("checkout: read", path, err)
+	if cur.Ino != ino {
+		return ErrNotFound
 	}
-	var st unix.Stat_t
-	if err := s.fs.Fstat(fd, &st); err != nil {
-		s.fs.Close(fd)
-		return pathErr("checkout: stat", path, err)
-	}
-	c.fd, c.ino, c.metadata = fd, st.Ino, b
 	return nil
 }
 
@@ -98,7 +190,8 @@ func (c *Checkout) Name() string { return c.name }
 // Queue returns the queue the entry was checked out from.
 func (c *Checkout) Queue() string { return c.queue }
 
-// Metadata returns the entry's metadata as read at checkout.
+// Metadata returns the entry's metadata as read at checkout (or as last
+// written by a Save that could not move the entry).
 func (c *Checkout) Metadata() []byte { return c.metadata }
 
 // DataPath returns the path of the entry's payload.
@@ -113,6 +206,8 @@ func (c *Checkout) OpenData() (*os.File, error) { return c.s.OpenData(c.name) }
 // Touch renews the checkout's mtime, telling the monitor and Recover's age
 // check that the holder is still working on it.
 func (c *Checkout) Touch() error {
+	c.s.acquire()
+	defer c.s.release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.held(); err != nil {
@@ -128,25 +223,33 @@ func (c *Checkout) Touch() error {
 // held verifies that the checkout file is still the one this Checkout
 // claimed. Callers hold c.mu.
 func (c *Checkout) held() error {
-	if c.done {
-		return fmt.Errorf("checkout %s: already finished", c.name)
+	p := c.s.checkoutPath(c.queue, c.name)
+	switch c.state {
+	case coHeld:
+	case coLost:
+		return fmt.Errorf("%w: %s is no longer at %s", ErrLost, c.name, p)
+	default:
+		return fmt.Errorf("checkout %s/%s: already finished", c.queue, c.name)
 	}
 	var st unix.Stat_t
-	p := c.s.checkoutPath(c.queue, c.name)
-	if err := c.s.fs.Lstat(p, &st); err != nil || st.Ino != c.ino {
-		c.close()
+	err := c.s.fs.Lstat(p, &st)
+	if err != nil && !isNotExist(err) {
+		return pathErr("checkout: stat", p, err) // maybe transient: still held
+	}
+	if err != nil || st.Ino != c.ino {
+		c.finish(coLost)
 		return fmt.Errorf("%w: %s is no longer at %s", ErrLost, c.name, p)
 	}
 	return nil
 }
 
-// close releases the flock and marks the checkout finished. Callers hold c.mu.
-func (c *Checkout) close() {
+// finish releases the flock and records how the checkout ended. Callers hold c.mu.
+func (c *Checkout) finish(state checkoutState) {
 	if c.fd >= 0 {
 		c.s.fs.Close(c.fd)
 		c.fd = -1
 	}
-	c.done = true
+	c.state = state
 }
 
 // Save writes metadata (when it is not nil and differs from what was read)
@@ -158,18 +261,20 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 	if err := s.checkQueue(queue); err != nil {
 		return err
 	}
+	s.acquire()
+	defer s.release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.held(); err != nil {
 		return err
 	}
-	s.acquire()
-	defer s.release()
 	src := s.checkoutPath(c.queue, c.name)
+	dirs := []string{s.queueDir(queue), s.checkoutDir(c.queue)}
 	if metadata != nil && !bytes.Equal(metadata, c.metadata) {
-		if err := s.replaceFile(src, c.name, metadata); err != nil {
+		if err := c.replace(src, metadata); err != nil {
 			return fmt.Errorf("save %s: %w", c.name, err)
 		}
+		dirs = append(dirs, s.dir+"/"+TmpDir)
 	}
 	now := s.now()
 	s.fs.Touch(s.registryPath(c.name), now)
@@ -181,35 +286,84 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 		}
 		return pathErr("save: rename "+src+" to", dst, err)
 	}
-	c.close()
-	if err := s.syncDirs(s.queueDir(queue), s.checkoutDir(c.queue)); err != nil {
+	c.finish(coSaved) // unlock only once the file has left .checkout
+	if err := s.syncDirs(dirs...); err != nil {
 		return fmt.Errorf("save %s: %w", c.name, err)
 	}
 	return nil
 }
 
-// Release puts the entry back into the queue it came from, unchanged.
-func (c *Checkout) Release() error { return c.Save(c.queue, nil) }
+// replace writes metadata to a fresh file in .tmp/ (fsynced at
+// DurabilityFiles and above), locks it, and renames it over the checkout
+// file at path, so that the checkout stays locked throughout. The old file's
+// lock goes with its last link. Callers hold c.mu.
+func (c *Checkout) replace(path string, metadata []byte) error {
+	s := c.s
+	tmp := s.uniqueTmp(c.name)
+	fd, err := s.fs.Open(tmp, openCreateNew, 0o644)
+	if err != nil {
+		return pathErr("create", tmp, err)
+	}
+	fail := func(err error) error {
+		s.fs.Close(fd)
+		s.fs.Unlink(tmp)
+		return err
+	}
+	if _, err := s.writeAll(fd, metadata, nil); err != nil {
+		return fail(pathErr("write", tmp, err))
+	}
+	if s.durability >= DurabilityFiles {
+		if err := s.fs.Fsync(fd); err != nil {
+			return fail(pathErr("fsync", tmp, err))
+		}
+	}
+	if err := s.fs.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fail(pathErr("lock", tmp, err))
+	}
+	var st unix.Stat_t
+	if err := s.fs.Fstat(fd, &st); err != nil {
+		return fail(pathErr("stat", tmp, err))
+	}
+	if err := s.fs.Rename(tmp, path, false); err != nil {
+		return fail(pathErr("rename "+tmp+" to", path, err))
+	}
+	s.fs.Close(c.fd)
+	c.fd, c.ino, c.metadata = fd, st.Ino, bytes.Clone(metadata)
+	return nil
+}
+
+// Release puts the entry back into the queue it came from, unchanged: with
+// the metadata read at checkout, even if a Save that failed to move the
+// entry had already replaced it.
+func (c *Checkout) Release() error { return c.Save(c.queue, c.orig) }
 
 // Remove deletes the entry. The checkout file goes first: that single unlink
 // is the moment the entry stops existing. Then the payload and the registry
 // file go, and a missing one is not an error, so a remove interrupted by a
-// crash leaves only files that the monitor reports as orphaned.
+// crash leaves only files that the monitor reports as orphaned. Remove is
+// idempotent: calling it again after it succeeded returns nil, and after it
+// failed past the first unlink it finishes the job.
 func (c *Checkout) Remove() error {
 	s := c.s
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.held(); err != nil {
-		return err
-	}
 	s.acquire()
 	defer s.release()
-	s.fs.Touch(s.registryPath(c.name), s.now())
-	p := s.checkoutPath(c.queue, c.name)
-	if err := s.fs.Unlink(p); err != nil && !isNotExist(err) {
-		return pathErr("remove", p, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case coRemoved:
+		return nil
+	case coRemoving:
+	default:
+		if err := c.held(); err != nil {
+			return err
+		}
+		s.fs.Touch(s.registryPath(c.name), s.now())
+		p := s.checkoutPath(c.queue, c.name)
+		if err := s.fs.Unlink(p); err != nil && !isNotExist(err) {
+			return pathErr("remove", p, err)
+		}
+		c.finish(coRemoving)
 	}
-	c.close()
 	if err := s.syncDirs(s.checkoutDir(c.queue)); err != nil {
 		return fmt.Errorf("remove %s: %w", c.name, err)
 	}
@@ -218,7 +372,11 @@ func (c *Checkout) Remove() error {
 			return pathErr("remove", p, err)
 		}
 	}
-	return s.syncDirs(s.dir+"/"+DataDir, s.dir+"/"+RegistryDir)
+	if err := s.syncDirs(s.dir+"/"+DataDir, s.dir+"/"+RegistryDir); err != nil {
+		return fmt.Errorf("remove %s: %w", c.name, err)
+	}
+	c.state = coRemoved
+	return nil
 }
 
 // Action says what WithEntry and the readers' Iter do with an entry after the
@@ -230,43 +388,77 @@ type Action struct {
 }
 
 // SaveTo returns the action that saves the entry into queue with metadata
-// (nil keeps the metadata as it is).
+// (nil keeps the metadata as it is). The zero Action puts the entry back
+// into its queue unchanged.
 func SaveTo(queue string, metadata []byte) Action { return Action{queue: queue, metadata: metadata} }
 
 // RemoveEntry returns the action that removes the entry.
 func RemoveEntry() Action { return Action{remove: true} }
 
-// apply finishes c according to a. If f failed, the entry goes back to its
-// queue unchanged instead of being stranded in .checkout (the reference leaves
-// it stuck).
+// apply finishes c according to a. If f failed, or finishing fails, the
+// entry goes back to its queue unchanged (or, failing that, is abandoned
+// where it is) instead of being stranded in .checkout under this process's
+// lock (the reference leaves it stuck).
 func (c *Checkout) apply(a Action, ferr error) error {
 	if ferr != nil {
-		if err := c.Release(); err != nil {
-			return errors.Join(ferr, err)
-		}
-		return ferr
+		return errors.Join(ferr, c.abandon())
 	}
+	var err error
 	if a.remove {
-		return c.Remove()
+		err = c.Remove()
+	} else {
+		q := a.queue
+		if q == "" {
+			q = c.queue
+		}
+		err = c.Save(q, a.metadata)
 	}
-	q := a.queue
-	if q == "" {
-		q = c.queue
+	if err != nil {
+		c.abandon()
 	}
-	return c.Save(q, a.metadata)
+	return err
+}
+
+// abandon ends a checkout that its caller cannot finish: it puts the entry
+// back unchanged, and if even that fails, unlocks the checkout file where it
+// is, so that Recover (here or in another process) can return it later.
+// It returns the Release error, if any.
+func (c *Checkout) abandon() error {
+	err := c.Release()
+	if err != nil {
+		c.mu.Lock()
+		if c.state == coHeld {
+			c.finish(coLost)
+		}
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// run calls f on c and finishes c as f says. If f panics, c is released
+// before the panic goes on, so the entry is not stranded in .checkout.
+func (c *Checkout) run(f func(*Checkout) (Action, error)) error {
+	finished := false
+	defer func() {
+		if !finished {
+			c.Release()
+		}
+	}()
+	a, ferr := f(c)
+	finished = true
+	return c.apply(a, ferr)
 }
 
 // WithEntry checks entry name out of queue, runs f, and then saves or removes
-// the entry as f's Action says. If f returns an error the entry is released
-// unchanged and the error returned. An entry another worker took first gives
-// ErrNotFound.
+// the entry as f's Action says. If f returns an error (or panics) the entry
+// is released unchanged and the error returned. An entry another worker took
+// first gives ErrNotFound.
 func (s *Spool) WithEntry(queue, name string, f func(*Checkout) (Action, error)) error {
 	c, err := s.Checkout(queue, name)
 	if err != nil {
 		return err
 	}
-	a, ferr := f(c)
-	return c.apply(a, ferr)
+	return c.run(f)
 }
 
 // Recovered names an entry that Recover returned to its queue.
@@ -278,12 +470,16 @@ type Recovered struct {
 
 // Recover returns to their queues the checked-out entries whose checkout file
 // is older than olderThan (by mtime, strictly) and that no live holder has
-// locked: a Checkout held by a running process of this package keeps its
-// flock, so Recover is safe beside live workers. (Holders that do not flock,
-// such as OCaml multispool workers, are protected by the age alone.) The
-// rename back uses RENAME_NOREPLACE, so an entry that is somehow also in its
-// queue is left for an operator.
+// locked. Every Checkout made by this package holds an flock on its file
+// from before the file enters .checkout until it leaves, so Recover is safe
+// beside live workers of this package whatever the age; the age protects
+// holders that do not lock, such as OCaml multispool workers. The rename back
+// uses RENAME_NOREPLACE, so an entry that is somehow also in its queue is
+// left for an operator.
 func (s *Spool) Recover(olderThan time.Duration) ([]Recovered, error) {
+	if err := s.writable("recover"); err != nil {
+		return nil, err
+	}
 	var out []Recovered
 	var errs []error
 	now := s.now()
@@ -328,9 +524,17 @@ func (s *Spool) recoverOne(q, name string, now time.Time, olderThan time.Duratio
 		}
 		return Recovered{}, false, pathErr("recover: open", p, err)
 	}
-	defer s.fs.Close(fd)
+	locked := true
+	defer func() {
+		if locked {
+			s.fs.Close(fd)
+		}
+	}()
 	if err := s.fs.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return Recovered{}, false, nil // a live holder
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return Recovered{}, false, nil // a live holder
+		}
+		return Recovered{}, false, pathErr("recover: lock", p, err)
 	}
 	var fst unix.Stat_t
 	if err := s.fs.Fstat(fd, &fst); err != nil {
@@ -343,8 +547,14 @@ func (s *Spool) recoverOne(q, name string, now time.Time, olderThan time.Duratio
 	s.fs.Touch(p, now)
 	dst := s.queuePath(q, name)
 	if err := s.fs.Rename(p, dst, true); err != nil {
+		if isNotExist(err) {
+			return Recovered{}, false, nil
+		}
 		return Recovered{}, false, pathErr("recover: rename "+p+" to", dst, err)
 	}
+	// Unlock before the fsyncs: a worker may claim the entry at once.
+	s.fs.Close(fd)
+	locked = false
 	if err := s.syncDirs(s.queueDir(q), s.checkoutDir(q)); err != nil {
 		return Recovered{}, true, err
 	}

@@ -14,6 +14,9 @@ import (
 // to Enqueue as EnqueueOptions.Name, as async_smtp does to hand out ids before
 // the message is written.
 func (s *Spool) Reserve(gen NameGenerator) (string, error) {
+	if err := s.writable("reserve"); err != nil {
+		return "", err
+	}
 	s.acquire()
 	defer s.release()
 	name, err := s.reserve(gen)
@@ -89,6 +92,9 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 	if err := s.checkQueue(queue); err != nil {
 		return "", err
 	}
+	if err := s.writable("enqueue into " + queue); err != nil {
+		return "", err
+	}
 	s.acquire()
 	defer s.release()
 
@@ -141,6 +147,10 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 	dataPath := s.dataPath(name)
 	if _, err := s.writeNew(dataPath, dataBytes, data); err != nil {
 		if errors.Is(err, unix.EEXIST) {
+			// Another enqueue of the same caller-supplied name may have
+			// found our fresh registry file, taken it for a reservation,
+			// and written this payload: the registry file is its now.
+			createdRegistry = false
 			return fail(fmt.Errorf("%w: %s", ErrExists, dataPath))
 		}
 		created = append(created, dataPath)
@@ -178,4 +188,3 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 	}
 	return name, nil
 }
-

@@ -26,21 +26,32 @@ type EntryInfo struct {
 }
 
 // List returns the names of the entries waiting in queue, sorted bytewise.
-// It does not stat them. Names that are not valid entry names (hidden files,
-// .checkout) are skipped.
+// It does not stat them. Hidden names (.checkout) are skipped, and so are
+// names that the directory listing says are directories or symbolic links,
+// which cannot be entries. A queue whose directory has gone gives an error
+// wrapping ErrUnknownQueue.
 func (s *Spool) List(queue string) ([]string, error) {
 	if err := s.checkQueue(queue); err != nil {
 		return nil, err
 	}
-	return s.listDir(s.queueDir(queue))
+	names, err := s.listDir(s.queueDir(queue))
+	if isNotExist(err) {
+		return nil, queueGone(queue, s.queueDir(queue), err)
+	}
+	return names, err
 }
 
-// ListCheckedOut returns the names of queue's checked-out entries, sorted.
+// ListCheckedOut returns the names of queue's checked-out entries, sorted,
+// skipping what List skips.
 func (s *Spool) ListCheckedOut(queue string) ([]string, error) {
 	if err := s.checkQueue(queue); err != nil {
 		return nil, err
 	}
-	return s.listDir(s.checkoutDir(queue))
+	names, err := s.listDir(s.checkoutDir(queue))
+	if isNotExist(err) {
+		return nil, queueGone(queue, s.checkoutDir(queue), err)
+	}
+	return names, err
 }
 
 func (s *Spool) listDir(dir string) ([]string, error) {
@@ -52,7 +63,10 @@ func (s *Spool) listDir(dir string) ([]string, error) {
 	}
 	names := make([]string, 0, len(ents))
 	for _, e := range ents {
-		if len(e.Name) > 0 && e.Name[0] == '.' {
+		if len(e.Name) == 0 || e.Name[0] == '.' {
+			continue
+		}
+		if e.Type != unix.DT_REG && e.Type != unix.DT_UNKNOWN {
 			continue
 		}
 		names = append(names, e.Name)
@@ -135,8 +149,14 @@ func (s *Spool) ReadMetadata(queue, name string) ([]byte, error) {
 }
 
 // DataPath returns the path of entry name's payload, for senders that pass
-// the file to sendfile(2) or similar.
-func (s *Spool) DataPath(name string) string { return s.dataPath(name) }
+// the file to sendfile(2) or similar. It returns "" for an invalid name, so
+// that it never names a path outside the spool.
+func (s *Spool) DataPath(name string) string {
+	if ValidateName(name) != nil {
+		return ""
+	}
+	return s.dataPath(name)
+}
 
 // ReadData reads entry name's payload.
 func (s *Spool) ReadData(name string) ([]byte, error) {
@@ -160,7 +180,9 @@ func (s *Spool) OpenData(name string) (*os.File, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, fmt.Errorf("entry: %w", err)
 	}
+	s.acquire()
 	fd, err := s.fs.Open(s.dataPath(name), openRead, 0)
+	s.release()
 	if isNotExist(err) {
 		return nil, fmt.Errorf("%w: no data for %s in %s", ErrNotFound, name, s.dir)
 	}
@@ -179,7 +201,7 @@ func (s *Spool) WriteMetadata(queue, name string, metadata []byte) error {
 	if err != nil {
 		return err
 	}
-	return c.Save(queue, metadata)
+	return c.apply(SaveTo(queue, metadata), nil)
 }
 
 // Remove removes entry name waiting in queue: its metadata, payload and
@@ -194,7 +216,7 @@ func (s *Spool) Remove(queue, name string) error {
 	if err != nil {
 		return err
 	}
-	return c.Remove()
+	return c.apply(RemoveEntry(), nil)
 }
 
 // Move moves entry name from queue to dst with its metadata unchanged,
@@ -207,20 +229,32 @@ func (s *Spool) Move(queue, name, dst string) error {
 	if err != nil {
 		return err
 	}
-	return c.Save(dst, nil)
+	return c.apply(SaveTo(dst, nil), nil)
 }
 
 // claim checks entry name out of queue, telling "held by a worker"
-// (ErrCheckedOut) from "not there" (ErrNotFound).
+// (ErrCheckedOut) from "not there" (ErrNotFound). A claim can lose to a
+// worker that checks the entry out and saves it straight back; when the
+// entry is in the queue again after a loss, claim tries again.
 func (s *Spool) claim(queue, name string) (*Checkout, error) {
-	c, err := s.Checkout(queue, name)
-	if errors.Is(err, ErrNotFound) {
+	for attempt := 0; ; attempt++ {
+		c, err := s.Checkout(queue, name)
+		if !errors.Is(err, ErrNotFound) {
+			return c, err
+		}
 		var st unix.Stat_t
-		if s.fs.Lstat(s.checkoutPath(queue, name), &st) == nil {
+		s.acquire()
+		back := attempt < 3 && s.fs.Lstat(s.queuePath(queue, name), &st) == nil
+		held := !back && s.fs.Lstat(s.checkoutPath(queue, name), &st) == nil
+		s.release()
+		switch {
+		case back:
+			continue
+		case held:
 			return nil, fmt.Errorf("%w: %s in %s/%s", ErrCheckedOut, name, s.dir, queue)
 		}
+		return nil, err
 	}
-	return c, err
 }
 
 func (s *Spool) checkEntry(queue, name string) error {

@@ -27,4 +27,10 @@ var (
 	ErrReserveExhausted = errors.New("no free name after bounded attempts")
 	// ErrClosed reports use of a closed reader.
 	ErrClosed = errors.New("reader closed")
+	// ErrReadOnly reports a change requested of a spool opened with
+	// Options.ReadOnly, or a spool directory that this process cannot write.
+	ErrReadOnly = errors.New("spool is read-only")
+	// ErrBusy reports an entry that stayed locked by another worker while a
+	// claim waited for it: another worker is claiming it or handing it back.
+	ErrBusy = errors.New("entry is busy")
 )

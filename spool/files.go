@@ -5,14 +5,16 @@ import (
 	"io"
 	"math/rand/v2"
 	"strconv"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
 
 const (
-	openRead      = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	// openRead never follows a symlink and never blocks on a FIFO that
+	// someone put in the spool (fstat then rejects it).
+	openRead      = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK
 	openCreateNew = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	openDir       = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
 )
 
 // writeNew creates path, which must not exist (O_EXCL, never through a
@@ -101,7 +103,14 @@ func (s *Spool) readFD(fd int, path string) ([]byte, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
-	buf := make([]byte, 0, st.Size+1)
+	return s.readSized(fd, st.Size)
+}
+
+// readSized reads fd to its end; size is the expected size (from fstat),
+// used to size the buffer so that a file that did not change is read with
+// one read(2) and one more that reports the end.
+func (s *Spool) readSized(fd int, size int64) ([]byte, error) {
+	buf := make([]byte, 0, size+1)
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -122,7 +131,7 @@ func (s *Spool) readFD(fd int, path string) ([]byte, error) {
 // syncDir fsyncs the directory at path, making the creations, renames and
 // unlinks in it durable.
 func (s *Spool) syncDir(path string) error {
-	fd, err := s.fs.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := s.fs.Open(path, openDir, 0)
 	if err != nil {
 		return pathErr("open directory", path, err)
 	}
@@ -145,24 +154,6 @@ func (s *Spool) syncDirs(paths ...string) error {
 		}
 	}
 	return nil
-}
-
-// replaceFile atomically replaces path's contents with b: it writes a fresh
-// file in .tmp/ (fsynced at DurabilityFiles and above) and renames it over
-// path. The rename replaces path's directory entry, never a file a symlink
-// points to. google/renameio does the same, but its calls would bypass the
-// FS seam that fault-injection tests rely on.
-func (s *Spool) replaceFile(path, name string, b []byte) error {
-	tmp := s.uniqueTmp(name)
-	if _, err := s.writeNew(tmp, b, nil); err != nil {
-		s.fs.Unlink(tmp)
-		return err
-	}
-	if err := s.fs.Rename(tmp, path, false); err != nil {
-		s.fs.Unlink(tmp)
-		return pathErr("rename "+tmp+" to", path, err)
-	}
-	return s.syncDirs(filepath.Dir(path), filepath.Dir(tmp))
 }
 
 // uniqueTmp returns a fresh path in .tmp/ for staging a write for entry name:

@@ -160,7 +160,7 @@ func (OSFS) ReadDir(path string) ([]DirEntry, error) {
 func parseDirents(buf []byte, entries []DirEntry) []DirEntry {
 	for len(buf) >= 19 {
 		reclen := int(binary.NativeEndian.Uint16(buf[16:18]))
-		if reclen == 0 || reclen > len(buf) {
+		if reclen < 19 || reclen > len(buf) {
 			break
 		}
 		typ := buf[18]

@@ -94,9 +94,14 @@ type Options struct {
 	// PollInterval is how often readers list their queue when they cannot
 	// watch it with inotify; 0 means one second.
 	PollInterval time.Duration
-	// Logger receives rare operational messages (a reader falling back to
-	// polling); nil means slog.Default().
+	// Logger receives rare operational messages (readers falling back to
+	// polling, logged once per spool); nil means slog.Default().
 	Logger *slog.Logger
+	// ReadOnly opens the spool for reading only: Open then needs only read
+	// and search permission on the spool's directories, and every method
+	// that would change the spool fails with ErrReadOnly. Monitors use it.
+	// Create refuses it.
+	ReadOnly bool
 }
 
 // Spool is an open spool directory. It is safe for concurrent use.
@@ -110,9 +115,12 @@ type Spool struct {
 	throttle   chan struct{}
 	poll       time.Duration
 	logger     *slog.Logger
+	readOnly   bool
 
-	mu     sync.RWMutex
-	queues []string // sorted
+	hub      watchHub  // the inotify watcher that the spool's readers share
+	pollWarn sync.Once // readers falling back to polling log it once per spool
+	mu       sync.RWMutex
+	queues   []string // sorted
 }
 
 func newSpool(dir string, o *Options) *Spool {
@@ -128,7 +136,9 @@ func newSpool(dir string, o *Options) *Spool {
 		maxReserve: o.MaxReserveAttempts,
 		poll:       o.PollInterval,
 		logger:     o.Logger,
+		readOnly:   o.ReadOnly,
 	}
+	s.hub.s = s
 	if s.durability == DurabilityDefault {
 		s.durability = DefaultDurability
 	}
@@ -162,18 +172,44 @@ func newSpool(dir string, o *Options) *Spool {
 // spool's directories if missing, and adds each of queues that is not there
 // yet. A directory that does not look like a spool (no .registry/ and .tmp/)
 // must be empty; otherwise Create refuses with ErrNotSpool and changes nothing.
+//
+// Before it changes anything, Create checks everything it can: the queue
+// names, that dir is a directory this process may write, that it is empty or
+// a spool, and that the spool's own directories are directories. A refusal
+// therefore leaves the disk as it was.
 func Create(dir string, queues []string, o *Options) (*Spool, error) {
+	if o != nil && o.ReadOnly {
+		return nil, fmt.Errorf("create spool %s: %w: Options.ReadOnly is set", dir, ErrReadOnly)
+	}
 	for _, q := range queues {
 		if err := ValidateName(q); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
+			return nil, fmt.Errorf("create spool %s: queue: %w", dir, err)
 		}
 	}
 	s := newSpool(dir, o)
-	if err := s.fs.Mkdir(s.dir, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+	created := false
+	err := s.fs.Mkdir(s.dir, 0o755)
+	switch {
+	case err == nil:
+		created = true
+	case errors.Is(err, unix.EEXIST):
+	case errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
+		// The parent cannot be written. If dir exists, say what is wrong
+		// with it rather than with the parent.
+		var st unix.Stat_t
+		if unix.Stat(s.dir, &st) != nil {
+			return nil, fmt.Errorf("create spool %s: %w: cannot create the directory: %w", s.dir, ErrReadOnly, err)
+		}
+	default:
 		return nil, pathErr("create spool", s.dir, err)
 	}
 	if err := s.checkIsDir(s.dir); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create spool %s: %w", s.dir, err)
+	}
+	if created && s.durability == DurabilityFull {
+		if err := s.syncDir(filepath.Dir(s.dir)); err != nil {
+			return nil, err
+		}
 	}
 	looks, err := s.looksLikeSpool()
 	if err != nil {
@@ -186,6 +222,19 @@ func Create(dir string, queues []string, o *Options) (*Spool, error) {
 		}
 		if len(ents) > 0 {
 			return nil, fmt.Errorf("create spool %s: %w: directory is not empty", s.dir, ErrNotSpool)
+		}
+	}
+	// Refuse before creating anything if one of the names is taken by
+	// something that is not a directory.
+	check := []string{RegistryDir, TmpDir, DataDir}
+	for _, q := range queues {
+		check = append(check, q, q+"/"+CheckoutDir)
+	}
+	for _, d := range check {
+		var st unix.Stat_t
+		p := filepath.Join(s.dir, d)
+		if err := s.fs.Lstat(p, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return nil, fmt.Errorf("create spool %s: %w: %s exists and is not a directory", s.dir, ErrNotSpool, p)
 		}
 	}
 	for _, d := range []string{RegistryDir, TmpDir, DataDir} {
@@ -206,11 +255,14 @@ func Create(dir string, queues []string, o *Options) (*Spool, error) {
 
 // Open opens an existing spool at dir and discovers its queues: every
 // directory at the top level whose name does not start with '.' and that
-// holds a .checkout/ directory. It changes nothing on disk.
+// holds a .checkout/ directory. It changes nothing on disk. The spool's
+// directories must be readable, writable and searchable by this process
+// (readable and searchable with Options.ReadOnly); otherwise Open fails with
+// an error that wraps ErrReadOnly or the permission error.
 func Open(dir string, o *Options) (*Spool, error) {
 	s := newSpool(dir, o)
 	if err := s.checkIsDir(s.dir); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open spool %s: %w", s.dir, err)
 	}
 	looks, err := s.looksLikeSpool()
 	if err != nil {
@@ -219,13 +271,26 @@ func Open(dir string, o *Options) (*Spool, error) {
 	if !looks {
 		return nil, fmt.Errorf("open spool %s: %w: no %s/ and %s/ directories", s.dir, ErrNotSpool, RegistryDir, TmpDir)
 	}
-	if err := s.checkIsDir(filepath.Join(s.dir, DataDir)); err != nil {
-		return nil, fmt.Errorf("open spool %s: %w", s.dir, err)
+	for _, d := range []string{RegistryDir, TmpDir, DataDir} {
+		if err := s.checkIsDir(filepath.Join(s.dir, d)); err != nil {
+			return nil, fmt.Errorf("open spool %s: %w", s.dir, err)
+		}
 	}
 	if err := s.discover(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// ReadOnly reports whether the spool was opened with Options.ReadOnly.
+func (s *Spool) ReadOnly() bool { return s.readOnly }
+
+// writable returns ErrReadOnly, wrapped with what was asked, for a read-only spool.
+func (s *Spool) writable(op string) error {
+	if s.readOnly {
+		return fmt.Errorf("%s in %s: %w", op, s.dir, ErrReadOnly)
+	}
+	return nil
 }
 
 // Dir returns the spool's directory.
@@ -254,6 +319,11 @@ func (s *Spool) AddQueue(q string) error {
 	if err := ValidateName(q); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
+	if err := s.writable("add queue " + q); err != nil {
+		return err
+	}
+	s.acquire()
+	defer s.release()
 	qdir := filepath.Join(s.dir, q)
 	if err := s.mkdirIfMissing(qdir); err != nil {
 		return err
@@ -273,6 +343,8 @@ func (s *Spool) AddQueue(q string) error {
 func (s *Spool) Rediscover() error { return s.discover() }
 
 func (s *Spool) discover() error {
+	s.acquire()
+	defer s.release()
 	ents, err := s.fs.ReadDir(s.dir)
 	if err != nil {
 		return pathErr("list spool", s.dir, err)
@@ -320,11 +392,14 @@ func (s *Spool) looksLikeSpool() (bool, error) {
 }
 
 // checkIsDir requires path to be a directory (following a symlink only for the
-// spool root, which the user named) that this process can read, write and search.
+// spool root, which the user named) that this process can read, write and
+// search (only read and search for a read-only spool).
 func (s *Spool) checkIsDir(path string) error {
 	var st unix.Stat_t
-	err := unix.Stat(path, &st)
-	if path != s.dir {
+	var err error
+	if path == s.dir {
+		err = unix.Stat(path, &st)
+	} else {
 		err = s.fs.Lstat(path, &st)
 	}
 	if err != nil {
@@ -336,8 +411,14 @@ func (s *Spool) checkIsDir(path string) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return fmt.Errorf("%s: %w: not a directory", path, ErrNotSpool)
 	}
-	if err := unix.Access(path, unix.R_OK|unix.W_OK|unix.X_OK); err != nil {
-		return pathErr("access", path, fmt.Errorf("directory is not readable, writable and searchable: %w", err))
+	if err := unix.Access(path, unix.R_OK|unix.X_OK); err != nil {
+		return pathErr("access", path, fmt.Errorf("directory is not readable and searchable: %w", err))
+	}
+	if s.readOnly {
+		return nil
+	}
+	if err := unix.Access(path, unix.W_OK); err != nil {
+		return fmt.Errorf("%s: %w: directory is not writable (%w); open it with Options.ReadOnly to read it", path, ErrReadOnly, err)
 	}
 	return nil
 }

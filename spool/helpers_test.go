@@ -1,0 +1,283 @@
+package spool
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// tree lists dir and everything under it like `find spool | sort`, with
+// paths relative to dir's parent.
+func tree(t testing.TB, dir string) string {
+	t.Helper()
+	var lines []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(filepath.Dir(dir), p)
+		if err != nil {
+			return err
+		}
+		lines = append(lines, rel)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// treeState is tree with each path's type, permissions, size, mtime and,
+// for files, a hash of the contents: two equal treeStates mean nothing
+// under dir changed (a file created and removed again changes its
+// directory's mtime).
+func treeState(t testing.TB, dir string) string {
+	t.Helper()
+	var lines []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%s %v %d %d", p, info.Mode(), info.Size(), info.ModTime().UnixNano())
+		if info.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.Sum256(b)
+			line += " " + hex.EncodeToString(h[:8])
+		}
+		lines = append(lines, line)
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// layout builds the expected `find spool | sort` listing of a spool named
+// "spool" from the paths under it.
+func layout(paths ...string) string {
+	lines := []string{"spool"}
+	for _, p := range paths {
+		lines = append(lines, "spool/"+p)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// bareLayout is the layout of a fresh spool with the given queues.
+func bareLayout(queues ...string) []string {
+	ps := []string{".data", ".registry", ".tmp"}
+	for _, q := range queues {
+		ps = append(ps, q, q+"/.checkout")
+	}
+	return ps
+}
+
+// newTestSpool creates a spool named "spool" in a fresh temporary directory.
+func newTestSpool(t testing.TB, queues []string, o *Options) *Spool {
+	t.Helper()
+	s, err := Create(filepath.Join(t.TempDir(), "spool"), queues, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// mustEnqueue enqueues metadata and data into queue.
+func mustEnqueue(t testing.TB, s *Spool, queue, metadata, data string, o EnqueueOptions) string {
+	t.Helper()
+	name, err := s.EnqueueBytes(queue, []byte(metadata), []byte(data), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// mustList lists queue.
+func mustList(t testing.TB, s *Spool, queue string) []string {
+	t.Helper()
+	names, err := s.List(queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// hookFS wraps OSFS: hook runs before every call with the operation and
+// path (for descriptor calls, the path the descriptor was opened with) and
+// may block, or return an error to inject instead of making the call. It
+// also counts the calls in flight.
+type hookFS struct {
+	hook func(op, path string) error
+
+	mu  sync.Mutex
+	fds map[int]string
+
+	inflight, maxInflight atomic.Int64
+}
+
+var _ FS = (*hookFS)(nil)
+
+func (h *hookFS) enter(op, path string) error {
+	n := h.inflight.Add(1)
+	for {
+		m := h.maxInflight.Load()
+		if n <= m || h.maxInflight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	if h.hook != nil {
+		if err := h.hook(op, path); err != nil {
+			h.inflight.Add(-1)
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *hookFS) exit() { h.inflight.Add(-1) }
+
+func (h *hookFS) path(fd int) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fds[fd]
+}
+
+func (h *hookFS) Open(path string, flags int, perm uint32) (int, error) {
+	if err := h.enter("open", path); err != nil {
+		return -1, err
+	}
+	defer h.exit()
+	fd, err := OSFS{}.Open(path, flags, perm)
+	if err == nil {
+		h.mu.Lock()
+		if h.fds == nil {
+			h.fds = map[int]string{}
+		}
+		h.fds[fd] = path
+		h.mu.Unlock()
+	}
+	return fd, err
+}
+
+func (h *hookFS) Read(fd int, p []byte) (int, error) {
+	if err := h.enter("read", h.path(fd)); err != nil {
+		return 0, err
+	}
+	defer h.exit()
+	return OSFS{}.Read(fd, p)
+}
+
+func (h *hookFS) Write(fd int, p []byte) (int, error) {
+	if err := h.enter("write", h.path(fd)); err != nil {
+		return 0, err
+	}
+	defer h.exit()
+	return OSFS{}.Write(fd, p)
+}
+
+func (h *hookFS) Fsync(fd int) error {
+	if err := h.enter("fsync", h.path(fd)); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Fsync(fd)
+}
+
+func (h *hookFS) Close(fd int) error {
+	path := h.path(fd)
+	h.mu.Lock()
+	delete(h.fds, fd)
+	h.mu.Unlock()
+	if err := h.enter("close", path); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Close(fd)
+}
+
+func (h *hookFS) Fstat(fd int, st *unix.Stat_t) error {
+	if err := h.enter("fstat", h.path(fd)); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Fstat(fd, st)
+}
+
+func (h *hookFS) Lstat(path string, st *unix.Stat_t) error {
+	if err := h.enter("lstat", path); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Lstat(path, st)
+}
+
+func (h *hookFS) Rename(oldpath, newpath string, noReplace bool) error {
+	if err := h.enter("rename", oldpath+" -> "+newpath); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Rename(oldpath, newpath, noReplace)
+}
+
+func (h *hookFS) Unlink(path string) error {
+	if err := h.enter("unlink", path); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Unlink(path)
+}
+
+func (h *hookFS) Mkdir(path string, perm uint32) error {
+	if err := h.enter("mkdir", path); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Mkdir(path, perm)
+}
+
+func (h *hookFS) Touch(path string, t time.Time) error {
+	if err := h.enter("touch", path); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Touch(path, t)
+}
+
+func (h *hookFS) ReadDir(path string) ([]DirEntry, error) {
+	if err := h.enter("readdir", path); err != nil {
+		return nil, err
+	}
+	defer h.exit()
+	return OSFS{}.ReadDir(path)
+}
+
+func (h *hookFS) Flock(fd int, how int) error {
+	if err := h.enter("flock", h.path(fd)); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Flock(fd, how)
+}

@@ -1,0 +1,257 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
+)
+
+// logBuffer is a concurrency-safe buffer for a slog handler.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// inotifyFDs counts this process's inotify instances.
+func inotifyFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "anon_inode:inotify" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestReaderPollingFallback: where inotify cannot be used (no instance left,
+// or no watch left), readers poll at the spool's interval, still dequeue
+// what arrives, and the spool logs the fall-back once however many readers
+// fall back.
+func TestReaderPollingFallback(t *testing.T) {
+	cases := []struct {
+		name    string
+		watcher func() (*fsnotify.Watcher, error)
+		add     func(*fsnotify.Watcher, string) error
+	}{
+		{"no inotify instance", func() (*fsnotify.Watcher, error) { return nil, unix.EMFILE }, addWatch},
+		{"no watch left", fsnotify.NewWatcher, func(*fsnotify.Watcher, string) error { return unix.ENOSPC }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			oldNew, oldAdd := newWatcher, addWatch
+			newWatcher, addWatch = c.watcher, c.add
+			defer func() { newWatcher, addWatch = oldNew, oldAdd }()
+			before := inotifyFDs(t)
+			var logs logBuffer
+			logger := slog.New(slog.NewTextHandler(&logs, nil))
+			s := newTestSpool(t, []string{"q1", "q2"}, &Options{Durability: DurabilityNone, Logger: logger, PollInterval: 10 * time.Millisecond})
+			var readers []*Reader
+			for _, q := range []string{"q1", "q1", "q2"} {
+				r, err := s.NewReader(q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				if !r.Polling() {
+					t.Fatal("reader watches although inotify fails")
+				}
+				readers = append(readers, r)
+			}
+			if n := strings.Count(logs.String(), "polling instead"); n != 1 {
+				t.Errorf("%d log records for 3 readers falling back, want 1:\n%s", n, logs.String())
+			}
+			if n := inotifyFDs(t); n != before {
+				t.Errorf("%d inotify instances left open", n-before)
+			}
+			got := make(chan string)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				c, err := readers[2].Dequeue(ctx)
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				got <- string(c.Metadata())
+				c.Remove()
+			}()
+			time.Sleep(30 * time.Millisecond) // let the reader find the queue empty and poll
+			mustEnqueue(t, s, "q2", "late", "", EnqueueOptions{})
+			if m := <-got; m != "late" {
+				t.Fatalf("polling reader got %q", m)
+			}
+			// A second spool logs its own fall-back once.
+			s2 := newTestSpool(t, []string{"q"}, &Options{Logger: logger})
+			r, err := s2.NewReader("q")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			if n := strings.Count(logs.String(), "polling instead"); n != 2 {
+				t.Errorf("%d log records for 2 spools, want 2", n)
+			}
+		})
+	}
+}
+
+// TestReaderQueueRemoved: when the queue's directory is removed, a Dequeue
+// blocked on it returns at once with an error wrapping ErrUnknownQueue, and
+// so do later calls, polling or not; a new reader of it fails likewise.
+func TestReaderQueueRemoved(t *testing.T) {
+	for _, polling := range []bool{false, true} {
+		name := "watching"
+		if polling {
+			name = "polling"
+		}
+		t.Run(name, func(t *testing.T) {
+			if polling {
+				old := newWatcher
+				newWatcher = func() (*fsnotify.Watcher, error) { return nil, unix.EMFILE }
+				defer func() { newWatcher = old }()
+			}
+			s := newTestSpool(t, []string{"q", "other"}, &Options{Durability: DurabilityNone, PollInterval: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+			r, err := s.NewReader("q")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := r.Dequeue(context.Background())
+				errc <- err
+			}()
+			time.Sleep(30 * time.Millisecond)
+			if err := os.RemoveAll(s.queueDir("q")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, ErrUnknownQueue) || !strings.Contains(err.Error(), s.queueDir("q")) {
+					t.Fatalf("Dequeue after the queue was removed = %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Dequeue did not return after the queue was removed")
+			}
+			if _, err := r.DequeueAvailable(); !errors.Is(err, ErrUnknownQueue) {
+				t.Errorf("DequeueAvailable = %v", err)
+			}
+			if _, err := s.NewReader("q"); !errors.Is(err, ErrUnknownQueue) {
+				t.Errorf("NewReader of the removed queue = %v", err)
+			}
+			// The other queue still works.
+			r2, err := s.NewReader("other")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r2.Close()
+			mustEnqueue(t, s, "other", "m", "", EnqueueOptions{})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := r2.Dequeue(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Remove()
+		})
+	}
+}
+
+// TestReaderClose: Close wakes a Dequeue blocked in another goroutine
+// (ErrClosed), releases the watch (the spool's inotify instance goes with
+// its last reader), and later calls fail with ErrClosed.
+func TestReaderClose(t *testing.T) {
+	before := inotifyFDs(t)
+	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
+	r1, err := s.NewReader("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.NewReader("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := inotifyFDs(t) - before; n != 1 {
+		t.Fatalf("two readers of one spool use %d inotify instances, want 1", n)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := r1.Dequeue(context.Background())
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := r1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("blocked Dequeue after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake the blocked Dequeue")
+	}
+	if _, err := r1.Dequeue(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Dequeue after Close = %v", err)
+	}
+	if _, err := r1.DequeueAvailable(); !errors.Is(err, ErrClosed) {
+		t.Errorf("DequeueAvailable after Close = %v", err)
+	}
+	if err := r1.IterAvailable(context.Background(), nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("IterAvailable after Close = %v", err)
+	}
+	if err := r1.Close(); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+	if n := inotifyFDs(t) - before; n != 1 {
+		t.Errorf("with one reader left, %d inotify instances, want 1", n)
+	}
+	r2.Close()
+	if n := inotifyFDs(t) - before; n != 0 {
+		t.Errorf("with every reader closed, %d inotify instances left", n)
+	}
+	s.hub.mu.Lock()
+	if s.hub.w != nil {
+		t.Error("the hub still has a watcher")
+	}
+	s.hub.mu.Unlock()
+	// A new reader starts a new watcher.
+	r3, err := s.NewReader("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3.Close()
+	mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := r3.Dequeue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Remove()
+}
