@@ -255,7 +255,7 @@ func TestEquivalence(t *testing.T) {
 			checkpoint := func() {
 				t.Helper()
 				syncMonitor(t, inc)
-				w.now = w.now.Add(time.Duration(30+w.rng.IntN(60)) * time.Second)
+				setNow(&w.now, w.now.Add(time.Duration(30+w.rng.IntN(60))*time.Second))
 				ei, err := inc.Cycle(context.Background())
 				if err != nil {
 					fail("incremental cycle: %v", err)

@@ -20,7 +20,11 @@ const waitDeadline = 20 * time.Second
 func newTestMonitor(t testing.TB, dir string, cfg Config, now *time.Time) *Monitor {
 	t.Helper()
 	if cfg.Now == nil {
-		cfg.Now = func() time.Time { return *now }
+		cfg.Now = func() time.Time {
+			nowMu.Lock()
+			defer nowMu.Unlock()
+			return *now
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = quietLog
@@ -43,6 +47,16 @@ func newTestMonitor(t testing.TB, dir string, cfg Config, now *time.Time) *Monit
 		}
 	})
 	return m
+}
+
+// nowMu guards the tests' clocks, which background rescans read: tests
+// change them with setNow.
+var nowMu sync.Mutex
+
+func setNow(now *time.Time, t time.Time) {
+	nowMu.Lock()
+	defer nowMu.Unlock()
+	*now = t
 }
 
 var (
@@ -112,7 +126,7 @@ func fmtEvents(events []Event) string {
 
 func TestDebounce(t *testing.T) {
 	now := t0.Add(time.Hour)
-	tick := func() { now = now.Add(15 * time.Second) }
+	tick := func() { setNow(&now, now.Add(15*time.Second)) }
 	orphan := p(KindOrphaned, tmp, "foo")
 	touched := orphan
 	touched.ModTime = t0.Add(time.Minute)
