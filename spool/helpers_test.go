@@ -2,6 +2,7 @@ package spool
 
 import (
 	"crypto/sha256"
+	"errors"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
@@ -130,6 +131,8 @@ func mustList(t testing.TB, s *Spool, queue string) []string {
 // also counts the calls in flight.
 type hookFS struct {
 	hook func(op, path string) error
+	// readDir replaces ReadDir for a call whose hook returns errOverride.
+	readDir func(path string) ([]DirEntry, error)
 
 	mu  sync.Mutex
 	fds map[int]string
@@ -266,8 +269,15 @@ func (h *hookFS) Touch(path string, t time.Time) error {
 	return OSFS{}.Touch(path, t)
 }
 
+// errOverride, returned by a hook, makes ReadDir call hookFS.readDir.
+var errOverride = errors.New("override")
+
 func (h *hookFS) ReadDir(path string) ([]DirEntry, error) {
 	if err := h.enter("readdir", path); err != nil {
+		if err == errOverride {
+			defer h.inflight.Add(-1)
+			return h.readDir(path)
+		}
 		return nil, err
 	}
 	defer h.exit()
