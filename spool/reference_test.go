@@ -665,9 +665,12 @@ func TestCreateOpen(t *testing.T) {
 // in creation order even when the clock stands still or goes back.
 func TestTimeNames(t *testing.T) {
 	clocks := map[string]func() time.Time{
-		"real":      nil,
-		"stopped":   func() time.Time { return time.Unix(1e9, 0) },
-		"backwards": func() func() time.Time { n := int64(2e9); return func() time.Time { n -= 1e6; return time.Unix(0, n*1e3) } }(),
+		"real":    nil,
+		"stopped": func() time.Time { return time.Unix(1e9, 0) },
+		"backwards": func() func() time.Time {
+			n := int64(2e9)
+			return func() time.Time { n -= 1e6; return time.Unix(0, n*1e3) }
+		}(),
 	}
 	for name, now := range clocks {
 		g := TimeNames{Now: now}
