@@ -1,0 +1,305 @@
+package spool_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spool-agent/spool-agent/spool"
+	"golang.org/x/sys/unix"
+)
+
+// The metadata and payload of the entries in the fault-injection tests.
+const (
+	meta1   = "metadata one"
+	meta2   = "metadata two, longer than the first"
+	payload = "payload bytes: the entry's data, which must survive every fault intact"
+)
+
+// faultFS wraps a spool.FS. It counts calls, injects one fault at the Nth
+// call (or, for a short write, at the Nth write), can keep failing
+// allocations with ENOSPC from then on (a full disk), and can record every
+// call with the paths involved (descriptors are mapped back to the path they
+// were opened with) so that tests can check the order of fsyncs.
+//
+// Fsync is not passed on to the real file system unless realSync is set:
+// these tests simulate process crashes and power loss by inspecting the
+// sequence of calls, and real fsyncs would only make them slow.
+type faultFS struct {
+	inner spool.FS
+
+	mu       sync.Mutex
+	calls    int
+	writes   int
+	failAt   int        // 1-based call (or write, for short) to fail; 0: never
+	errno    unix.Errno // the error to inject; 0 with short set: a short write
+	short    bool       // inject a short write at the failAt-th Write
+	sticky   bool       // after the fault, allocations keep failing with errno
+	tripped  bool       // the fault has fired
+	injected string     // description of the call that got the fault
+	record   bool       // record calls into log
+	log      []fsCall   // recorded calls
+	fds      map[int]string
+	realSync bool
+}
+
+// fsCall is one recorded call: the operation, its path(s) and its result.
+type fsCall struct {
+	Op    string // open, write, fsync, close, fstat, lstat, rename, unlink, mkdir, touch, readdir, flock
+	Path  string
+	Path2 string // rename's new path
+	Dir   bool   // open: opened a directory
+	Err   error
+}
+
+func (c fsCall) String() string {
+	s := c.Op + " " + c.Path
+	if c.Path2 != "" {
+		s += " -> " + c.Path2
+	}
+	if c.Err != nil {
+		s += ": " + c.Err.Error()
+	}
+	return s
+}
+
+func newFaultFS() *faultFS { return &faultFS{inner: spool.OSFS{}, fds: map[int]string{}} }
+
+// arm makes the n-th call from now (or the n-th write, for a short write) fail.
+func (f *faultFS) arm(n int, errno unix.Errno, short, sticky bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls, f.writes = 0, 0
+	f.failAt, f.errno, f.short, f.sticky = n, errno, short, sticky
+	f.tripped, f.injected = false, ""
+}
+
+// disarm removes the fault (and a sticky full disk).
+func (f *faultFS) disarm() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failAt, f.sticky, f.tripped = 0, false, false
+}
+
+// counts returns the number of calls and writes since the last arm.
+func (f *faultFS) counts() (calls, writes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls, f.writes
+}
+
+// fault decides whether the call op on path fails, and with which error.
+// allocates tells whether the call can need new disk space (for a sticky
+// ENOSPC). isWrite marks Write calls, which short writes count.
+func (f *faultFS) fault(op, path string, allocates, isWrite bool) (error, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if isWrite {
+		f.writes++
+	}
+	if f.tripped {
+		if f.sticky && allocates {
+			return f.errno, false
+		}
+		return nil, false
+	}
+	if f.failAt == 0 {
+		return nil, false
+	}
+	if f.short {
+		if isWrite && f.writes == f.failAt {
+			f.tripped = true
+			f.injected = fmt.Sprintf("write #%d (%s): short write", f.writes, path)
+			return nil, true
+		}
+		return nil, false
+	}
+	if f.calls == f.failAt {
+		f.tripped = true
+		f.injected = fmt.Sprintf("call #%d %s %s: %v", f.calls, op, path, f.errno)
+		return f.errno, false
+	}
+	return nil, false
+}
+
+func (f *faultFS) rec(c fsCall) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.record {
+		f.log = append(f.log, c)
+	}
+}
+
+func (f *faultFS) fdPath(fd int) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p, ok := f.fds[fd]; ok {
+		return p
+	}
+	return fmt.Sprintf("fd %d", fd)
+}
+
+// calls returns the recorded calls and clears the log.
+func (f *faultFS) takeLog() []fsCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l := f.log
+	f.log = nil
+	return l
+}
+
+// Open implements spool.FS.
+func (f *faultFS) Open(path string, flags int, perm uint32) (int, error) {
+	if err, _ := f.fault("open", path, flags&unix.O_CREAT != 0, false); err != nil {
+		f.rec(fsCall{Op: "open", Path: path, Err: err})
+		return -1, err
+	}
+	fd, err := f.inner.Open(path, flags, perm)
+	if err == nil {
+		f.mu.Lock()
+		f.fds[fd] = filepath.Clean(path)
+		f.mu.Unlock()
+	}
+	f.rec(fsCall{Op: "open", Path: path, Dir: flags&unix.O_DIRECTORY != 0, Err: err})
+	return fd, err
+}
+
+// Read implements spool.FS.
+func (f *faultFS) Read(fd int, p []byte) (int, error) {
+	if err, _ := f.fault("read", f.fdPath(fd), false, false); err != nil {
+		return 0, err
+	}
+	return f.inner.Read(fd, p)
+}
+
+// Write implements spool.FS.
+func (f *faultFS) Write(fd int, p []byte) (int, error) {
+	path := f.fdPath(fd)
+	err, short := f.fault("write", path, true, true)
+	if err != nil {
+		f.rec(fsCall{Op: "write", Path: path, Err: err})
+		return 0, err
+	}
+	if short {
+		p = p[:len(p)/2]
+	}
+	n, err := f.inner.Write(fd, p)
+	f.rec(fsCall{Op: "write", Path: path, Err: err})
+	return n, err
+}
+
+// Fsync implements spool.FS.
+func (f *faultFS) Fsync(fd int) error {
+	path := f.fdPath(fd)
+	if err, _ := f.fault("fsync", path, true, false); err != nil {
+		f.rec(fsCall{Op: "fsync", Path: path, Err: err})
+		return err
+	}
+	var err error
+	if f.realSync {
+		err = f.inner.Fsync(fd)
+	}
+	f.rec(fsCall{Op: "fsync", Path: path, Err: err})
+	return err
+}
+
+// Close implements spool.FS. Like close(2) on Linux, it releases the
+// descriptor even when it reports an error.
+func (f *faultFS) Close(fd int) error {
+	path := f.fdPath(fd)
+	ferr, _ := f.fault("close", path, false, false)
+	err := f.inner.Close(fd)
+	f.mu.Lock()
+	delete(f.fds, fd)
+	f.mu.Unlock()
+	if ferr != nil {
+		err = ferr
+	}
+	f.rec(fsCall{Op: "close", Path: path, Err: err})
+	return err
+}
+
+// Fstat implements spool.FS.
+func (f *faultFS) Fstat(fd int, st *unix.Stat_t) error {
+	if err, _ := f.fault("fstat", f.fdPath(fd), false, false); err != nil {
+		return err
+	}
+	return f.inner.Fstat(fd, st)
+}
+
+// Lstat implements spool.FS.
+func (f *faultFS) Lstat(path string, st *unix.Stat_t) error {
+	if err, _ := f.fault("lstat", path, false, false); err != nil {
+		return err
+	}
+	return f.inner.Lstat(path, st)
+}
+
+// Rename implements spool.FS.
+func (f *faultFS) Rename(oldpath, newpath string, noReplace bool) error {
+	err, _ := f.fault("rename", oldpath+" -> "+newpath, true, false)
+	if err == nil {
+		err = f.inner.Rename(oldpath, newpath, noReplace)
+	}
+	f.rec(fsCall{Op: "rename", Path: oldpath, Path2: newpath, Err: err})
+	return err
+}
+
+// Unlink implements spool.FS.
+func (f *faultFS) Unlink(path string) error {
+	err, _ := f.fault("unlink", path, false, false)
+	if err == nil {
+		err = f.inner.Unlink(path)
+	} else if err == unix.ENOENT {
+		// The honest way for unlink to say ENOENT: someone else (an
+		// operator, another process) removed the file just before.
+		f.inner.Unlink(path)
+	}
+	f.rec(fsCall{Op: "unlink", Path: path, Err: err})
+	return err
+}
+
+// Mkdir implements spool.FS.
+func (f *faultFS) Mkdir(path string, perm uint32) error {
+	err, _ := f.fault("mkdir", path, true, false)
+	if err == nil {
+		err = f.inner.Mkdir(path, perm)
+	}
+	f.rec(fsCall{Op: "mkdir", Path: path, Err: err})
+	return err
+}
+
+// Touch implements spool.FS.
+func (f *faultFS) Touch(path string, t time.Time) error {
+	if err, _ := f.fault("touch", path, false, false); err != nil {
+		return err
+	}
+	return f.inner.Touch(path, t)
+}
+
+// ReadDir implements spool.FS.
+func (f *faultFS) ReadDir(path string) ([]spool.DirEntry, error) {
+	if err, _ := f.fault("readdir", path, false, false); err != nil {
+		return nil, err
+	}
+	return f.inner.ReadDir(path)
+}
+
+// Flock implements spool.FS.
+func (f *faultFS) Flock(fd int, how int) error {
+	if err, _ := f.fault("flock", f.fdPath(fd), false, false); err != nil {
+		return err
+	}
+	return f.inner.Flock(fd, how)
+}
+
+// rel shortens a recorded path to its part inside dir, for messages.
+func rel(dir, p string) string {
+	if r, err := filepath.Rel(dir, p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return p
+}
