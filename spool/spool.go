@@ -469,9 +469,12 @@ func (s *Spool) checkQueue(q string) error {
 		return fmt.Errorf("queue: %w", err)
 	}
 	if !s.HasQueue(q) {
-		// Another process may have added the queue since we looked.
-		var st unix.Stat_t
-		if s.fs.Lstat(s.checkoutDir(q), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		// Another process may have added the queue since we looked. As in
+		// discover, the queue directory itself must not be a symlink: Lstat
+		// of <q>/.checkout alone would follow one out of the spool.
+		var st, qst unix.Stat_t
+		if s.fs.Lstat(s.queueDir(q), &qst) == nil && qst.Mode&unix.S_IFMT == unix.S_IFDIR &&
+			s.fs.Lstat(s.checkoutDir(q), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			s.mu.Lock()
 			if i, ok := slices.BinarySearch(s.queues, q); !ok {
 				s.queues = slices.Insert(s.queues, i, q)
