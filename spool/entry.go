@@ -246,12 +246,18 @@ func (s *Spool) claim(queue, name string) (*Checkout, error) {
 		s.acquire()
 		back := attempt < 3 && s.fs.Lstat(s.queuePath(queue, name), &st) == nil
 		held := !back && s.fs.Lstat(s.checkoutPath(queue, name), &st) == nil
+		// Still waiting after every retry: the checkout cannot work (its
+		// .checkout directory is gone, say). That is an error, never "not
+		// found", or Remove would call a waiting entry removed.
+		stuck := !back && !held && s.fs.Lstat(s.queuePath(queue, name), &st) == nil
 		s.release()
 		switch {
 		case back:
 			continue
 		case held:
 			return nil, fmt.Errorf("%w: %s in %s/%s", ErrCheckedOut, name, s.dir, queue)
+		case stuck:
+			return nil, fmt.Errorf("claim %s in %s/%s: still waiting after %d checkouts said it was gone: %v", name, s.dir, queue, attempt+1, err)
 		}
 		return nil, err
 	}
