@@ -89,12 +89,6 @@ func (c *child) wait(t *testing.T, d time.Duration) error {
 	return nil
 }
 
-// killedBySIGKILL reports whether the child died of SIGKILL.
-func (c *child) killedBySIGKILL() bool {
-	ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
-}
-
 // appendLog opens path for appending single-write lines.
 func appendLog(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
