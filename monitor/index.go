@@ -147,6 +147,18 @@ func (a *arena) intern(b []byte) string {
 	return unsafe.String(&a.buf[off], len(b))
 }
 
+// internZ is intern with a NUL after the name's bytes, so that the name can
+// be passed to a system call as it is (see fstatatZ).
+func (a *arena) internZ(b []byte) string {
+	if len(a.buf)+len(b)+1 > cap(a.buf) {
+		a.buf = make([]byte, 0, max(1<<20, len(b)+1))
+	}
+	off := len(a.buf)
+	a.buf = append(a.buf, b...)
+	a.buf = append(a.buf, 0)
+	return unsafe.String(&a.buf[off], len(b))
+}
+
 // newID adds an entry for name and returns its id.
 func (ix *index) newID(name string) uint32 {
 	var id uint32

@@ -94,10 +94,21 @@ func syncMonitor(t testing.TB, m *Monitor) {
 	}
 	defer os.Remove(path)
 	deadline := time.After(waitDeadline)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		select {
 		case got := <-markers:
 			if got == name {
+				return
+			}
+		case <-tick.C:
+			// A monitor that stopped watching (the spool went away) scans
+			// in full at its next cycle: nothing to wait for.
+			m.mu.Lock()
+			watching := m.watching
+			m.mu.Unlock()
+			if !watching {
 				return
 			}
 		case <-deadline:

@@ -1,11 +1,13 @@
 package monitor
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -20,6 +22,7 @@ var ErrNotSpool = errors.New("not a spool")
 // buffer, which lets fstatat use them without a copy) and its d_type.
 type dirent struct {
 	name []byte // without the NUL; name[len(name)] is the NUL
+	ino  uint64
 	typ  uint8
 }
 
@@ -51,11 +54,12 @@ func readDir(fd int, buf []byte, f func(dirent)) error {
 				}
 			}
 			typ := b[18]
+			ino := binary.NativeEndian.Uint64(b[0:8])
 			b = b[reclen:]
 			if len(name) == 0 || (name[0] == '.' && (len(name) == 1 || (len(name) == 2 && name[1] == '.'))) {
 				continue
 			}
-			f(dirent{name: name, typ: typ})
+			f(dirent{name: name, ino: ino, typ: typ})
 		}
 	}
 }
@@ -63,10 +67,21 @@ func readDir(fd int, buf []byte, f func(dirent)) error {
 // fstatat stats the name in d (NUL-terminated in the getdents buffer)
 // relative to dirfd, without following a symlink and without allocating.
 func fstatat(dirfd int, d dirent, st *unix.Stat_t) error {
-	p := unsafe.Pointer(unsafe.SliceData(d.name))
 	if len(d.name) == 0 {
 		return unix.ENOENT
 	}
+	return rawFstatat(dirfd, unsafe.Pointer(unsafe.SliceData(d.name)), st)
+}
+
+// fstatatZ is fstatat of a name interned by arena.internZ (NUL-terminated).
+func fstatatZ(dirfd int, name string, st *unix.Stat_t) error {
+	if len(name) == 0 {
+		return unix.ENOENT
+	}
+	return rawFstatat(dirfd, unsafe.Pointer(unsafe.StringData(name)), st)
+}
+
+func rawFstatat(dirfd int, p unsafe.Pointer, st *unix.Stat_t) error {
 	for {
 		_, _, e := unix.Syscall6(unix.SYS_NEWFSTATAT, uintptr(dirfd), uintptr(p), uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
 		switch e {
@@ -231,6 +246,15 @@ type orphan struct {
 // directories that could not be read are marked failed, and the checks
 // that depend on them are skipped. A nil index means the spool itself is
 // unreadable (or is not a spool).
+//
+// Three passes run at once: the registry (listed, then turned into the
+// index's map), .data (listed, then statted for sizes) and .tmp with the
+// queue and checkout directories (listed, then statted for mtimes). Stats
+// go in inode order, which is cheaper than directory order on ext4 (GNU
+// find does the same). Once the registry map is built, the other two
+// passes look their names up in it (reading only) and fill in their own
+// fields of the entries: the data pass entry.rd and entry.size, the queue
+// pass entry.loc, entry.ns and entry.lf.
 func (s *scanner) scan() (*index, error) {
 	buf := make([]byte, direntBuf)
 	watch := func(path string) {
@@ -258,34 +282,67 @@ func (s *scanner) scan() (*index, error) {
 		watch(s.dir + "/" + d)
 	}
 
-	// The registry first: it decides which names are entries.
-	regPath := s.dir + "/" + spool.RegistryDir
-	if err := s.readRegistry(ix, regPath, buf); err != nil {
-		ix.regFailed = true
-		errs = append(errs, err)
-	}
-	ix.ents = slices.Clip(ix.ents)
-	if err := s.canceled(); err != nil {
-		return nil, err
-	}
-
-	// Then .data and the queue directories in parallel: the registry map is
-	// only read, the data pass writes entry.rd and entry.size, the queue
-	// pass entry.loc, entry.ns and entry.lf.
-	var wg sync.WaitGroup
+	regDone := make(chan struct{})
+	var regErrs, dataErrs, locErrs []error
 	var dataOrphans, locOrphans []orphan
-	var dataErrs, locErrs []error
-	wg.Add(1)
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		dataOrphans, dataErrs = s.readData(ix, make([]byte, direntBuf))
+		defer close(regDone)
+		path := s.dir + "/" + spool.RegistryDir
+		files, ok := listDir(path, make([]byte, direntBuf), &ix.arena, statType, &regErrs)
+		ix.regFailed = !ok
+		ix.ids = make(map[string]uint32, len(files))
+		ix.ents = make([]entry, 0, len(files))
+		for _, f := range files {
+			if !f.present() {
+				continue
+			}
+			id := ix.newID(f.name)
+			e := &ix.ents[id]
+			e.rd = fRegPresent
+			if f.bad() {
+				e.rd |= fRegBad
+			}
+			ix.regCount++
+		}
 	}()
+	go func() {
+		defer wg.Done()
+		var ar arena
+		path := s.dir + "/" + spool.DataDir
+		files, ok := listDir(path, make([]byte, direntBuf), &ar, statRegular, &dataErrs)
+		ix.dataFailed = !ok
+		<-regDone
+		dataOrphans = s.joinData(ix, files)
+	}()
+	var ar arena
+	tmpPath := s.dir + "/" + spool.TmpDir
+	tmpFiles, ok := listDir(tmpPath, buf, &ar, statAll, &locErrs)
+	ix.tmpFailed = !ok
+	for _, f := range tmpFiles {
+		if f.present() {
+			ix.tmp[strings.Clone(f.name)] = tmpFile{ns: f.val, bad: f.bad(), noStat: f.noStat()}
+		}
+	}
+	locFiles := make([][]listedFile, len(ix.locs))
+	for i, l := range ix.locs {
+		if s.canceled() != nil {
+			break
+		}
+		files, ok := listDir(l.path, buf, &ar, statAll, &locErrs)
+		l.failed = !ok
+		locFiles[i] = files
+	}
+	<-regDone
 	locItems := make([][]item, len(ix.locs))
-	locOrphans, locErrs = s.readLocs(ix, buf, locItems)
+	locOrphans = s.joinLocs(ix, locFiles, locItems)
 	wg.Wait()
 	if err := s.canceled(); err != nil {
 		return nil, err
 	}
+	errs = append(errs, regErrs...)
 	errs = append(errs, dataErrs...)
 	errs = append(errs, locErrs...)
 
@@ -305,181 +362,174 @@ func (s *scanner) scan() (*index, error) {
 	return ix, errors.Join(errs...)
 }
 
-func (s *scanner) readRegistry(ix *index, path string, buf []byte) error {
+// listedFile is a file listed, and maybe statted, by a pass.
+type listedFile struct {
+	name  string // in the pass's arena, followed there by a NUL
+	ino   uint64
+	val   int64 // the mtime (statAll) or the size (statRegular)
+	typ   uint8
+	flags uint8 // lfPresent, lfBad, lfNoStat
+}
+
+const (
+	lfPresent uint8 = 1 << iota
+	lfBad
+	lfNoStat
+)
+
+func (f *listedFile) present() bool { return f.flags&lfPresent != 0 }
+func (f *listedFile) bad() bool     { return f.flags&lfBad != 0 }
+func (f *listedFile) noStat() bool  { return f.flags&lfNoStat != 0 }
+
+// state returns the file's state; val is its mtime or its size.
+func (f *listedFile) state() fileState {
+	return fileState{present: f.present(), bad: f.bad(), noStat: f.noStat(), ns: f.val, size: f.val}
+}
+
+// What listDir stats.
+const (
+	statType    = iota // only files whose type the directory entry does not give
+	statRegular        // regular files (for their size) and files of unknown type
+	statAll            // regular files (for their mtime) and files of unknown type
+)
+
+// listDir lists the directory at path (skipping .checkout), interning the
+// names in ar, then stats them as mode says, in inode order. ok is false
+// when the directory could not be listed; errs gets the errors.
+func listDir(path string, buf []byte, ar *arena, mode int, errs *[]error) (files []listedFile, ok bool) {
 	fd, err := openDir(path, false)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		*errs = append(*errs, fmt.Errorf("open %s: %w", path, err))
+		return nil, false
 	}
 	defer unix.Close(fd)
-	var errs []error
 	err = readDir(fd, buf, func(d dirent) {
 		if string(d.name) == spool.CheckoutDir {
 			return
 		}
-		typ := d.typ
-		if !typeKnown(typ) {
-			var st unix.Stat_t
-			if err := fstatat(fd, d, &st); err != nil {
-				if err != unix.ENOENT {
-					errs = append(errs, fmt.Errorf("stat %s/%s: %w", path, d.name, err))
-				}
-				return
-			}
-			typ = dtOfMode(st.Mode)
-		}
-		id := ix.newID(ix.arena.intern(d.name))
-		e := &ix.ents[id]
-		e.rd = fRegPresent
-		if typ != unix.DT_REG {
-			e.rd |= fRegBad
-		}
-		ix.regCount++
+		files = append(files, listedFile{name: ar.internZ(d.name), ino: d.ino, typ: d.typ})
 	})
 	if err != nil {
-		errs = append(errs, fmt.Errorf("list %s: %w", path, err))
+		*errs = append(*errs, fmt.Errorf("list %s: %w", path, err))
+		return nil, false
 	}
-	return errors.Join(errs...)
-}
-
-// readData lists .data and stats each data file for its size.
-func (s *scanner) readData(ix *index, buf []byte) ([]orphan, []error) {
-	path := s.dir + "/" + spool.DataDir
-	fd, err := openDir(path, false)
-	if err != nil {
-		ix.dataFailed = true
-		return nil, []error{fmt.Errorf("open %s: %w", path, err)}
+	// The order of the stats: by inode (sorting small records, not files).
+	type byIno struct {
+		ino uint64
+		i   uint32
 	}
-	defer unix.Close(fd)
-	var errs []error
-	var orphans []orphan
-	var total int64
+	var order []byIno
+	if mode != statType {
+		order = make([]byIno, len(files))
+		for i := range files {
+			order[i] = byIno{files[i].ino, uint32(i)}
+		}
+		slices.SortFunc(order, func(a, b byIno) int { return cmp.Compare(a.ino, b.ino) })
+	}
 	var st unix.Stat_t
-	err = readDir(fd, buf, func(d dirent) {
-		if string(d.name) == spool.CheckoutDir {
-			return
+	for k := range files {
+		i := k
+		if order != nil {
+			i = int(order[k].i)
 		}
-		fs := fileState{present: true}
-		if d.typ == unix.DT_REG || !typeKnown(d.typ) {
-			if err := fstatat(fd, d, &st); err != nil {
-				if err == unix.ENOENT {
-					return
-				}
-				errs = append(errs, fmt.Errorf("stat %s/%s: %w", path, d.name, err))
-				fs.noStat = true
-			} else {
-				fs.bad = !isReg(st.Mode)
-				fs.size = st.Size
+		f := &files[i]
+		known, reg := typeKnown(f.typ), f.typ == unix.DT_REG
+		if known && (mode == statType || !reg) {
+			f.flags = lfPresent
+			if !reg {
+				f.flags |= lfBad | lfNoStat
 			}
-		} else {
-			fs.bad = true
-		}
-		if fs.bad || fs.noStat {
-			fs.size = 0
-		}
-		id, ok := ix.ids[string(d.name)]
-		if !ok {
-			orphans = append(orphans, orphan{name: string(d.name), st: fs})
-			return
-		}
-		e := &ix.ents[id]
-		if e.rd&fDataPresent != 0 {
-			return
-		}
-		e.rd |= fDataPresent
-		if fs.bad {
-			e.rd |= fDataBad
-		}
-		if fs.size >= 1<<32-1 {
-			// Rare: record it after the parallel phase (bigSizes is a map).
-			orphans = append(orphans, orphan{name: e.name, st: fs})
-			e.rd &^= fDataPresent | fDataBad
-			return
-		}
-		e.size = uint32(fs.size)
-		total += fs.size
-	})
-	if err != nil {
-		ix.dataFailed = true
-		errs = append(errs, fmt.Errorf("list %s: %w", path, err))
-	}
-	ix.dataBytes += total
-	return orphans, errs
-}
-
-// readLocs lists .tmp and every queue and checkout directory, statting each
-// file for its mtime.
-func (s *scanner) readLocs(ix *index, buf []byte, locItems [][]item) ([]orphan, []error) {
-	var errs []error
-	var orphans []orphan
-	var st unix.Stat_t
-
-	tmpPath := s.dir + "/" + spool.TmpDir
-	if fd, err := openDir(tmpPath, false); err != nil {
-		ix.tmpFailed = true
-		errs = append(errs, fmt.Errorf("open %s: %w", tmpPath, err))
-	} else {
-		err := readDir(fd, buf, func(d dirent) {
-			if string(d.name) == spool.CheckoutDir {
-				return
-			}
-			fs := statEntry(fd, d, &st, tmpPath, &errs)
-			if fs.present {
-				ix.tmp[string(d.name)] = tmpFile{ns: fs.ns, bad: fs.bad, noStat: fs.noStat}
-			}
-		})
-		unix.Close(fd)
-		if err != nil {
-			ix.tmpFailed = true
-			errs = append(errs, fmt.Errorf("list %s: %w", tmpPath, err))
-		}
-	}
-
-	for i, l := range ix.locs {
-		if s.canceled() != nil {
-			break
-		}
-		fd, err := openDir(l.path, false)
-		if err != nil {
-			l.failed = true
-			errs = append(errs, fmt.Errorf("open %s: %w", l.path, err))
 			continue
 		}
-		var items []item
-		err = readDir(fd, buf, func(d dirent) {
-			if string(d.name) == spool.CheckoutDir {
-				return
+		if err := fstatatZ(fd, f.name, &st); err != nil {
+			if err == unix.ENOENT {
+				continue // gone since listed
 			}
-			fs := statEntry(fd, d, &st, l.path, &errs)
-			if !fs.present {
-				return
+			*errs = append(*errs, fmt.Errorf("stat %s/%s: %w", path, f.name, err))
+			f.flags = lfPresent | lfNoStat
+			if known && !reg {
+				f.flags |= lfBad
 			}
-			id, ok := ix.ids[string(d.name)]
-			if !ok {
-				orphans = append(orphans, orphan{name: string(d.name), loc: l, st: fs})
-				return
+			continue
+		}
+		f.flags = lfPresent
+		if !isReg(st.Mode) {
+			f.flags |= lfBad | lfNoStat
+			continue
+		}
+		if mode == statAll {
+			f.val = stNs(&st)
+		} else {
+			f.val = st.Size
+		}
+	}
+	return files, true
+}
+
+// joinData records the .data files in the entries, returning those whose
+// name is not registered (and the rare sizes too big for entry.size).
+func (s *scanner) joinData(ix *index, files []listedFile) []orphan {
+	var orphans []orphan
+	var total int64
+	for i := range files {
+		f := &files[i]
+		if !f.present() {
+			continue
+		}
+		size := f.val
+		if f.bad() || f.noStat() {
+			size = 0
+		}
+		id, ok := ix.ids[f.name]
+		if !ok || size >= 1<<32-1 {
+			st := f.state()
+			st.size = size
+			orphans = append(orphans, orphan{name: strings.Clone(f.name), st: st})
+			continue
+		}
+		e := &ix.ents[id]
+		e.rd |= fDataPresent
+		if f.bad() {
+			e.rd |= fDataBad
+		}
+		e.size = uint32(size)
+		total += size
+	}
+	ix.dataBytes += total
+	return orphans
+}
+
+// joinLocs records the queue and checkout files in the entries and collects
+// each directory's items, returning the files whose name is not registered
+// or is already in another directory.
+func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item) []orphan {
+	var orphans []orphan
+	for i, files := range locFiles {
+		l := ix.locs[i]
+		items := make([]item, 0, len(files))
+		for k := range files {
+			f := &files[k]
+			if !f.present() {
+				continue
+			}
+			id, ok := ix.ids[f.name]
+			if !ok || ix.ents[id].loc != 0 {
+				// Unregistered, or a duplicate: added afterwards through the
+				// general path.
+				orphans = append(orphans, orphan{name: strings.Clone(f.name), loc: l, st: f.state()})
+				continue
 			}
 			e := &ix.ents[id]
-			lf := lflags(fs)
-			if e.loc != 0 {
-				// Already in another directory: a duplicate, rare. Added
-				// after the parallel phase through the general path.
-				orphans = append(orphans, orphan{name: e.name, loc: l, st: fs})
-				return
-			}
-			e.loc, e.ns, e.lf = l.id, fs.ns, lf
+			st := f.state()
+			e.loc, e.ns, e.lf = l.id, st.ns, lflags(st)
 			l.count++
-			if lf&lNoStat == 0 {
-				items = append(items, item{ns: fs.ns, id: id})
+			if !st.noStat {
+				items = append(items, item{ns: st.ns, id: id})
 			}
-		})
-		unix.Close(fd)
-		if err != nil {
-			l.failed = true
-			errs = append(errs, fmt.Errorf("list %s: %w", l.path, err))
 		}
 		locItems[i] = items
 	}
-	return orphans, errs
+	return orphans
 }
 
 // statEntry stats one listed file for its mtime and type.

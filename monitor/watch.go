@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -199,6 +200,10 @@ func (m *Monitor) apply(w *fsnotify.Watcher, batch []fsnotify.Event) {
 			m.scanDirty[ev.Name] |= ev.Op
 		}
 		if m.idx == nil {
+			// The next cycle scans in full; only report root files.
+			if dir, name := filepath.Split(ev.Name); filepath.Clean(dir) == m.dir && ev.Op.Has(fsnotify.Create) {
+				rootFiles = append(rootFiles, name)
+			}
 			continue
 		}
 		if name, ok := m.applyPath(m.idx, ev.Name, ev.Op, true); ok {
