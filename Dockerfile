@@ -11,9 +11,15 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
+# .git is not in the build context: pass the version and revision, e.g.
+#   docker build --build-arg VERSION=1.2.0 --build-arg REVISION=$(git rev-parse HEAD) .
+ARG VERSION=""
+ARG REVISION=""
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/spool-agent ./cmd/spool-agent
+    CGO_ENABLED=0 go build -trimpath \
+      -ldflags="-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" \
+      -o /out/spool-agent ./cmd/spool-agent
 
 FROM alpine:3.22
 RUN addgroup -S -g 10001 spool \

@@ -429,7 +429,9 @@ func TestDockerfile(t *testing.T) {
 	}
 	var froms, users, exposes []string
 	builds := false
-	for _, line := range strings.Split(string(b), "\n") {
+	// Join continuation lines, as Docker does.
+	text := regexp.MustCompile(`\\[ \t]*\n`).ReplaceAllString(string(b), " ")
+	for _, line := range strings.Split(text, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 2 {
 			continue
