@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/spool-agent/spool-agent/monitor"
+)
+
+// envPrefix prefixes the environment variable of every flag:
+// --web.listen-address is SPOOL_AGENT_WEB_LISTEN_ADDRESS.
+const envPrefix = "SPOOL_AGENT_"
+
+const description = `Watch multispool spools and export their health to Prometheus and OpenTelemetry, and operate on spools by hand.
+
+Every flag can also be set in the environment (SPOOL_AGENT_ and the flag's name in capitals with - and . as _, lists comma-separated) and in the file of --config (YAML or JSON, keys are long flag names). Precedence: command line, then environment, then configuration file, then default.`
+
+// CLI is the command-line grammar.
+type CLI struct {
+	Config    string      `placeholder:"FILE" help:"Read flag values (and run's per-spool settings) from this YAML or JSON file."`
+	LogLevel  string      `name:"log.level" default:"info" enum:"debug,info,warn,error" placeholder:"LEVEL" help:"Log level: debug, info, warn or error (default: ${default})."`
+	LogFormat string      `name:"log.format" default:"logfmt" enum:"logfmt,json" placeholder:"FORMAT" help:"Log format: logfmt or json (default: ${default})."`
+	Version   versionFlag `help:"Print the version and revision, then exit."`
+
+	Run     RunCmd     `cmd:"" help:"Run the agent: watch spools, serve /metrics, export over OTLP."`
+	Init    InitCmd    `cmd:"" help:"Create a spool, or add queues to an existing one."`
+	Enqueue EnqueueCmd `cmd:"" help:"Add an entry to a queue and print its name."`
+	Ls      LsCmd      `cmd:"" help:"List entries: name, queue, state, mtime, data size."`
+	Show    ShowCmd    `cmd:"" help:"Show one entry with its metadata."`
+	Shape   ShapeCmd   `cmd:"" help:"Show the age distribution of each queue's entries and checkouts (like Postfix's qshape)."`
+	Fsck    FsckCmd    `cmd:"" help:"Check a spool once; exit 0 when clean, 1 when problems were found, 2 when it could not check."`
+	Mv      MvCmd      `cmd:"" help:"Move an entry to another queue (claiming it first, so never under a worker's feet)."`
+	Rm      RmCmd      `cmd:"" help:"Remove an entry (claiming it first, so never one a worker holds)."`
+	Recover RecoverCmd `cmd:"" help:"Return checked-out entries older than a duration to their queues."`
+}
+
+// command is implemented by every subcommand.
+type command interface {
+	run(ctx context.Context, m *Main) error
+}
+
+func (c *CLI) run(ctx context.Context, m *Main) error {
+	var cmd command
+	switch strings.Fields(m.cmd)[0] {
+	case "run":
+		cmd = &c.Run
+	case "init":
+		cmd = &c.Init
+	case "enqueue":
+		cmd = &c.Enqueue
+	case "ls":
+		cmd = &c.Ls
+	case "show":
+		cmd = &c.Show
+	case "shape":
+		cmd = &c.Shape
+	case "fsck":
+		cmd = &c.Fsck
+	case "mv":
+		cmd = &c.Mv
+	case "rm":
+		cmd = &c.Rm
+	case "recover":
+		cmd = &c.Recover
+	default:
+		return fmt.Errorf("unknown command %q", m.cmd)
+	}
+	return cmd.run(ctx, m)
+}
+
+// LimitFlags are the monitor's age limits, shared by run and fsck.
+type LimitFlags struct {
+	MaxCheckedOutAge time.Duration            `default:"10m" placeholder:"DURATION" help:"A checked-out entry older than this is a too_old problem (default: ${default})."`
+	MaxTmpFileAge    time.Duration            `default:"10m" placeholder:"DURATION" help:"A file in .tmp older than this is a too_old problem (default: ${default})."`
+	MaxQueueAge      map[string]time.Duration `mapsep:"," placeholder:"QUEUE=DURATION" help:"An entry waiting in QUEUE longer than DURATION is a too_old problem (repeatable; default: no limit)."`
+}
+
+func (l LimitFlags) limits() (monitor.Limits, error) {
+	if l.MaxCheckedOutAge < 0 || l.MaxTmpFileAge < 0 {
+		return monitor.Limits{}, errors.New("age limits must not be negative")
+	}
+	for q, d := range l.MaxQueueAge {
+		if err := validQueue(q); err != nil {
+			return monitor.Limits{}, fmt.Errorf("--max-queue-age %s=%v: %w", q, d, err)
+		}
+		if d < 0 {
+			return monitor.Limits{}, fmt.Errorf("--max-queue-age %s=%v: negative duration", q, d)
+		}
+	}
+	return monitor.Limits{
+		MaxCheckedOutAge: l.MaxCheckedOutAge,
+		MaxTmpFileAge:    l.MaxTmpFileAge,
+		MaxQueueAge:      l.MaxQueueAge,
+	}, nil
+}
+
+// OutputFlag is the -o flag of the commands that can print JSON.
+type OutputFlag struct {
+	Output string `short:"o" default:"text" enum:"text,json" placeholder:"FORMAT" help:"Output format: text or json (one JSON document)."`
+}
+
+func (o OutputFlag) json() bool { return o.Output == "json" }
+
+// versionFlag prints the version line and exits.
+type versionFlag bool
+
+// BeforeReset prints the version before anything else is parsed.
+func (versionFlag) BeforeReset(app *kong.Kong, vars kong.Vars) error {
+	fmt.Fprintln(app.Stdout, vars["version"])
+	app.Exit(0)
+	return nil
+}
+
+// exitPanic is how kong's Exit (after --help or --version) unwinds Parse.
+type exitPanic int
+
+// newParser builds the kong parser of cli for m.
+func (m *Main) newParser(cli *CLI, res *resolvers) (*kong.Kong, error) {
+	return kong.New(cli,
+		kong.Name("spool-agent"),
+		kong.Description(description),
+		kong.Writers(m.Stdout, m.Stderr),
+		kong.Exit(func(code int) { panic(exitPanic(code)) }),
+		kong.Vars{"version": versionLine(m.Version, m.Revision)},
+		kong.ValueFormatter(helpWithEnv),
+		kong.ConfigureHelp(kong.HelpOptions{WrapUpperBound: 100}),
+		kong.Resolvers(res.config, res.env),
+	)
+}
+
+// parse parses args with the configuration file and the environment.
+func (m *Main) parse(args []string) (cli *CLI, cmd string, cfg *configFile, err error) {
+	cli = &CLI{}
+	res := m.newResolvers()
+	parser, err := m.newParser(cli, res)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("building the command line: %w", err)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			code, ok := r.(exitPanic)
+			if !ok {
+				panic(r)
+			}
+			cli, cmd, cfg, err = nil, "", nil, errExit
+			if code != 0 {
+				err = &exitError{code: int(code)}
+			}
+		}
+	}()
+	kctx, err := parser.Parse(args)
+	// A configuration file that cannot be read or is invalid is the
+	// first thing to say: the other errors may follow from it.
+	if res.cfgErr != nil {
+		return nil, "", nil, &exitError{code: exitUsage, err: res.cfgErr}
+	}
+	if err != nil {
+		return nil, "", nil, &exitError{code: exitUsage, err: err}
+	}
+	return cli, kctx.Command(), res.cfg, nil
+}
+
+// helpWithEnv appends a flag's environment variable to its help.
+func helpWithEnv(v *kong.Value) string {
+	if v.Flag == nil || v.Name == "help" || v.Name == "version" {
+		return v.Help
+	}
+	return v.Help + " ($" + envName(v.Name) + ")"
+}
+
+// envName is the environment variable of the flag named name.
+func envName(name string) string {
+	return envPrefix + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(name))
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spool-agent/spool-agent/monitor"
+)
+
+// FsckCmd checks a spool once.
+type FsckCmd struct {
+	Dir string `arg:"" help:"The spool directory."`
+	LimitFlags
+	OutputFlag
+}
+
+// problemJSON is a problem in fsck's JSON output.
+type problemJSON struct {
+	Kind  string    `json:"kind"`
+	Dir   string    `json:"dir"`
+	Queue string    `json:"queue,omitempty"`
+	Name  string    `json:"name"`
+	MTime string    `json:"mtime,omitempty"` // RFC 3339; absent when unknown
+	Dirs  []dirJSON `json:"dirs,omitempty"`  // duplicated: every directory that holds the name
+}
+
+type dirJSON struct {
+	Dir   string `json:"dir"`
+	Queue string `json:"queue,omitempty"`
+}
+
+func newProblemJSON(p monitor.Problem) problemJSON {
+	j := problemJSON{Kind: string(p.Kind), Dir: string(p.Dir.Kind), Queue: p.Dir.Queue, Name: p.Name}
+	if !p.ModTime.IsZero() {
+		j.MTime = p.ModTime.UTC().Format(time.RFC3339Nano)
+	}
+	for _, d := range p.Dirs {
+		j.Dirs = append(j.Dirs, dirJSON{Dir: string(d.Kind), Queue: d.Queue})
+	}
+	return j
+}
+
+func (c *FsckCmd) run(_ context.Context, m *Main) error {
+	limits, err := c.limits()
+	if err != nil {
+		return &exitError{code: exitNotCheck, err: err}
+	}
+	p := m.startProgress("fsck "+c.Dir, 0)
+	problems, cerr := monitor.Check(c.Dir, limits, m.Now())
+	p.finish()
+
+	if c.json() {
+		doc := struct {
+			Spool    string        `json:"spool"`
+			Problems []problemJSON `json:"problems"`
+			Error    string        `json:"error,omitempty"` // why the check is incomplete
+		}{Spool: filepath.Clean(c.Dir), Problems: []problemJSON{}}
+		for _, pr := range problems {
+			doc.Problems = append(doc.Problems, newProblemJSON(pr))
+		}
+		if cerr != nil {
+			doc.Error = oneLine(cerr.Error())
+		}
+		b, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(m.Stdout, "%s\n", b)
+	} else {
+		var b strings.Builder
+		for _, pr := range problems {
+			b.WriteString(escapeText([]byte(pr.String())))
+			b.WriteByte('\n')
+		}
+		fmt.Fprint(m.Stdout, b.String())
+	}
+	switch {
+	case cerr != nil:
+		return &exitError{code: exitNotCheck, err: fmt.Errorf("fsck %s: could not check: %w", c.Dir, cerr)}
+	case len(problems) > 0:
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}

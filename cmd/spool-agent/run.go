@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+	"gopkg.in/yaml.v3"
+
+	"github.com/spool-agent/spool-agent/exporters/promexporter"
+	"github.com/spool-agent/spool-agent/monitor"
+)
+
+// DefaultListenAddress is where the agent serves /metrics. Port 19317 lies
+// outside 9100-9999, which Prometheus' list of default exporter ports
+// has fully allocated.
+const DefaultListenAddress = ":19317"
+
+// RunCmd runs the agent.
+type RunCmd struct {
+	Spool       []string `placeholder:"NAME=DIR" help:"Watch the spool in DIR, called NAME in metrics and logs (repeatable)."`
+	SpoolGlob   []string `placeholder:"PATTERN" help:"Watch every spool directory (one with a .registry directory) that PATTERN matches, named after its base name (repeatable; matched again on SIGHUP)."`
+	Create      bool     `help:"Create the missing spool directories of --spool and of the configuration file."`
+	CreateQueue []string `default:"active" placeholder:"QUEUE" help:"The queues of the spools that --create creates (repeatable; default: ${default})."`
+
+	CheckEvery       time.Duration `default:"15s" placeholder:"DURATION" help:"Check each spool this often (default: ${default})."`
+	AlertAfterCycles int           `default:"2" placeholder:"N" help:"A problem alerts once seen in more than N consecutive checks, so from the third with 2 (default: ${default})."`
+	FullRescanEvery  time.Duration `default:"10m" placeholder:"DURATION" help:"List every directory of a spool this often even when inotify reports its changes (default: ${default})."`
+	LimitFlags
+
+	WebListenAddress []string `name:"web.listen-address" default:":19317" placeholder:"ADDRESS" help:"Address to serve /metrics on (repeatable; default: ${default})."`
+	WebConfigFile    string   `name:"web.config.file" placeholder:"FILE" help:"Web configuration file (exporter-toolkit format) for TLS and basic authentication."`
+
+	OTLPFlags
+}
+
+// agentCollector is what run needs of the collector: one monitor per spool.
+type agentCollector interface {
+	Apply(defs []spoolDef) error
+	Run(ctx context.Context) error
+	Snapshots() []*monitor.Snapshot
+}
+
+// telemetry is what run needs of the OpenTelemetry exporter.
+type telemetry interface {
+	// Handler returns the handler of the agent's logs: h, plus OTel logs
+	// when OTLP is on.
+	Handler(h slog.Handler) slog.Handler
+	// Event exports a monitor event as an OTel log record.
+	Event(spool string, ev monitor.Event)
+	// Shutdown flushes and stops the exporters.
+	Shutdown(ctx context.Context) error
+}
+
+// shutdownTimeout bounds the clean shutdown (HTTP, collector, OTLP flush).
+const shutdownTimeout = 10 * time.Second
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func newHandler(w io.Writer, format string, level slog.Leveler) slog.Handler {
+	o := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.NewJSONHandler(w, o)
+	}
+	return slog.NewTextHandler(w, o)
+}
+
+func (c *RunCmd) run(ctx context.Context, m *Main) error {
+	level := new(slog.LevelVar)
+	level.Set(parseLevel(m.cli.LogLevel))
+	stderrHandler := newHandler(m.Stderr, m.cli.LogFormat, level)
+	logger := slog.New(stderrHandler)
+
+	defs, err := c.spoolDefs(m.config)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	if len(defs) == 0 && len(c.SpoolGlob) == 0 {
+		return &exitError{code: exitUsage, err: errors.New("no spool to watch: give --spool NAME=DIR, --spool-glob PATTERN or a spools: section in --config")}
+	}
+	if c.Create {
+		if err := createMissing(defs, c.CreateQueue); err != nil {
+			return err
+		}
+	}
+	if err := web.Validate(c.WebConfigFile); err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("--web.config.file %s: %w", c.WebConfigFile, err)}
+	}
+	scheme, err := webScheme(c.WebConfigFile)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	if len(c.WebListenAddress) == 0 {
+		return &exitError{code: exitUsage, err: errors.New("--web.listen-address: no address")}
+	}
+	var listeners []net.Listener
+	for _, addr := range c.WebListenAddress {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return fmt.Errorf("--web.listen-address %s: %w", addr, err)
+		}
+		listeners = append(listeners, l)
+	}
+	closeListeners := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}
+
+	tel, err := c.setupTelemetry(ctx, m)
+	if err != nil {
+		closeListeners()
+		return err
+	}
+	// Close flushes OTLP, after run has stopped everything that exports.
+	m.onClose(func() error {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			return fmt.Errorf("OpenTelemetry shutdown: %w", err)
+		}
+		return nil
+	})
+	logger = slog.New(tel.Handler(stderrHandler))
+
+	onEvent := func(spoolName string, ev monitor.Event) {
+		p := ev.Problem
+		attrs := []any{"spool", spoolName, "kind", p.Kind, "dir", p.Dir.Kind, "queue", p.Dir.Queue, "name", p.Name, "path", p.Path()}
+		if !p.ModTime.IsZero() {
+			attrs = append(attrs, "mtime", p.ModTime.UTC().Format(time.RFC3339Nano))
+		}
+		if ev.Type == monitor.Start {
+			logger.Warn("spool problem started", attrs...)
+		} else {
+			logger.Info("spool problem ended", attrs...)
+		}
+		tel.Event(spoolName, ev)
+	}
+	coll := newCollector(logger, onEvent)
+	if err := coll.Apply(defs); err != nil {
+		closeListeners()
+		return &exitError{code: exitUsage, err: err}
+	}
+	collCtx, stopCollector := context.WithCancel(context.WithoutCancel(ctx))
+	collDone := make(chan error, 1)
+	go func() { collDone <- coll.Run(collCtx) }()
+	stopColl := func() {
+		stopCollector()
+		<-collDone
+	}
+
+	handler, err := c.handler(m, coll)
+	if err != nil {
+		closeListeners()
+		stopColl()
+		return err
+	}
+	server := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	systemd := false
+	flags := &web.FlagConfig{WebListenAddresses: &c.WebListenAddress, WebSystemdSocket: &systemd, WebConfigFile: &c.WebConfigFile}
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- web.ServeMultiple(listeners, server, flags, logger) }()
+	for _, l := range listeners {
+		fmt.Fprintf(m.Stderr, "spool-agent: serving metrics on %s\n", metricsURL(scheme, l.Addr()))
+	}
+	logger.Info("spool-agent started", "spools", len(defs), "version", m.Version, "revision", m.Revision)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("shutting down")
+			break loop
+		case err := <-serveDone:
+			runErr = fmt.Errorf("serving HTTP: %w", err)
+			break loop
+		case <-m.Reload:
+			c.reload(m, coll, level, logger)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := server.Shutdown(sctx); err != nil && runErr == nil {
+		runErr = fmt.Errorf("HTTP shutdown: %w", err)
+	}
+	closeListeners()
+	stopColl()
+	return runErr
+}
+
+// reload parses the command line, the environment and the configuration
+// file again, and applies the new set of spools; the collector keeps the
+// state of the spools whose settings did not change. A bad configuration
+// is logged and the running one kept. Listen addresses, the web and OTLP
+// settings and the log format take effect at the next start only.
+func (c *RunCmd) reload(m *Main, coll agentCollector, level *slog.LevelVar, logger *slog.Logger) {
+	logger.Info("reloading the configuration")
+	cli, _, cfg, err := m.parse(m.args)
+	var defs []spoolDef
+	if err == nil {
+		defs, err = cli.Run.spoolDefs(cfg)
+	}
+	if err == nil && cli.Run.Create {
+		err = createMissing(defs, cli.Run.CreateQueue)
+	}
+	if err == nil {
+		err = coll.Apply(defs)
+	}
+	if err != nil {
+		logger.Error("reload failed; keeping the running configuration", "err", oneLine(err.Error()))
+		return
+	}
+	m.cli, m.config = cli, cfg
+	level.Set(parseLevel(cli.LogLevel))
+	logger.Info("configuration reloaded", "spools", len(defs))
+}
+
+// handler serves /metrics from the collector's snapshots, a landing page,
+// and the health endpoints.
+func (c *RunCmd) handler(m *Main, coll agentCollector) (http.Handler, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(promexporter.New(coll.Snapshots, promexporter.Options{Version: m.Version, Revision: m.Revision})); err != nil {
+		return nil, fmt.Errorf("registering the spool exporter: %w", err)
+	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "spool-agent",
+		Description: "Health of multispool spools, for Prometheus and OpenTelemetry",
+		Version:     versionLine(m.Version, m.Revision),
+		Links: []web.LandingLinks{
+			{Address: "/metrics", Text: "Metrics"},
+			{Address: "/-/healthy", Text: "Health"},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("landing page: %w", err)
+	}
+	mux.Handle("/", landing)
+	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "OK\n") }
+	mux.HandleFunc("/-/healthy", ok)
+	mux.HandleFunc("/-/ready", ok)
+	return mux, nil
+}
+
+// webScheme returns "https" when the web configuration file sets up TLS.
+func webScheme(path string) (string, error) {
+	if path == "" {
+		return "http", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--web.config.file: %w", err)
+	}
+	var cfg struct {
+		TLS struct {
+			CertFile string `yaml:"cert_file"`
+			Cert     string `yaml:"cert"`
+		} `yaml:"tls_server_config"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		return "", fmt.Errorf("--web.config.file %s: %w", path, err)
+	}
+	if cfg.TLS.CertFile != "" || cfg.TLS.Cert != "" {
+		return "https", nil
+	}
+	return "http", nil
+}
+
+// metricsURL is the URL of /metrics on a listener's address; an address
+// that listens on every interface is shown as the loopback one.
+func metricsURL(scheme string, addr net.Addr) string {
+	host, port := addr.String(), ""
+	if a, ok := addr.(*net.TCPAddr); ok {
+		port = strconv.Itoa(a.Port)
+		switch {
+		case a.IP == nil || a.IP.IsUnspecified():
+			host = "127.0.0.1"
+		default:
+			host = a.IP.String()
+		}
+		host = net.JoinHostPort(host, port)
+	}
+	return scheme + "://" + host + "/metrics"
+}

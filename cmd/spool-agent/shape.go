@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spool-agent/spool-agent/spool"
+)
+
+// ShapeCmd prints the age distribution of a spool's entries.
+type ShapeCmd struct {
+	Dir   string `arg:"" help:"The spool directory."`
+	Queue string `arg:"" optional:"" help:"Only this queue (default: every queue)."`
+	OutputFlag
+}
+
+// shapeBounds are the upper bounds of shape's age buckets, doubling from
+// 5 minutes as Postfix's qshape does; a last bucket takes older entries.
+var shapeBounds = func() []time.Duration {
+	var b []time.Duration
+	for d := 5 * time.Minute; d <= 1280*time.Minute; d *= 2 {
+		b = append(b, d)
+	}
+	return b
+}()
+
+// shapeLabels are the buckets' column labels: 5m ... 1280m, 1280m+.
+var shapeLabels = func() []string {
+	var l []string
+	for _, d := range shapeBounds {
+		l = append(l, strconv.Itoa(int(d/time.Minute))+"m")
+	}
+	return append(l, l[len(l)-1]+"+")
+}()
+
+// shapeRow is one row of the table: a queue's waiting or checked-out entries.
+type shapeRow struct {
+	Name       string   `json:"row"`
+	Queue      string   `json:"queue,omitempty"`
+	CheckedOut bool     `json:"checked_out"`
+	Total      int      `json:"total"`
+	Counts     []uint64 `json:"counts"` // per bucket, as in shapeLabels
+}
+
+func (r *shapeRow) add(age time.Duration) {
+	r.Total++
+	for i, b := range shapeBounds {
+		if age <= b {
+			r.Counts[i]++
+			return
+		}
+	}
+	r.Counts[len(shapeBounds)]++
+}
+
+func newShapeRow(name, queue string, checkedOut bool) *shapeRow {
+	return &shapeRow{Name: name, Queue: queue, CheckedOut: checkedOut, Counts: make([]uint64, len(shapeLabels))}
+}
+
+func (c *ShapeCmd) run(_ context.Context, m *Main) error {
+	s, err := m.openSpool(c.Dir, spool.Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	queues, err := queuesOf(s, c.Queue)
+	if err != nil {
+		return err
+	}
+	listings, total, err := listEntries(s, queues, true, true)
+	if err != nil {
+		return err
+	}
+	p := m.startProgress("shape "+c.Dir, int64(total))
+	now := m.Now()
+	totalRow := newShapeRow("TOTAL", "", false)
+	rows := []*shapeRow{totalRow}
+	for _, l := range listings {
+		name := l.queue
+		if l.checkedOut {
+			name += "/checkout"
+		}
+		row := newShapeRow(name, l.queue, l.checkedOut)
+		rows = append(rows, row)
+		for _, n := range l.names {
+			p.add(1)
+			info, err := s.Stat(l.queue, n)
+			if errors.Is(err, spool.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				p.finish()
+				return err
+			}
+			age := max(now.Sub(info.ModTime), 0)
+			row.add(age)
+			totalRow.add(age)
+		}
+	}
+	p.finish()
+
+	if c.json() {
+		doc := struct {
+			Spool   string      `json:"spool"`
+			Time    string      `json:"time"`
+			Buckets []string    `json:"buckets"`
+			Rows    []*shapeRow `json:"rows"`
+		}{s.Dir(), now.UTC().Format(time.RFC3339), shapeLabels, rows}
+		b, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(m.Stdout, "%s\n", b)
+		return err
+	}
+
+	// Columns: the row name, T (total), then one per bucket; numbers are
+	// right-aligned under their labels.
+	header := append([]string{"T"}, shapeLabels...)
+	cells := make([][]string, len(rows))
+	widths := make([]int, len(header))
+	for i, h := range header {
+		widths[i] = len(h)
+	}
+	nameW := 0
+	for i, r := range rows {
+		nameW = max(nameW, len(r.Name))
+		cells[i] = append(cells[i], strconv.Itoa(r.Total))
+		for _, n := range r.Counts {
+			cells[i] = append(cells[i], strconv.FormatUint(n, 10))
+		}
+		for j, cell := range cells[i] {
+			widths[j] = max(widths[j], len(cell))
+		}
+	}
+	var b strings.Builder
+	line := func(name string, cols []string) {
+		fmt.Fprintf(&b, "%-*s", nameW, name)
+		for j, col := range cols {
+			fmt.Fprintf(&b, " %*s", widths[j], col)
+		}
+		b.WriteByte('\n')
+	}
+	line("", header)
+	for i, r := range rows {
+		line(r.Name, cells[i])
+	}
+	_, err = fmt.Fprint(m.Stdout, b.String())
+	return err
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spool-agent/spool-agent/monitor"
+	"github.com/spool-agent/spool-agent/spool"
+)
+
+// spoolDef is one spool the agent watches.
+type spoolDef struct {
+	Name   string
+	Dir    string
+	Source string // where it was defined: "--spool", "config file", "--spool-glob PATTERN"
+	Config monitor.Config
+}
+
+// explicit reports whether the spool was named by the user rather than
+// found by a glob (only explicit spools are created by --create).
+func (d spoolDef) explicit() bool { return !strings.HasPrefix(d.Source, "--spool-glob") }
+
+// baseConfig is the monitor configuration of the flags.
+func (c *RunCmd) baseConfig() (monitor.Config, error) {
+	limits, err := c.limits()
+	if err != nil {
+		return monitor.Config{}, err
+	}
+	switch {
+	case c.CheckEvery <= 0:
+		return monitor.Config{}, fmt.Errorf("--check-every %v: must be positive", c.CheckEvery)
+	case c.FullRescanEvery <= 0:
+		return monitor.Config{}, fmt.Errorf("--full-rescan-every %v: must be positive", c.FullRescanEvery)
+	case c.AlertAfterCycles < 0:
+		return monitor.Config{}, fmt.Errorf("--alert-after-cycles %d: must not be negative", c.AlertAfterCycles)
+	}
+	return monitor.Config{
+		Limits:              limits,
+		CheckEvery:          c.CheckEvery,
+		AlertAfterCycles:    c.AlertAfterCycles,
+		AlertAfterCyclesSet: true,
+		FullRescanEvery:     c.FullRescanEvery,
+	}, nil
+}
+
+// spoolDefs returns the spools to watch, sorted by name: those of the
+// configuration file's spools: section, then --spool (which replaces the
+// directory of a spool of the same name in the file), then the spool
+// directories that --spool-glob patterns match now (a name already defined
+// explicitly is not taken from a glob). Settings in the spools: section
+// apply to the spool of that name wherever it comes from.
+func (c *RunCmd) spoolDefs(cfg *configFile) ([]spoolDef, error) {
+	base, err := c.baseConfig()
+	if err != nil {
+		return nil, err
+	}
+	defs := map[string]*spoolDef{}
+	settings := map[string]spoolConfig{}
+	if cfg != nil {
+		for _, sc := range cfg.spools {
+			settings[sc.Name] = sc
+			if sc.Dir != "" {
+				defs[sc.Name] = &spoolDef{Name: sc.Name, Dir: sc.Dir, Source: "config file " + cfg.path}
+			}
+		}
+	}
+	fromFlag := map[string]bool{}
+	for _, s := range c.Spool {
+		name, dir, ok := strings.Cut(s, "=")
+		if !ok || dir == "" {
+			return nil, fmt.Errorf("--spool %q: want NAME=DIR", s)
+		}
+		if err := validSpoolName(name); err != nil {
+			return nil, fmt.Errorf("--spool %q: %w", s, err)
+		}
+		if fromFlag[name] {
+			return nil, fmt.Errorf("--spool %q: spool %s given twice", s, name)
+		}
+		fromFlag[name] = true
+		defs[name] = &spoolDef{Name: name, Dir: dir, Source: "--spool"}
+	}
+	for _, pattern := range c.SpoolGlob {
+		found, err := globSpools(pattern)
+		if err != nil {
+			return nil, err
+		}
+		for _, dir := range found {
+			name := filepath.Base(dir)
+			if d, ok := defs[name]; ok {
+				if d.explicit() {
+					continue
+				}
+				return nil, fmt.Errorf("--spool-glob %s: %s and %s would both be spool %q; name one with --spool", pattern, d.Dir, dir, name)
+			}
+			if err := validSpoolName(name); err != nil {
+				return nil, fmt.Errorf("--spool-glob %s: %s: %w", pattern, dir, err)
+			}
+			defs[name] = &spoolDef{Name: name, Dir: dir, Source: "--spool-glob " + pattern}
+		}
+	}
+	out := make([]spoolDef, 0, len(defs))
+	for _, name := range slices.Sorted(maps.Keys(defs)) {
+		d := defs[name]
+		d.Dir = filepath.Clean(d.Dir)
+		d.Config = applySettings(base, settings[name])
+		out = append(out, *d)
+	}
+	return out, nil
+}
+
+// applySettings returns base with the per-spool settings of sc over it.
+func applySettings(base monitor.Config, sc spoolConfig) monitor.Config {
+	cfg := base
+	if sc.CheckEvery != nil {
+		cfg.CheckEvery = *sc.CheckEvery
+	}
+	if sc.AlertAfterCycles != nil {
+		cfg.AlertAfterCycles = *sc.AlertAfterCycles
+	}
+	if sc.MaxCheckedOutAge != nil {
+		cfg.Limits.MaxCheckedOutAge = *sc.MaxCheckedOutAge
+	}
+	if sc.MaxTmpFileAge != nil {
+		cfg.Limits.MaxTmpFileAge = *sc.MaxTmpFileAge
+	}
+	if sc.FullRescanEvery != nil {
+		cfg.FullRescanEvery = *sc.FullRescanEvery
+	}
+	cfg.Limits.MaxQueueAge = maps.Clone(base.Limits.MaxQueueAge)
+	if len(sc.MaxQueueAge) > 0 {
+		if cfg.Limits.MaxQueueAge == nil {
+			cfg.Limits.MaxQueueAge = map[string]time.Duration{}
+		}
+		maps.Copy(cfg.Limits.MaxQueueAge, sc.MaxQueueAge)
+	}
+	return cfg
+}
+
+// globSpools returns the spool directories (those with a .registry
+// directory) that pattern matches, sorted.
+func globSpools(pattern string) ([]string, error) {
+	matches, err := filepath.Glob(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("--spool-glob %q: %w", pattern, err)
+	}
+	var out []string
+	for _, m := range matches {
+		st, err := os.Stat(filepath.Join(m, spool.RegistryDir))
+		if err == nil && st.IsDir() {
+			out = append(out, filepath.Clean(m))
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// createMissing creates, with queues, the directories of the explicit
+// spools that do not exist yet (or are empty); it leaves existing spools
+// as they are.
+func createMissing(defs []spoolDef, queues []string) error {
+	for _, q := range queues {
+		if err := validQueue(q); err != nil {
+			return fmt.Errorf("--create-queue: %w", err)
+		}
+	}
+	var errs []error
+	for _, d := range defs {
+		if !d.explicit() {
+			continue
+		}
+		if st, err := os.Stat(filepath.Join(d.Dir, spool.RegistryDir)); err == nil && st.IsDir() {
+			continue
+		}
+		if _, err := spool.Create(d.Dir, queues, nil); err != nil {
+			errs = append(errs, fmt.Errorf("--create: spool %s: %w", d.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
