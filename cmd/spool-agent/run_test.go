@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRunInProcess drives `run` through Main as the binary does (parse,
+// run, close), with a reload request and a cancelled context, so that the
+// race detector sees the agent's goroutines.
+func TestRunInProcess(t *testing.T) {
+	tmp := t.TempDir()
+	one, two := filepath.Join(tmp, "one"), filepath.Join(tmp, "two")
+	mustCLI(t, "", "init", two, "--queue", "q")
+	cfg := filepath.Join(tmp, "agent.yaml")
+	writeFile(t, cfg, "log.level: info\n")
+
+	var stderr lockedBuffer
+	m := testMain(nil, "", nil, nil)
+	m.Stdout, m.Stderr = io.Discard, &stderr
+	reload := make(chan os.Signal, 1)
+	m.Reload = reload
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exit := make(chan int, 1)
+	go func() {
+		exit <- m.Main(ctx, []string{"--config", cfg, "run", "--spool", "one=" + one, "--create",
+			"--web.listen-address", "127.0.0.1:0", "--check-every", "50ms"})
+	}()
+
+	url := waitLine(t, &stderr, "spool-agent: serving metrics on ")
+	get := func() string {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitBody := func(what, want string) {
+		t.Helper()
+		deadline := time.Now().Add(e2eDeadline)
+		for !strings.Contains(get(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("within %v: no %s (%s) in /metrics", e2eDeadline, what, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitBody("spool one up", `spool_up{spool="one"} 1`)
+
+	writeFile(t, cfg, fmt.Sprintf("log.level: debug\nspools:\n  two: {dir: %s}\n", two))
+	reload <- syscall.SIGHUP
+	waitBody("spool two added by the reload", `spool_up{spool="two"} 1`)
+	waitLine(t, &stderr, "configuration reloaded")
+
+	for _, path := range []string{"/", "/-/healthy", "/-/ready"} {
+		resp, err := http.Get(strings.TrimSuffix(url, "/metrics") + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s", path, resp.Status)
+		}
+	}
+
+	cancel()
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("run exited %d after cancel:\n%s", code, stderr.String())
+		}
+	case <-time.After(e2eDeadline):
+		t.Fatalf("run did not return within %v of its context's end", e2eDeadline)
+	}
+	if _, err := http.Get(url); err == nil {
+		t.Error("still serving after run returned")
+	}
+}
+
+// waitLine waits for a line of w that starts with (or contains) prefix and
+// returns the rest of that line after prefix.
+func waitLine(t *testing.T, w *lockedBuffer, prefix string) string {
+	t.Helper()
+	deadline := time.Now().Add(e2eDeadline)
+	for {
+		for _, line := range strings.Split(w.String(), "\n") {
+			if i := strings.Index(line, prefix); i >= 0 {
+				return line[i+len(prefix):]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no line with %q within %v:\n%s", prefix, e2eDeadline, w.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
