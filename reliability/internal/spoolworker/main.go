@@ -6,7 +6,13 @@
 //	spoolworker produce -spool DIR -queue Q -id PREFIX -log ACKS [-n N] [-size BYTES]
 //	spoolworker consume -spool DIR -queue Q -to Q2 [-log FILE]
 //	spoolworker remove  -spool DIR -queue Q -log FILE
-//	spoolworker churn   -spool DIR -queue Q -id PREFIX -duration D   (prints {"ops":N,"seconds":S})
+//	spoolworker churn   -spool DIR -queue Q -id PREFIX -duration D [-rate OPS]  (prints {"ops":N,"seconds":S})
+//	spoolworker hog-inotify                                            (prints {"instances":N}, then waits)
+//
+// hog-inotify creates inotify instances until the kernel refuses one (the
+// per-user fs.inotify.max_user_instances limit), reports how many it got,
+// and holds them until signalled: run as a dedicated user, it exhausts that
+// user's inotify instances without touching anyone else's.
 //
 // Every mode stops on SIGTERM or SIGINT, or after -duration. The exit status
 // is 3 when a payload did not match its metadata, 1 on any other error.
@@ -25,6 +31,7 @@ import (
 
 	"github.com/spool-agent/spool-agent/reliability/internal/workload"
 	"github.com/spool-agent/spool-agent/spool"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -43,8 +50,9 @@ func main() {
 	size := fl.Int("size", 256, "payload size in bytes")
 	durability := fl.String("durability", "full", "none, files or full")
 	duration := fl.Duration("duration", 0, "stop after this long (0: until signalled)")
+	rate := fl.Float64("rate", 0, "churn: target operations per second (0: as fast as possible)")
 	fl.Parse(os.Args[2:])
-	if err := run(mode, *dir, *queue, *to, *id, *logPath, *n, *size, *durability, *duration); err != nil {
+	if err := run(mode, *dir, *queue, *to, *id, *logPath, *n, *size, *durability, *duration, *rate); err != nil {
 		fmt.Fprintf(os.Stderr, "spoolworker %s: %v\n", mode, err)
 		if errors.Is(err, workload.ErrCorrupt) {
 			os.Exit(3)
@@ -53,7 +61,10 @@ func main() {
 	}
 }
 
-func run(mode, dir, queue, to, id, logPath string, n, size int, durability string, duration time.Duration) error {
+func run(mode, dir, queue, to, id, logPath string, n, size int, durability string, duration time.Duration, rate float64) error {
+	if mode == "hog-inotify" {
+		return hogInotify()
+	}
 	d, err := spool.ParseDurability(durability)
 	if err != nil {
 		return err
@@ -81,7 +92,7 @@ func run(mode, dir, queue, to, id, logPath string, n, size int, durability strin
 		if id == "" || log == nil {
 			return errors.New("produce needs -id and -log")
 		}
-		return workload.Produce(ctx, s, queue, id, n, size, log, nil)
+		return workload.Produce(ctx, s, queue, id, n, size, 0, log, nil)
 	case "consume":
 		return workload.Consume(ctx, s, queue, to, log, nil)
 	case "remove":
@@ -92,7 +103,7 @@ func run(mode, dir, queue, to, id, logPath string, n, size int, durability strin
 		}
 		var ops workload.Counter
 		start := time.Now()
-		err := workload.Churn(ctx, s, queue, id, size, &ops)
+		err := workload.Churn(ctx, s, queue, id, size, rate, &ops)
 		el := time.Since(start)
 		json.NewEncoder(os.Stdout).Encode(map[string]float64{
 			"ops": float64(ops.Load()), "seconds": el.Seconds(), "ops_per_second": workload.Rate(ops.Load(), el),
@@ -100,4 +111,26 @@ func run(mode, dir, queue, to, id, logPath string, n, size int, durability strin
 		return err
 	}
 	return fmt.Errorf("unknown mode %q", mode)
+}
+
+// hogInotify holds as many inotify instances as the kernel gives this user.
+func hogInotify() error {
+	var fds []int
+	var last error
+	for len(fds) < 1<<16 {
+		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+		if err != nil {
+			last = err
+			break
+		}
+		fds = append(fds, fd)
+	}
+	json.NewEncoder(os.Stdout).Encode(map[string]any{"instances": len(fds), "err": fmt.Sprint(last)})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	<-ctx.Done()
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	return nil
 }

@@ -120,10 +120,21 @@ func (c *Counter) Load() uint64 { return c.n.Load() }
 
 // Produce enqueues entries into queue until ctx is done or n entries (n > 0)
 // are acknowledged, logging each acknowledgement. Ids are prefix-<seq>.
-func Produce(ctx context.Context, s *spool.Spool, queue, prefix string, n, size int, acks *Log, ops *Counter) error {
+// With pace > 0 it enqueues at most one entry per pace on average.
+func Produce(ctx context.Context, s *spool.Spool, queue, prefix string, n, size int, pace time.Duration, acks *Log, ops *Counter) error {
+	start := time.Now()
 	for i := 0; n <= 0 || i < n; i++ {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if pace > 0 {
+			if wait := time.Until(start.Add(time.Duration(i) * pace)); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(wait):
+				}
+			}
 		}
 		id := fmt.Sprintf("%s-%d", prefix, i)
 		name, err := s.EnqueueBytes(queue, Metadata(id), Payload(id, size), spool.EnqueueOptions{})
@@ -235,10 +246,15 @@ func Remove(ctx context.Context, s *spool.Spool, queue string, log *Log, ops *Co
 
 // Churn runs one producer and one remover on queue until ctx is done:
 // every entry is enqueued, checked out and removed, three operations, which
-// ops counts.
-func Churn(ctx context.Context, s *spool.Spool, queue, prefix string, size int, ops *Counter) error {
+// ops counts. rate > 0 paces the producer to about rate operations per
+// second in all.
+func Churn(ctx context.Context, s *spool.Spool, queue, prefix string, size int, rate float64, ops *Counter) error {
+	var pace time.Duration
+	if rate > 0 {
+		pace = time.Duration(float64(time.Second) * 3 / rate)
+	}
 	errc := make(chan error, 2)
-	go func() { errc <- Produce(ctx, s, queue, prefix, 0, size, nil, ops) }()
+	go func() { errc <- Produce(ctx, s, queue, prefix, 0, size, pace, nil, ops) }()
 	go func() { errc <- Remove(ctx, s, queue, nil, ops) }()
 	return errors.Join(<-errc, <-errc)
 }
