@@ -84,6 +84,7 @@ func TestOverrideExampleIsGeneratedFromItsConfig(t *testing.T) {
 }
 
 func TestPromtoolCheckRules(t *testing.T) {
+	t.Parallel()
 	for _, f := range []string{bundledRules, "tests/overrides.rules.yml"} {
 		out := runPromtool(t, "check", "rules", f)
 		if !strings.Contains(out, "SUCCESS") {
@@ -93,6 +94,7 @@ func TestPromtoolCheckRules(t *testing.T) {
 }
 
 func TestPromtoolTestRules(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("tests/*.test.yml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no promtool test files in tests/: %v", err)
@@ -106,6 +108,7 @@ func TestPromtoolTestRules(t *testing.T) {
 // TestPromtoolCatchesBrokenRules makes sure the two promtool tests above can
 // fail: a rule file with a wrong threshold must fail the unit tests.
 func TestPromtoolCatchesBrokenRules(t *testing.T) {
+	t.Parallel()
 	cfg := DefaultConfig()
 	cfg.Thresholds.CheckedOutAge = Duration(20 * time.Minute)
 	b, err := Generate(cfg)
