@@ -73,6 +73,18 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// cleanEnv is the test's environment without the SPOOL_AGENT_* and OTEL_*
+// variables that would change what the agent does.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SPOOL_AGENT_") && !strings.HasPrefix(kv, "OTEL_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // process is a started child process whose output goes to a log file.
 type process struct {
 	name string
@@ -94,6 +106,7 @@ func start(t *testing.T, dir, name string, bin string, args ...string) *process 
 	}
 	p.cmd = exec.CommandContext(ctx, bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.Env = cleanEnv()
 	p.cmd.Cancel = func() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
 	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
@@ -242,6 +255,7 @@ func cli(t *testing.T, bin string, stdin string, args ...string) string {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Env = cleanEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -58,7 +59,13 @@ func runWorkload(t *testing.T, bin, spool string, ticks int) (produced, moved, r
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sh, "demo/workload.sh")
-	cmd.Env = append(os.Environ(), "SPOOL="+spool, "DEMO_TICKS="+strconv.Itoa(ticks), "DEMO_TICK=0", "SPOOL_AGENT="+bin)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SPOOL_AGENT_") && !strings.HasPrefix(kv, "OTEL_") && !strings.HasPrefix(kv, "DEMO_") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "SPOOL="+spool, "DEMO_TICKS="+strconv.Itoa(ticks), "DEMO_TICK=0", "SPOOL_AGENT="+bin)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("workload.sh: %v\n%s", err, out)
