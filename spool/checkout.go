@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -65,11 +66,14 @@ func (s *Spool) Checkout(queue, name string) (*Checkout, error) {
 	}
 	s.acquire()
 	defer s.release()
-	return s.checkout(queue, name)
+	return s.checkout(queue, name, true)
 }
 
-// checkout is Checkout without the argument checks and the throttle.
-func (s *Spool) checkout(queue, name string) (*Checkout, error) {
+// checkout is Checkout without the argument checks and the throttle. Without
+// wait, a file that another worker holds locked while it stays in the queue
+// gives ErrBusy at once (readers move on to the next entry and look again
+// soon).
+func (s *Spool) checkout(queue, name string, wait bool) (*Checkout, error) {
 	src, dst := s.queuePath(queue, name), s.checkoutPath(queue, name)
 	notFound := func() error {
 		return fmt.Errorf("checkout: %w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
@@ -97,7 +101,7 @@ func (s *Spool) checkout(queue, name string) (*Checkout, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("checkout %s: %w", src, errNotRegular)
 	}
-	if err := s.lockClaim(fd, src, st.Ino); err != nil {
+	if err := s.lockClaim(fd, src, st.Ino, wait); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, notFound()
 		}
@@ -135,11 +139,13 @@ func (s *Spool) checkout(queue, name string) (*Checkout, error) {
 
 // lockClaim takes the flock on fd, the queue file at src with inode ino, and
 // checks that the file is still at src. It returns ErrNotFound when another
-// worker took the file first, and ErrBusy when the lock stayed held for
-// claimWait while the file stayed in the queue.
-func (s *Spool) lockClaim(fd int, src string, ino uint64) error {
+// worker took the file first, and ErrBusy when the lock stayed held (for
+// claimWait with wait) while the file stayed in the queue.
+func (s *Spool) lockClaim(fd int, src string, ino uint64, wait bool) error {
 	var deadline time.Time
 	backoff := 20 * time.Microsecond
+	spins := 0
+	const maxSpins = 100
 	var cur unix.Stat_t
 	for {
 		err := s.fs.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
@@ -160,6 +166,15 @@ func (s *Spool) lockClaim(fd int, src string, ino uint64) error {
 		}
 		if cur.Ino != ino {
 			return ErrNotFound
+		}
+		if !wait {
+			// Readers do not sleep here, but such a lock is normally gone
+			// within microseconds: yield a few times first.
+			if spins++; spins > maxSpins {
+				return fmt.Errorf("checkout %s: %w: locked by another worker", src, ErrBusy)
+			}
+			runtime.Gosched()
+			continue
 		}
 		now := time.Now()
 		if deadline.IsZero() {

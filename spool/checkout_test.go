@@ -36,12 +36,11 @@ func lockFile(t *testing.T, path string) func() {
 func TestCheckoutLockHandoff(t *testing.T) {
 	cases := []struct {
 		name string
-		// while holds the lock; it returns what to do then, and when.
+		// act runs once the claim is waiting for the lock.
 		act  func(t *testing.T, s *Spool, name string, unlock func())
 		want error
 	}{
 		{"handed back", func(t *testing.T, s *Spool, name string, unlock func()) {
-			time.Sleep(20 * time.Millisecond)
 			unlock()
 		}, nil},
 		{"held too long", func(t *testing.T, s *Spool, name string, unlock func()) {
@@ -49,7 +48,6 @@ func TestCheckoutLockHandoff(t *testing.T) {
 			unlock()
 		}, ErrBusy},
 		{"taken by the holder", func(t *testing.T, s *Spool, name string, unlock func()) {
-			time.Sleep(20 * time.Millisecond)
 			if err := os.Rename(s.queuePath("q", name), s.checkoutPath("q", name)); err != nil {
 				t.Error(err)
 			}
@@ -58,16 +56,32 @@ func TestCheckoutLockHandoff(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
+			hfs := &hookFS{}
+			s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
 			name := mustEnqueue(t, s, "q", "meta", "data", EnqueueOptions{})
 			unlock := lockFile(t, s.queuePath("q", name))
 			defer unlock()
+			// The claim is waiting once it stats the file after a flock.
+			waiting := make(chan struct{})
+			var once sync.Once
+			flocked := false
+			hfs.hook = func(op, path string) error {
+				switch {
+				case op == "flock":
+					flocked = true
+				case op == "lstat" && flocked && path == s.queuePath("q", name):
+					once.Do(func() { close(waiting) })
+				}
+				return nil
+			}
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
+				<-waiting
 				c.act(t, s, name, unlock)
 			}()
 			co, err := s.Checkout("q", name)
+			once.Do(func() { close(waiting) })
 			<-done
 			if c.want == nil {
 				if err != nil {

@@ -18,6 +18,11 @@
 // entry (renames into queues use RENAME_NOREPLACE), removes idempotently without
 // touching entries that others hold, bounds reservation retries and concurrent
 // file operations, fsyncs directories when asked to, and lets readers be
-// closed. Every file-system call goes through the [FS] seam so that tests can
-// inject faults.
+// closed. A checkout holds an flock on its file from before the file leaves
+// the queue until it leaves .checkout, so [Spool.Recover] can run beside live
+// workers without stealing their entries. Readers share one inotify instance
+// per spool, dequeue one producer's entries in creation order, and fall back
+// to polling where inotify is unavailable. [Typed] adds typed metadata
+// through a [Codec]. Every file-system call goes through the [FS] seam so
+// that tests can inject faults.
 package spool

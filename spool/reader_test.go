@@ -8,10 +8,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,18 +55,18 @@ func inotifyFDs(t *testing.T) int {
 // fall back.
 func TestReaderPollingFallback(t *testing.T) {
 	cases := []struct {
-		name    string
-		watcher func() (*fsnotify.Watcher, error)
-		add     func(*fsnotify.Watcher, string) error
+		name string
+		init func() (int, error)
+		add  func(int, string) (int, error)
 	}{
-		{"no inotify instance", func() (*fsnotify.Watcher, error) { return nil, unix.EMFILE }, addWatch},
-		{"no watch left", fsnotify.NewWatcher, func(*fsnotify.Watcher, string) error { return unix.ENOSPC }},
+		{"no inotify instance", func() (int, error) { return -1, unix.EMFILE }, inotifyAdd},
+		{"no watch left", inotifyInit, func(int, string) (int, error) { return -1, unix.ENOSPC }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			oldNew, oldAdd := newWatcher, addWatch
-			newWatcher, addWatch = c.watcher, c.add
-			defer func() { newWatcher, addWatch = oldNew, oldAdd }()
+			oldInit, oldAdd := inotifyInit, inotifyAdd
+			inotifyInit, inotifyAdd = c.init, c.add
+			defer func() { inotifyInit, inotifyAdd = oldInit, oldAdd }()
 			before := inotifyFDs(t)
 			var logs logBuffer
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
@@ -131,9 +131,9 @@ func TestReaderQueueRemoved(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			if polling {
-				old := newWatcher
-				newWatcher = func() (*fsnotify.Watcher, error) { return nil, unix.EMFILE }
-				defer func() { newWatcher = old }()
+				old := inotifyInit
+				inotifyInit = func() (int, error) { return -1, unix.EMFILE }
+				defer func() { inotifyInit = old }()
 			}
 			s := newTestSpool(t, []string{"q", "other"}, &Options{Durability: DurabilityNone, PollInterval: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 			r, err := s.NewReader("q")
@@ -236,8 +236,8 @@ func TestReaderClose(t *testing.T) {
 		t.Errorf("with every reader closed, %d inotify instances left", n)
 	}
 	s.hub.mu.Lock()
-	if s.hub.w != nil {
-		t.Error("the hub still has a watcher")
+	if s.hub.f != nil {
+		t.Error("the hub still has an inotify instance")
 	}
 	s.hub.mu.Unlock()
 	// A new reader starts a new watcher.
@@ -254,4 +254,94 @@ func TestReaderClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Remove()
+}
+
+// TestReaderListings: in a steady enqueue-dequeue loop a reader lists the
+// queue at most once per entry (before it waits), taking announced names
+// from inotify; when it cannot trust its knowledge (names dropped, an entry
+// busy) it lists again, and it still dequeues everything in order.
+func TestReaderListings(t *testing.T) {
+	hfs := &hookFS{}
+	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
+	var listings atomic.Int64
+	hfs.hook = func(op, path string) error {
+		if op == "readdir" && path == s.queueDir("q") {
+			listings.Add(1)
+		}
+		return nil
+	}
+	r, err := s.NewReader("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dequeue := func(want string) {
+		t.Helper()
+		c, err := r.Dequeue(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Name() != want {
+			t.Fatalf("dequeued %s, want %s", c.Name(), want)
+		}
+		if err := c.Remove(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const cycles = 200
+	for i := 0; i < cycles; i++ {
+		dequeue(mustEnqueue(t, s, "q", "m", "", EnqueueOptions{}))
+	}
+	if n := listings.Load(); n > cycles+2 {
+		t.Errorf("%d cycles listed the queue %d times", cycles, n)
+	}
+	t.Logf("%d cycles, %d listings", cycles, listings.Load())
+
+	// More arrivals than the reader keeps names for: it lists instead.
+	old := maxAnnounced
+	maxAnnounced = 3
+	r, err = s.NewReader("q")
+	maxAnnounced = old
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	dequeue(mustEnqueue(t, s, "q", "m", "", EnqueueOptions{}))
+	var names []string
+	for i := 0; i < 10; i++ {
+		names = append(names, mustEnqueue(t, s, "q", "m", "", EnqueueOptions{}))
+	}
+	waitAnnounced(t, r, names[len(names)-1])
+	before := listings.Load()
+	for _, n := range names {
+		dequeue(n)
+	}
+	if listings.Load() == before {
+		t.Error("the reader did not list after dropping names")
+	}
+
+	// A busy entry is passed over, and taken once it is free.
+	busy := mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
+	unlock := lockFile(t, s.queuePath("q", busy))
+	next := mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
+	dequeue(next)
+	unlock()
+	dequeue(busy)
+}
+
+// waitAnnounced waits until name has reached r's announced names.
+func waitAnnounced(t *testing.T, r *Reader, name string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		r.s.hub.drain()
+		r.evMu.Lock()
+		hi := r.evHi
+		r.evMu.Unlock()
+		if hi >= name {
+			return
+		}
+	}
+	t.Fatalf("%s never announced", name)
 }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Benchmarks the spool library against its floor (the same system calls in
+# straight-line code) and prints, per row, the median library and floor
+# throughput and their ratio over COUNT runs, then the dequeue wake-up
+# latency. Every row runs library and floor in alternating rounds in the
+# same benchmark, so both see the same load; still, run it on an idle
+# machine (the load average is printed before and after).
+#
+#   scripts/bench-spool.sh            # COUNT=5
+#   COUNT=10 scripts/bench-spool.sh
+#   BENCH='Cycle' scripts/bench-spool.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${COUNT:-5}
+bench=${BENCH:-.}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+cmd=(go test -run '^$' -bench "$bench" -count "$count" ./spool/)
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)   $(nproc) CPUs   $(go version | cut -d' ' -f3)"
+echo "command: ${cmd[*]}"
+"${cmd[@]}" | tee "$out" >/dev/null
+echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+# Lines look like:
+# BenchmarkEnqueue/full/g8-2  1200  1650000 ns/op  1243 floor-ops/s  1197 lib-ops/s  0.963 ratio
+awk '
+function median(list,   a, n, i, j, t) {
+	n = split(list, a, " ")
+	for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j+1] = a[j]; a[j+1] = t }
+	return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+}
+function minimum(list,   a, n, i, m) {
+	n = split(list, a, " "); m = a[1] + 0
+	for (i = 2; i <= n; i++) if (a[i] + 0 < m) m = a[i] + 0
+	return m
+}
+/^Benchmark(Enqueue|CheckoutRemove|Cycle)\// {
+	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
+	split(name, p, "/")
+	key = p[1] "|" p[2] "|" substr(p[3], 2)
+	if (!(key in seen)) { seen[key] = 1; order[++rows] = key }
+	for (i = 3; i < NF; i++) {
+		if ($(i+1) == "lib-ops/s") lib[key] = lib[key] " " $i
+		if ($(i+1) == "floor-ops/s") flr[key] = flr[key] " " $i
+		if ($(i+1) == "ratio") rat[key] = rat[key] " " $i
+	}
+}
+/^BenchmarkWakeLatency\// {
+	name = $1; sub(/-[0-9]+$/, "", name); sub(/^BenchmarkWakeLatency\//, "", name)
+	if (!(name in wseen)) { wseen[name] = 1; worder[++wrows] = name }
+	for (i = 3; i < NF; i++) {
+		if ($(i+1) == "p50-us") w50[name] = w50[name] " " $i
+		if ($(i+1) == "p90-us") w90[name] = w90[name] " " $i
+		if ($(i+1) == "p99-us") w99[name] = w99[name] " " $i
+		if ($(i+1) == "max-us") wmax[name] = wmax[name] " " $i
+	}
+}
+END {
+	if (rows > 0) {
+		print "| operation | durability | goroutines | library ops/s | floor ops/s | ratio (median) | ratio (worst run) |"
+		print "|---|---|---:|---:|---:|---:|---:|"
+		bad = 0
+		for (r = 1; r <= rows; r++) {
+			k = order[r]; split(k, p, "|")
+			m = median(rat[k]); if (m < 0.9) bad++
+			printf "| %s | %s | %s | %.0f | %.0f | %.2f%s | %.2f |\n", p[1], p[2], p[3], median(lib[k]), median(flr[k]), m, (m < 0.9 ? " (below 0.9)" : ""), minimum(rat[k])
+		}
+		printf "\n%d of %d rows below 0.9x the floor (medians of %d runs)\n", bad, rows, split(rat[order[1]], x, " ")
+	}
+	if (wrows > 0) {
+		print "\nDequeue wake-up latency, rename into the queue until Dequeue returns (library) or until a blocking read of an inotify descriptor returns (floor); medians over runs, microseconds:"
+		print "| | p50 | p90 | p99 | max |"
+		print "|---|---:|---:|---:|---:|"
+		for (r = 1; r <= wrows; r++) {
+			k = worder[r]
+			printf "| %s | %.0f | %.0f | %.0f | %.0f |\n", k, median(w50[k]), median(w90[k]), median(w99[k]), median(wmax[k])
+		}
+	}
+}' "$out"
