@@ -1,0 +1,408 @@
+// Package collector runs one monitor per spool, each in isolation, applies
+// configuration changes without losing the state of unchanged spools, and
+// hands out the latest snapshots. It knows nothing of Prometheus or OTel.
+//
+// Isolation: every spool has its own goroutine. A missing, unreadable,
+// deleted or recreated spool directory is the monitor's business (Up=false,
+// a log line, and recovery at a later cycle). A panic in a monitor or in the
+// event callback is recovered and logged; the spool shows Up=false with the
+// panic as LastError and its monitor is restarted after a backoff. A monitor
+// stuck on a slow disk blocks only its own goroutine: Snapshots reads each
+// monitor's latest snapshot with an atomic load, and Apply never waits for a
+// monitor to stop.
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/spool-agent/spool-agent/monitor"
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalidName: a spool name is empty, too long, not UTF-8, or has
+	// control characters or surrounding spaces.
+	ErrInvalidName = errors.New("invalid spool name")
+	// ErrDuplicateName: two spools of one Apply share a name.
+	ErrDuplicateName = errors.New("duplicate spool name")
+	// ErrStopped: Apply or Run after Run has returned.
+	ErrStopped = errors.New("collector stopped")
+	// ErrPanic wraps a panic recovered from a monitor.
+	ErrPanic = errors.New("monitor panicked")
+)
+
+// MaxNameLen bounds spool names (they become label values).
+const MaxNameLen = 200
+
+// DefaultStopTimeout bounds how long Run waits for the monitors to stop.
+const DefaultStopTimeout = 10 * time.Second
+
+// Spool is one spool to watch.
+type Spool struct {
+	Name   string // unique; the spool label of every series
+	Dir    string
+	Config monitor.Config
+}
+
+// ValidateName reports whether name may name a spool: non-empty, at most
+// MaxNameLen bytes of UTF-8 without control characters nor leading or
+// trailing spaces. The error wraps ErrInvalidName.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w %.20q...: longer than %d bytes", ErrInvalidName, name, MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w %q: not UTF-8", ErrInvalidName, name)
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return fmt.Errorf("%w %q: control character", ErrInvalidName, name)
+	case strings.TrimSpace(name) != name:
+		return fmt.Errorf("%w %q: leading or trailing space", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// spoolMonitor is what the collector needs of a *monitor.Monitor (a seam
+// for tests that inject panics and stuck disks).
+type spoolMonitor interface {
+	Run(ctx context.Context, onEvent func(monitor.Event)) error
+	Snapshot() *monitor.Snapshot
+	Config() monitor.Config
+	Close() error
+}
+
+func newMonitor(name, dir string, cfg monitor.Config) (spoolMonitor, error) {
+	return monitor.New(name, dir, cfg)
+}
+
+// Collector runs the monitors of a set of spools.
+type Collector struct {
+	logger  *slog.Logger
+	onEvent func(spool string, ev monitor.Event)
+
+	// Seams for tests.
+	newMonitor   func(name, dir string, cfg monitor.Config) (spoolMonitor, error)
+	restartDelay func(failures int) time.Duration
+	stopTimeout  time.Duration
+
+	mu      sync.Mutex
+	runners map[string]*runner
+	ctx     context.Context  // Run's context; nil before Run
+	stopped bool             // Run has returned
+	wg      sync.WaitGroup   // runner goroutines
+	live    map[*runner]bool // runners whose goroutine runs, removed ones included
+}
+
+// runner supervises one spool's monitor.
+type runner struct {
+	spec   Spool
+	cfg    monitor.Config // the monitor's configuration with defaults filled in
+	mon    atomic.Pointer[monitorBox]
+	fault  atomic.Pointer[string]     // the last panic or failure, shown until the next monitor's first cycle
+	failed atomic.Pointer[monitorBox] // the monitor that failed last
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+type monitorBox struct{ m spoolMonitor }
+
+// New returns a Collector that logs to logger (nil: slog.Default()) and
+// calls onEvent (which may be nil) for every monitor event, from the spool's
+// goroutine: a slow onEvent delays only that spool.
+func New(logger *slog.Logger, onEvent func(spool string, ev monitor.Event)) *Collector {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Collector{
+		logger:       logger,
+		onEvent:      onEvent,
+		newMonitor:   newMonitor,
+		restartDelay: backoff,
+		stopTimeout:  DefaultStopTimeout,
+		runners:      map[string]*runner{},
+		live:         map[*runner]bool{},
+	}
+}
+
+// backoff is the delay before restarting a monitor after its n-th
+// consecutive failure: 1s, 2s, 4s, ... up to a minute.
+func backoff(n int) time.Duration {
+	d := time.Second
+	for i := 1; i < n && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
+}
+
+// sameConfig compares the comparable parts of two configurations with
+// their defaults filled in (Now, After and Logger are not compared).
+func sameConfig(a, b monitor.Config) bool {
+	return a.Limits.MaxCheckedOutAge == b.Limits.MaxCheckedOutAge &&
+		a.Limits.MaxTmpFileAge == b.Limits.MaxTmpFileAge &&
+		maps.Equal(a.Limits.MaxQueueAge, b.Limits.MaxQueueAge) &&
+		a.CheckEvery == b.CheckEvery &&
+		a.AlertAfterCycles == b.AlertAfterCycles &&
+		a.FullRescanEvery == b.FullRescanEvery &&
+		a.DisableWatch == b.DisableWatch
+}
+
+// Apply makes spools the set of watched spools: it validates them (unique
+// valid names, valid monitor configurations) and changes nothing if any is
+// invalid; then it starts the new spools, stops the removed ones, restarts
+// those whose directory or configuration changed, and keeps the others
+// running with their state (debouncing, counters). It may be called before
+// Run (the monitors start when Run does) or during it, and never waits for a
+// monitor to stop.
+func (c *Collector) Apply(spools []Spool) error {
+	seen := make(map[string]bool, len(spools))
+	for _, s := range spools {
+		if err := ValidateName(s.Name); err != nil {
+			return err
+		}
+		if seen[s.Name] {
+			return fmt.Errorf("%w %q", ErrDuplicateName, s.Name)
+		}
+		seen[s.Name] = true
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return ErrStopped
+	}
+	// Build a candidate monitor for every spool (New validates the
+	// configuration and fills in its defaults without touching the disk).
+	candidates := make(map[string]spoolMonitor, len(spools))
+	closeAll := func() {
+		for _, m := range candidates {
+			_ = m.Close()
+		}
+	}
+	for _, s := range spools {
+		cfg := s.Config
+		if cfg.Logger == nil {
+			cfg.Logger = c.logger
+		}
+		m, err := c.newMonitor(s.Name, s.Dir, cfg)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("spool %s (%s): %w", s.Name, s.Dir, err)
+		}
+		candidates[s.Name] = m
+	}
+
+	next := make(map[string]*runner, len(spools))
+	for _, s := range spools {
+		cand := candidates[s.Name]
+		old := c.runners[s.Name]
+		if old != nil && filepath.Clean(old.spec.Dir) == filepath.Clean(s.Dir) && sameConfig(old.cfg, cand.Config()) {
+			_ = cand.Close() // the running monitor keeps its Logger, Now and After
+			next[s.Name] = old
+			continue
+		}
+		if old != nil {
+			c.logger.Info("restarting spool monitor: directory or configuration changed", "spool", s.Name, "dir", s.Dir)
+			old.stop()
+		} else {
+			c.logger.Info("watching spool", "spool", s.Name, "dir", s.Dir)
+		}
+		r := &runner{spec: s, cfg: cand.Config()}
+		r.mon.Store(&monitorBox{cand})
+		next[s.Name] = r
+		if c.ctx != nil {
+			c.start(r)
+		}
+	}
+	for name, old := range c.runners {
+		if _, ok := next[name]; !ok {
+			c.logger.Info("no longer watching spool", "spool", name, "dir", old.spec.Dir)
+			old.stop()
+		}
+	}
+	c.runners = next
+	return nil
+}
+
+// stop stops r's goroutine (it closes its monitor), or closes the monitor
+// of a runner that never started; c.mu is held.
+func (r *runner) stop() {
+	if r.cancel != nil {
+		r.cancel()
+		return
+	}
+	_ = r.mon.Load().m.Close()
+}
+
+// start runs r's supervisor goroutine; c.mu is held.
+func (c *Collector) start(r *runner) {
+	r.ctx, r.cancel = context.WithCancel(c.ctx)
+	c.wg.Add(1)
+	c.live[r] = true
+	go func() {
+		defer c.wg.Done()
+		defer func() {
+			c.mu.Lock()
+			delete(c.live, r)
+			c.mu.Unlock()
+		}()
+		c.supervise(r)
+	}()
+}
+
+// supervise runs r's monitor until r.ctx is done, restarting it after a
+// backoff whenever it panics or stops on its own.
+func (c *Collector) supervise(r *runner) {
+	failures := 0
+	for {
+		mon := r.mon.Load().m
+		started := time.Now()
+		err := c.runMonitor(r, mon)
+		if r.ctx.Err() != nil {
+			_ = mon.Close()
+			return
+		}
+		if err == nil {
+			err = errors.New("monitor stopped unexpectedly")
+		}
+		if time.Since(started) > 10*time.Minute {
+			failures = 0
+		}
+		failures++
+		msg := err.Error()
+		r.fault.Store(&msg)
+		r.failed.Store(r.mon.Load())
+		delay := c.restartDelay(failures)
+		c.logger.Error("spool monitor failed; restarting it", "spool", r.spec.Name, "dir", r.spec.Dir, "err", err, "restart_in", delay)
+		_ = mon.Close()
+		t := time.NewTimer(delay)
+		select {
+		case <-r.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		for {
+			cfg := r.spec.Config
+			if cfg.Logger == nil {
+				cfg.Logger = c.logger
+			}
+			m, err := c.newMonitor(r.spec.Name, r.spec.Dir, cfg)
+			if err == nil {
+				r.mon.Store(&monitorBox{m})
+				break
+			}
+			// The configuration was valid when applied; retry rather than give up.
+			c.logger.Error("recreating spool monitor", "spool", r.spec.Name, "err", err)
+			t := time.NewTimer(c.restartDelay(failures))
+			select {
+			case <-r.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// runMonitor runs mon, turning a panic into an error wrapping ErrPanic.
+func (c *Collector) runMonitor(r *runner, mon spoolMonitor) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%w: %v", ErrPanic, v)
+			c.logger.Error("spool monitor panicked", "spool", r.spec.Name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+	return mon.Run(r.ctx, func(ev monitor.Event) { c.emit(r, ev) })
+}
+
+// emit passes one event to onEvent, unless r is being stopped, and
+// survives a panicking callback.
+func (c *Collector) emit(r *runner, ev monitor.Event) {
+	if c.onEvent == nil || r.ctx.Err() != nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			c.logger.Error("event callback panicked", "spool", r.spec.Name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+	c.onEvent(r.spec.Name, ev)
+}
+
+// Run starts the monitors (and those that Apply adds later) and runs them
+// until ctx is done; then it stops them all, waits for them at most
+// DefaultStopTimeout (a monitor stuck on a dead disk is left behind and
+// logged), and returns nil. Run may be called once.
+func (c *Collector) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.stopped || c.ctx != nil {
+		c.mu.Unlock()
+		return ErrStopped
+	}
+	c.ctx = ctx
+	for _, r := range c.runners {
+		c.start(r)
+	}
+	c.mu.Unlock()
+
+	<-ctx.Done()
+
+	c.mu.Lock()
+	c.stopped = true
+	c.mu.Unlock()
+
+	all := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(all)
+	}()
+	t := time.NewTimer(c.stopTimeout)
+	defer t.Stop()
+	select {
+	case <-all:
+	case <-t.C:
+		c.mu.Lock()
+		for r := range c.live {
+			c.logger.Error("spool monitor did not stop in time; leaving it", "spool", r.spec.Name, "dir", r.spec.Dir, "timeout", c.stopTimeout)
+		}
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// Snapshots returns the latest snapshot of every spool, sorted by name.
+// It never touches the disk nor waits for a monitor: each snapshot is an
+// atomic load. A spool whose monitor failed and has not yet completed a
+// cycle since its restart shows Up=false with the failure as LastError.
+func (c *Collector) Snapshots() []*monitor.Snapshot {
+	c.mu.Lock()
+	out := make([]*monitor.Snapshot, 0, len(c.runners))
+	for _, r := range c.runners {
+		box := r.mon.Load()
+		s := box.m.Snapshot()
+		if f := r.fault.Load(); f != nil && (box == r.failed.Load() || s.Cycles == 0) {
+			cp := *s
+			cp.Up = false
+			cp.LastError = *f
+			s = &cp
+		}
+		out = append(out, s)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b *monitor.Snapshot) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

@@ -1,0 +1,475 @@
+package collector
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spool-agent/spool-agent/monitor"
+	"github.com/spool-agent/spool-agent/spool"
+)
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func testLogger() (*slog.Logger, *syncBuffer) {
+	var b syncBuffer
+	return slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), &b
+}
+
+func makeSpool(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := spool.Create(dir, []string{"outbox"}, &spool.Options{Durability: spool.DurabilityNone}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fastConfig checks every 10ms and alerts at the first sighting.
+func fastConfig() monitor.Config {
+	return monitor.Config{CheckEvery: 10 * time.Millisecond, AlertAfterCycles: 0, AlertAfterCyclesSet: true}
+}
+
+func snapshotOf(c *Collector, name string) *monitor.Snapshot {
+	for _, s := range c.Snapshots() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// waitFor polls cond every 5ms until it holds or 10s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// runCollector runs c until the test ends.
+func runCollector(t *testing.T, c *Collector) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("Run did not return")
+		}
+	})
+}
+
+// eventLog records events per spool.
+type eventLog struct {
+	mu     sync.Mutex
+	events map[string][]monitor.Event
+}
+
+func (l *eventLog) add(spool string, ev monitor.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.events == nil {
+		l.events = map[string][]monitor.Event{}
+	}
+	l.events[spool] = append(l.events[spool], ev)
+}
+
+func (l *eventLog) count(spool string, typ monitor.EventType) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, ev := range l.events[spool] {
+		if ev.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// TestIsolationDeletedSpool deletes one spool's directory while another
+// keeps cycling, then recreates it: it shows Up=false and recovers by itself.
+func TestIsolationDeletedSpool(t *testing.T) {
+	root := t.TempDir()
+	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
+	makeSpool(t, a)
+	makeSpool(t, b)
+	logger, logs := testLogger()
+	c := New(logger, nil)
+	if err := c.Apply([]Spool{{Name: "a", Dir: a, Config: fastConfig()}, {Name: "b", Dir: b, Config: fastConfig()}}); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, c)
+	waitFor(t, "both spools up", func() bool {
+		sa, sb := snapshotOf(c, "a"), snapshotOf(c, "b")
+		return sa.Up && sb.Up
+	})
+
+	if err := os.RemoveAll(a); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a down with an error", func() bool { s := snapshotOf(c, "a"); return !s.Up && s.LastError != "" })
+	before := snapshotOf(c, "b").Cycles
+	waitFor(t, "b still cycling while a is down", func() bool {
+		s := snapshotOf(c, "b")
+		return s.Up && s.Cycles >= before+3
+	})
+
+	makeSpool(t, a)
+	waitFor(t, "a back up", func() bool { return snapshotOf(c, "a").Up })
+	if !strings.Contains(logs.String(), "spool=a") {
+		t.Errorf("no log line about spool a:\n%s", logs.String())
+	}
+	if names := []string{c.Snapshots()[0].Name, c.Snapshots()[1].Name}; names[0] != "a" || names[1] != "b" {
+		t.Errorf("Snapshots order %v, want [a b]", names)
+	}
+}
+
+// TestMissingSpoolRecovers starts on a directory that does not exist yet.
+func TestMissingSpoolRecovers(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "later")
+	c := New(slog.New(slog.DiscardHandler), nil)
+	if err := c.Apply([]Spool{{Name: "later", Dir: dir, Config: fastConfig()}}); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, c)
+	waitFor(t, "a failed cycle", func() bool { s := snapshotOf(c, "later"); return s.FailedCycles > 0 && !s.Up })
+	makeSpool(t, dir)
+	waitFor(t, "spool up once created", func() bool { return snapshotOf(c, "later").Up })
+}
+
+func plantOrphan(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, ".data", "orphan"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func alerting(s *monitor.Snapshot, kind monitor.Kind) bool {
+	for _, p := range s.Alerting {
+		if p.Kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// TestApplyKeepsState adds, keeps, restarts and removes spools while Run runs.
+func TestApplyKeepsState(t *testing.T) {
+	root := t.TempDir()
+	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
+	makeSpool(t, a)
+	makeSpool(t, b)
+	plantOrphan(t, a)
+	var events eventLog
+	c := New(slog.New(slog.DiscardHandler), events.add)
+	if err := c.Apply([]Spool{{Name: "a", Dir: a, Config: fastConfig()}}); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, c)
+	waitFor(t, "orphan alerting in a", func() bool { return alerting(snapshotOf(c, "a"), monitor.KindOrphaned) })
+	if n := events.count("a", monitor.Start); n != 1 {
+		t.Fatalf("%d start events, want 1", n)
+	}
+	cyclesBefore := snapshotOf(c, "a").Cycles
+
+	// Add b, keep a (an equal configuration, even spelled with defaults and
+	// another Logger, and an unclean path, keeps the running monitor).
+	cfg := fastConfig()
+	cfg.Limits.MaxTmpFileAge = monitor.DefaultMaxTmpFileAge
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	if err := c.Apply([]Spool{{Name: "b", Dir: b, Config: fastConfig()}, {Name: "a", Dir: a + "/", Config: cfg}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b up", func() bool { s := snapshotOf(c, "b"); return s != nil && s.Up })
+	sa := snapshotOf(c, "a")
+	if sa.Cycles < cyclesBefore || !alerting(sa, monitor.KindOrphaned) {
+		t.Errorf("a lost its state: cycles %d (before %d), alerting %v", sa.Cycles, cyclesBefore, sa.Alerting)
+	}
+	time.Sleep(50 * time.Millisecond) // a few more cycles of a
+	if n := events.count("a", monitor.Start); n != 1 {
+		t.Errorf("%d start events for a after a keeping Apply, want still 1", n)
+	}
+
+	// Change a's configuration: a new monitor, whose counters start over and
+	// which alerts again.
+	changed := fastConfig()
+	changed.Limits.MaxTmpFileAge = time.Hour
+	if err := c.Apply([]Spool{{Name: "a", Dir: a, Config: changed}, {Name: "b", Dir: b, Config: fastConfig()}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a restarted and alerting again", func() bool { return events.count("a", monitor.Start) == 2 })
+	if s := snapshotOf(c, "a"); s.EventsTotal[monitor.KindOrphaned][monitor.Start] != 1 {
+		t.Errorf("restarted monitor's EventsTotal %v, want a fresh count of 1", s.EventsTotal)
+	}
+
+	// Remove b.
+	if err := c.Apply([]Spool{{Name: "a", Dir: a, Config: changed}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Snapshots(); len(s) != 1 || s[0].Name != "a" {
+		t.Errorf("after removing b: %d snapshots", len(s))
+	}
+}
+
+func TestApplyValidation(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name   string
+		spools []Spool
+		want   error
+	}{
+		{"empty name", []Spool{{Name: "", Dir: dir}}, ErrInvalidName},
+		{"control character", []Spool{{Name: "a\nb", Dir: dir}}, ErrInvalidName},
+		{"surrounding space", []Spool{{Name: " a", Dir: dir}}, ErrInvalidName},
+		{"not UTF-8", []Spool{{Name: "a\xff", Dir: dir}}, ErrInvalidName},
+		{"too long", []Spool{{Name: strings.Repeat("x", MaxNameLen+1), Dir: dir}}, ErrInvalidName},
+		{"duplicate", []Spool{{Name: "a", Dir: dir}, {Name: "a", Dir: dir + "2"}}, ErrDuplicateName},
+		{"invalid config", []Spool{{Name: "ok", Dir: dir}, {Name: "a", Dir: dir, Config: monitor.Config{CheckEvery: -time.Second}}}, monitor.ErrInvalidConfig},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := New(slog.New(slog.DiscardHandler), nil)
+			if err := c.Apply([]Spool{{Name: "keep", Dir: dir}}); err != nil {
+				t.Fatal(err)
+			}
+			err := c.Apply(tt.spools)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Apply error %v, want %v", err, tt.want)
+			}
+			if s := c.Snapshots(); len(s) != 1 || s[0].Name != "keep" {
+				t.Errorf("a failed Apply changed the spools: %d snapshots", len(s))
+			}
+		})
+	}
+	if err := ValidateName("mail-out.1 (eu)"); err != nil {
+		t.Errorf("ValidateName of an ordinary name: %v", err)
+	}
+}
+
+func TestApplyAfterRunReturns(t *testing.T) {
+	c := New(nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(nil); !errors.Is(err, ErrStopped) {
+		t.Errorf("Apply after Run: %v, want ErrStopped", err)
+	}
+	if err := c.Run(context.Background()); !errors.Is(err, ErrStopped) {
+		t.Errorf("second Run: %v, want ErrStopped", err)
+	}
+}
+
+// fakeMonitor is a spoolMonitor whose Run does what the test says.
+type fakeMonitor struct {
+	name   string
+	cfg    monitor.Config
+	run    func(ctx context.Context, m *fakeMonitor, onEvent func(monitor.Event)) error
+	snap   atomic.Pointer[monitor.Snapshot]
+	closed atomic.Bool
+}
+
+func (m *fakeMonitor) Run(ctx context.Context, onEvent func(monitor.Event)) error {
+	return m.run(ctx, m, onEvent)
+}
+func (m *fakeMonitor) Snapshot() *monitor.Snapshot { return m.snap.Load() }
+func (m *fakeMonitor) Config() monitor.Config      { return m.cfg }
+func (m *fakeMonitor) Close() error                { m.closed.Store(true); return nil }
+
+// healthy cycles every millisecond until ctx is done.
+func healthy(ctx context.Context, m *fakeMonitor, onEvent func(monitor.Event)) error {
+	for n := uint64(1); ; n++ {
+		m.snap.Store(&monitor.Snapshot{Name: m.name, Up: true, Cycles: n})
+		if onEvent != nil {
+			onEvent(monitor.Event{Type: monitor.Start})
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// fakeCollector returns a Collector whose monitors are fakes run by runs[name]
+// (each new monitor of a name takes the next function).
+func fakeCollector(logger *slog.Logger, onEvent func(string, monitor.Event), runs map[string][]func(context.Context, *fakeMonitor, func(monitor.Event)) error) (*Collector, *sync.Map) {
+	c := New(logger, onEvent)
+	var mu sync.Mutex
+	made := &sync.Map{} // name -> []*fakeMonitor
+	c.newMonitor = func(name, dir string, cfg monitor.Config) (spoolMonitor, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		fns := runs[name]
+		fn := fns[0]
+		if len(fns) > 1 {
+			runs[name] = fns[1:]
+		}
+		m := &fakeMonitor{name: name, cfg: cfg, run: fn}
+		m.snap.Store(&monitor.Snapshot{Name: name})
+		prev, _ := made.Load(name)
+		list, _ := prev.([]*fakeMonitor)
+		made.Store(name, append(list, m))
+		return m, nil
+	}
+	c.restartDelay = func(int) time.Duration { return 20 * time.Millisecond }
+	return c, made
+}
+
+// TestPanicIsolated: a monitor that panics shows Up=false with the panic,
+// is restarted, and never stops the other spool.
+func TestPanicIsolated(t *testing.T) {
+	logger, logs := testLogger()
+	release := make(chan struct{})
+	panicky := func(ctx context.Context, m *fakeMonitor, _ func(monitor.Event)) error {
+		m.snap.Store(&monitor.Snapshot{Name: m.name, Up: true, Cycles: 1})
+		<-release
+		panic("index out of range")
+	}
+	c, made := fakeCollector(logger, nil, map[string][]func(context.Context, *fakeMonitor, func(monitor.Event)) error{
+		"bad":  {panicky, healthy},
+		"good": {healthy},
+	})
+	c.restartDelay = func(int) time.Duration { return 200 * time.Millisecond }
+	if err := c.Apply([]Spool{{Name: "bad", Dir: "/x"}, {Name: "good", Dir: "/y"}}); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, c)
+	waitFor(t, "bad up before its panic", func() bool { return snapshotOf(c, "bad").Up })
+	close(release)
+	waitFor(t, "bad down after its panic", func() bool { return !snapshotOf(c, "bad").Up })
+	if s := snapshotOf(c, "bad"); !strings.Contains(s.LastError, "monitor panicked: index out of range") {
+		t.Errorf("LastError %q, want the panic", s.LastError)
+	}
+	before := snapshotOf(c, "good").Cycles
+	waitFor(t, "good cycling during bad's backoff", func() bool { return snapshotOf(c, "good").Cycles > before+5 })
+	waitFor(t, "bad restarted", func() bool { s := snapshotOf(c, "bad"); return s.Up && s.LastError == "" })
+	v, _ := made.Load("bad")
+	mons := v.([]*fakeMonitor)
+	if len(mons) != 2 || !mons[0].closed.Load() {
+		t.Errorf("bad has %d monitors, first closed %v; want 2, closed", len(mons), mons[0].closed.Load())
+	}
+	if !strings.Contains(logs.String(), "spool monitor panicked") {
+		t.Errorf("no log of the panic:\n%s", logs.String())
+	}
+}
+
+// TestStuckMonitor: a monitor stuck in a system call (it ignores ctx)
+// stalls neither Snapshots, nor Apply removing it, nor Run's return
+// beyond the stop timeout.
+func TestStuckMonitor(t *testing.T) {
+	logger, logs := testLogger()
+	unstick := make(chan struct{})
+	defer close(unstick)
+	stuck := func(ctx context.Context, m *fakeMonitor, _ func(monitor.Event)) error {
+		m.snap.Store(&monitor.Snapshot{Name: m.name, Up: true, Cycles: 1})
+		<-unstick // a read on a dead NFS mount
+		return nil
+	}
+	c, _ := fakeCollector(logger, nil, map[string][]func(context.Context, *fakeMonitor, func(monitor.Event)) error{
+		"nfs": {stuck}, "local": {healthy},
+	})
+	c.stopTimeout = 100 * time.Millisecond
+	if err := c.Apply([]Spool{{Name: "nfs", Dir: "/nfs"}, {Name: "local", Dir: "/l"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	waitFor(t, "both up", func() bool {
+		s := c.Snapshots()
+		return len(s) == 2 && s[0].Up && s[1].Up
+	})
+	start := time.Now()
+	for range 100 {
+		c.Snapshots()
+	}
+	if err := c.Apply([]Spool{{Name: "local", Dir: "/l"}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Snapshots and Apply took %v beside a stuck monitor", d)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return past the stop timeout")
+	}
+	if !strings.Contains(logs.String(), "did not stop in time") {
+		t.Errorf("no log of the stuck monitor:\n%s", logs.String())
+	}
+}
+
+// TestEventsAndCallbackPanic: events reach onEvent tagged with their spool,
+// and a panicking callback is survived.
+func TestEventsAndCallbackPanic(t *testing.T) {
+	logger, logs := testLogger()
+	var calls atomic.Int64
+	onEvent := func(spool string, ev monitor.Event) {
+		if spool != "s" {
+			panic(fmt.Sprintf("event for %q", spool))
+		}
+		if calls.Add(1) == 1 {
+			panic("exporter bug")
+		}
+	}
+	c, _ := fakeCollector(logger, onEvent, map[string][]func(context.Context, *fakeMonitor, func(monitor.Event)) error{"s": {healthy}})
+	if err := c.Apply([]Spool{{Name: "s", Dir: "/s"}}); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, c)
+	waitFor(t, "events after the panicking one", func() bool { return calls.Load() > 3 })
+	if !strings.Contains(logs.String(), "event callback panicked") {
+		t.Errorf("no log of the callback panic:\n%s", logs.String())
+	}
+	if !snapshotOf(c, "s").Up {
+		t.Error("a callback panic took the spool down")
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for _, tt := range []struct {
+		n    int
+		want time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {7, time.Minute}, {100, time.Minute}} {
+		if got := backoff(tt.n); got != tt.want {
+			t.Errorf("backoff(%d) = %v, want %v", tt.n, got, tt.want)
+		}
+	}
+}
