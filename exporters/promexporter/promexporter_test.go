@@ -2,11 +2,14 @@ package promexporter
 
 import (
 	"bytes"
+	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spool-agent/spool-agent/monitor"
+	"github.com/spool-agent/spool-agent/spool"
 )
 
 var testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -325,5 +329,79 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check metrics: %v\n%s\nexposition:\n%s", err, out, body)
+	}
+}
+
+// TestAgeHistogramFromMonitor builds a real snapshot (the age index is the
+// monitor's) of a queue whose entries are 30s, 2h and 3 days old.
+func TestAgeHistogramFromMonitor(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := spool.Create(dir, []string{"outbox"}, &spool.Options{Durability: spool.DurabilityNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, age := range []time.Duration{30 * time.Second, 2 * time.Hour, 72 * time.Hour} {
+		name, err := sp.EnqueueBytes("outbox", []byte("m"), nil, spool.EnqueueOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mtime := testNow.Add(-age)
+		for _, p := range []string{filepath.Join(dir, "outbox", name), filepath.Join(dir, ".registry", name), filepath.Join(dir, ".data", name)} {
+			if err := os.Chtimes(p, mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	m, err := monitor.New("mail", dir, monitor.Config{Now: func() time.Time { return testNow }, DisableWatch: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Cycle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := `# HELP spool_queue_entry_age_seconds Age distribution of the entries waiting in the queue at scrape time (a gauge histogram: use the buckets directly, never rate()).
+# TYPE spool_queue_entry_age_seconds histogram
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="60"} 1
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="300"} 1
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="600"} 1
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="1800"} 1
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="3600"} 1
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="7200"} 2
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="21600"} 2
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="43200"} 2
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="86400"} 2
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="172800"} 2
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="604800"} 3
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="+Inf"} 3
+spool_queue_entry_age_seconds_sum{queue="outbox",spool="mail"} 266430
+spool_queue_entry_age_seconds_count{queue="outbox",spool="mail"} 3
+`
+	e := New(func() []*monitor.Snapshot { return []*monitor.Snapshot{m.Snapshot()} }, Options{Now: func() time.Time { return testNow }})
+	if err := testutil.CollectAndCompare(e, strings.NewReader(want), "spool_queue_entry_age_seconds"); err != nil {
+		t.Fatal(err)
+	}
+	// An hour later every entry has aged by an hour: the histogram is
+	// computed at scrape time from the same snapshot.
+	later := New(func() []*monitor.Snapshot { return []*monitor.Snapshot{m.Snapshot()} }, Options{Now: func() time.Time { return testNow.Add(time.Hour) }})
+	wantLater := `# HELP spool_queue_entry_age_seconds Age distribution of the entries waiting in the queue at scrape time (a gauge histogram: use the buckets directly, never rate()).
+# TYPE spool_queue_entry_age_seconds histogram
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="60"} 0
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="300"} 0
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="600"} 0
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="1800"} 0
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="3600"} 0
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="7200"} 1
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="21600"} 2
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="43200"} 2
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="86400"} 2
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="172800"} 2
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="604800"} 3
+spool_queue_entry_age_seconds_bucket{queue="outbox",spool="mail",le="+Inf"} 3
+spool_queue_entry_age_seconds_sum{queue="outbox",spool="mail"} 277230
+spool_queue_entry_age_seconds_count{queue="outbox",spool="mail"} 3
+`
+	if err := testutil.CollectAndCompare(later, strings.NewReader(wantLater), "spool_queue_entry_age_seconds"); err != nil {
+		t.Fatal(err)
 	}
 }
