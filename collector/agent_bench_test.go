@@ -1,0 +1,284 @@
+package collector
+
+// Benchmarks of the real agent binary (cmd/spool-agent) with the real
+// monitor: how fast an enqueue shows in /metrics whatever check_every is,
+// and the CPU the agent burns while watching idle spools of many entries.
+// scripts/bench-agent.sh runs them; each is one long run (-benchtime 1x).
+
+import (
+	"bufio"
+	"io"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spool-agent/spool-agent/spool"
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func buildAgentBinary(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "spool-agent")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/spool-agent")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("go build ./cmd/spool-agent: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startAgent runs the agent on spools (NAME=DIR) and waits for /metrics.
+func startAgent(b *testing.B, bin string, args ...string) (*exec.Cmd, string) {
+	b.Helper()
+	addr := freePort(b)
+	cmd := exec.Command(bin, append([]string{"run", "--web.listen-address", addr}, args...)...)
+	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_SDK_DISABLED=true")
+	logf, err := os.Create(filepath.Join(b.TempDir(), "agent.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		logf.Close()
+	})
+	url := "http://" + addr + "/metrics"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return cmd, url
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("agent did not serve %s: %v", url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// scrapeValue scrapes url and returns the value of the sample whose line
+// starts with prefix (a metric name and its labels), or -1.
+func scrapeValue(client *http.Client, url, prefix string) (float64, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, prefix) {
+			return strconv.ParseFloat(strings.TrimSpace(line[len(prefix):]), 64)
+		}
+	}
+	return -1, sc.Err()
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	return sorted[int(p*float64(len(sorted)-1))]
+}
+
+// BenchmarkAgentEnqueueVisible enqueues BENCH_ENQUEUES (default 200) entries
+// one at a time into a spool watched with --check-every 1h and measures how
+// long each takes to show in spool_queue_entries, polling /metrics. The
+// baseline is the latency of one scrape (the polling resolution).
+func BenchmarkAgentEnqueueVisible(b *testing.B) {
+	n := envInt("BENCH_ENQUEUES", 200)
+	bin := buildAgentBinary(b)
+	dir := filepath.Join(b.TempDir(), "s")
+	sp, err := spool.Create(dir, []string{"q"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, url := startAgent(b, bin, "--spool", "s="+dir, "--check-every", "1h")
+	client := &http.Client{Timeout: 5 * time.Second}
+	prefix := `spool_queue_entries{queue="q",spool="s"} `
+	// Wait for the first cycle (it sets the watches up).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if v, err := scrapeValue(client, url, prefix); err == nil && v == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the spool's queue never showed in /metrics")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var visible, scrape []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		visible, scrape = visible[:0], scrape[:0]
+		base, _ := scrapeValue(client, url, prefix)
+		for i := 1; i <= n; i++ {
+			if _, err := sp.EnqueueBytes("q", []byte("m"), []byte("d"), spool.EnqueueOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			for {
+				t0 := time.Now()
+				v, err := scrapeValue(client, url, prefix)
+				if err != nil {
+					b.Fatal(err)
+				}
+				scrape = append(scrape, time.Since(t0))
+				if v >= base+float64(i) {
+					break
+				}
+				if time.Since(start) > 10*time.Second {
+					b.Fatalf("enqueue %d not visible after 10s (value %v)", i, v)
+				}
+			}
+			visible = append(visible, time.Since(start))
+		}
+	}
+	b.StopTimer()
+	slices.Sort(visible)
+	slices.Sort(scrape)
+	b.ReportMetric(float64(pct(visible, 0.5).Microseconds())/1000, "visible-p50-ms")
+	b.ReportMetric(float64(pct(visible, 0.99).Microseconds())/1000, "visible-p99-ms")
+	b.ReportMetric(float64(pct(scrape, 0.5).Microseconds())/1000, "baseline-scrape-p50-ms")
+	b.ReportMetric(float64(pct(visible, 0.99))/float64(pct(scrape, 0.5)), "p99/scrape-ratio")
+	b.ReportMetric(float64(pct(visible, 0.99))/float64(250*time.Millisecond), "p99/target-ratio")
+}
+
+// fillSpool writes entries waiting entries straight into dir's on-disk
+// layout (empty registry, data and metadata files, as the library leaves
+// them for an empty payload and metadata), much faster than Enqueue.
+func fillSpool(b *testing.B, dir string, entries int) {
+	b.Helper()
+	if _, err := spool.Create(dir, []string{"q0", "q1", "q2", "q3"}, nil); err != nil {
+		b.Fatal(err)
+	}
+	for i := range entries {
+		name := fmt.Sprintf("20261125T000000.%09dZ-bench", i)
+		q := fmt.Sprintf("q%d", i%4)
+		for _, p := range []string{filepath.Join(dir, spool.RegistryDir, name), filepath.Join(dir, ".data", name), filepath.Join(dir, q, name)} {
+			f, err := os.Create(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			f.Close()
+		}
+	}
+}
+
+// countUp returns how many spools /metrics shows up.
+func countUp(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	n := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "spool_up{") && strings.HasSuffix(line, " 1") {
+			n++
+		}
+	}
+	return n
+}
+
+// cpuTicks returns the utime+stime of pid in clock ticks.
+func cpuTicks(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces) start after ')'.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return utime + stime
+}
+
+// measureCPU runs the agent on spools and returns its CPU use, in percent of
+// one core, over window after warm-up (every spool up, then 5s more),
+// scraped every 15s.
+func measureCPU(b *testing.B, bin string, spools []string, window time.Duration) float64 {
+	var args []string
+	for i, d := range spools {
+		args = append(args, "--spool", fmt.Sprintf("s%02d=%s", i, d))
+	}
+	cmd, url := startAgent(b, bin, args...)
+	warm := time.Now()
+	for countUp(url) < len(spools) {
+		if time.Since(warm) > 5*time.Minute {
+			b.Fatal("spools not all up after 5 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b.Logf("%d spools up after %v", len(spools), time.Since(warm).Round(time.Millisecond))
+	time.Sleep(5 * time.Second)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	t0, c0 := time.Now(), cpuTicks(b, cmd.Process.Pid)
+	for elapsed := time.Duration(0); elapsed < window; elapsed = time.Since(t0) {
+		if resp, err := http.Get(url); err == nil { // a Prometheus scrape every 15s
+			resp.Body.Close()
+		}
+		time.Sleep(min(15*time.Second, window-elapsed))
+	}
+	c1, t1 := cpuTicks(b, cmd.Process.Pid), time.Now()
+	_ = cmd.Process.Kill()
+	return float64(c1-c0) / ticksPerSecond / t1.Sub(t0).Seconds() * 100
+}
+
+// BenchmarkAgentIdleCPU measures the agent's CPU while it watches 10 idle
+// spools of BENCH_ENTRIES (default 100,000) entries each, over
+// BENCH_CPU_SECONDS (default 60) after the warm-up, with the default
+// --check-every 15s; the baseline is the same agent on 10 empty spools.
+func BenchmarkAgentIdleCPU(b *testing.B) {
+	entries := envInt("BENCH_ENTRIES", 100000)
+	window := time.Duration(envInt("BENCH_CPU_SECONDS", 60)) * time.Second
+	bin := buildAgentBinary(b)
+	root := b.TempDir()
+	var full, empty []string
+	for i := range 10 {
+		d := filepath.Join(root, fmt.Sprintf("full%02d", i))
+		fillSpool(b, d, entries)
+		full = append(full, d)
+		e := filepath.Join(root, fmt.Sprintf("empty%02d", i))
+		if _, err := spool.Create(e, []string{"q0"}, nil); err != nil {
+			b.Fatal(err)
+		}
+		empty = append(empty, e)
+	}
+	b.ResetTimer()
+	var busy, idle float64
+	for range b.N {
+		busy = measureCPU(b, bin, full, window)
+		idle = measureCPU(b, bin, empty, window)
+	}
+	b.ReportMetric(busy, "cpu-%-of-core")
+	b.ReportMetric(idle, "baseline-empty-cpu-%")
+	b.ReportMetric(busy/1.0, "cpu/target-ratio")
+}
