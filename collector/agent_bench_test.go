@@ -7,8 +7,8 @@ package collector
 
 import (
 	"bufio"
-	"io"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
