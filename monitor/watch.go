@@ -147,10 +147,16 @@ func (m *Monitor) addWatch(path string) error {
 	return nil
 }
 
+// gatherDelay is how long the event loop gathers events after the first of
+// a batch: waking up for every event of a burst costs more than the events.
+const gatherDelay = 2 * time.Millisecond
+
 // loop applies the watcher's events in batches until the watcher closes.
 func (m *Monitor) loop(w *fsnotify.Watcher) {
 	defer m.wg.Done()
-	batch := make([]fsnotify.Event, 0, 256)
+	batch := make([]fsnotify.Event, 0, 1024)
+	gather := time.NewTimer(gatherDelay)
+	gather.Stop()
 	for {
 		select {
 		case ev, ok := <-w.Events:
@@ -158,6 +164,7 @@ func (m *Monitor) loop(w *fsnotify.Watcher) {
 				return
 			}
 			batch = append(batch[:0], ev)
+			gather.Reset(gatherDelay)
 		drain:
 			for len(batch) < cap(batch) {
 				select {
@@ -166,10 +173,11 @@ func (m *Monitor) loop(w *fsnotify.Watcher) {
 						break drain
 					}
 					batch = append(batch, ev)
-				default:
+				case <-gather.C:
 					break drain
 				}
 			}
+			gather.Stop()
 			m.apply(w, batch)
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -195,18 +203,29 @@ func (m *Monitor) apply(w *fsnotify.Watcher, batch []fsnotify.Event) {
 		m.mu.Unlock()
 		return
 	}
+	// One look per path and batch: the state of a file after its last
+	// event is what counts, and events are hints, not counts.
+	ops := make(map[string]fsnotify.Op, len(batch))
+	order := make([]string, 0, len(batch))
 	for _, ev := range batch {
+		if _, seen := ops[ev.Name]; !seen {
+			order = append(order, ev.Name)
+		}
+		ops[ev.Name] |= ev.Op
+	}
+	for _, path := range order {
+		op := ops[path]
 		if m.scanning {
-			m.scanDirty[ev.Name] |= ev.Op
+			m.scanDirty[path] |= op
 		}
 		if m.idx == nil {
 			// The next cycle scans in full; only report root files.
-			if dir, name := filepath.Split(ev.Name); filepath.Clean(dir) == m.dir && ev.Op.Has(fsnotify.Create) {
+			if dir, name := filepath.Split(path); filepath.Clean(dir) == m.dir && op.Has(fsnotify.Create) {
 				rootFiles = append(rootFiles, name)
 			}
 			continue
 		}
-		if name, ok := m.applyPath(m.idx, ev.Name, ev.Op, true); ok {
+		if name, ok := m.applyPath(m.idx, path, op, true); ok {
 			rootFiles = append(rootFiles, name)
 		}
 	}
@@ -247,17 +266,17 @@ func (m *Monitor) applyPath(ix *index, path string, op fsnotify.Op, countArrival
 	case m.dir:
 		return m.applyRoot(ix, path, name, op)
 	case m.dir + "/" + spool.RegistryDir:
-		ix.setReg(strings.Clone(name), m.stat(ix, path, false))
+		ix.setReg(strings.Clone(name), m.stat(ix, path, op, false))
 	case m.dir + "/" + spool.DataDir:
-		ix.setData(strings.Clone(name), m.stat(ix, path, true))
+		ix.setData(strings.Clone(name), m.stat(ix, path, op, true))
 	case m.dir + "/" + spool.TmpDir:
-		ix.setTmp(strings.Clone(name), m.stat(ix, path, false))
+		ix.setTmp(strings.Clone(name), m.stat(ix, path, op, false))
 	default:
 		l := ix.byPath[dir]
 		if l == nil {
 			return "", false // a directory at the root that is not a queue
 		}
-		st := m.stat(ix, path, false)
+		st := m.stat(ix, path, op, false)
 		if countArrival && !l.checkout && st.present {
 			if id, ok := ix.ids[name]; !ok || !ix.inLoc(id, l.id) {
 				m.arrivals[l.queue]++
@@ -307,9 +326,16 @@ func (ix *index) inLoc(id uint32, loc uint16) bool {
 	return e.loc == loc || e.lf&lExtra != 0 && ix.extraIndex(id, loc) >= 0
 }
 
-// stat returns the state of the file at path after an event, recording a
-// failed stat (other than ENOENT) as an error for the next cycle.
-func (m *Monitor) stat(ix *index, path string, size bool) fileState {
+// stat returns the state of the file at path after events op, recording a
+// failed stat (other than ENOENT) as an error for the next cycle. After
+// only removals and renames away the file is gone without asking: had it
+// come back, a Create would follow (inotify keeps one instance's events in
+// order).
+func (m *Monitor) stat(ix *index, path string, op fsnotify.Op, size bool) fileState {
+	if !op.Has(fsnotify.Create) && !op.Has(fsnotify.Write) && !op.Has(fsnotify.Chmod) {
+		delete(ix.statErrs, path)
+		return fileState{}
+	}
 	var st unix.Stat_t
 	err := unix.Lstat(path, &st)
 	if err == nil {
