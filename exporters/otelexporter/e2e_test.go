@@ -3,7 +3,9 @@ package otelexporter
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,9 +89,10 @@ func TestE2EAgentOTLP(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
+			listen := freeAddr(t)
 			cmd := exec.CommandContext(ctx, bin, "run",
 				"--spool", "mail="+dir,
-				"--web.listen-address", freeAddr(t),
+				"--web.listen-address", listen,
 				"--check-every", "100ms",
 				"--alert-after-cycles", "2")
 			cmd.Env = append(os.Environ(),
@@ -148,6 +151,10 @@ func TestE2EAgentOTLP(t *testing.T) {
 				t.Errorf("spool.problems orphaned data = %v, want 1", p.value)
 			}
 
+			if proto == ProtocolHTTPProtobuf {
+				promtoolCheck(t, "http://"+listen+"/metrics")
+			}
+
 			if err := os.Remove(orphan); err != nil {
 				t.Fatal(err)
 			}
@@ -183,5 +190,36 @@ func TestE2EAgentOTLP(t *testing.T) {
 				t.Error("none of the agent's own slog records arrived over OTLP")
 			}
 		})
+	}
+}
+
+// promtoolCheck runs `promtool check metrics` on a real scrape of url (with
+// a problem alerting). Under CI=true a missing promtool fails the test.
+func promtoolCheck(t *testing.T, url string) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("promtool not found; CI must install Debian's prometheus package")
+		}
+		t.Log("promtool not installed (Debian package prometheus): not checking the scrape")
+		return
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(body, []byte(`spool_problems{dir="data",kind="orphaned",queue="",spool="mail"} 1`)) {
+		t.Errorf("scrape lacks the alerting orphan:\n%s", body)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics on a real scrape: %v\n%s", err, out)
 	}
 }
