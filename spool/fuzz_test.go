@@ -23,7 +23,7 @@ import (
 
 // nameIsBad is the specification ValidateName implements, written
 // independently: empty, longer than MaxNameLen, a leading '.', a '/', a
-// control character or DEL.
+// control character (C0, DEL, or C1 encoded in UTF-8).
 func nameIsBad(name string) bool {
 	if name == "" || len(name) > MaxNameLen || name[0] == '.' {
 		return true
@@ -33,7 +33,8 @@ func nameIsBad(name string) bool {
 			return true
 		}
 	}
-	return false
+	// C1 controls, U+0080 to U+009F, when they appear as UTF-8.
+	return strings.ContainsFunc(name, func(r rune) bool { return r >= 0x80 && r <= 0x9f })
 }
 
 // FuzzValidateName checks that ValidateName accepts exactly the names the

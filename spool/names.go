@@ -14,7 +14,7 @@ const MaxNameLen = 200
 
 // ValidateName reports whether name may be used as a queue or entry name:
 // non-empty, at most MaxNameLen bytes, no '/', no NUL or other control
-// characters (nor DEL), not starting with '.' (which also rules out "." and
+// characters (C0, DEL, and C1 in UTF-8), not starting with '.' (which also rules out "." and
 // ".." and the spool's own .registry, .tmp, .data and .checkout). The error
 // wraps ErrInvalidName.
 func ValidateName(name string) error {
@@ -33,6 +33,11 @@ func ValidateName(name string) error {
 		}
 		if c < 0x20 || c == 0x7f {
 			return fmt.Errorf("%w %q: contains control character 0x%02x", ErrInvalidName, name, c)
+		}
+		// C1 control characters (U+0080 to U+009F) in UTF-8: some
+		// terminals act on them (U+009B is CSI) when a name is printed.
+		if c == 0xc2 && i+1 < len(name) && name[i+1] >= 0x80 && name[i+1] <= 0x9f {
+			return fmt.Errorf("%w %q: contains control character U+%04X", ErrInvalidName, name, rune(name[i+1]))
 		}
 	}
 	return nil
