@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
@@ -61,7 +60,7 @@ func (s *Spool) Checkout(queue, name string) (*Checkout, error) {
 	if err := s.checkEntry(queue, name); err != nil {
 		return nil, err
 	}
-	if err := s.writable("checkout " + name); err != nil {
+	if err := s.writable("checkout", name); err != nil {
 		return nil, err
 	}
 	s.acquire()
@@ -144,8 +143,6 @@ func (s *Spool) checkout(queue, name string, wait bool) (*Checkout, error) {
 func (s *Spool) lockClaim(fd int, src string, ino uint64, wait bool) error {
 	var deadline time.Time
 	backoff := 20 * time.Microsecond
-	spins := 0
-	const maxSpins = 100
 	var cur unix.Stat_t
 	for {
 		err := s.fs.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
@@ -154,6 +151,11 @@ func (s *Spool) lockClaim(fd int, src string, ino uint64, wait bool) error {
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			return pathErr("checkout: lock", src, err)
+		}
+		if !wait {
+			// Most likely a competing reader is claiming it; the reader
+			// comes back to it (see Reader.Dequeue).
+			return fmt.Errorf("checkout %s: %w: locked by another worker", src, ErrBusy)
 		}
 		// Another worker holds the lock. Either it is claiming the file,
 		// which then leaves src at once, or it has just moved the file
@@ -166,15 +168,6 @@ func (s *Spool) lockClaim(fd int, src string, ino uint64, wait bool) error {
 		}
 		if cur.Ino != ino {
 			return ErrNotFound
-		}
-		if !wait {
-			// Readers do not sleep here, but such a lock is normally gone
-			// within microseconds: yield a few times first.
-			if spins++; spins > maxSpins {
-				return fmt.Errorf("checkout %s: %w: locked by another worker", src, ErrBusy)
-			}
-			runtime.Gosched()
-			continue
 		}
 		now := time.Now()
 		if deadline.IsZero() {
@@ -492,7 +485,7 @@ type Recovered struct {
 // uses RENAME_NOREPLACE, so an entry that is somehow also in its queue is
 // left for an operator.
 func (s *Spool) Recover(olderThan time.Duration) ([]Recovered, error) {
-	if err := s.writable("recover"); err != nil {
+	if err := s.writable("recover", ""); err != nil {
 		return nil, err
 	}
 	var out []Recovered

@@ -14,7 +14,7 @@ import (
 // to Enqueue as EnqueueOptions.Name, as async_smtp does to hand out ids before
 // the message is written.
 func (s *Spool) Reserve(gen NameGenerator) (string, error) {
-	if err := s.writable("reserve"); err != nil {
+	if err := s.writable("reserve", ""); err != nil {
 		return "", err
 	}
 	s.acquire()
@@ -92,7 +92,7 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 	if err := s.checkQueue(queue); err != nil {
 		return "", err
 	}
-	if err := s.writable("enqueue into " + queue); err != nil {
+	if err := s.writable("enqueue into", queue); err != nil {
 		return "", err
 	}
 	s.acquire()

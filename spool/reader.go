@@ -38,9 +38,12 @@ import (
 // that events announce: the entries it knows of are those of its last
 // listing plus those announced since. It lists the queue again (after
 // draining the events, as the reference does) only when that knowledge may
-// be incomplete: after an overflow, after it dropped names (more than
-// maxAnnounced between two drains), or after it had to pass over a busy
-// entry. In a steady flow a Reader therefore lists nothing at all.
+// be incomplete: after an overflow, or after it dropped names (more than
+// maxAnnounced between two drains). In a steady flow a Reader therefore
+// lists nothing at all. An entry that another worker holds locked while it
+// is still in the queue (a competitor claiming it, or a worker handing it
+// back) is passed over and tried again before the Reader waits, and after
+// each wait (which then lasts at most busyRetry).
 type Reader struct {
 	s     *Spool
 	queue string
@@ -73,8 +76,8 @@ type Reader struct {
 // Reader forgets them and lists the queue instead. (A variable for tests.)
 var maxAnnounced = 1 << 16
 
-// busyRetry is how soon a Reader lists again after it skipped an entry that
-// another worker held locked while it stayed in the queue.
+// busyRetry is how soon a waiting Reader tries again an entry that another
+// worker held locked while it stayed in the queue.
 const busyRetry = 5 * time.Millisecond
 
 // NewReader returns a Reader of queue. It starts watching the queue at once,
@@ -168,15 +171,12 @@ func (r *Reader) refill(cut bool) error {
 		r.based = false
 	}
 	cut = cut && r.watching && !all
-	busy := r.busy
-	r.busy = nil
-	slices.Sort(busy)
 	if cut && r.based {
 		// Every arrival since the last listing has been announced, or is
 		// about to be (and will raise a wake-up): no need to list.
 		slices.Sort(announced)
 		i := upTo(r.tail, r.hi)
-		r.cache = mergeSorted(mergeSorted(r.tail[:i], announced), busy)
+		r.cache = mergeSorted(r.tail[:i], announced)
 		r.tail = r.tail[i:]
 		return nil
 	}
@@ -198,7 +198,7 @@ func (r *Reader) refill(cut bool) error {
 	}
 	if cut {
 		i := upTo(names, r.hi)
-		r.cache, r.tail = mergeSorted(names[:i], busy), names[i:]
+		r.cache, r.tail = names[:i], names[i:]
 	} else {
 		if n := len(names); n > 0 && names[n-1] > r.hi {
 			r.hi = names[n-1]
@@ -241,17 +241,27 @@ func (r *Reader) next() (*Checkout, error) {
 	for len(r.cache) > 0 {
 		name := r.cache[0]
 		r.cache = r.cache[1:]
+		if r.watching && r.s.hub.taken(r.dir, name) {
+			continue
+		}
 		r.s.acquire()
 		c, err := r.s.checkout(r.queue, name, false)
 		r.s.release()
 		switch {
 		case err == nil:
+			if r.watching {
+				r.s.hub.markTaken(r.dir, name)
+			}
 			return c, nil
 		case errors.Is(err, ErrNotFound), errors.Is(err, errNotRegular):
+			if r.watching {
+				r.s.hub.markTaken(r.dir, name)
+			}
 			continue
 		case errors.Is(err, ErrBusy):
-			// Still in the queue, held by another worker for longer than
-			// a claim yields: try it again at the next refill.
+			// Locked by another worker while still in the queue: a
+			// competitor claiming it (it leaves at once) or a worker
+			// handing it back (it unlocks at once). Dequeue tries it again.
 			r.busy = append(r.busy, name)
 			continue
 		}
@@ -266,7 +276,7 @@ func (r *Reader) next() (*Checkout, error) {
 // when the snapshot is used up, as the reference does. If the queue's
 // directory disappears it returns an error wrapping ErrUnknownQueue.
 func (r *Reader) Dequeue(ctx context.Context) (*Checkout, error) {
-	if err := r.s.writable("dequeue from " + r.queue); err != nil {
+	if err := r.s.writable("dequeue from", r.queue); err != nil {
 		return nil, err
 	}
 	var timer *time.Timer
@@ -275,6 +285,7 @@ func (r *Reader) Dequeue(ctx context.Context) (*Checkout, error) {
 			timer.Stop()
 		}
 	}()
+	retried := false
 	for {
 		if err := r.check(ctx); err != nil {
 			return nil, err
@@ -289,6 +300,13 @@ func (r *Reader) Dequeue(ctx context.Context) (*Checkout, error) {
 		if len(r.cache) > 0 {
 			continue
 		}
+		// Nothing new: try the entries that were busy once before waiting
+		// (most have left the queue by now), and once after each wait.
+		if len(r.busy) > 0 && !retried {
+			r.cache, r.busy, retried = r.busy, nil, true
+			continue
+		}
+		retried = false
 		var wait time.Duration
 		if !r.watching {
 			wait = r.s.poll
@@ -344,7 +362,7 @@ func (r *Reader) DequeueAvailable() (*Checkout, error) {
 	if err := r.check(context.Background()); err != nil {
 		return nil, err
 	}
-	if err := r.s.writable("dequeue from " + r.queue); err != nil {
+	if err := r.s.writable("dequeue from", r.queue); err != nil {
 		return nil, err
 	}
 	listed := false
@@ -390,7 +408,7 @@ func (r *Reader) IterAvailable(ctx context.Context, f func(*Checkout) (Action, e
 	if err := r.check(ctx); err != nil {
 		return err
 	}
-	if err := r.s.writable("dequeue from " + r.queue); err != nil {
+	if err := r.s.writable("dequeue from", r.queue); err != nil {
 		return err
 	}
 	names, err := r.list()
@@ -473,6 +491,62 @@ type watchHub struct {
 	wds     map[int32]string                // watch descriptor -> directory
 	dirs    map[string]int32                // directory -> watch descriptor
 	subs    map[string]map[*Reader]struct{} // directory -> its readers
+	gone    map[string]*goneSet             // directory -> names this process's readers saw leave it
+}
+
+// goneSet remembers the names that readers of this process took from a
+// queue (or found taken), so that the other readers of the queue do not try
+// them again one by one: readers learn names from inotify, and without it
+// every reader would try every name. A name that arrives again is dropped
+// from the set. It is bounded: a forgotten name costs one failed open.
+type goneSet struct {
+	names map[string]struct{}
+	ring  []string
+	next  int
+}
+
+const goneCap = 8192
+
+func (g *goneSet) add(name string) {
+	if _, ok := g.names[name]; ok {
+		return
+	}
+	if len(g.ring) < goneCap {
+		g.ring = append(g.ring, name)
+	} else {
+		delete(g.names, g.ring[g.next])
+		g.ring[g.next] = name
+		g.next = (g.next + 1) % goneCap
+	}
+	g.names[name] = struct{}{}
+}
+
+// taken reports whether a reader of this process saw name leave dir since
+// it last arrived there.
+func (h *watchHub) taken(dir, name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := h.gone[dir]
+	if g == nil {
+		return false
+	}
+	_, ok := g.names[name]
+	return ok
+}
+
+// markTaken records that name left dir (claimed, or found gone).
+func (h *watchHub) markTaken(dir, name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gone == nil {
+		return // detached
+	}
+	g := h.gone[dir]
+	if g == nil {
+		g = &goneSet{names: map[string]struct{}{}}
+		h.gone[dir] = g
+	}
+	g.add(name)
 }
 
 // watchMask selects arrivals (a creation, or a rename into the directory)
@@ -513,6 +587,7 @@ func (h *watchHub) subscribe(r *Reader) (bool, error) {
 		}
 		h.f, h.fd, h.buf = f, fd, make([]byte, 64<<10)
 		h.wds, h.dirs, h.subs = map[int32]string{}, map[string]int32{}, map[string]map[*Reader]struct{}{}
+		h.gone = map[string]*goneSet{}
 		h.arm, h.stop = make(chan struct{}, 1), make(chan struct{})
 		go h.poll(f, rc, h.arm, h.stop)
 	}
@@ -574,7 +649,7 @@ func (h *watchHub) detachIfIdle() *os.File {
 	}
 	f := h.f
 	close(h.stop)
-	h.f, h.wds, h.dirs, h.subs, h.arm, h.stop = nil, nil, nil, nil, nil, nil
+	h.f, h.wds, h.dirs, h.subs, h.gone, h.arm, h.stop = nil, nil, nil, nil, nil, nil, nil
 	return f
 }
 
@@ -641,6 +716,12 @@ func (h *watchHub) readLocked() {
 			return // EAGAIN: empty
 		}
 		h.dispatchLocked(h.buf[:n])
+		if n < len(h.buf)-(unix.SizeofInotifyEvent+unix.NAME_MAX+1) {
+			// The kernel returns every event that fits: there was room
+			// for another, so there was none. Spare the read that would
+			// say EAGAIN.
+			return
+		}
 	}
 }
 
@@ -662,6 +743,8 @@ func (h *watchHub) dispatchLocked(buf []byte) {
 			name = name[:i]
 		}
 		if mask&unix.IN_Q_OVERFLOW != 0 {
+			// Arrivals were lost: what readers saw leave may be back.
+			h.gone = map[string]*goneSet{}
 			for _, m := range h.subs {
 				for r := range m {
 					r.notify("", true)
@@ -679,6 +762,7 @@ func (h *watchHub) dispatchLocked(buf []byte) {
 			}
 			delete(h.wds, wd)
 			delete(h.dirs, dir)
+			delete(h.gone, dir)
 			for r := range h.subs[dir] {
 				r.notify("", true)
 			}
@@ -688,6 +772,9 @@ func (h *watchHub) dispatchLocked(buf []byte) {
 			continue
 		}
 		entry := string(name)
+		if g := h.gone[dir]; g != nil {
+			delete(g.names, entry) // it is back
+		}
 		for r := range h.subs[dir] {
 			r.notify(entry, false)
 		}

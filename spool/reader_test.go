@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"os"
@@ -344,4 +345,43 @@ func waitAnnounced(t *testing.T, r *Reader, name string) {
 		}
 	}
 	t.Fatalf("%s never announced", name)
+}
+
+// TestReaderOverflow: after an inotify overflow (events lost) a reader
+// lists the queue whole and forgets which names it saw leave, so an entry
+// that came back unannounced is dequeued.
+func TestReaderOverflow(t *testing.T) {
+	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
+	r, err := s.NewReader("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	name := mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
+	c, err := r.Dequeue(ctx)
+	if err != nil || c.Name() != name {
+		t.Fatalf("Dequeue = %v, %v", c, err)
+	}
+	// The entry comes back, but its arrival is lost in an overflow.
+	if err := c.Release(); err != nil {
+		t.Fatal(err)
+	}
+	s.hub.drain()
+	r.evMu.Lock()
+	r.evNames, r.evHi = nil, ""
+	r.evMu.Unlock()
+	s.hub.markTaken(r.dir, name)
+	ev := make([]byte, unix.SizeofInotifyEvent)
+	binary.NativeEndian.PutUint32(ev[0:4], ^uint32(0)) // wd -1
+	binary.NativeEndian.PutUint32(ev[4:8], unix.IN_Q_OVERFLOW)
+	s.hub.mu.Lock()
+	s.hub.dispatchLocked(ev)
+	s.hub.mu.Unlock()
+	c, err = r.Dequeue(ctx)
+	if err != nil || c.Name() != name {
+		t.Fatalf("Dequeue after an overflow = %v, %v", c, err)
+	}
+	c.Remove()
 }

@@ -285,12 +285,16 @@ func Open(dir string, o *Options) (*Spool, error) {
 // ReadOnly reports whether the spool was opened with Options.ReadOnly.
 func (s *Spool) ReadOnly() bool { return s.readOnly }
 
-// writable returns ErrReadOnly, wrapped with what was asked, for a read-only spool.
-func (s *Spool) writable(op string) error {
-	if s.readOnly {
-		return fmt.Errorf("%s in %s: %w", op, s.dir, ErrReadOnly)
+// writable returns ErrReadOnly, wrapped with what was asked (op, and the
+// queue or entry it concerns), for a read-only spool.
+func (s *Spool) writable(op, what string) error {
+	if !s.readOnly {
+		return nil
 	}
-	return nil
+	if what != "" {
+		op += " " + what
+	}
+	return fmt.Errorf("%s in %s: %w", op, s.dir, ErrReadOnly)
 }
 
 // Dir returns the spool's directory.
@@ -319,7 +323,7 @@ func (s *Spool) AddQueue(q string) error {
 	if err := ValidateName(q); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
-	if err := s.writable("add queue " + q); err != nil {
+	if err := s.writable("add queue", q); err != nil {
 		return err
 	}
 	s.acquire()
