@@ -135,20 +135,9 @@ func (ix *index) loc(id uint16) *location { return ix.locs[id-1] }
 // events add later are ordinary strings.
 type arena struct{ buf []byte }
 
-func (a *arena) intern(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	if len(a.buf)+len(b) > cap(a.buf) {
-		a.buf = make([]byte, 0, max(1<<20, len(b)))
-	}
-	off := len(a.buf)
-	a.buf = append(a.buf, b...)
-	return unsafe.String(&a.buf[off], len(b))
-}
-
-// internZ is intern with a NUL after the name's bytes, so that the name can
-// be passed to a system call as it is (see fstatatZ).
+// internZ copies b into the arena and returns it as a string, with a NUL
+// after its bytes so that the name can be passed to a system call as it is
+// (see fstatatZ).
 func (a *arena) internZ(b []byte) string {
 	if len(a.buf)+len(b)+1 > cap(a.buf) {
 		a.buf = make([]byte, 0, max(1<<20, len(b)+1))

@@ -23,8 +23,9 @@ const (
 	DefaultFullRescanEvery  = 10 * time.Minute
 )
 
-// publishDelay is how long the monitor gathers inotify events before it
-// publishes a snapshot with the statistics they changed.
+// publishDelay is the least time between two snapshots published for
+// inotify events: the first event after a quiet spell is published at once,
+// those of a burst together.
 const publishDelay = 100 * time.Millisecond
 
 // Errors.
@@ -62,6 +63,7 @@ type Monitor struct {
 	closed       bool
 	pubPending   bool
 	pubTimer     *time.Timer
+	lastPub      time.Time // of the last event-driven publication (wall clock)
 	arrivals     map[string]uint64
 	eventsTotal  map[Kind]map[EventType]uint64
 	cycles       uint64

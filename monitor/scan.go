@@ -532,21 +532,6 @@ func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item
 	return orphans
 }
 
-// statEntry stats one listed file for its mtime and type.
-func statEntry(fd int, d dirent, st *unix.Stat_t, dir string, errs *[]error) fileState {
-	if err := fstatat(fd, d, st); err != nil {
-		if err == unix.ENOENT {
-			return fileState{}
-		}
-		*errs = append(*errs, fmt.Errorf("stat %s/%s: %w", dir, d.name, err))
-		return fileState{present: true, noStat: true, bad: typeKnown(d.typ) && d.typ != unix.DT_REG}
-	}
-	if !isReg(st.Mode) {
-		return badFile
-	}
-	return fileState{present: true, ns: stNs(st), size: st.Size}
-}
-
 // badFile is the state of a directory, symlink or other non-regular file
 // where a file belongs. Its mtime is not tracked (a directory's changes with
 // its contents, which raise no event in the watched directory), so it takes

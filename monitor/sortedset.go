@@ -47,8 +47,6 @@ type sortedSet struct {
 	gen    *uint64 // the index's publication generation
 }
 
-func (s *sortedSet) len() int { return s.n }
-
 // first returns the oldest item.
 func (s *sortedSet) first() (item, bool) {
 	if s.n == 0 {

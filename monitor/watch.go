@@ -277,10 +277,10 @@ func (m *Monitor) applyPath(ix *index, path string, op fsnotify.Op, countArrival
 			return "", false // a directory at the root that is not a queue
 		}
 		st := m.stat(ix, path, op, false)
-		if countArrival && !l.checkout && st.present {
-			if id, ok := ix.ids[name]; !ok || !ix.inLoc(id, l.id) {
-				m.arrivals[l.queue]++
-			}
+		if countArrival && !l.checkout && op.Has(fsnotify.Create) {
+			// A file created in or moved into the queue: an arrival, even
+			// if a worker took it before this batch was applied.
+			m.arrivals[l.queue]++
 		}
 		ix.setLoc(l, strings.Clone(name), st)
 	}
@@ -318,12 +318,6 @@ func (m *Monitor) applyRoot(ix *index, path, name string, op fsnotify.Op) (strin
 		m.requestFullLocked("spool root changed: " + path)
 	}
 	return "", false
-}
-
-// inLoc reports whether entry id has a file in location loc.
-func (ix *index) inLoc(id uint32, loc uint16) bool {
-	e := &ix.ents[id]
-	return e.loc == loc || e.lf&lExtra != 0 && ix.extraIndex(id, loc) >= 0
 }
 
 // stat returns the state of the file at path after events op, recording a
@@ -394,18 +388,27 @@ func (m *Monitor) requestFullLocked(reason string) {
 	}()
 }
 
-// schedulePublishLocked publishes the index's statistics publishDelay from
-// now, gathering the events of a burst into one snapshot. Callers hold m.mu.
+// schedulePublishLocked publishes the index's statistics: at once if the
+// last event-driven publication is publishDelay old, otherwise when it
+// will be, so that a burst of events gives one snapshot per publishDelay.
+// Callers hold m.mu.
 func (m *Monitor) schedulePublishLocked() {
 	if m.pubPending || m.closed {
 		return
 	}
+	wait := publishDelay - time.Since(m.lastPub)
+	if wait <= 0 {
+		m.lastPub = time.Now()
+		m.publishLocked(m.cfg.Now())
+		return
+	}
 	m.pubPending = true
-	m.pubTimer = time.AfterFunc(publishDelay, func() {
+	m.pubTimer = time.AfterFunc(wait, func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		m.pubPending = false
 		if !m.closed {
+			m.lastPub = time.Now()
 			m.publishLocked(m.cfg.Now())
 		}
 	})

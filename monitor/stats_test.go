@@ -1,0 +1,237 @@
+package monitor
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spool-agent/spool-agent/spool"
+)
+
+// TestSortedSet checks the sorted set against a sorted slice under random
+// inserts and removals, and that a frozen view never changes afterwards.
+func TestSortedSet(t *testing.T) {
+	var gen uint64 = 1
+	s := sortedSet{gen: &gen}
+	var model []item
+	rng := rand.New(rand.NewPCG(1, 2))
+	var views []ageIndex
+	var viewModels [][]item
+	for step := range 20000 {
+		if len(model) > 0 && rng.IntN(3) == 0 {
+			k := rng.IntN(len(model))
+			if !s.remove(model[k]) {
+				t.Fatalf("step %d: remove %v not found", step, model[k])
+			}
+			model = slices.Delete(model, k, k+1)
+		} else {
+			it := item{ns: rng.Int64N(5000), id: uint32(step)}
+			s.insert(it)
+			k, _ := slices.BinarySearchFunc(model, it, itemCmp)
+			model = slices.Insert(model, k, it)
+		}
+		if s.remove(item{ns: -1}) {
+			t.Fatal("removed an absent item")
+		}
+		if step%1000 == 0 {
+			views = append(views, s.freeze())
+			viewModels = append(viewModels, slices.Clone(model))
+			gen++
+		}
+	}
+	var got []item
+	s.ascend(func(it item) bool { got = append(got, it); return true })
+	if !slices.Equal(got, model) || s.n != len(model) {
+		t.Fatalf("set has %d items, model %d; equal=%v", s.n, len(model), slices.Equal(got, model))
+	}
+	if first, ok := s.first(); !ok || first != model[0] {
+		t.Errorf("first %v, want %v", first, model[0])
+	}
+	for i, v := range views {
+		var items []item
+		for _, b := range v.blocks {
+			items = append(items, b.items...)
+		}
+		if !slices.Equal(items, viewModels[i]) || v.n != len(items) {
+			t.Errorf("view %d changed after it was published", i)
+		}
+	}
+	var b sortedSet
+	b.gen = &gen
+	b.build(slices.Clone(model))
+	var built []item
+	b.ascend(func(it item) bool { built = append(built, it); return true })
+	if !slices.Equal(built, model) {
+		t.Error("build differs")
+	}
+}
+
+func TestAgeBuckets(t *testing.T) {
+	now := time.Unix(10000, 0)
+	ages := []time.Duration{0, 500 * time.Millisecond, time.Second, 59 * time.Second, 60 * time.Second, time.Hour, -time.Second}
+	var gen uint64 = 1
+	s := sortedSet{gen: &gen}
+	for i, a := range ages {
+		s.insert(item{ns: now.Add(-a).UnixNano(), id: uint32(i)})
+	}
+	q := QueueStats{ages: s.freeze()}
+	bounds := []time.Duration{time.Second, time.Minute, 10 * time.Minute}
+	c, sum := q.AgeBuckets(now, bounds)
+	// at most 1s: 0, 0.5s, 1s, and the future one (age 0); at most 1m: +59s, 60s; the hour is beyond.
+	if want := []uint64{4, 6, 6}; !slices.Equal(c, want) {
+		t.Errorf("buckets %v, want %v", c, want)
+	}
+	if want := 0.5 + 1 + 59 + 60 + 3600.0; sum != want {
+		t.Errorf("sum %v, want %v", sum, want)
+	}
+	if c, sum := (QueueStats{}).AgeBuckets(now, bounds); !slices.Equal(c, []uint64{0, 0, 0}) || sum != 0 {
+		t.Errorf("empty queue: %v %v", c, sum)
+	}
+}
+
+// TestStatistics checks a snapshot's statistics after a cycle and that
+// queue statistics follow enqueues between cycles, from inotify alone.
+func TestStatistics(t *testing.T) {
+	now := time.Now()
+	dir, s := newTestSpool(t)
+	m := newTestMonitor(t, dir, Config{}, &now)
+	mustCycle(t, m)
+	var names []string
+	for i := range 3 {
+		name, err := s.EnqueueBytes("queue2", []byte("m"), make([]byte, 10*(i+1)), spool.EnqueueOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	c, err := s.Checkout("queue2", names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	touch(t, dir, ".tmp/leftover")
+
+	// No cycle: the snapshot follows the events within a fraction of a second.
+	deadline := time.Now().Add(waitDeadline)
+	for {
+		snap := m.Snapshot()
+		if q := snap.Queues[1]; q.Entries == 2 && q.CheckedOut == 1 && snap.TmpFiles == 1 {
+			if q.Arrivals != 3 {
+				t.Errorf("arrivals %d, want 3", q.Arrivals)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("snapshot did not follow the enqueues: %+v", snap.Queues)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	syncMonitor(t, m)
+	mustCycle(t, m)
+	snap := m.Snapshot()
+	info := func(q, name string) spool.EntryInfo {
+		i, err := s.Stat(q, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	q2 := snap.Queues[1]
+	if q2.Queue != "queue2" || q2.Entries != 2 || q2.CheckedOut != 1 ||
+		!q2.OldestEntry.Equal(info("queue2", names[1]).ModTime) ||
+		!q2.OldestCheckedOut.Equal(info("queue2", names[0]).ModTime) {
+		t.Errorf("queue2: %+v", q2)
+	}
+	if q1 := snap.Queues[0]; q1.Entries != 0 || !q1.OldestEntry.IsZero() {
+		t.Errorf("queue1: %+v", q1)
+	}
+	if snap.RegistryEntries != 3 || snap.DataBytes != 60 || snap.TmpFiles != 1 || !snap.Watching || snap.FullScans != 1 {
+		t.Errorf("spool statistics: registry %d, data bytes %d, tmp %d, watching %v, full scans %d",
+			snap.RegistryEntries, snap.DataBytes, snap.TmpFiles, snap.Watching, snap.FullScans)
+	}
+	if c, _ := q2.AgeBuckets(now.Add(time.Hour), []time.Duration{time.Minute, 2 * time.Hour}); !slices.Equal(c, []uint64{0, 2}) {
+		t.Errorf("age buckets %v", c)
+	}
+}
+
+// TestSpoolRecreated deletes the spool directory under a watching monitor,
+// then creates it again: the monitor reports it down, then watches the new
+// directory by itself.
+func TestSpoolRecreated(t *testing.T) {
+	now := time.Now()
+	dir, _ := newTestSpool(t)
+	m := newTestMonitor(t, dir, Config{}, &now)
+	mustCycle(t, m)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Cycle(context.Background()); err == nil {
+		t.Fatal("cycle of a removed spool succeeded")
+	}
+	if s := m.Snapshot(); s.Up || s.FailedCycles != 1 {
+		t.Errorf("removed spool: Up=%v FailedCycles=%d", s.Up, s.FailedCycles)
+	}
+	s, err := spool.Create(dir, []string{"queue9"}, &spool.Options{Durability: spool.DurabilityNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCycle(t, m)
+	if snap := m.Snapshot(); !snap.Up || !snap.Watching || len(snap.Queues) != 1 || snap.Queues[0].Queue != "queue9" {
+		t.Fatalf("recreated spool: %+v", snap)
+	}
+	// Watching again: an enqueue shows without a cycle.
+	if _, err := s.EnqueueBytes("queue9", nil, nil, spool.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitDeadline)
+	for m.Snapshot().Queues[0].Entries != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("enqueue into the recreated spool not seen")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestNewQueue adds a queue beside a watching monitor: it appears in the
+// snapshot without a cycle, through the rescan its .checkout triggers.
+func TestNewQueue(t *testing.T) {
+	now := time.Now()
+	dir, s := newTestSpool(t)
+	m := newTestMonitor(t, dir, Config{}, &now)
+	mustCycle(t, m)
+	if err := s.AddQueue("extra"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EnqueueBytes("extra", nil, nil, spool.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitDeadline)
+	for {
+		snap := m.Snapshot()
+		if i := slices.IndexFunc(snap.Queues, func(q QueueStats) bool { return q.Queue == "extra" }); i >= 0 && snap.Queues[i].Entries == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new queue not seen: %+v", snap.Queues)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	syncMonitor(t, m)
+	if ps := mustCycleProblems(t, m); len(ps) != 0 {
+		t.Errorf("problems: %s", fmtProblems(ps))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "extra", spool.CheckoutDir)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustCycleProblems(t *testing.T, m *Monitor) []Problem {
+	t.Helper()
+	mustCycle(t, m)
+	return m.Snapshot().Problems
+}
