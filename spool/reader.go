@@ -254,9 +254,8 @@ func (r *Reader) next() (*Checkout, error) {
 			}
 			return c, nil
 		case errors.Is(err, ErrNotFound), errors.Is(err, errNotRegular):
-			if r.watching {
-				r.s.hub.markTaken(r.dir, name)
-			}
+			// Not marked: another process may already have put it back,
+			// and its arrival may have been dispatched before this mark.
 			continue
 		case errors.Is(err, ErrBusy):
 			// Locked by another worker while still in the queue: a
@@ -495,10 +494,11 @@ type watchHub struct {
 }
 
 // goneSet remembers the names that readers of this process took from a
-// queue (or found taken), so that the other readers of the queue do not try
-// them again one by one: readers learn names from inotify, and without it
-// every reader would try every name. A name that arrives again is dropped
-// from the set. It is bounded: a forgotten name costs one failed open.
+// queue, so that the other readers of the queue do not try them again one by
+// one: readers learn names from inotify, and without it every reader would
+// try every name. A name that arrives again is dropped from the set (its
+// holder is in this process, so it cannot arrive again before it is marked).
+// It is bounded: a forgotten name costs one failed open.
 type goneSet struct {
 	names map[string]struct{}
 	ring  []string
@@ -521,7 +521,7 @@ func (g *goneSet) add(name string) {
 	g.names[name] = struct{}{}
 }
 
-// taken reports whether a reader of this process saw name leave dir since
+// taken reports whether a reader of this process took name from dir since
 // it last arrived there.
 func (h *watchHub) taken(dir, name string) bool {
 	h.mu.Lock()
@@ -534,7 +534,7 @@ func (h *watchHub) taken(dir, name string) bool {
 	return ok
 }
 
-// markTaken records that name left dir (claimed, or found gone).
+// markTaken records that a reader of this process took name from dir.
 func (h *watchHub) markTaken(dir, name string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -385,3 +385,52 @@ func TestReaderOverflow(t *testing.T) {
 	}
 	c.Remove()
 }
+
+// TestReaderEntryBackBeforeMark: a reader that fails to claim an entry
+// because another process holds it must not take it for gone: the other
+// process may put it back at once, even before the failed claim returns.
+func TestReaderEntryBackBeforeMark(t *testing.T) {
+	hfs := &hookFS{}
+	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
+	r, err := s.NewReader("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first := mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
+	c, err := r.Dequeue(ctx) // primes the reader
+	if err != nil || c.Name() != first {
+		t.Fatal(c, err)
+	}
+	c.Remove()
+	name := mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
+	var once sync.Once
+	hfs.hook = func(op, path string) error {
+		if op != "open" || path != s.queuePath("q", name) {
+			return nil
+		}
+		var err error
+		once.Do(func() {
+			// Another process had it checked out when this open ran, and
+			// puts it back before the failed claim returns; the arrival
+			// is dispatched at once.
+			co := s.checkoutPath("q", name)
+			if err := os.Rename(path, co); err != nil {
+				t.Error(err)
+			}
+			if err := os.Rename(co, path); err != nil {
+				t.Error(err)
+			}
+			s.hub.drain()
+			err = unix.ENOENT
+		})
+		return err
+	}
+	c, err = r.Dequeue(ctx)
+	if err != nil || c.Name() != name {
+		t.Fatalf("Dequeue of an entry that came back = %v, %v", c, err)
+	}
+	c.Remove()
+}
