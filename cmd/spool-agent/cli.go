@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -130,8 +131,26 @@ func (m *Main) newParser(cli *CLI, res *resolvers) (*kong.Kong, error) {
 		kong.ValueFormatter(helpWithEnv),
 		kong.ConfigureHelp(kong.HelpOptions{WrapUpperBound: 100}),
 		kong.Resolvers(res.config, res.env),
+		kong.KindMapper(reflect.String, rawString),
 	)
 }
+
+// rawString decodes a string flag or argument as given. (kong's own
+// mapper goes through encoding/json, which turns bytes that are not UTF-8
+// into U+FFFD: a path or an entry name with such bytes, legal on Linux,
+// could not be named.)
+var rawString = kong.MapperFunc(func(ctx *kong.DecodeContext, target reflect.Value) error {
+	t, err := ctx.Scan.PopValue("string")
+	if err != nil {
+		return err
+	}
+	if s, ok := t.Value.(string); ok {
+		target.SetString(s)
+	} else {
+		target.SetString(fmt.Sprint(t.Value))
+	}
+	return nil
+})
 
 // parse parses args with the configuration file and the environment.
 func (m *Main) parse(args []string) (cli *CLI, cmd string, cfg *configFile, err error) {

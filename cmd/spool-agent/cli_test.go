@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spool-agent/spool-agent/spool"
 )
@@ -424,5 +425,59 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 	p.finish()
 	if out := buf.String(); !strings.HasSuffix(out, "\r\x1b[K") {
 		t.Fatalf("progress line not cleared at the end: %q", out)
+	}
+}
+
+// TestTextOutputsEscapeNames checks that names with control bytes (valid
+// names may hold raw bytes 0x80-0x9f, which some terminals take for C1
+// controls, and bidi overrides) reach the terminal escaped in every text
+// output and error line, and that ls skips, and says so, the entries whose
+// names the library refuses (made by hand or by other software).
+func TestTextOutputsEscapeNames(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	queue := "q\u202e"
+	s, err := spool.Create(dir, []string{queue}, &spool.Options{Durability: spool.DurabilityNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "n\x80\x9b2J"
+	if _, err := s.EnqueueBytes(queue, nil, nil, spool.EnqueueOptions{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	bad := "bad\u0085" // refused by spool.ValidateName
+	for _, p := range []string{filepath.Join(queue, bad), filepath.Join(spool.RegistryDir, bad), filepath.Join(spool.DataDir, bad)} {
+		writeFile(t, filepath.Join(dir, p), "x")
+	}
+	writeFile(t, filepath.Join(dir, spool.DataDir, "orphan\x9b"), "x")
+	for _, args := range [][]string{
+		{"ls", dir}, {"ls", dir, "--all"}, {"show", dir, name}, {"shape", dir}, {"fsck", dir},
+		{"show", dir, "missing\x9b"}, {"ls", dir, "nope\x9b"},
+	} {
+		r := cli(t, nil, "", args...)
+		for _, out := range []string{r.stdout, r.stderr} {
+			for _, c := range []byte(out) {
+				if c < 0x20 && c != '\n' || c == 0x7f {
+					t.Errorf("spool-agent %q prints byte %#x:\n%q", args, c, out)
+					break
+				}
+			}
+			for _, c := range out {
+				if c >= 0x80 && c < 0xa0 || c == '\u202e' || c == utf8.RuneError {
+					t.Errorf("spool-agent %q prints %U:\n%q", args, c, out)
+					break
+				}
+			}
+		}
+	}
+	// A name that is not UTF-8 can be named on the command line.
+	if out := mustCLI(t, "", "show", dir, name); !strings.Contains(out, `name:      n\x80\x9b2J`) {
+		t.Errorf("show of a name that is not UTF-8:\n%s", out)
+	}
+	r := cli(t, nil, "", "ls", dir)
+	if r.code != 0 || !strings.Contains(r.stdout, `n\x80\x9b2J`) || strings.Contains(r.stdout, "bad") {
+		t.Errorf("ls: exit %d, stdout:\n%s", r.code, r.stdout)
+	}
+	if r.stderr != "spool-agent: warning: skipped 1 entry whose name is invalid (spool-agent fsck lists the spool's problems)\n" {
+		t.Errorf("ls stderr %q", r.stderr)
 	}
 }

@@ -501,6 +501,7 @@ func TestAgentExits(t *testing.T) {
 		{"no spool", []string{"run"}, "no spool to watch"},
 		{"bad web config", []string{"run", "--spool", "demo=" + dir, "--web.config.file", badCfg}, "--web.config.file"},
 		{"bad check interval", []string{"run", "--spool", "demo=" + dir, "--check-every", "fast"}, "--check-every"},
+		{"bad OTLP protocol", []string{"run", "--spool", "demo=" + dir, "--web.listen-address", "127.0.0.1:0", "--otlp.protocol", "carrier-pigeon"}, "unsupported OTLP protocol"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), e2eDeadline)

@@ -12,7 +12,13 @@ import (
 // invalid UTF-8 and control characters \xNN, and non-printable runes
 // (such as U+202E, which reorders what follows) \uNNNN. No escape sequence
 // of the metadata ever reaches the terminal, and the output is unambiguous.
-func escapeText(b []byte) string {
+func escapeText(b []byte) string { return escape(b, true) }
+
+// safeLine escapes what escapeText does but backslashes and newlines, for
+// messages (such as errors) that already quote what they quote.
+func safeLine(s string) string { return escape([]byte(s), false) }
+
+func escape(b []byte, all bool) string {
 	var sb strings.Builder
 	sb.Grow(len(b))
 	for len(b) > 0 {
@@ -20,7 +26,7 @@ func escapeText(b []byte) string {
 		switch {
 		case r == utf8.RuneError && size <= 1:
 			fmt.Fprintf(&sb, `\x%02x`, b[0])
-		case r == '\\':
+		case r == '\\' && all:
 			sb.WriteString(`\\`)
 		case r == '\n' || r == '\t':
 			sb.WriteRune(r)
@@ -39,3 +45,6 @@ func escapeText(b []byte) string {
 	}
 	return sb.String()
 }
+
+// textWidth is the width of s once escaped, in runes (as fmt pads).
+func textWidth(s string) int { return utf8.RuneCountInString(escapeText([]byte(s))) }

@@ -142,20 +142,25 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 		fmt.Fprintf(w, "{\"spool\":%s,\"entries\":[", b)
 	} else {
 		for _, l := range listings {
-			queueW = max(queueW, len(l.queue))
+			queueW = max(queueW, textWidth(l.queue))
 			for _, n := range l.names {
-				nameW = max(nameW, len(n))
+				nameW = max(nameW, textWidth(n))
 			}
 		}
 		fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, "NAME", queueW, "QUEUE", "STATE", "MTIME", "SIZE")
 	}
 	first := true
+	invalid := 0
 	for _, l := range listings {
 		for _, name := range l.names {
 			p.add(1)
 			info, err := s.Stat(l.queue, name)
 			if errors.Is(err, spool.ErrNotFound) {
 				continue // removed since it was listed
+			}
+			if errors.Is(err, spool.ErrInvalidName) {
+				invalid++ // made by hand or by other software
+				continue
 			}
 			if err != nil {
 				w.Flush()
@@ -172,7 +177,7 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 				w.WriteByte('\n')
 				w.Write(b)
 			} else {
-				fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, name, queueW, info.Queue,
+				fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, escapeText([]byte(name)), queueW, escapeText([]byte(info.Queue)),
 					stateOf(info), info.ModTime.UTC().Format(time.RFC3339), dataSize(info))
 			}
 			first = false
@@ -184,7 +189,22 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 		}
 		w.WriteString("]}\n")
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	warnInvalid(m, invalid)
+	return nil
+}
+
+// warnInvalid says on stderr how many entries were skipped because the
+// library refuses their names.
+func warnInvalid(m *Main, n int) {
+	switch {
+	case n == 1:
+		fmt.Fprintln(m.Stderr, "spool-agent: warning: skipped 1 entry whose name is invalid (spool-agent fsck lists the spool's problems)")
+	case n > 1:
+		fmt.Fprintf(m.Stderr, "spool-agent: warning: skipped %d entries whose names are invalid (spool-agent fsck lists the spool's problems)\n", n)
+	}
 }
 
 // ShowCmd shows one entry.
@@ -235,13 +255,13 @@ func (c *ShowCmd) run(_ context.Context, m *Main) error {
 	var b strings.Builder
 	field := func(k, v string) { fmt.Fprintf(&b, "%-10s %s\n", k+":", v) }
 	field("name", escapeText([]byte(info.Name)))
-	field("queue", info.Queue)
+	field("queue", escapeText([]byte(info.Queue)))
 	field("state", stateOf(info))
 	field("mtime", info.ModTime.UTC().Format(time.RFC3339Nano))
 	if info.DataSize < 0 {
-		field("data", "missing ("+s.DataPath(c.Name)+")")
+		field("data", "missing ("+escapeText([]byte(s.DataPath(c.Name)))+")")
 	} else {
-		field("data", fmt.Sprintf("%d bytes (%s)", info.DataSize, s.DataPath(c.Name)))
+		field("data", fmt.Sprintf("%d bytes (%s)", info.DataSize, escapeText([]byte(s.DataPath(c.Name)))))
 	}
 	field("metadata", fmt.Sprintf("%d bytes", len(meta)))
 	if len(meta) > 0 {

@@ -117,7 +117,7 @@ func (m *Main) Main(ctx context.Context, args []string) int {
 			return code
 		}
 	}
-	fmt.Fprintln(m.Stderr, "spool-agent: "+oneLine(err.Error()))
+	fmt.Fprintln(m.Stderr, "spool-agent: "+safeLine(oneLine(err.Error())))
 	return code
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"gopkg.in/yaml.v3"
 
+	"github.com/spool-agent/spool-agent/collector"
 	"github.com/spool-agent/spool-agent/exporters/promexporter"
 	"github.com/spool-agent/spool-agent/monitor"
 )
@@ -43,24 +45,6 @@ type RunCmd struct {
 	WebConfigFile    string   `name:"web.config.file" placeholder:"FILE" help:"Web configuration file (exporter-toolkit format) for TLS and basic authentication."`
 
 	OTLPFlags
-}
-
-// agentCollector is what run needs of the collector: one monitor per spool.
-type agentCollector interface {
-	Apply(defs []spoolDef) error
-	Run(ctx context.Context) error
-	Snapshots() []*monitor.Snapshot
-}
-
-// telemetry is what run needs of the OpenTelemetry exporter.
-type telemetry interface {
-	// Handler returns the handler of the agent's logs: h, plus OTel logs
-	// when OTLP is on.
-	Handler(h slog.Handler) slog.Handler
-	// Event exports a monitor event as an OTel log record.
-	Event(spool string, ev monitor.Event)
-	// Shutdown flushes and stops the exporters.
-	Shutdown(ctx context.Context) error
 }
 
 // shutdownTimeout bounds the clean shutdown (HTTP, collector, OTLP flush).
@@ -127,21 +111,30 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 		}
 	}
 
-	tel, err := c.setupTelemetry(ctx, m)
+	// The OTel metrics read the collector's snapshots, and the collector
+	// logs through the OTel fan-out: the collector comes second.
+	var current atomic.Pointer[collector.Collector]
+	snapshots := func() []*monitor.Snapshot {
+		if col := current.Load(); col != nil {
+			return col.Snapshots()
+		}
+		return nil
+	}
+	otlp, err := c.setupOTLP(ctx, m, snapshots, logger)
 	if err != nil {
 		closeListeners()
-		return err
+		return &exitError{code: exitUsage, err: fmt.Errorf("OTLP: %w", err)}
 	}
 	// Close flushes OTLP, after run has stopped everything that exports.
 	m.onClose(func() error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 		defer cancel()
-		if err := tel.Shutdown(sctx); err != nil {
-			return fmt.Errorf("OpenTelemetry shutdown: %w", err)
-		}
-		return nil
+		return otlp.Shutdown(sctx)
 	})
-	logger = slog.New(tel.Handler(stderrHandler))
+	// Events go to stderr as log lines and to OTel as event records (one
+	// record each: not also through the slog bridge).
+	eventLogger := logger
+	logger = slog.New(otlp.SlogHandler(stderrHandler))
 
 	onEvent := func(spoolName string, ev monitor.Event) {
 		p := ev.Problem
@@ -150,26 +143,27 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 			attrs = append(attrs, "mtime", p.ModTime.UTC().Format(time.RFC3339Nano))
 		}
 		if ev.Type == monitor.Start {
-			logger.Warn("spool problem started", attrs...)
+			eventLogger.Warn("spool problem started", attrs...)
 		} else {
-			logger.Info("spool problem ended", attrs...)
+			eventLogger.Info("spool problem ended", attrs...)
 		}
-		tel.Event(spoolName, ev)
+		otlp.OnEvent(spoolName, ev)
 	}
-	coll := newCollector(logger, onEvent)
-	if err := coll.Apply(defs); err != nil {
+	col := collector.New(logger, onEvent)
+	if err := col.Apply(collectorSpools(defs)); err != nil {
 		closeListeners()
 		return &exitError{code: exitUsage, err: err}
 	}
+	current.Store(col)
 	collCtx, stopCollector := context.WithCancel(context.WithoutCancel(ctx))
 	collDone := make(chan error, 1)
-	go func() { collDone <- coll.Run(collCtx) }()
+	go func() { collDone <- col.Run(collCtx) }()
 	stopColl := func() {
 		stopCollector()
 		<-collDone
 	}
 
-	handler, err := c.handler(m, coll)
+	handler, err := c.handler(m, col)
 	if err != nil {
 		closeListeners()
 		stopColl()
@@ -200,7 +194,7 @@ loop:
 			runErr = fmt.Errorf("serving HTTP: %w", err)
 			break loop
 		case <-m.Reload:
-			c.reload(m, coll, level, logger)
+			c.reload(m, col, level, logger)
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
@@ -218,7 +212,7 @@ loop:
 // state of the spools whose settings did not change. A bad configuration
 // is logged and the running one kept. Listen addresses, the web and OTLP
 // settings and the log format take effect at the next start only.
-func (c *RunCmd) reload(m *Main, coll agentCollector, level *slog.LevelVar, logger *slog.Logger) {
+func (c *RunCmd) reload(m *Main, coll *collector.Collector, level *slog.LevelVar, logger *slog.Logger) {
 	logger.Info("reloading the configuration")
 	cli, _, cfg, err := m.parse(m.args)
 	var defs []spoolDef
@@ -229,7 +223,7 @@ func (c *RunCmd) reload(m *Main, coll agentCollector, level *slog.LevelVar, logg
 		err = createMissing(defs, cli.Run.CreateQueue)
 	}
 	if err == nil {
-		err = coll.Apply(defs)
+		err = coll.Apply(collectorSpools(defs))
 	}
 	if err != nil {
 		logger.Error("reload failed; keeping the running configuration", "err", oneLine(err.Error()))
@@ -242,7 +236,7 @@ func (c *RunCmd) reload(m *Main, coll agentCollector, level *slog.LevelVar, logg
 
 // handler serves /metrics from the collector's snapshots, a landing page,
 // and the health endpoints.
-func (c *RunCmd) handler(m *Main, coll agentCollector) (http.Handler, error) {
+func (c *RunCmd) handler(m *Main, coll *collector.Collector) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(promexporter.New(coll.Snapshots, promexporter.Options{Version: m.Version, Revision: m.Revision})); err != nil {
 		return nil, fmt.Errorf("registering the spool exporter: %w", err)
@@ -308,4 +302,13 @@ func metricsURL(scheme string, addr net.Addr) string {
 		host = net.JoinHostPort(host, port)
 	}
 	return scheme + "://" + host + "/metrics"
+}
+
+// collectorSpools converts the spool definitions for the collector.
+func collectorSpools(defs []spoolDef) []collector.Spool {
+	out := make([]collector.Spool, len(defs))
+	for i, d := range defs {
+		out[i] = collector.Spool{Name: d.Name, Dir: d.Dir, Config: d.Config}
+	}
+	return out
 }

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -104,5 +106,74 @@ func waitLine(t *testing.T, w *lockedBuffer, prefix string) string {
 			t.Fatalf("no line with %q within %v:\n%s", prefix, e2eDeadline, w.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRunOTLPFlags checks that the --otlp.* flags switch OTLP on and point
+// it at an endpoint: metrics arrive on /v1/metrics, and a problem's start
+// event on /v1/logs; cancelling run flushes what is left.
+func TestRunOTLPFlags(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "OTEL_") {
+			t.Fatalf("the test environment sets %s, which would change the OTLP setup under test", kv)
+		}
+	}
+	var mu sync.Mutex
+	posts := map[string]int{}
+	headers := map[string]string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		posts[r.URL.Path]++
+		headers[r.URL.Path] = r.Header.Get("X-Tenant")
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer srv.Close()
+	count := func(path string) (int, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return posts[path], headers[path]
+	}
+
+	dir := filepath.Join(t.TempDir(), "spool")
+	mustCLI(t, "", "init", dir, "--queue", "q")
+	writeFile(t, filepath.Join(dir, ".data", "orphan"), "x")
+	var stderr lockedBuffer
+	m := testMain(nil, "", nil, nil)
+	m.Stdout, m.Stderr = io.Discard, &stderr
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exit := make(chan int, 1)
+	go func() {
+		exit <- m.Main(ctx, []string{"run", "--spool", "s=" + dir, "--web.listen-address", "127.0.0.1:0",
+			"--check-every", "50ms", "--alert-after-cycles", "0",
+			"--otlp.endpoint", srv.URL, "--otlp.protocol", "http/protobuf", "--otlp.headers", "X-Tenant=t1",
+			"--otlp.export-interval", "100ms", "--otlp.service-name", "flags-test"})
+	}()
+	waitLine(t, &stderr, "spool problem started")
+	deadline := time.Now().Add(e2eDeadline)
+	for {
+		nm, hm := count("/v1/metrics")
+		if nm > 0 && hm == "t1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no OTLP metrics export with the header within %v (posts %v)\n%s", e2eDeadline, posts, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("run exited %d:\n%s", code, stderr.String())
+		}
+	case <-time.After(e2eDeadline):
+		t.Fatal("run did not return")
+	}
+	// The start event's log record was flushed by Close at the latest.
+	if nl, hl := count("/v1/logs"); nl == 0 || hl != "t1" {
+		t.Fatalf("no OTLP logs export with the header after shutdown (posts %v)", posts)
 	}
 }

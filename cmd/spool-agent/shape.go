@@ -77,6 +77,7 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 	}
 	p := m.startProgress("shape "+c.Dir, int64(total))
 	now := m.Now()
+	invalid := 0
 	totalRow := newShapeRow("TOTAL", "", false)
 	rows := []*shapeRow{totalRow}
 	for _, l := range listings {
@@ -92,6 +93,10 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 			if errors.Is(err, spool.ErrNotFound) {
 				continue
 			}
+			if errors.Is(err, spool.ErrInvalidName) {
+				invalid++
+				continue
+			}
 			if err != nil {
 				p.finish()
 				return err
@@ -102,6 +107,7 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 		}
 	}
 	p.finish()
+	defer warnInvalid(m, invalid)
 
 	if c.json() {
 		doc := struct {
@@ -128,7 +134,7 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 	}
 	nameW := 0
 	for i, r := range rows {
-		nameW = max(nameW, len(r.Name))
+		nameW = max(nameW, textWidth(r.Name))
 		cells[i] = append(cells[i], strconv.Itoa(r.Total))
 		for _, n := range r.Counts {
 			cells[i] = append(cells[i], strconv.FormatUint(n, 10))
@@ -139,7 +145,7 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 	}
 	var b strings.Builder
 	line := func(name string, cols []string) {
-		fmt.Fprintf(&b, "%-*s", nameW, name)
+		fmt.Fprintf(&b, "%-*s", nameW, escapeText([]byte(name)))
 		for j, col := range cols {
 			fmt.Fprintf(&b, " %*s", widths[j], col)
 		}
