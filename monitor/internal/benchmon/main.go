@@ -387,6 +387,7 @@ func measureIncremental(ctx context.Context, dir string, n, runs int, pct float6
 	// Latency from one enqueue to a snapshot that shows it.
 	var lat []time.Duration
 	for i := range runs {
+		time.Sleep(300 * time.Millisecond) // a quiet spell, as between enqueues
 		nm := fmt.Sprintf("latency-%d", i)
 		before := m.Snapshot().Queues[0].Entries
 		create(dir+"/.registry/"+nm, 0)
