@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spool-agent/spool-agent/spool"
+	"golang.org/x/sys/unix"
 )
 
 // TestSortedSet checks the sorted set against a sorted slice under random
@@ -234,4 +235,36 @@ func mustCycleProblems(t *testing.T, m *Monitor) []Problem {
 	t.Helper()
 	mustCycle(t, m)
 	return m.Snapshot().Problems
+}
+
+// TestWatchFallback makes a watch fail, as the inotify limits do: the
+// monitor scans in full every cycle, and watches again once it can.
+func TestWatchFallback(t *testing.T) {
+	now := time.Now()
+	dir, _ := newTestSpool(t)
+	bad := filepath.Join(dir, "queue2", spool.CheckoutDir)
+	addWatchFault = func(path string) error {
+		if path == bad {
+			return unix.ENOSPC
+		}
+		return nil
+	}
+	defer func() { addWatchFault = nil }()
+	m := newTestMonitor(t, dir, Config{AlertAfterCycles: 0, AlertAfterCyclesSet: true}, &now)
+	mustCycle(t, m)
+	touch(t, dir, ".tmp/orphan")
+	events := mustCycle(t, m) // no sync: a full scan sees it (too old and orphaned)
+	snap := m.Snapshot()
+	if snap.Watching || snap.FullScans != 2 || len(events) != 2 || events[1].Problem.Name != "orphan" {
+		t.Errorf("not watching: Watching=%v FullScans=%d events %s", snap.Watching, snap.FullScans, fmtEvents(events))
+	}
+	addWatchFault = nil
+	mustCycle(t, m)
+	if snap := m.Snapshot(); !snap.Watching || snap.FullScans != 3 {
+		t.Errorf("after the limit cleared: Watching=%v FullScans=%d", snap.Watching, snap.FullScans)
+	}
+	mustCycle(t, m)
+	if snap := m.Snapshot(); snap.FullScans != 3 {
+		t.Errorf("still scanning in full: %d", snap.FullScans)
+	}
 }

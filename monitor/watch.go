@@ -141,11 +141,22 @@ func (m *Monitor) addWatch(path string) error {
 		m.wg.Add(1)
 		go m.loop(w)
 	}
-	if err := m.w.Add(path); err != nil {
+	err := error(nil)
+	if addWatchFault != nil {
+		err = addWatchFault(path)
+	}
+	if err == nil {
+		err = m.w.Add(path)
+	}
+	if err != nil {
 		return fmt.Errorf("watch %s: %w", path, err)
 	}
 	return nil
 }
+
+// addWatchFault, when set by a test, makes adding a watch on a path fail
+// with the error it returns (as the inotify limits do).
+var addWatchFault func(path string) error
 
 // gatherDelay is how long the event loop gathers events after the first of
 // a batch: waking up for every event of a burst costs more than the events.
