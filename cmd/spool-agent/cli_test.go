@@ -474,10 +474,22 @@ func TestTextOutputsEscapeNames(t *testing.T) {
 		t.Errorf("show of a name that is not UTF-8:\n%s", out)
 	}
 	r := cli(t, nil, "", "ls", dir)
-	if r.code != 0 || !strings.Contains(r.stdout, `n\x80\x9b2J`) || strings.Contains(r.stdout, "bad") {
-		t.Errorf("ls: exit %d, stdout:\n%s", r.code, r.stdout)
+	lines := strings.Split(r.stdout, "\n")
+	if r.code != 0 || r.stderr != "" || len(lines) != 4 ||
+		strings.Join(strings.Fields(lines[1]), " ") != `bad\u0085 q\u202e invalid - -` ||
+		!strings.HasPrefix(lines[2], `n\x80\x9b2J  q\u202e  waiting`) {
+		t.Errorf("ls: exit %d, stderr %q, stdout:\n%s", r.code, r.stderr, r.stdout)
 	}
-	if r.stderr != "spool-agent: warning: skipped 1 entry whose name is invalid (spool-agent fsck lists the spool's problems)\n" {
-		t.Errorf("ls stderr %q", r.stderr)
+	r = cli(t, nil, "", "ls", dir, "-o", "json")
+	var doc struct{ Entries []entryJSON }
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Entries) != 2 {
+		t.Fatalf("ls -o json: %v\n%s", err, r.stdout)
+	}
+	if e := doc.Entries[0]; e.Name != bad || e.State != "invalid" || e.MTime != "" || e.DataSize != nil || e.MetadataSize != nil {
+		t.Errorf("ls -o json lists the invalid name as %+v", e)
+	}
+	r = cli(t, nil, "", "shape", dir)
+	if r.code != 0 || r.stderr != "spool-agent: warning: skipped 1 entry whose name is invalid (spool-agent fsck lists the spool's problems)\n" {
+		t.Errorf("shape: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

@@ -12,13 +12,17 @@ import (
 // invalid UTF-8 and control characters \xNN, and non-printable runes
 // (such as U+202E, which reorders what follows) \uNNNN. No escape sequence
 // of the metadata ever reaches the terminal, and the output is unambiguous.
-func escapeText(b []byte) string { return escape(b, true) }
+func escapeText(b []byte) string { return escape(b, true, true) }
 
-// safeLine escapes what escapeText does but backslashes and newlines, for
-// messages (such as errors) that already quote what they quote.
-func safeLine(s string) string { return escape([]byte(s), false) }
+// escapeName is escapeText for one-line fields (names, paths, problems):
+// newlines and tabs are escaped too, as \x0a and \x09.
+func escapeName(s string) string { return escape([]byte(s), true, false) }
 
-func escape(b []byte, all bool) string {
+// safeLine escapes control characters and non-printable runes but leaves
+// backslashes, for messages (such as errors) that quote what they quote.
+func safeLine(s string) string { return escape([]byte(s), false, false) }
+
+func escape(b []byte, backslash, keepLines bool) string {
 	var sb strings.Builder
 	sb.Grow(len(b))
 	for len(b) > 0 {
@@ -26,9 +30,9 @@ func escape(b []byte, all bool) string {
 		switch {
 		case r == utf8.RuneError && size <= 1:
 			fmt.Fprintf(&sb, `\x%02x`, b[0])
-		case r == '\\' && all:
+		case r == '\\' && backslash:
 			sb.WriteString(`\\`)
-		case r == '\n' || r == '\t':
+		case (r == '\n' || r == '\t') && keepLines:
 			sb.WriteRune(r)
 		case r < utf8.RuneSelf && !unicode.IsPrint(r):
 			fmt.Fprintf(&sb, `\x%02x`, r)
@@ -47,4 +51,4 @@ func escape(b []byte, all bool) string {
 }
 
 // textWidth is the width of s once escaped, in runes (as fmt pads).
-func textWidth(s string) int { return utf8.RuneCountInString(escapeText([]byte(s))) }
+func textWidth(s string) int { return utf8.RuneCountInString(escapeName(s)) }

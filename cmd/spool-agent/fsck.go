@@ -73,7 +73,7 @@ func (c *FsckCmd) run(_ context.Context, m *Main) error {
 	} else {
 		var b strings.Builder
 		for _, pr := range problems {
-			b.WriteString(escapeText([]byte(pr.String())))
+			b.WriteString(escapeName(pr.String()))
 			b.WriteByte('\n')
 		}
 		fmt.Fprint(m.Stdout, b.String())

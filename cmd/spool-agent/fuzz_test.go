@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/spool-agent/spool-agent/spool"
@@ -105,7 +106,7 @@ func FuzzEscapeText(f *testing.F) {
 	})
 }
 
-// FuzzShowJSON enqueues an entry with a fuzzed name (when valid UTF-8) and
+// FuzzShowJSON enqueues an entry with a fuzzed name (when valid) and
 // metadata, and checks that show -o json and ls -o json print valid JSON
 // that carries the name and the metadata exactly (as a string when it is
 // UTF-8, base64 otherwise), and that the text forms print no control
@@ -122,10 +123,7 @@ func FuzzShowJSON(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, name string, metadata []byte) {
-		// Names that are not UTF-8 are valid spool names, but the command
-		// line replaces their invalid bytes with U+FFFD (so show, mv and
-		// rm cannot name such an entry): only UTF-8 names round-trip.
-		if spool.ValidateName(name) != nil || !utf8.ValidString(name) {
+		if spool.ValidateName(name) != nil {
 			return
 		}
 		if _, err := s.EnqueueBytes("in", metadata, []byte("payload"), spool.EnqueueOptions{Name: name}); err != nil {
@@ -148,7 +146,10 @@ func FuzzShowJSON(f *testing.F) {
 		if err := json.Unmarshal([]byte(out), &doc); err != nil {
 			t.Fatalf("show -o json for %q: invalid JSON: %v\n%s", name, err, out)
 		}
-		if doc.Name != name {
+		// JSON strings are UTF-8: encoding/json replaces the invalid bytes
+		// of a name that is not UTF-8 with U+FFFD, so only UTF-8 names can
+		// be compared.
+		if utf8.ValidString(name) && doc.Name != name {
 			t.Fatalf("show -o json: name %q, want %q", doc.Name, name)
 		}
 		var got []byte
@@ -166,6 +167,11 @@ func FuzzShowJSON(f *testing.F) {
 		ls := run("ls", dir, "-o", "json")
 		if !json.Valid([]byte(ls)) || !strings.Contains(ls, string(mustJSON(t, name))) {
 			t.Fatalf("ls -o json does not carry %q: %s", name, ls)
+		}
+		// Text output escapes the name; a name of printable UTF-8 appears as it is.
+		if utf8.ValidString(name) && strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) || r == '\\' }) < 0 &&
+			!strings.Contains(run("show", dir, name), name) {
+			t.Fatalf("show does not print the name %q", name)
 		}
 		for _, args := range [][]string{{"show", dir, name}, {"ls", dir}} {
 			for _, r := range run(args...) {

@@ -19,6 +19,7 @@ import (
 const (
 	stateWaiting    = "waiting"
 	stateCheckedOut = "checked_out"
+	stateInvalid    = "invalid" // a file whose name the library refuses
 )
 
 // LsCmd lists entries.
@@ -82,9 +83,10 @@ type entryJSON struct {
 	Name           string  `json:"name"`
 	Queue          string  `json:"queue"`
 	State          string  `json:"state"`
-	MTime          string  `json:"mtime"`
-	DataSize       *int64  `json:"data_size"` // null when the payload is missing
-	MetadataSize   int64   `json:"metadata_size"`
+	MTime          string  `json:"mtime,omitempty"`         // absent for state invalid
+	DataSize       *int64  `json:"data_size"`               // null when the payload is missing (or the state invalid)
+	MetadataSize   *int64  `json:"metadata_size,omitempty"` // absent for state invalid
+	Error          string  `json:"error,omitempty"`         // why the state is invalid
 	DataPath       string  `json:"data_path,omitempty"`
 	Metadata       *string `json:"metadata,omitempty"`        // show: when it is valid UTF-8
 	MetadataBase64 *string `json:"metadata_base64,omitempty"` // show: otherwise
@@ -96,7 +98,7 @@ func newEntryJSON(info spool.EntryInfo) entryJSON {
 		Queue:        info.Queue,
 		State:        stateOf(info),
 		MTime:        info.ModTime.UTC().Format(time.RFC3339Nano),
-		MetadataSize: info.MetadataSize,
+		MetadataSize: &info.MetadataSize,
 	}
 	if info.DataSize >= 0 {
 		size := info.DataSize
@@ -150,24 +152,28 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 		fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, "NAME", queueW, "QUEUE", "STATE", "MTIME", "SIZE")
 	}
 	first := true
-	invalid := 0
 	for _, l := range listings {
 		for _, name := range l.names {
 			p.add(1)
+			var e entryJSON
+			mtime, size := "-", "-"
 			info, err := s.Stat(l.queue, name)
-			if errors.Is(err, spool.ErrNotFound) {
+			switch {
+			case errors.Is(err, spool.ErrNotFound):
 				continue // removed since it was listed
-			}
-			if errors.Is(err, spool.ErrInvalidName) {
-				invalid++ // made by hand or by other software
-				continue
-			}
-			if err != nil {
+			case errors.Is(err, spool.ErrInvalidName):
+				// Made by hand or by other software: the library refuses
+				// the name, but the operator sees the file.
+				e = entryJSON{Name: name, Queue: l.queue, State: stateInvalid, Error: "invalid name (see spool-agent fsck)"}
+			case err != nil:
 				w.Flush()
 				return err
+			default:
+				e = newEntryJSON(info)
+				mtime, size = info.ModTime.UTC().Format(time.RFC3339), dataSize(info)
 			}
 			if c.json() {
-				b, err := json.Marshal(newEntryJSON(info))
+				b, err := json.Marshal(e)
 				if err != nil {
 					return err
 				}
@@ -177,8 +183,7 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 				w.WriteByte('\n')
 				w.Write(b)
 			} else {
-				fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, escapeText([]byte(name)), queueW, escapeText([]byte(info.Queue)),
-					stateOf(info), info.ModTime.UTC().Format(time.RFC3339), dataSize(info))
+				fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, escapeName(name), queueW, escapeName(e.Queue), e.State, mtime, size)
 			}
 			first = false
 		}
@@ -189,14 +194,10 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 		}
 		w.WriteString("]}\n")
 	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	warnInvalid(m, invalid)
-	return nil
+	return w.Flush()
 }
 
-// warnInvalid says on stderr how many entries were skipped because the
+// warnInvalid says on stderr how many entries shape skipped because the
 // library refuses their names.
 func warnInvalid(m *Main, n int) {
 	switch {
@@ -254,14 +255,14 @@ func (c *ShowCmd) run(_ context.Context, m *Main) error {
 	}
 	var b strings.Builder
 	field := func(k, v string) { fmt.Fprintf(&b, "%-10s %s\n", k+":", v) }
-	field("name", escapeText([]byte(info.Name)))
-	field("queue", escapeText([]byte(info.Queue)))
+	field("name", escapeName(info.Name))
+	field("queue", escapeName(info.Queue))
 	field("state", stateOf(info))
 	field("mtime", info.ModTime.UTC().Format(time.RFC3339Nano))
 	if info.DataSize < 0 {
-		field("data", "missing ("+escapeText([]byte(s.DataPath(c.Name)))+")")
+		field("data", "missing ("+escapeName(s.DataPath(c.Name))+")")
 	} else {
-		field("data", fmt.Sprintf("%d bytes (%s)", info.DataSize, escapeText([]byte(s.DataPath(c.Name)))))
+		field("data", fmt.Sprintf("%d bytes (%s)", info.DataSize, escapeName(s.DataPath(c.Name))))
 	}
 	field("metadata", fmt.Sprintf("%d bytes", len(meta)))
 	if len(meta) > 0 {

@@ -145,7 +145,7 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 	}
 	var b strings.Builder
 	line := func(name string, cols []string) {
-		fmt.Fprintf(&b, "%-*s", nameW, escapeText([]byte(name)))
+		fmt.Fprintf(&b, "%-*s", nameW, escapeName(name))
 		for j, col := range cols {
 			fmt.Fprintf(&b, " %*s", widths[j], col)
 		}
