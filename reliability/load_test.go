@@ -34,23 +34,24 @@ func rssKiB(pid int) (int, error) {
 
 // loadFigures are the load test's results.
 type loadFigures struct {
-	Test          string   `json:"test"`
-	Seconds       float64  `json:"seconds"`
-	Requests      int      `json:"scrapes"`
-	Failures      int      `json:"failed_scrapes"`
-	PerSecond     float64  `json:"scrapes_per_second"`
-	P50ms         float64  `json:"p50_ms"`
-	P99ms         float64  `json:"p99_ms"`
-	Maxms         float64  `json:"max_ms"`
-	BodyBytes     float64  `json:"bytes_per_scrape"`
-	ChurnOps      float64  `json:"churn_ops_per_second"`
-	RSSStartMiB   float64  `json:"rss_start_mib"`
-	RSSEndMiB     float64  `json:"rss_end_mib"`
-	RSSMaxMiB     float64  `json:"rss_max_mib"`
-	QuietEntries  int      `json:"quiet_spool_entries"`
-	LoadgenConns  int      `json:"loadgen_connections"`
-	AgentPid      int      `json:"-"`
-	FirstFailures []string `json:"first_failures,omitempty"`
+	Test          string    `json:"test"`
+	Seconds       float64   `json:"seconds"`
+	Requests      int       `json:"scrapes"`
+	Failures      int       `json:"failed_scrapes"`
+	PerSecond     float64   `json:"scrapes_per_second"`
+	P50ms         float64   `json:"p50_ms"`
+	P99ms         float64   `json:"p99_ms"`
+	Maxms         float64   `json:"max_ms"`
+	BodyBytes     float64   `json:"bytes_per_scrape"`
+	ChurnOps      float64   `json:"churn_ops_per_second"`
+	RSSStartMiB   float64   `json:"rss_start_mib"`
+	RSSEndMiB     float64   `json:"rss_end_mib"`
+	RSSMaxMiB     float64   `json:"rss_max_mib"`
+	RSSSamplesMiB []float64 `json:"rss_every_minute_mib,omitempty"`
+	QuietEntries  int       `json:"quiet_spool_entries"`
+	LoadgenConns  int       `json:"loadgen_connections"`
+	AgentPid      int       `json:"-"`
+	FirstFailures []string  `json:"first_failures,omitempty"`
 }
 
 // TestLoad scrapes /metrics from a second process (loadgen, 4 keep-alive
@@ -108,17 +109,25 @@ func TestLoad(t *testing.T) {
 	lgDone := make(chan error, 1)
 	go func() { lgDone <- lg.Wait() }()
 	rssMax := rss0
+	nextMinute := start.Add(time.Minute)
 	var lgExit error
+	giveUp := time.After(load + time.Minute)
 sample:
 	for {
 		select {
 		case lgExit = <-lgDone:
 			break sample
 		case <-time.After(time.Second):
-			if r, err := rssKiB(fig.AgentPid); err == nil && r > rssMax {
-				rssMax = r
+			r, err := rssKiB(fig.AgentPid)
+			if err != nil {
+				continue
 			}
-		case <-time.After(load + time.Minute):
+			rssMax = max(rssMax, r)
+			if time.Now().After(nextMinute) {
+				fig.RSSSamplesMiB = append(fig.RSSSamplesMiB, float64(r*10/1024)/10)
+				nextMinute = nextMinute.Add(time.Minute)
+			}
+		case <-giveUp:
 			lg.Process.Kill()
 			t.Fatalf("loadgen did not finish within %v", load+time.Minute)
 		}
