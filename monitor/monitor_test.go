@@ -353,7 +353,7 @@ func TestNewInvalidConfig(t *testing.T) {
 	if _, err := New("x", "", Config{}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("empty dir: %v", err)
 	}
-	m, err := New("x", "/nonexistent/spool", Config{})
+	m, err := New("x", filepath.Join(t.TempDir(), "missing"), Config{Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
