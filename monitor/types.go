@@ -74,7 +74,9 @@ type Limits struct {
 	MaxQueueAge      map[string]time.Duration // per queue; absent means no limit
 }
 
-// Config configures a Monitor. Zero fields take the defaults.
+// Config configures a Monitor. Zero fields take the defaults; for Limits
+// that means a zero MaxCheckedOutAge or MaxTmpFileAge is 10 minutes (use
+// time.Nanosecond for "any age"), while Check takes its limits as given.
 type Config struct {
 	Limits           Limits
 	CheckEvery       time.Duration // default 15s
@@ -102,7 +104,10 @@ type QueueStats struct {
 }
 
 // Snapshot is one spool's state after a cycle (and, between cycles, after
-// queue changes seen through inotify). It is immutable once published.
+// queue changes seen through inotify). It is immutable once published: do
+// not modify it or its slices and maps. Time is when its statistics were
+// taken (the cycle's time, or Config.Now at an event-driven update);
+// Problems and Alerting are those of the last cycle.
 type Snapshot struct {
 	Name      string // the spool's name in the agent's configuration
 	Dir       string
