@@ -30,7 +30,7 @@ for w in "${what[@]}"; do
     ;;
   cpu)
     echo "== idle CPU: go test -run XXX -bench BenchmarkAgentIdleCPU -benchtime 1x ./collector/"
-    go test -run XXX -bench BenchmarkAgentIdleCPU -benchtime 1x -timeout 60m -v ./collector/ | grep -E '^Benchmark|spools up|^ok'
+    go test -run XXX -bench BenchmarkAgentIdleCPU -benchtime 1x -timeout 60m -v ./collector/ | grep -E "^Benchmark|spools up|scrape of|^ok"
     ;;
   *)
     echo "unknown benchmark $w (want scrape, enqueue or cpu)" >&2
