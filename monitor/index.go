@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"math"
+	"strings"
 	"unsafe"
 )
 
@@ -215,14 +216,16 @@ type fileState struct {
 	size    int64
 }
 
-// setReg applies the state of .registry/<name>.
+// setReg applies the state of .registry/<name>. Like setData, setLoc and
+// setTmp it copies name when it keeps it, so that callers may pass a part
+// of a longer string (an event's path).
 func (ix *index) setReg(name string, st fileState) {
 	id, ok := ix.ids[name]
 	if !ok {
 		if !st.present {
 			return
 		}
-		id = ix.newID(name)
+		id = ix.newID(strings.Clone(name))
 	}
 	e := &ix.ents[id]
 	was := e.rd&fRegPresent != 0
@@ -252,7 +255,7 @@ func (ix *index) setData(name string, st fileState) {
 		if !st.present {
 			return
 		}
-		id = ix.newID(name)
+		id = ix.newID(strings.Clone(name))
 	}
 	e := &ix.ents[id]
 	if e.rd&fDataPresent != 0 {
@@ -296,7 +299,7 @@ func (ix *index) setLoc(l *location, name string, st fileState) {
 		if !st.present {
 			return
 		}
-		id = ix.newID(name)
+		id = ix.newID(strings.Clone(name))
 	}
 	e := &ix.ents[id]
 	switch {
@@ -388,7 +391,7 @@ func (ix *index) setTmp(name string, st fileState) {
 		return
 	}
 	if _, ok := ix.tmp[name]; !ok {
-		name = string([]byte(name)) // do not keep a caller's larger string alive
+		name = strings.Clone(name)
 	}
 	ix.tmp[name] = tmpFile{ns: st.ns, bad: st.bad, noStat: st.noStat}
 }

@@ -484,7 +484,7 @@ func (s *scanner) joinData(ix *index, files []listedFile) []orphan {
 		if !ok || size >= 1<<32-1 {
 			st := f.state()
 			st.size = size
-			orphans = append(orphans, orphan{name: strings.Clone(f.name), st: st})
+			orphans = append(orphans, orphan{name: f.name, st: st})
 			continue
 		}
 		e := &ix.ents[id]
@@ -516,7 +516,7 @@ func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item
 			if !ok || ix.ents[id].loc != 0 {
 				// Unregistered, or a duplicate: added afterwards through the
 				// general path.
-				orphans = append(orphans, orphan{name: strings.Clone(f.name), loc: l, st: f.state()})
+				orphans = append(orphans, orphan{name: f.name, loc: l, st: f.state()})
 				continue
 			}
 			e := &ix.ents[id]

@@ -277,11 +277,11 @@ func (m *Monitor) applyPath(ix *index, path string, op fsnotify.Op, countArrival
 	case m.dir:
 		return m.applyRoot(ix, path, name, op)
 	case m.dir + "/" + spool.RegistryDir:
-		ix.setReg(strings.Clone(name), m.stat(ix, path, op, false))
+		ix.setReg(name, m.stat(ix, path, op, false))
 	case m.dir + "/" + spool.DataDir:
-		ix.setData(strings.Clone(name), m.stat(ix, path, op, true))
+		ix.setData(name, m.stat(ix, path, op, true))
 	case m.dir + "/" + spool.TmpDir:
-		ix.setTmp(strings.Clone(name), m.stat(ix, path, op, false))
+		ix.setTmp(name, m.stat(ix, path, op, false))
 	default:
 		l := ix.byPath[dir]
 		if l == nil {
@@ -293,7 +293,7 @@ func (m *Monitor) applyPath(ix *index, path string, op fsnotify.Op, countArrival
 			// if a worker took it before this batch was applied.
 			m.arrivals[l.queue]++
 		}
-		ix.setLoc(l, strings.Clone(name), st)
+		ix.setLoc(l, name, st)
 	}
 	return "", false
 }
