@@ -50,7 +50,7 @@ func benchRows(b *testing.B, row func(b *testing.B, d Durability, g int)) {
 }
 
 // compare runs b.N operations of the library (lib) and b.N of the floor in
-// alternating rounds of up to 32 operations per goroutine, each round on g
+// alternating rounds of up to 8 operations per goroutine, each round on g
 // goroutines (work(w, i): goroutine w does operation i), alternating which
 // goes first, and reports both throughputs and their ratio.
 func compare(b *testing.B, g int, lib, floor func(w, i int)) {
@@ -58,7 +58,7 @@ func compare(b *testing.B, g int, lib, floor func(w, i int)) {
 	done := 0
 	b.ResetTimer()
 	for round := 0; done < b.N; round++ {
-		n := min(32*g, b.N-done)
+		n := min(8*g, b.N-done)
 		if round%2 == 0 {
 			libT += phase(g, done, n, lib)
 			floorT += phase(g, done, n, floor)

@@ -41,6 +41,7 @@ type DecodeError struct {
 	Err      error
 }
 
+// Error says which entry's metadata did not decode, and why.
 func (e *DecodeError) Error() string {
 	return fmt.Sprintf("decode metadata of %s in queue %s: %v", e.Name, e.Queue, e.Err)
 }
