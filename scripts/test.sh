@@ -18,3 +18,5 @@ else
   exit 1
 fi
 go test -race -count=1 -timeout 20m ./...
+# A short fuzzing run of every fuzz target (scripts/soak.sh runs them longer).
+FUZZTIME=${FUZZTIME:-5s} ./scripts/fuzz-short.sh
