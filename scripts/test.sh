@@ -17,6 +17,6 @@ else
   echo "staticcheck not installed: go install honnef.co/go/tools/cmd/staticcheck@latest" >&2
   exit 1
 fi
-go test -race -count=1 -timeout 20m ./...
 # A short fuzzing run of every fuzz target (scripts/soak.sh runs them longer).
 FUZZTIME=${FUZZTIME:-5s} ./scripts/fuzz-short.sh
+go test -race -count=1 -timeout 20m ./...
