@@ -84,15 +84,18 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 }
 
 // BenchmarkScrape measures scrape latency percentiles for 100 spools of 10
-// queues through promhttp, and the same exposition served from families
-// gathered in advance (the baseline: encoding and HTTP only), in the same run.
-// Each b.N iteration is one batch of 200 scrapes.
+// queues through the agent's handler (NewHandler: the text writer) and
+// through promhttp over a registry (client_golang's Gather and encoder),
+// with and without gzip. The baseline, measured in the same run, is promhttp
+// serving the same exposition from families gathered in advance (encoding
+// and HTTP only). Each b.N iteration is one batch of 200 scrapes per handler.
 func BenchmarkScrape(b *testing.B) {
 	for _, gzip := range []bool{false, true} {
 		b.Run(fmt.Sprintf("spools=100,queues=10,gzip=%v", gzip), func(b *testing.B) {
 			snaps := syntheticSnapshots(100, 10)
+			e := New(func() []*monitor.Snapshot { return snaps }, Options{Version: "bench"})
 			reg := prometheus.NewRegistry()
-			reg.MustRegister(New(func() []*monitor.Snapshot { return snaps }, Options{Version: "bench"}))
+			reg.MustRegister(e)
 			mfs, err := reg.Gather()
 			if err != nil {
 				b.Fatal(err)
@@ -107,23 +110,41 @@ func BenchmarkScrape(b *testing.B) {
 				}
 			}
 			baseline := promhttp.HandlerFor(prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return mfs, nil }), promhttp.HandlerOpts{})
-			live := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-			var liveLat, baseLat []time.Duration
+			viaRegistry := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+			agent := NewHandler(e, nil, promhttp.HandlerOpts{})
+			var agentLat, regLat, baseLat []time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				liveLat = append(liveLat, scrapeLatencies(b, live, 200, gzip)...)
+				agentLat = append(agentLat, scrapeLatencies(b, agent, 200, gzip)...)
+				regLat = append(regLat, scrapeLatencies(b, viaRegistry, 200, gzip)...)
 				baseLat = append(baseLat, scrapeLatencies(b, baseline, 200, gzip)...)
 			}
 			b.StopTimer()
-			slices.Sort(liveLat)
+			slices.Sort(agentLat)
+			slices.Sort(regLat)
 			slices.Sort(baseLat)
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 			b.ReportMetric(float64(series), "samples")
-			b.ReportMetric(float64(percentile(liveLat, 0.5).Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(percentile(liveLat, 0.99).Microseconds())/1000, "p99-ms")
-			b.ReportMetric(float64(percentile(baseLat, 0.5).Microseconds())/1000, "baseline-p50-ms")
-			b.ReportMetric(float64(percentile(baseLat, 0.99).Microseconds())/1000, "baseline-p99-ms")
-			b.ReportMetric(float64(percentile(liveLat, 0.99))/float64(percentile(baseLat, 0.99)), "p99-ratio")
+			b.ReportMetric(ms(percentile(agentLat, 0.5)), "p50-ms")
+			b.ReportMetric(ms(percentile(agentLat, 0.99)), "p99-ms")
+			b.ReportMetric(ms(percentile(regLat, 0.5)), "promhttp-registry-p50-ms")
+			b.ReportMetric(ms(percentile(regLat, 0.99)), "promhttp-registry-p99-ms")
+			b.ReportMetric(ms(percentile(baseLat, 0.5)), "baseline-p50-ms")
+			b.ReportMetric(ms(percentile(baseLat, 0.99)), "baseline-p99-ms")
+			b.ReportMetric(float64(percentile(agentLat, 0.99))/float64(percentile(baseLat, 0.99)), "p99/baseline")
 		})
+	}
+}
+
+// BenchmarkWriteText measures the text writer alone for 100 spools of 10 queues.
+func BenchmarkWriteText(b *testing.B) {
+	snaps := syntheticSnapshots(100, 10)
+	e := New(func() []*monitor.Snapshot { return snaps }, Options{Version: "bench"})
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := e.WriteText(io.Discard); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

@@ -12,6 +12,9 @@ package promexporter
 import (
 	"math"
 	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,66 +50,81 @@ type Options struct {
 type Exporter struct {
 	snapshots func() []*monitor.Snapshot
 	now       func() time.Time
-	buildInfo prometheus.Metric
+	version   string
+	revision  string
+	spare     atomic.Pointer[textSink] // WriteText's buffers, kept between scrapes
 	// ageBounds is AgeBuckets plus a last bound no age exceeds, whose
 	// cumulative count is the histogram's total count.
 	ageBounds []time.Duration
 	ageLe     []float64
 }
 
-func newDesc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc(name, help, labels, nil)
+// family describes one metric family: its client_golang descriptor and
+// what the text writer needs (client_golang keeps a Desc's parts private).
+type family struct {
+	name, help string
+	typ        prometheus.ValueType // GaugeValue, CounterValue, or UntypedValue for the histogram
+	labels     []string
+	order      []int // indexes of labels sorted by name, the exposition's order
+	desc       *prometheus.Desc
+	index      int // position in families
 }
 
-// The descriptors of every series; their names and labels are the public interface.
+var families []*family
+
+func newFamily(name, help string, typ prometheus.ValueType, labels ...string) *family {
+	f := &family{name: name, help: help, typ: typ, labels: labels,
+		desc: prometheus.NewDesc(name, help, labels, nil), index: len(families)}
+	for i := range labels {
+		f.order = append(f.order, i)
+	}
+	slices.SortFunc(f.order, func(a, b int) int { return strings.Compare(labels[a], labels[b]) })
+	families = append(families, f)
+	return f
+}
+
+// The families of every series; their names and labels are the public
+// interface. Their order is the order of the text exposition.
 var (
-	descUp = newDesc("spool_up",
-		"Whether the last check of the spool could read it (1) or not (0).", "spool")
-	descQueueEntries = newDesc("spool_queue_entries",
-		"Entries waiting in the queue.", "spool", "queue")
-	descQueueCheckedOut = newDesc("spool_queue_checked_out_entries",
-		"Entries of the queue checked out by a worker.", "spool", "queue")
-	descQueueOldest = newDesc("spool_queue_oldest_entry_timestamp_seconds",
-		"Modification time of the oldest entry waiting in the queue; absent when the queue is empty.", "spool", "queue")
-	descQueueOldestCheckedOut = newDesc("spool_queue_oldest_checked_out_timestamp_seconds",
-		"Modification time of the oldest checked-out entry of the queue; absent when none is checked out.", "spool", "queue")
-	descQueueArrivals = newDesc("spool_queue_arrivals_total",
-		"Entries seen arriving in the queue through inotify since the agent started watching the spool.", "spool", "queue")
-	descQueueAge = newDesc("spool_queue_entry_age_seconds",
-		"Age distribution of the entries waiting in the queue at scrape time (a gauge histogram: use the buckets directly, never rate()).", "spool", "queue")
-	descProblems = newDesc("spool_problems",
-		"Problems now alerting (after debouncing), by kind and directory; a kind with none has one series with dir=\"\" and queue=\"\" at 0.", "spool", "kind", "dir", "queue")
-	descProblemEvents = newDesc("spool_problem_events_total",
-		"Problem alerts started and ended since the agent started watching the spool.", "spool", "kind", "event")
-	descFsckDuration = newDesc("spool_fsck_duration_seconds",
-		"Duration of the last check of the spool.", "spool")
-	descFsckLastSuccess = newDesc("spool_fsck_last_success_timestamp_seconds",
-		"When the last successful check of the spool finished; absent before the first.", "spool")
-	descFsckFailures = newDesc("spool_fsck_failures_total",
-		"Checks of the spool that failed.", "spool")
-	descFsckCycles = newDesc("spool_fsck_cycles_total",
-		"Checks of the spool run, successful or not.", "spool")
-	descFullScans = newDesc("spool_full_scans_total",
-		"Checks that listed every directory of the spool (rather than relying on inotify).", "spool")
-	descWatching = newDesc("spool_watching",
-		"Whether the spool is watched through inotify (1) or fully scanned every check (0).", "spool")
-	descTmpFiles = newDesc("spool_tmp_files",
-		"Files in the spool's .tmp directory.", "spool")
-	descRegistryEntries = newDesc("spool_registry_entries",
-		"Names reserved in the spool's .registry directory.", "spool")
-	descDataBytes = newDesc("spool_data_bytes",
-		"Total size of the spool's payload files in .data.", "spool")
-	descBuildInfo = newDesc("spool_agent_build_info",
-		"A constant 1 labelled with the agent's version, revision and Go version.", "version", "revision", "goversion")
+	famBuildInfo = newFamily("spool_agent_build_info",
+		"A constant 1 labelled with the agent's version, revision and Go version.", prometheus.GaugeValue, "version", "revision", "goversion")
+	famUp = newFamily("spool_up",
+		"Whether the last check of the spool could read it (1) or not (0).", prometheus.GaugeValue, "spool")
+	famWatching = newFamily("spool_watching",
+		"Whether the spool is watched through inotify (1) or fully scanned every check (0).", prometheus.GaugeValue, "spool")
+	famFsckDuration = newFamily("spool_fsck_duration_seconds",
+		"Duration of the last check of the spool.", prometheus.GaugeValue, "spool")
+	famFsckLastSuccess = newFamily("spool_fsck_last_success_timestamp_seconds",
+		"When the last successful check of the spool finished; absent before the first.", prometheus.GaugeValue, "spool")
+	famFsckFailures = newFamily("spool_fsck_failures_total",
+		"Checks of the spool that failed.", prometheus.CounterValue, "spool")
+	famFsckCycles = newFamily("spool_fsck_cycles_total",
+		"Checks of the spool run, successful or not.", prometheus.CounterValue, "spool")
+	famFullScans = newFamily("spool_full_scans_total",
+		"Checks that listed every directory of the spool (rather than relying on inotify).", prometheus.CounterValue, "spool")
+	famTmpFiles = newFamily("spool_tmp_files",
+		"Files in the spool's .tmp directory.", prometheus.GaugeValue, "spool")
+	famRegistryEntries = newFamily("spool_registry_entries",
+		"Names reserved in the spool's .registry directory.", prometheus.GaugeValue, "spool")
+	famDataBytes = newFamily("spool_data_bytes",
+		"Total size of the spool's payload files in .data.", prometheus.GaugeValue, "spool")
+	famQueueEntries = newFamily("spool_queue_entries",
+		"Entries waiting in the queue.", prometheus.GaugeValue, "spool", "queue")
+	famQueueCheckedOut = newFamily("spool_queue_checked_out_entries",
+		"Entries of the queue checked out by a worker.", prometheus.GaugeValue, "spool", "queue")
+	famQueueOldest = newFamily("spool_queue_oldest_entry_timestamp_seconds",
+		"Modification time of the oldest entry waiting in the queue; absent when the queue is empty.", prometheus.GaugeValue, "spool", "queue")
+	famQueueOldestCheckedOut = newFamily("spool_queue_oldest_checked_out_timestamp_seconds",
+		"Modification time of the oldest checked-out entry of the queue; absent when none is checked out.", prometheus.GaugeValue, "spool", "queue")
+	famQueueArrivals = newFamily("spool_queue_arrivals_total",
+		"Entries seen arriving in the queue through inotify since the agent started watching the spool.", prometheus.CounterValue, "spool", "queue")
+	famQueueAge = newFamily("spool_queue_entry_age_seconds",
+		"Age distribution of the entries waiting in the queue at scrape time (a gauge histogram: use the buckets directly, never rate()).", prometheus.UntypedValue, "spool", "queue")
+	famProblems = newFamily("spool_problems",
+		"Problems now alerting (after debouncing), by kind and directory; a kind with none has one series with dir=\"\" and queue=\"\" at 0.", prometheus.GaugeValue, "spool", "kind", "dir", "queue")
+	famProblemEvents = newFamily("spool_problem_events_total",
+		"Problem alerts started and ended since the agent started watching the spool.", prometheus.CounterValue, "spool", "kind", "event")
 )
-
-var allDescs = []*prometheus.Desc{
-	descUp, descQueueEntries, descQueueCheckedOut, descQueueOldest,
-	descQueueOldestCheckedOut, descQueueArrivals, descQueueAge, descProblems,
-	descProblemEvents, descFsckDuration, descFsckLastSuccess, descFsckFailures,
-	descFsckCycles, descFullScans, descWatching, descTmpFiles,
-	descRegistryEntries, descDataBytes, descBuildInfo,
-}
 
 // New returns an Exporter of the snapshots that snapshots returns at each
 // scrape (typically collector.Collector.Snapshots, which never touches the disk).
@@ -125,8 +143,8 @@ func New(snapshots func() []*monitor.Snapshot, o Options) *Exporter {
 	return &Exporter{
 		snapshots: snapshots,
 		now:       now,
-		buildInfo: prometheus.MustNewConstMetric(descBuildInfo, prometheus.GaugeValue, 1,
-			o.Version, o.Revision, runtime.Version()),
+		version:   o.Version,
+		revision:  o.Revision,
 		ageBounds: bounds,
 		ageLe:     le,
 	}
@@ -134,28 +152,41 @@ func New(snapshots func() []*monitor.Snapshot, o Options) *Exporter {
 
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range allDescs {
-		ch <- d
+	for _, f := range families {
+		ch <- f.desc
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
-	ch <- e.buildInfo
-	now := e.now()
-	for _, s := range e.snapshots() {
-		if s != nil {
-			e.collectSpool(ch, s, now)
-		}
+	e.visit(metricSink{ch: ch, le: e.ageLe})
+}
+
+// sink receives the series of one scrape. Label values come in the
+// family's label order.
+type sink interface {
+	sample(f *family, v float64, lvs ...string)
+	// histogram gets cumulative counts for the bounds AgeBuckets, then the
+	// total count (the +Inf bucket).
+	histogram(f *family, cum []uint64, sum float64, lvs ...string)
+}
+
+// metricSink turns series into client_golang constant metrics.
+type metricSink struct {
+	ch chan<- prometheus.Metric
+	le []float64
+}
+
+func (m metricSink) sample(f *family, v float64, lvs ...string) {
+	m.ch <- prometheus.MustNewConstMetric(f.desc, f.typ, v, lvs...)
+}
+
+func (m metricSink) histogram(f *family, cum []uint64, sum float64, lvs ...string) {
+	buckets := make(map[float64]uint64, len(m.le))
+	for i, le := range m.le {
+		buckets[le] = cum[i]
 	}
-}
-
-func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
-	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-}
-
-func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
-	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	m.ch <- prometheus.MustNewConstHistogram(f.desc, cum[len(cum)-1], sum, buckets, lvs...)
 }
 
 func boolValue(b bool) float64 {
@@ -176,38 +207,46 @@ type problemKey struct {
 	queue string
 }
 
-func (e *Exporter) collectSpool(ch chan<- prometheus.Metric, s *monitor.Snapshot, now time.Time) {
-	name := s.Name
-	gauge(ch, descUp, boolValue(s.Up), name)
-	gauge(ch, descWatching, boolValue(s.Watching), name)
-	gauge(ch, descFsckDuration, s.CycleDuration.Seconds(), name)
-	if !s.LastSuccess.IsZero() {
-		gauge(ch, descFsckLastSuccess, timestamp(s.LastSuccess), name)
+// visit sends every series of one scrape to out: the one place that says
+// which series exist, for both Collect and WriteText.
+func (e *Exporter) visit(out sink) {
+	out.sample(famBuildInfo, 1, e.version, e.revision, runtime.Version())
+	now := e.now()
+	for _, s := range e.snapshots() {
+		if s != nil {
+			e.visitSpool(out, s, now)
+		}
 	}
-	counter(ch, descFsckFailures, s.FailedCycles, name)
-	counter(ch, descFsckCycles, s.Cycles, name)
-	counter(ch, descFullScans, s.FullScans, name)
-	gauge(ch, descTmpFiles, float64(s.TmpFiles), name)
-	gauge(ch, descRegistryEntries, float64(s.RegistryEntries), name)
-	gauge(ch, descDataBytes, float64(s.DataBytes), name)
+}
+
+func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
+	name := s.Name
+	out.sample(famUp, boolValue(s.Up), name)
+	out.sample(famWatching, boolValue(s.Watching), name)
+	out.sample(famFsckDuration, s.CycleDuration.Seconds(), name)
+	if !s.LastSuccess.IsZero() {
+		out.sample(famFsckLastSuccess, timestamp(s.LastSuccess), name)
+	}
+	out.sample(famFsckFailures, float64(s.FailedCycles), name)
+	out.sample(famFsckCycles, float64(s.Cycles), name)
+	out.sample(famFullScans, float64(s.FullScans), name)
+	out.sample(famTmpFiles, float64(s.TmpFiles), name)
+	out.sample(famRegistryEntries, float64(s.RegistryEntries), name)
+	out.sample(famDataBytes, float64(s.DataBytes), name)
 
 	for i := range s.Queues {
 		q := &s.Queues[i]
-		gauge(ch, descQueueEntries, float64(q.Entries), name, q.Queue)
-		gauge(ch, descQueueCheckedOut, float64(q.CheckedOut), name, q.Queue)
+		out.sample(famQueueEntries, float64(q.Entries), name, q.Queue)
+		out.sample(famQueueCheckedOut, float64(q.CheckedOut), name, q.Queue)
 		if !q.OldestEntry.IsZero() {
-			gauge(ch, descQueueOldest, timestamp(q.OldestEntry), name, q.Queue)
+			out.sample(famQueueOldest, timestamp(q.OldestEntry), name, q.Queue)
 		}
 		if !q.OldestCheckedOut.IsZero() {
-			gauge(ch, descQueueOldestCheckedOut, timestamp(q.OldestCheckedOut), name, q.Queue)
+			out.sample(famQueueOldestCheckedOut, timestamp(q.OldestCheckedOut), name, q.Queue)
 		}
-		counter(ch, descQueueArrivals, q.Arrivals, name, q.Queue)
+		out.sample(famQueueArrivals, float64(q.Arrivals), name, q.Queue)
 		cum, sum := q.AgeBuckets(now, e.ageBounds)
-		buckets := make(map[float64]uint64, len(e.ageLe))
-		for j, le := range e.ageLe {
-			buckets[le] = cum[j]
-		}
-		ch <- prometheus.MustNewConstHistogram(descQueueAge, cum[len(cum)-1], sum, buckets, name, q.Queue)
+		out.histogram(famQueueAge, cum, sum, name, q.Queue)
 	}
 
 	// spool_problems: one series per (kind, dir, queue) that has alerting
@@ -230,17 +269,17 @@ func (e *Exporter) collectSpool(ch chan<- prometheus.Metric, s *monitor.Snapshot
 		for _, k := range order {
 			if k.kind == kind {
 				seen = true
-				gauge(ch, descProblems, float64(counts[k]), name, string(k.kind), string(k.dir), k.queue)
+				out.sample(famProblems, float64(counts[k]), name, string(k.kind), string(k.dir), k.queue)
 			}
 		}
 		if !seen {
-			gauge(ch, descProblems, 0, name, string(kind), "", "")
+			out.sample(famProblems, 0, name, string(kind), "", "")
 		}
 	}
 	// Kinds the exporter does not know (a newer monitor) are still exported.
 	for _, k := range order {
 		if !knownKind(k.kind) {
-			gauge(ch, descProblems, float64(counts[k]), name, string(k.kind), string(k.dir), k.queue)
+			out.sample(famProblems, float64(counts[k]), name, string(k.kind), string(k.dir), k.queue)
 		}
 	}
 
@@ -248,15 +287,15 @@ func (e *Exporter) collectSpool(ch chan<- prometheus.Metric, s *monitor.Snapshot
 	// increase() sees the first event.
 	for _, kind := range monitor.Kinds {
 		byType := s.EventsTotal[kind]
-		counter(ch, descProblemEvents, byType[monitor.Start], name, string(kind), string(monitor.Start))
-		counter(ch, descProblemEvents, byType[monitor.End], name, string(kind), string(monitor.End))
+		out.sample(famProblemEvents, float64(byType[monitor.Start]), name, string(kind), string(monitor.Start))
+		out.sample(famProblemEvents, float64(byType[monitor.End]), name, string(kind), string(monitor.End))
 	}
 	for kind, byType := range s.EventsTotal {
 		if knownKind(kind) {
 			continue
 		}
-		counter(ch, descProblemEvents, byType[monitor.Start], name, string(kind), string(monitor.Start))
-		counter(ch, descProblemEvents, byType[monitor.End], name, string(kind), string(monitor.End))
+		out.sample(famProblemEvents, float64(byType[monitor.Start]), name, string(kind), string(monitor.Start))
+		out.sample(famProblemEvents, float64(byType[monitor.End]), name, string(kind), string(monitor.End))
 	}
 }
 
