@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Measures the agent's performance targets and prints each figure beside a
 # baseline measured in the same run:
-#   1. scrape latency p50/p99 with 100 spools of 10 queues, through promhttp
-#      (target: p99 <= 5 ms); baseline: the same exposition pre-gathered
-#      (encoding and HTTP only);
+#   1. scrape latency p50/p99 with 100 spools of 10 queues through the
+#      agent's handler (promexporter.NewHandler), and through promhttp over a
+#      registry (target: p99 <= 5 ms); baseline: promhttp serving the same
+#      exposition pre-gathered (encoding and HTTP only);
 #   2. enqueue-to-/metrics visibility p50/p99 with --check-every 1h (target:
 #      p99 <= 250 ms), real agent binary and monitor; baseline: one scrape;
 #   3. agent CPU while watching 10 idle spools of 100,000 entries each
