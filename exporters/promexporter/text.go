@@ -23,7 +23,8 @@ import (
 
 // textSink accumulates the text exposition of each family.
 type textSink struct {
-	bufs [][]byte // per family, by family.index
+	bufs    [][]byte // per family, by family.index
+	scratch []byte   // a histogram's label pairs, written once for its 14 lines
 }
 
 // Precomputed names of the histogram's series and its le labels.
@@ -43,7 +44,14 @@ var (
 
 // appendLabelValue appends v escaped for a text-format label value.
 func appendLabelValue(b []byte, v string) []byte {
-	if !strings.ContainsAny(v, "\\\"\n") {
+	plain := true
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\\' || c == '"' || c == '\n' {
+			plain = false
+			break
+		}
+	}
+	if plain {
 		return append(b, v...)
 	}
 	for i := 0; i < len(v); i++ {
@@ -61,51 +69,62 @@ func appendLabelValue(b []byte, v string) []byte {
 	return b
 }
 
-// appendSeries appends name{l1="v1",...[,le="le"]} and a space, with the
-// labels of f sorted by name as client_golang writes them.
-func appendSeries(b []byte, name string, f *family, values []string, le string) []byte {
+// appendLabelPairs appends l1="v1",l2="v2" with the labels of f sorted by
+// name, as client_golang writes them.
+func appendLabelPairs(b []byte, f *family, values []string) []byte {
+	for n, i := range f.order {
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, f.labels[i]...)
+		b = append(b, '=', '"')
+		b = appendLabelValue(b, values[i])
+		b = append(b, '"')
+	}
+	return b
+}
+
+// appendSeries appends name{l1="v1",...} and a space.
+func appendSeries(b []byte, name string, f *family, values []string) []byte {
 	b = append(b, name...)
-	if len(f.labels) > 0 || le != "" {
+	if len(f.labels) > 0 {
 		b = append(b, '{')
-		for n, i := range f.order {
-			if n > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, f.labels[i]...)
-			b = append(b, '=', '"')
-			b = appendLabelValue(b, values[i])
-			b = append(b, '"')
-		}
-		if le != "" {
-			if len(f.labels) > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, `le="`...)
-			b = append(b, le...)
-			b = append(b, '"')
-		}
+		b = appendLabelPairs(b, f, values)
 		b = append(b, '}')
 	}
 	return append(b, ' ')
 }
 
 func (t *textSink) sample(f *family, v float64, lvs ...string) {
-	b := appendSeries(t.bufs[f.index], f.name, f, lvs, "")
+	b := appendSeries(t.bufs[f.index], f.name, f, lvs)
 	b = strconv.AppendFloat(b, v, 'g', -1, 64)
 	t.bufs[f.index] = append(b, '\n')
 }
 
 func (t *textSink) histogram(f *family, cum []uint64, sum float64, lvs ...string) {
+	pairs := appendLabelPairs(t.scratch[:0], f, lvs)
+	t.scratch = pairs
 	b := t.bufs[f.index]
 	for i, le := range ageLeValues {
-		b = appendSeries(b, ageBucketName, f, lvs, le)
+		b = append(b, ageBucketName...)
+		b = append(b, '{')
+		b = append(b, pairs...)
+		b = append(b, `,le="`...)
+		b = append(b, le...)
+		b = append(b, '"', '}', ' ')
 		b = strconv.AppendUint(b, cum[i], 10)
 		b = append(b, '\n')
 	}
-	b = appendSeries(b, ageSumName, f, lvs, "")
+	b = append(b, ageSumName...)
+	b = append(b, '{')
+	b = append(b, pairs...)
+	b = append(b, '}', ' ')
 	b = strconv.AppendFloat(b, sum, 'g', -1, 64)
 	b = append(b, '\n')
-	b = appendSeries(b, ageCountName, f, lvs, "")
+	b = append(b, ageCountName...)
+	b = append(b, '{')
+	b = append(b, pairs...)
+	b = append(b, '}', ' ')
 	b = strconv.AppendUint(b, cum[len(cum)-1], 10)
 	t.bufs[f.index] = append(b, '\n')
 }
