@@ -158,7 +158,18 @@ func (r *Reader) refill(cut bool) error {
 	default:
 	}
 	if r.watching {
-		r.s.hub.drain() // what the kernel holds now, not only what the poller forwarded
+		// What the kernel holds now, not only what the poller forwarded.
+		rewatched, err := r.s.hub.drainFor(r.dir)
+		if err != nil {
+			if isNotExist(err) {
+				return queueGone(r.queue, r.dir, err)
+			}
+			return fmt.Errorf("watch %s: %w", r.dir, err)
+		}
+		if rewatched {
+			// The directory was replaced: start over, as a new reader.
+			r.based, r.primed, r.tail = false, false, nil
+		}
 	}
 	r.evMu.Lock()
 	announced, evHi, all, lost := r.evNames, r.evHi, r.evAll, r.evLost
@@ -702,6 +713,28 @@ func (h *watchHub) drain() {
 		h.readLocked()
 	}
 	h.mu.Unlock()
+}
+
+// drainFor is drain for a reader of dir. If dir lost its watch (it was
+// removed or renamed, and something may now stand at its path), it watches
+// the path again and reports true; a missing directory is an error.
+func (h *watchHub) drainFor(dir string) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.f == nil {
+		return false, nil
+	}
+	h.readLocked()
+	if _, ok := h.dirs[dir]; ok {
+		return false, nil
+	}
+	wd, err := inotifyAdd(h.fd, dir)
+	if err != nil {
+		return false, err
+	}
+	h.dirs[dir] = int32(wd)
+	h.wds[int32(wd)] = dir
+	return true, nil
 }
 
 // readLocked reads the inotify descriptor until it is empty and hands each

@@ -434,3 +434,50 @@ func TestReaderEntryBackBeforeMark(t *testing.T) {
 	}
 	c.Remove()
 }
+
+// TestReaderQueueReplaced: when the queue's directory is renamed away and
+// a new one made in its place, a reader watches the new one and dequeues
+// what arrives there.
+func TestReaderQueueReplaced(t *testing.T) {
+	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
+	r, err := s.NewReader("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	old := mustEnqueue(t, s, "q", "old", "", EnqueueOptions{})
+	c, err := r.Dequeue(ctx2)
+	if err != nil || c.Name() != old {
+		t.Fatalf("Dequeue = %v, %v", c, err)
+	}
+	c.Remove()
+	if err := os.Rename(s.queueDir("q"), s.queueDir("q")+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddQueue("q"); err != nil {
+		t.Fatal(err)
+	}
+	name := mustEnqueue(t, s, "q", "new", "", EnqueueOptions{})
+	c, err = r.Dequeue(ctx2)
+	if err != nil || c.Name() != name {
+		t.Fatalf("Dequeue after the queue was replaced = %v, %v", c, err)
+	}
+	c.Remove()
+	later := make(chan string, 1)
+	go func() {
+		c, err := r.Dequeue(ctx2)
+		if err != nil {
+			later <- err.Error()
+			return
+		}
+		later <- c.Name()
+		c.Remove()
+	}()
+	time.Sleep(20 * time.Millisecond)
+	name = mustEnqueue(t, s, "q", "newer", "", EnqueueOptions{})
+	if got := <-later; got != name {
+		t.Fatalf("blocked Dequeue in the new queue got %s", got)
+	}
+}
