@@ -165,11 +165,15 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 // sink receives the series of one scrape. Label values come in the
 // family's label order.
 type sink interface {
-	sample(f *family, v float64, lvs ...string)
+	sample(f *family, v float64, lvs lv)
 	// histogram gets cumulative counts for the bounds AgeBuckets, then the
 	// total count (the +Inf bucket).
-	histogram(f *family, cum []uint64, sum float64, lvs ...string)
+	histogram(f *family, cum []uint64, sum float64, lvs lv)
 }
+
+// lv holds a series' label values in its family's label order (an array,
+// not a slice, so that passing it allocates nothing).
+type lv [4]string
 
 // metricSink turns series into client_golang constant metrics.
 type metricSink struct {
@@ -177,16 +181,16 @@ type metricSink struct {
 	le []float64
 }
 
-func (m metricSink) sample(f *family, v float64, lvs ...string) {
-	m.ch <- prometheus.MustNewConstMetric(f.desc, f.typ, v, lvs...)
+func (m metricSink) sample(f *family, v float64, lvs lv) {
+	m.ch <- prometheus.MustNewConstMetric(f.desc, f.typ, v, lvs[:len(f.labels)]...)
 }
 
-func (m metricSink) histogram(f *family, cum []uint64, sum float64, lvs ...string) {
+func (m metricSink) histogram(f *family, cum []uint64, sum float64, lvs lv) {
 	buckets := make(map[float64]uint64, len(m.le))
 	for i, le := range m.le {
 		buckets[le] = cum[i]
 	}
-	m.ch <- prometheus.MustNewConstHistogram(f.desc, cum[len(cum)-1], sum, buckets, lvs...)
+	m.ch <- prometheus.MustNewConstHistogram(f.desc, cum[len(cum)-1], sum, buckets, lvs[:len(f.labels)]...)
 }
 
 func boolValue(b bool) float64 {
@@ -210,7 +214,7 @@ type problemKey struct {
 // visit sends every series of one scrape to out: the one place that says
 // which series exist, for both Collect and WriteText.
 func (e *Exporter) visit(out sink) {
-	out.sample(famBuildInfo, 1, e.version, e.revision, runtime.Version())
+	out.sample(famBuildInfo, 1, lv{e.version, e.revision, runtime.Version()})
 	now := e.now()
 	for _, s := range e.snapshots() {
 		if s != nil {
@@ -221,32 +225,32 @@ func (e *Exporter) visit(out sink) {
 
 func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 	name := s.Name
-	out.sample(famUp, boolValue(s.Up), name)
-	out.sample(famWatching, boolValue(s.Watching), name)
-	out.sample(famFsckDuration, s.CycleDuration.Seconds(), name)
+	out.sample(famUp, boolValue(s.Up), lv{name})
+	out.sample(famWatching, boolValue(s.Watching), lv{name})
+	out.sample(famFsckDuration, s.CycleDuration.Seconds(), lv{name})
 	if !s.LastSuccess.IsZero() {
-		out.sample(famFsckLastSuccess, timestamp(s.LastSuccess), name)
+		out.sample(famFsckLastSuccess, timestamp(s.LastSuccess), lv{name})
 	}
-	out.sample(famFsckFailures, float64(s.FailedCycles), name)
-	out.sample(famFsckCycles, float64(s.Cycles), name)
-	out.sample(famFullScans, float64(s.FullScans), name)
-	out.sample(famTmpFiles, float64(s.TmpFiles), name)
-	out.sample(famRegistryEntries, float64(s.RegistryEntries), name)
-	out.sample(famDataBytes, float64(s.DataBytes), name)
+	out.sample(famFsckFailures, float64(s.FailedCycles), lv{name})
+	out.sample(famFsckCycles, float64(s.Cycles), lv{name})
+	out.sample(famFullScans, float64(s.FullScans), lv{name})
+	out.sample(famTmpFiles, float64(s.TmpFiles), lv{name})
+	out.sample(famRegistryEntries, float64(s.RegistryEntries), lv{name})
+	out.sample(famDataBytes, float64(s.DataBytes), lv{name})
 
 	for i := range s.Queues {
 		q := &s.Queues[i]
-		out.sample(famQueueEntries, float64(q.Entries), name, q.Queue)
-		out.sample(famQueueCheckedOut, float64(q.CheckedOut), name, q.Queue)
+		out.sample(famQueueEntries, float64(q.Entries), lv{name, q.Queue})
+		out.sample(famQueueCheckedOut, float64(q.CheckedOut), lv{name, q.Queue})
 		if !q.OldestEntry.IsZero() {
-			out.sample(famQueueOldest, timestamp(q.OldestEntry), name, q.Queue)
+			out.sample(famQueueOldest, timestamp(q.OldestEntry), lv{name, q.Queue})
 		}
 		if !q.OldestCheckedOut.IsZero() {
-			out.sample(famQueueOldestCheckedOut, timestamp(q.OldestCheckedOut), name, q.Queue)
+			out.sample(famQueueOldestCheckedOut, timestamp(q.OldestCheckedOut), lv{name, q.Queue})
 		}
-		out.sample(famQueueArrivals, float64(q.Arrivals), name, q.Queue)
+		out.sample(famQueueArrivals, float64(q.Arrivals), lv{name, q.Queue})
 		cum, sum := q.AgeBuckets(now, e.ageBounds)
-		out.histogram(famQueueAge, cum, sum, name, q.Queue)
+		out.histogram(famQueueAge, cum, sum, lv{name, q.Queue})
 	}
 
 	// spool_problems: one series per (kind, dir, queue) that has alerting
@@ -269,17 +273,17 @@ func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 		for _, k := range order {
 			if k.kind == kind {
 				seen = true
-				out.sample(famProblems, float64(counts[k]), name, string(k.kind), string(k.dir), k.queue)
+				out.sample(famProblems, float64(counts[k]), lv{name, string(k.kind), string(k.dir), k.queue})
 			}
 		}
 		if !seen {
-			out.sample(famProblems, 0, name, string(kind), "", "")
+			out.sample(famProblems, 0, lv{name, string(kind), "", ""})
 		}
 	}
 	// Kinds the exporter does not know (a newer monitor) are still exported.
 	for _, k := range order {
 		if !knownKind(k.kind) {
-			out.sample(famProblems, float64(counts[k]), name, string(k.kind), string(k.dir), k.queue)
+			out.sample(famProblems, float64(counts[k]), lv{name, string(k.kind), string(k.dir), k.queue})
 		}
 	}
 
@@ -287,15 +291,15 @@ func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 	// increase() sees the first event.
 	for _, kind := range monitor.Kinds {
 		byType := s.EventsTotal[kind]
-		out.sample(famProblemEvents, float64(byType[monitor.Start]), name, string(kind), string(monitor.Start))
-		out.sample(famProblemEvents, float64(byType[monitor.End]), name, string(kind), string(monitor.End))
+		out.sample(famProblemEvents, float64(byType[monitor.Start]), lv{name, string(kind), string(monitor.Start)})
+		out.sample(famProblemEvents, float64(byType[monitor.End]), lv{name, string(kind), string(monitor.End)})
 	}
 	for kind, byType := range s.EventsTotal {
 		if knownKind(kind) {
 			continue
 		}
-		out.sample(famProblemEvents, float64(byType[monitor.Start]), name, string(kind), string(monitor.Start))
-		out.sample(famProblemEvents, float64(byType[monitor.End]), name, string(kind), string(monitor.End))
+		out.sample(famProblemEvents, float64(byType[monitor.Start]), lv{name, string(kind), string(monitor.Start)})
+		out.sample(famProblemEvents, float64(byType[monitor.End]), lv{name, string(kind), string(monitor.End)})
 	}
 }
 

@@ -71,7 +71,7 @@ func appendLabelValue(b []byte, v string) []byte {
 
 // appendLabelPairs appends l1="v1",l2="v2" with the labels of f sorted by
 // name, as client_golang writes them.
-func appendLabelPairs(b []byte, f *family, values []string) []byte {
+func appendLabelPairs(b []byte, f *family, values *lv) []byte {
 	for n, i := range f.order {
 		if n > 0 {
 			b = append(b, ',')
@@ -85,7 +85,7 @@ func appendLabelPairs(b []byte, f *family, values []string) []byte {
 }
 
 // appendSeries appends name{l1="v1",...} and a space.
-func appendSeries(b []byte, name string, f *family, values []string) []byte {
+func appendSeries(b []byte, name string, f *family, values *lv) []byte {
 	b = append(b, name...)
 	if len(f.labels) > 0 {
 		b = append(b, '{')
@@ -95,14 +95,14 @@ func appendSeries(b []byte, name string, f *family, values []string) []byte {
 	return append(b, ' ')
 }
 
-func (t *textSink) sample(f *family, v float64, lvs ...string) {
-	b := appendSeries(t.bufs[f.index], f.name, f, lvs)
+func (t *textSink) sample(f *family, v float64, lvs lv) {
+	b := appendSeries(t.bufs[f.index], f.name, f, &lvs)
 	b = strconv.AppendFloat(b, v, 'g', -1, 64)
 	t.bufs[f.index] = append(b, '\n')
 }
 
-func (t *textSink) histogram(f *family, cum []uint64, sum float64, lvs ...string) {
-	pairs := appendLabelPairs(t.scratch[:0], f, lvs)
+func (t *textSink) histogram(f *family, cum []uint64, sum float64, lvs lv) {
+	pairs := appendLabelPairs(t.scratch[:0], f, &lvs)
 	t.scratch = pairs
 	b := t.bufs[f.index]
 	for i, le := range ageLeValues {
