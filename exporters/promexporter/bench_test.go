@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,9 +114,12 @@ func BenchmarkScrape(b *testing.B) {
 			viaRegistry := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 			agent := NewHandler(e, nil, promhttp.HandlerOpts{})
 			var agentLat, regLat, baseLat []time.Duration
+			var agentCPU time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
+				c0 := processCPU()
 				agentLat = append(agentLat, scrapeLatencies(b, agent, 200, gzip)...)
+				agentCPU += processCPU() - c0
 				regLat = append(regLat, scrapeLatencies(b, viaRegistry, 200, gzip)...)
 				baseLat = append(baseLat, scrapeLatencies(b, baseline, 200, gzip)...)
 			}
@@ -132,8 +136,20 @@ func BenchmarkScrape(b *testing.B) {
 			b.ReportMetric(ms(percentile(baseLat, 0.5)), "baseline-p50-ms")
 			b.ReportMetric(ms(percentile(baseLat, 0.99)), "baseline-p99-ms")
 			b.ReportMetric(float64(percentile(agentLat, 0.99))/float64(percentile(baseLat, 0.99)), "p99/baseline")
+			// CPU per scrape (server and client, both in this process): what
+			// latency would be without other processes competing for the cores.
+			b.ReportMetric(ms(agentCPU/time.Duration(len(agentLat))), "cpu-ms/scrape")
 		})
 	}
+}
+
+// processCPU returns the user and system CPU time of this process.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkWriteText measures the text writer alone for 100 spools of 10 queues.
