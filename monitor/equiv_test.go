@@ -205,11 +205,27 @@ func (w *equivWorld) op() string {
 		return "root file"
 	case k == 19 && rng.IntN(4) == 0:
 		return "" // an overflow, applied by the caller
+	case k == 19 && rng.IntN(3) == 0:
+		return "silent" // events lost without notice, applied by the caller
 	default:
 		p := w.randomDir() + "/" + w.randomName()
 		os.WriteFile(filepath.Join(w.dir, p), nil, 0o644)
 		return "raw create " + p
 	}
+}
+
+// silentOp creates a file of a fresh name or removes one: the changes that
+// a warm rescan repairs when their events are lost without notice. (A lost
+// touch it would not repair: it trusts the mtimes its events gave it.)
+func (w *equivWorld) silentOp(seq int) string {
+	if fs := w.files(false); len(fs) > 0 && w.rng.IntN(2) == 0 {
+		p := w.pick(fs)
+		os.Remove(filepath.Join(w.dir, p))
+		return "silent unlink " + p
+	}
+	p := fmt.Sprintf("%s/silent%d", w.randomDir(), seq)
+	os.WriteFile(filepath.Join(w.dir, p), nil, 0o644)
+	return "silent create " + p
 }
 
 // comparable returns what must be equal between two snapshots of the same
@@ -244,7 +260,9 @@ func TestEquivalence(t *testing.T) {
 				},
 				AlertAfterCycles: 1, AlertAfterCyclesSet: true,
 			}
-			inc := newTestMonitor(t, dir, cfg, &w.now)
+			incCfg := cfg
+			incCfg.FullRescanEvery = 5 * time.Minute
+			inc := newTestMonitor(t, dir, incCfg, &w.now)
 			cfg.DisableWatch = true
 			full := newTestMonitor(t, dir, cfg, &w.now)
 			var log []string
@@ -252,10 +270,16 @@ func TestEquivalence(t *testing.T) {
 				t.Helper()
 				t.Fatalf("after:\n\t%s\n%s", strings.Join(log[max(0, len(log)-25):], "\n\t"), fmt.Sprintf(format, args...))
 			}
+			forceWarm := false
 			checkpoint := func() {
 				t.Helper()
 				syncMonitor(t, inc)
-				setNow(&w.now, w.now.Add(time.Duration(30+w.rng.IntN(60))*time.Second))
+				step := time.Duration(30+w.rng.IntN(60)) * time.Second
+				if forceWarm {
+					step += incCfg.FullRescanEvery
+					forceWarm = false
+				}
+				setNow(&w.now, w.now.Add(step))
 				ei, err := inc.Cycle(context.Background())
 				if err != nil {
 					fail("incremental cycle: %v", err)
@@ -280,12 +304,24 @@ func TestEquivalence(t *testing.T) {
 				}
 			}
 			checkpoint()
-			overflows := 0
+			overflows, silents := 0, 0
 			for i := 0; i < *equivSteps; {
 				n := 1 + w.rng.IntN(8)
 				for ; n > 0 && i < *equivSteps; n-- {
 					i++
 					d := w.op()
+					if d == "silent" {
+						syncMonitor(t, inc)
+						inc.dropping.Store(true)
+						d = ""
+						for range 1 + w.rng.IntN(3) {
+							d += w.silentOp(i) + "; "
+						}
+						syncMonitor(t, inc) // their events are dropped
+						inc.dropping.Store(false)
+						forceWarm = true
+						silents++
+					}
 					if d == "" || i == *equivSteps/2 && overflows == 0 {
 						overflows++
 						inc.dropping.Store(true)
@@ -315,7 +351,13 @@ func TestEquivalence(t *testing.T) {
 			for _, byType := range si.EventsTotal {
 				events += byType[Start] + byType[End]
 			}
-			t.Logf("%d cycles, %d full scans (%d overflows), %d events", si.Cycles, si.FullScans, overflows, events)
+			inc.mu.Lock()
+			warm := inc.warmScans
+			inc.mu.Unlock()
+			t.Logf("%d cycles, %d full scans (%d warm; %d overflows, %d silent losses), %d events", si.Cycles, si.FullScans, warm, overflows, silents, events)
+			if warm == 0 {
+				t.Error("no warm rescan")
+			}
 			if si.FullScans*2 > si.Cycles {
 				t.Errorf("%d full scans in %d cycles", si.FullScans, si.Cycles)
 			}

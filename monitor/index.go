@@ -14,12 +14,18 @@ const (
 	fDataPresent                   // .data/<name> exists
 	fDataBad                       // .data/<name> is not a regular file
 	fDataBig                       // the data size is in index.bigSizes
+	fRegSeen                       // a warm rescan saw .registry/<name> (or an event did during it)
+	fDataSeen                      // a warm rescan saw .data/<name>
 )
+
+// fFiles masks the flags that describe the registry and data files.
+const fFiles = fRegPresent | fRegBad | fDataPresent | fDataBad
 
 const (
 	lBad    uint8 = 1 << iota // the queue or checkout file is not a regular file
 	lNoStat                   // its mtime is unknown (stat failed): not in the sorted set
 	lExtra                    // the name is also in other directories (index.extras)
+	lSeen                     // a warm rescan saw the file (or an event did during it)
 )
 
 // entry is everything the index keeps about one name: 32 bytes plus the
@@ -47,6 +53,7 @@ type tmpFile struct {
 	ns     int64
 	bad    bool
 	noStat bool
+	seen   bool // by a warm rescan (or an event during it)
 }
 
 // location is one queue or checkout directory.
@@ -99,6 +106,10 @@ type index struct {
 
 	gen   uint64 // publication generation, shared by the sorted sets
 	arena arena
+	// warm is set during a warm rescan: every file that the rescan lists
+	// or an event reports is marked seen, and the files left unseen at the
+	// end are gone.
+	warm bool
 }
 
 func newIndex(dir string, queues []string) *index {
@@ -175,7 +186,7 @@ func (ix *index) settle(id uint32) {
 		ix.free = append(ix.free, id)
 		return
 	}
-	if e.rd == fRegPresent|fDataPresent && e.loc != 0 && e.lf&(lBad|lExtra) == 0 {
+	if e.rd&fFiles == fRegPresent|fDataPresent && e.loc != 0 && e.lf&(lBad|lExtra) == 0 {
 		delete(ix.suspects, id)
 	} else {
 		ix.suspects[id] = struct{}{}
@@ -236,11 +247,14 @@ func (ix *index) setReg(name string, st fileState) {
 		} else {
 			e.rd &^= fRegBad
 		}
+		if ix.warm {
+			e.rd |= fRegSeen
+		}
 		if !was {
 			ix.regCount++
 		}
 	} else {
-		e.rd &^= fRegPresent | fRegBad
+		e.rd &^= fRegPresent | fRegBad | fRegSeen
 		if was {
 			ix.regCount--
 		}
@@ -274,15 +288,21 @@ func (ix *index) setData(name string, st fileState) {
 		}
 		ix.setDataSize(id, size)
 		ix.dataBytes += size
+		if ix.warm {
+			e.rd |= fDataSeen
+		}
 	} else {
 		ix.setDataSize(id, 0)
-		e.rd &^= fDataPresent | fDataBad
+		e.rd &^= fDataPresent | fDataBad | fDataSeen
 	}
 	ix.settle(id)
 }
 
-func lflags(st fileState) uint8 {
+func (ix *index) lflags(st fileState) uint8 {
 	var f uint8
+	if ix.warm {
+		f |= lSeen
+	}
 	if st.bad {
 		f |= lBad
 	}
@@ -306,7 +326,7 @@ func (ix *index) setLoc(l *location, name string, st fileState) {
 	case e.loc == l.id:
 		ix.dropItem(l, id, e.lf, e.ns)
 		if st.present {
-			e.lf = e.lf&lExtra | lflags(st)
+			e.lf = e.lf&lExtra | ix.lflags(st)
 			e.ns = st.ns
 			ix.addItem(l, id, e.lf, e.ns)
 		} else if xs := ix.extras[id]; len(xs) > 0 {
@@ -326,7 +346,7 @@ func (ix *index) setLoc(l *location, name string, st fileState) {
 		x := &ix.extras[id][k]
 		ix.dropItem(l, id, x.lf, x.ns)
 		if st.present {
-			x.lf, x.ns = lflags(st), st.ns
+			x.lf, x.ns = ix.lflags(st), st.ns
 			ix.addItem(l, id, x.lf, x.ns)
 		} else {
 			ix.removeExtra(id, k)
@@ -338,10 +358,10 @@ func (ix *index) setLoc(l *location, name string, st fileState) {
 		// Not there and not known there: nothing to do.
 	case e.loc == 0:
 		e.loc, e.ns = l.id, st.ns
-		e.lf = lflags(st)
+		e.lf = ix.lflags(st)
 		ix.addItem(l, id, e.lf, e.ns)
 	default:
-		x := extraLoc{loc: l.id, lf: lflags(st), ns: st.ns}
+		x := extraLoc{loc: l.id, lf: ix.lflags(st), ns: st.ns}
 		ix.extras[id] = append(ix.extras[id], x)
 		e.lf |= lExtra
 		ix.addItem(l, id, x.lf, x.ns)
@@ -393,7 +413,7 @@ func (ix *index) setTmp(name string, st fileState) {
 	if _, ok := ix.tmp[name]; !ok {
 		name = strings.Clone(name)
 	}
-	ix.tmp[name] = tmpFile{ns: st.ns, bad: st.bad, noStat: st.noStat}
+	ix.tmp[name] = tmpFile{ns: st.ns, bad: st.bad, noStat: st.noStat, seen: ix.warm}
 }
 
 // locations returns every directory holding entry id, in the reference's
@@ -403,7 +423,7 @@ func (ix *index) locations(id uint32) []extraLoc {
 	if e.loc == 0 {
 		return nil
 	}
-	out := []extraLoc{{loc: e.loc, lf: e.lf &^ lExtra, ns: e.ns}}
+	out := []extraLoc{{loc: e.loc, lf: e.lf &^ (lExtra | lSeen), ns: e.ns}}
 	if e.lf&lExtra != 0 {
 		out = append(out, ix.extras[id]...)
 		// loc ids follow the reference's order: sort by id.

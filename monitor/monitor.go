@@ -69,6 +69,7 @@ type Monitor struct {
 	cycles       uint64
 	failed       uint64
 	fullScans    uint64
+	warmScans    uint64 // the full scans that were warm rescans
 	up           bool
 	lastErr      string
 	lastSuccess  time.Time
@@ -239,9 +240,22 @@ func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	full := m.idx == nil || m.needFull || !m.watching || now.Sub(m.lastFull) >= m.cfg.FullRescanEvery
+	full := m.idx == nil || m.needFull || !m.watching
+	warm := !full && now.Sub(m.lastFull) >= m.cfg.FullRescanEvery
 	m.mu.Unlock()
 	var errs []error
+	if warm {
+		if err := m.warmRescan(ctx, now); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, errLayoutChanged) {
+				full = true
+			} else {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if full {
 		if err := m.fullScan(ctx, now); err != nil {
 			if ctx.Err() != nil {

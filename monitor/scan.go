@@ -521,7 +521,7 @@ func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item
 			}
 			e := &ix.ents[id]
 			st := f.state()
-			e.loc, e.ns, e.lf = l.id, st.ns, lflags(st)
+			e.loc, e.ns, e.lf = l.id, st.ns, ix.lflags(st)
 			l.count++
 			if !st.noStat {
 				items = append(items, item{ns: st.ns, id: id})

@@ -205,10 +205,21 @@ func (m *Monitor) loop(w *fsnotify.Watcher) {
 
 // apply applies a batch of events to the index and schedules a publication.
 func (m *Monitor) apply(w *fsnotify.Watcher, batch []fsnotify.Event) {
+	var rootFiles []string
 	if m.dropping.Load() {
+		// Lost, as in an overflow; only the test markers are reported.
+		for _, ev := range batch {
+			if dir, name := filepath.Split(ev.Name); filepath.Clean(dir) == m.dir && ev.Op.Has(fsnotify.Create) {
+				rootFiles = append(rootFiles, name)
+			}
+		}
+		if hook := m.onRootFile; hook != nil {
+			for _, name := range rootFiles {
+				hook(name)
+			}
+		}
 		return
 	}
-	var rootFiles []string
 	m.mu.Lock()
 	if m.w != w || m.closed {
 		m.mu.Unlock()
