@@ -80,12 +80,20 @@
 // sorted by mtime, so that the too-old ones are a prefix and the oldest is
 // the first.
 //
-// A full scan (list every directory, stat the queue, checkout and .tmp
-// files for their mtimes and the .data files for their sizes, never the
-// registry files) rebuilds the index at the first cycle, every
-// FullRescanEvery, at once after an inotify overflow or a lost watch (a
-// watched directory removed or moved), and after an error until the error
-// clears. Where inotify cannot be used (DisableWatch, the inotify limits
-// reached, a network or FUSE file system on which remote changes raise no
-// events) every cycle is a full scan.
+// A cold full scan lists every directory and stats the queue, checkout and
+// .tmp files for their mtimes and the .data files for their sizes (never the
+// registry files), in inode order and in parallel; it builds the index at
+// the first cycle, at once after an inotify overflow or a lost watch (a
+// watched directory removed or moved) or a change of the spool's layout (a
+// queue added), and after an error until the error clears. The periodic
+// full rescan (every FullRescanEvery) of a spool whose index inotify has
+// kept current is warm: it lists every directory again and reconciles the
+// index in place, statting only the files it does not know and forgetting
+// those the listing no longer shows, so it costs a listing of the spool,
+// not a stat of every file. It repairs creations and removals whose events
+// were lost unnoticed; it trusts the mtimes and sizes the index holds (they
+// come from stats made after each file's last event). Where inotify cannot
+// be used (DisableWatch, the inotify limits reached, a network or FUSE file
+// system on which remote changes raise no events) every cycle is a cold
+// full scan.
 package monitor

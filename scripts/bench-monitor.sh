@@ -3,10 +3,14 @@
 # README's figures). It builds the spool (3N small files created directly,
 # not through the spool library: 1.5 to 3 minutes for a million here, about
 # 4 KiB of disk per data file), then in one run:
-#   - a full cycle against `find SPOOL -printf '%T@ %p\n' >/dev/null`
-#     (both warmed first, then alternated; medians of RUNS runs);
+#   - a cold full cycle (what every cycle costs without inotify, and the
+#     first cycle, and the one after an overflow) against
+#     `find SPOOL -printf '%T@ %p\n' >/dev/null` (both warmed first, then
+#     alternated; medians of RUNS runs);
 #   - incremental cycles of a watching monitor after 1% of the entries
-#     changed since the previous cycle (changes made by another process);
+#     changed since the previous cycle (changes made by another process),
+#     and the monitor's CPU time for those changes (events and cycle);
+#   - the periodic full rescan of the watched spool (warm) against find;
 #   - the monitor's heap per entry while it holds the index;
 #   - the time from one enqueue to a snapshot that shows it.
 #
