@@ -9,18 +9,20 @@
 #   scripts/bench-spool.sh            # COUNT=5
 #   COUNT=10 scripts/bench-spool.sh
 #   BENCH='Cycle' scripts/bench-spool.sh
+#   BENCH='/full/' BENCHTIME=5s scripts/bench-spool.sh   # fsync-bound rows need more operations
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${COUNT:-5}
 bench=${BENCH:-.}
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+benchtime=${BENCHTIME:-1s}
+out=${OUT:-$(mktemp /tmp/bench-spool.XXXXXX)}
 
-cmd=(go test -run '^$' -bench "$bench" -count "$count" ./spool/)
+cmd=(go test -run '^$' -bench "$bench" -benchtime "$benchtime" -count "$count" ./spool/)
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)   $(nproc) CPUs   $(go version | cut -d' ' -f3)"
 echo "command: ${cmd[*]}"
 "${cmd[@]}" | tee "$out" >/dev/null
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "raw output:  $out"
 echo
 
 # Lines look like:

@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -485,23 +484,26 @@ func (r *Reader) Close() error {
 // them from its own goroutine, so a reader that has just enqueued an entry
 // cannot tell "no event" from "event not forwarded yet", and the hand-off
 // through two goroutines cost a blocking enqueue-dequeue cycle a third of
-// its throughput (see the benchmarks). A goroutine blocked in the runtime's
-// poller still wakes readers that wait; a reader that drains reads what the
-// kernel holds at that moment.
+// its throughput (see the benchmarks). A goroutine listening in the
+// runtime's poller wakes readers that wait; a reader that drains reads what
+// the kernel holds at that moment. The descriptor is in the poller only
+// while some reader waits: otherwise every event would wake an idle thread,
+// which cost the same cycle a fifth of its throughput.
 type watchHub struct {
 	s *Spool
 
-	mu      sync.Mutex
-	f       *os.File // the inotify descriptor (non-blocking, in the runtime's poller); nil when idle
-	fd      int
-	buf     []byte
-	waiting int                             // readers blocked in Dequeue
-	arm     chan struct{}                   // tells the poll goroutine that a reader waits
-	stop    chan struct{}                   // closed when the instance is detached
-	wds     map[int32]string                // watch descriptor -> directory
-	dirs    map[string]int32                // directory -> watch descriptor
-	subs    map[string]map[*Reader]struct{} // directory -> its readers
-	gone    map[string]*goneSet             // directory -> names this process's readers saw leave it
+	mu        sync.Mutex
+	fd        int      // the inotify descriptor, non-blocking; valid while stop is not nil
+	listening *os.File // a duplicate of fd in the runtime's poller while a reader waits
+	buf       []byte
+	waiting   int                             // readers blocked in Dequeue
+	arm       chan struct{}                   // tells the poll goroutine that a reader waits
+	stop      chan struct{}                   // closed when the instance is stopped; nil when there is none
+	stopped   chan struct{}                   // closed when the poll goroutine has closed the descriptors
+	wds       map[int32]string                // watch descriptor -> directory
+	dirs      map[string]int32                // directory -> watch descriptor
+	subs      map[string]map[*Reader]struct{} // directory -> its readers
+	gone      map[string]*goneSet             // directory -> names this process's readers saw leave it
 }
 
 // goneSet remembers the names that readers of this process took from a
@@ -576,36 +578,29 @@ var (
 // A missing directory is an error.
 func (h *watchHub) subscribe(r *Reader) (bool, error) {
 	h.mu.Lock()
-	var closing *os.File
+	var stopped chan struct{}
 	defer func() {
 		h.mu.Unlock()
-		if closing != nil {
-			closing.Close()
+		if stopped != nil {
+			<-stopped
 		}
 	}()
-	if h.f == nil {
+	if h.stop == nil {
 		fd, err := inotifyInit()
 		if err != nil {
 			h.s.warnPolling(r.dir, err)
 			return false, nil
 		}
-		f := os.NewFile(uintptr(fd), "inotify")
-		rc, err := f.SyscallConn()
-		if err != nil {
-			f.Close()
-			h.s.warnPolling(r.dir, err)
-			return false, nil
-		}
-		h.f, h.fd, h.buf = f, fd, make([]byte, 64<<10)
+		h.fd, h.buf = fd, make([]byte, 64<<10)
 		h.wds, h.dirs, h.subs = map[int32]string{}, map[string]int32{}, map[string]map[*Reader]struct{}{}
 		h.gone = map[string]*goneSet{}
-		h.arm, h.stop = make(chan struct{}, 1), make(chan struct{})
-		go h.poll(f, rc, h.arm, h.stop)
+		h.arm, h.stop, h.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+		go h.poll(fd, h.arm, h.stop, h.stopped)
 	}
 	if _, ok := h.dirs[r.dir]; !ok {
 		wd, err := inotifyAdd(h.fd, r.dir)
 		if err != nil {
-			closing = h.detachIfIdle()
+			stopped = h.detachIfIdle()
 			if isNotExist(err) {
 				return false, queueGone(r.queue, r.dir, err)
 			}
@@ -625,14 +620,15 @@ func (h *watchHub) subscribe(r *Reader) (bool, error) {
 }
 
 // unsubscribe removes r, dropping the directory's watch with its last
-// reader and the inotify instance with the spool's last reader.
+// reader and the inotify instance with the spool's last reader (it returns
+// once the instance's descriptors are closed).
 func (h *watchHub) unsubscribe(r *Reader) {
 	h.mu.Lock()
-	var closing *os.File
+	var stopped chan struct{}
 	defer func() {
 		h.mu.Unlock()
-		if closing != nil {
-			closing.Close()
+		if stopped != nil {
+			<-stopped
 		}
 	}()
 	m := h.subs[r.dir]
@@ -648,46 +644,81 @@ func (h *watchHub) unsubscribe(r *Reader) {
 			delete(h.wds, wd)
 		}
 	}
-	closing = h.detachIfIdle()
+	stopped = h.detachIfIdle()
 }
 
-// detachIfIdle forgets the inotify instance when no reader is subscribed and
-// returns it for the caller to close once it has released h.mu (the poll
-// goroutine may be waiting for h.mu, and Close waits for it). Callers hold h.mu.
-func (h *watchHub) detachIfIdle() *os.File {
-	if len(h.subs) > 0 || h.f == nil {
+// detachIfIdle stops the inotify instance when no reader is subscribed. The
+// poll goroutine owns the descriptor and closes it on its way out; the
+// returned channel is closed when it has, and the caller waits for it after
+// releasing h.mu (the goroutine may need h.mu to notice). Callers hold h.mu.
+func (h *watchHub) detachIfIdle() chan struct{} {
+	if len(h.subs) > 0 || h.stop == nil {
 		return nil
 	}
-	f := h.f
 	close(h.stop)
-	h.f, h.wds, h.dirs, h.subs, h.gone, h.arm, h.stop = nil, nil, nil, nil, nil, nil, nil
-	return f
+	if h.listening != nil {
+		h.listening.SetReadDeadline(time.Unix(1, 0)) // wake it
+	}
+	stopped := h.stopped
+	h.wds, h.dirs, h.subs, h.gone, h.arm, h.stop, h.stopped = nil, nil, nil, nil, nil, nil, nil
+	h.fd = -1
+	return stopped
 }
 
-// poll reads f, while some reader waits, whenever the kernel has events for
-// it, until f is detached. While no reader waits it does not listen: readers
-// that are busy drain the events themselves, and waking this goroutine for
-// each event would only cost them a thread wake-up and a contended lock.
-func (h *watchHub) poll(f *os.File, rc syscall.RawConn, arm, stop chan struct{}) {
+// poll listens on the inotify descriptor fd while some reader waits, and
+// hands the events it reads to the readers, until the instance is stopped;
+// then it closes fd. While no reader waits it does not listen, and fd is not
+// in the runtime's poller at all: there every event would wake an idle
+// thread even with no reader waiting, and readers that are busy drain the
+// events themselves. To listen, it puts a duplicate of fd in the poller for
+// as long as some reader waits.
+func (h *watchHub) poll(fd int, arm, stop, stopped chan struct{}) {
+	defer close(stopped)
+	defer unix.Close(fd)
 	for {
 		select {
 		case <-stop:
 			return
 		case <-arm:
 		}
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return
+		}
+		f := os.NewFile(uintptr(dup), "inotify")
+		rc, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
+			return
+		}
+		h.mu.Lock()
+		if h.stop != stop {
+			h.mu.Unlock()
+			f.Close()
+			return
+		}
+		h.listening = f
+		h.mu.Unlock()
 		// Read calls the function first, so events that arrived before
-		// this goroutine listened are read at once.
-		err := rc.Read(func(uintptr) bool {
+		// the duplicate was in the poller are read at once.
+		err = rc.Read(func(uintptr) bool {
 			h.mu.Lock()
 			defer h.mu.Unlock()
-			if h.f != f {
-				return true // detached
+			if h.stop != stop {
+				return true
 			}
 			h.readLocked()
 			return h.waiting == 0 // nobody waits: stop listening
 		})
-		if err != nil {
-			return // closed
+		h.mu.Lock()
+		if h.listening == f {
+			h.listening = nil
+		}
+		done := h.stop != stop
+		h.mu.Unlock()
+		f.Close()
+		if err != nil || done {
+			return
 		}
 	}
 }
@@ -709,7 +740,7 @@ func (h *watchHub) wait(delta int) {
 // drain reads and dispatches whatever events the kernel holds now.
 func (h *watchHub) drain() {
 	h.mu.Lock()
-	if h.f != nil {
+	if h.stop != nil {
 		h.readLocked()
 	}
 	h.mu.Unlock()
@@ -721,7 +752,7 @@ func (h *watchHub) drain() {
 func (h *watchHub) drainFor(dir string) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.f == nil {
+	if h.stop == nil {
 		return false, nil
 	}
 	h.readLocked()

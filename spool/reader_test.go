@@ -229,15 +229,17 @@ func TestReaderClose(t *testing.T) {
 	if err := r1.Close(); err != nil {
 		t.Errorf("second Close = %v", err)
 	}
-	if n := inotifyFDs(t) - before; n != 1 {
-		t.Errorf("with one reader left, %d inotify instances, want 1", n)
+	s.hub.mu.Lock()
+	if s.hub.stop == nil {
+		t.Error("the hub stopped its inotify instance while a reader is left")
 	}
+	s.hub.mu.Unlock()
 	r2.Close()
 	if n := inotifyFDs(t) - before; n != 0 {
 		t.Errorf("with every reader closed, %d inotify instances left", n)
 	}
 	s.hub.mu.Lock()
-	if s.hub.f != nil {
+	if s.hub.stop != nil {
 		t.Error("the hub still has an inotify instance")
 	}
 	s.hub.mu.Unlock()
