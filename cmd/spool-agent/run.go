@@ -237,13 +237,14 @@ func (c *RunCmd) reload(m *Main, coll *collector.Collector, level *slog.LevelVar
 // handler serves /metrics from the collector's snapshots, a landing page,
 // and the health endpoints.
 func (c *RunCmd) handler(m *Main, coll *collector.Collector) (http.Handler, error) {
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(promexporter.New(coll.Snapshots, promexporter.Options{Version: m.Version, Revision: m.Revision})); err != nil {
-		return nil, fmt.Errorf("registering the spool exporter: %w", err)
-	}
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The spool series are written straight from the snapshots (the fast
+	// path, see exporters/promexporter.NewHandler); Go and process metrics
+	// come from their own registry. exp must not be registered there too.
+	exp := promexporter.New(coll.Snapshots, promexporter.Options{Version: m.Version, Revision: m.Revision})
+	others := prometheus.NewRegistry()
+	others.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/metrics", promexporter.NewHandler(exp, others, promhttp.HandlerOpts{Registry: others}))
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "spool-agent",
 		Description: "Health of multispool spools, for Prometheus and OpenTelemetry",
