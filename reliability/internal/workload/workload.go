@@ -79,8 +79,11 @@ func OpenLog(path string) (*Log, error) {
 	return &Log{f: f}, nil
 }
 
-// Line appends one line made of fields.
+// Line appends one line made of fields; on a nil Log it does nothing.
 func (l *Log) Line(fields ...string) error {
+	if l == nil {
+		return nil
+	}
 	_, err := l.f.WriteString(strings.Join(fields, " ") + "\n")
 	return err
 }
@@ -112,8 +115,12 @@ func ReadLog(path string) ([][]string, error) {
 // Counter counts operations, for rates.
 type Counter struct{ n atomic.Uint64 }
 
-// Add adds one.
-func (c *Counter) Add() { c.n.Add(1) }
+// Add adds one; on a nil Counter it does nothing.
+func (c *Counter) Add() {
+	if c != nil {
+		c.n.Add(1)
+	}
+}
 
 // Load returns the count.
 func (c *Counter) Load() uint64 { return c.n.Load() }
@@ -161,47 +168,38 @@ var ErrCorrupt = errors.New("entry payload does not match its id")
 // is done. It first recovers checkouts left by killed workers (safe beside
 // live ones: they hold locks).
 func Consume(ctx context.Context, s *spool.Spool, from, to string, log *Log, ops *Counter) error {
-	if _, err := s.Recover(0); err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-	r, err := s.NewReader(from)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	for {
-		c, err := r.Dequeue(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("dequeue: %w", err)
-		}
-		id, ok := ParseID(c.Metadata())
-		data, derr := c.ReadData()
-		if !ok || derr != nil || !CheckPayload(id, data) {
-			c.Release()
-			return fmt.Errorf("%w: %s (%q, %v)", ErrCorrupt, c.Name(), c.Metadata(), derr)
-		}
+	return consumeChecked(ctx, s, from, func(c *spool.Checkout, id string) error {
 		meta := append(append([]byte{}, c.Metadata()...), ";stage="+to...)
 		if err := c.Save(to, meta); err != nil {
 			return fmt.Errorf("save %s: %w", id, err)
 		}
-		if ops != nil {
-			ops.Add() // the checkout
-			ops.Add() // the save
-		}
-		if log != nil {
-			if err := log.Line("moved", id, c.Name()); err != nil {
-				return err
-			}
-		}
-	}
+		ops.Add() // the checkout
+		ops.Add() // the save
+		return log.Line("moved", id, c.Name())
+	})
 }
 
 // Remove takes entries from queue, checks their payload and removes them,
 // logging the intent before and the acknowledgement after, until ctx is done.
 func Remove(ctx context.Context, s *spool.Spool, queue string, log *Log, ops *Counter) error {
+	return consumeChecked(ctx, s, queue, func(c *spool.Checkout, id string) error {
+		if err := log.Line("removing", id, c.Name()); err != nil {
+			return err
+		}
+		if err := c.Remove(); err != nil {
+			return fmt.Errorf("remove %s: %w", id, err)
+		}
+		ops.Add() // the checkout
+		ops.Add() // the remove
+		return log.Line("removed", id, c.Name())
+	})
+}
+
+// consumeChecked recovers stale checkouts of queue, then dequeues entries
+// until ctx is done, checks each one's payload against its id (releasing it
+// and failing with ErrCorrupt on a mismatch) and hands it to finish, which
+// must save or remove it.
+func consumeChecked(ctx context.Context, s *spool.Spool, queue string, finish func(c *spool.Checkout, id string) error) error {
 	if _, err := s.Recover(0); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
@@ -224,22 +222,8 @@ func Remove(ctx context.Context, s *spool.Spool, queue string, log *Log, ops *Co
 			c.Release()
 			return fmt.Errorf("%w: %s (%q, %v)", ErrCorrupt, c.Name(), c.Metadata(), derr)
 		}
-		if log != nil {
-			if err := log.Line("removing", id, c.Name()); err != nil {
-				return err
-			}
-		}
-		if err := c.Remove(); err != nil {
-			return fmt.Errorf("remove %s: %w", id, err)
-		}
-		if ops != nil {
-			ops.Add() // the checkout
-			ops.Add() // the remove
-		}
-		if log != nil {
-			if err := log.Line("removed", id, c.Name()); err != nil {
-				return err
-			}
+		if err := finish(c, id); err != nil {
+			return err
 		}
 	}
 }
