@@ -235,43 +235,15 @@ func newMetricExporter(ctx context.Context, opts Options) (sdkmetric.Exporter, e
 	}
 	var exp sdkmetric.Exporter
 	if proto == ProtocolGRPC {
-		var o []otlpmetricgrpc.Option
-		if opts.Endpoint != "" {
-			if strings.Contains(opts.Endpoint, "://") {
-				o = append(o, otlpmetricgrpc.WithEndpointURL(opts.Endpoint))
-			} else {
-				o = append(o, otlpmetricgrpc.WithEndpoint(opts.Endpoint))
-			}
-		}
-		if opts.Insecure {
-			o = append(o, otlpmetricgrpc.WithInsecure())
-		}
-		if opts.Headers != nil {
-			o = append(o, otlpmetricgrpc.WithHeaders(opts.Headers))
-		}
-		if opts.Timeout > 0 {
-			o = append(o, otlpmetricgrpc.WithTimeout(opts.Timeout))
-		}
-		exp, err = otlpmetricgrpc.New(ctx, o...)
+		exp, err = otlpmetricgrpc.New(ctx, otlpOptionSet[otlpmetricgrpc.Option]{
+			otlpmetricgrpc.WithEndpoint, otlpmetricgrpc.WithEndpointURL, otlpmetricgrpc.WithInsecure,
+			otlpmetricgrpc.WithHeaders, otlpmetricgrpc.WithTimeout,
+		}.from(opts, "")...)
 	} else {
-		var o []otlpmetrichttp.Option
-		if opts.Endpoint != "" {
-			if strings.Contains(opts.Endpoint, "://") {
-				o = append(o, otlpmetrichttp.WithEndpointURL(httpEndpoint(opts.Endpoint, "/v1/metrics")))
-			} else {
-				o = append(o, otlpmetrichttp.WithEndpoint(opts.Endpoint))
-			}
-		}
-		if opts.Insecure {
-			o = append(o, otlpmetrichttp.WithInsecure())
-		}
-		if opts.Headers != nil {
-			o = append(o, otlpmetrichttp.WithHeaders(opts.Headers))
-		}
-		if opts.Timeout > 0 {
-			o = append(o, otlpmetrichttp.WithTimeout(opts.Timeout))
-		}
-		exp, err = otlpmetrichttp.New(ctx, o...)
+		exp, err = otlpmetrichttp.New(ctx, otlpOptionSet[otlpmetrichttp.Option]{
+			otlpmetrichttp.WithEndpoint, otlpmetrichttp.WithEndpointURL, otlpmetrichttp.WithInsecure,
+			otlpmetrichttp.WithHeaders, otlpmetrichttp.WithTimeout,
+		}.from(opts, "/v1/metrics")...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating the OTLP %s metric exporter: %w", proto, err)
@@ -286,48 +258,57 @@ func newLogExporter(ctx context.Context, opts Options) (sdklog.Exporter, error) 
 	}
 	var exp sdklog.Exporter
 	if proto == ProtocolGRPC {
-		var o []otlploggrpc.Option
-		if opts.Endpoint != "" {
-			if strings.Contains(opts.Endpoint, "://") {
-				o = append(o, otlploggrpc.WithEndpointURL(opts.Endpoint))
-			} else {
-				o = append(o, otlploggrpc.WithEndpoint(opts.Endpoint))
-			}
-		}
-		if opts.Insecure {
-			o = append(o, otlploggrpc.WithInsecure())
-		}
-		if opts.Headers != nil {
-			o = append(o, otlploggrpc.WithHeaders(opts.Headers))
-		}
-		if opts.Timeout > 0 {
-			o = append(o, otlploggrpc.WithTimeout(opts.Timeout))
-		}
-		exp, err = otlploggrpc.New(ctx, o...)
+		exp, err = otlploggrpc.New(ctx, otlpOptionSet[otlploggrpc.Option]{
+			otlploggrpc.WithEndpoint, otlploggrpc.WithEndpointURL, otlploggrpc.WithInsecure,
+			otlploggrpc.WithHeaders, otlploggrpc.WithTimeout,
+		}.from(opts, "")...)
 	} else {
-		var o []otlploghttp.Option
-		if opts.Endpoint != "" {
-			if strings.Contains(opts.Endpoint, "://") {
-				o = append(o, otlploghttp.WithEndpointURL(httpEndpoint(opts.Endpoint, "/v1/logs")))
-			} else {
-				o = append(o, otlploghttp.WithEndpoint(opts.Endpoint))
-			}
-		}
-		if opts.Insecure {
-			o = append(o, otlploghttp.WithInsecure())
-		}
-		if opts.Headers != nil {
-			o = append(o, otlploghttp.WithHeaders(opts.Headers))
-		}
-		if opts.Timeout > 0 {
-			o = append(o, otlploghttp.WithTimeout(opts.Timeout))
-		}
-		exp, err = otlploghttp.New(ctx, o...)
+		exp, err = otlploghttp.New(ctx, otlpOptionSet[otlploghttp.Option]{
+			otlploghttp.WithEndpoint, otlploghttp.WithEndpointURL, otlploghttp.WithInsecure,
+			otlploghttp.WithHeaders, otlploghttp.WithTimeout,
+		}.from(opts, "/v1/logs")...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating the OTLP %s log exporter: %w", proto, err)
 	}
 	return exp, nil
+}
+
+// otlpOptionSet holds one OTLP exporter package's option constructors, so
+// the four exporters (metrics and logs, over gRPC and HTTP) share one
+// translation of Options into options.
+type otlpOptionSet[O any] struct {
+	endpoint    func(string) O
+	endpointURL func(string) O
+	insecure    func() O
+	headers     func(map[string]string) O
+	timeout     func(time.Duration) O
+}
+
+// from returns the options that carry opts' non-zero fields. signalPath is
+// the path appended to an HTTP endpoint URL (/v1/metrics, /v1/logs), "" for
+// gRPC, whose endpoint URL is used as it is.
+func (set otlpOptionSet[O]) from(opts Options, signalPath string) []O {
+	var o []O
+	switch {
+	case opts.Endpoint == "":
+	case !strings.Contains(opts.Endpoint, "://"):
+		o = append(o, set.endpoint(opts.Endpoint))
+	case signalPath != "":
+		o = append(o, set.endpointURL(httpEndpoint(opts.Endpoint, signalPath)))
+	default:
+		o = append(o, set.endpointURL(opts.Endpoint))
+	}
+	if opts.Insecure {
+		o = append(o, set.insecure())
+	}
+	if opts.Headers != nil {
+		o = append(o, set.headers(opts.Headers))
+	}
+	if opts.Timeout > 0 {
+		o = append(o, set.timeout(opts.Timeout))
+	}
+	return o
 }
 
 // Enabled reports whether any OTLP signal is on.
