@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"math"
 	"sort"
 	"time"
 )
@@ -17,46 +18,63 @@ type ageIndex struct {
 // are at most that old at now (cumulative, as a Prometheus histogram wants),
 // and the sum of all their ages in seconds. Ages are now minus the file's
 // mtime, at nanosecond precision; an mtime in the future counts as age 0.
-// bounds must be sorted ascending. It costs one pass over the queue's
-// entries and does not touch the disk.
+// bounds must be sorted ascending. It does not touch the disk, and costs a
+// binary search per bound plus one step per block of 256 entries, not one
+// per entry: the blocks are sorted by mtime and carry their mtimes' sum.
 func (q QueueStats) AgeBuckets(now time.Time, bounds []time.Duration) (cumulative []uint64, sumSeconds float64) {
-	counts := make([]uint64, len(bounds)+1)
+	blocks := q.ages.blocks
+	// prefix[i] is the number of items in blocks[:i].
+	prefix := make([]int, len(blocks)+1)
+	for i, b := range blocks {
+		prefix[i+1] = prefix[i] + len(b.items)
+	}
+	// before returns the number of items older than ns (mtime < ns) and
+	// the block that holds the first item not older.
+	before := func(ns int64) (count, bi int) {
+		bi = sort.Search(len(blocks), func(i int) bool {
+			b := blocks[i]
+			return b.items[len(b.items)-1].ns >= ns
+		})
+		if bi == len(blocks) {
+			return prefix[bi], bi
+		}
+		items := blocks[bi].items
+		return prefix[bi] + sort.Search(len(items), func(j int) bool { return items[j].ns >= ns }), bi
+	}
+
 	nowNs := now.UnixNano()
-	// Items are sorted oldest first, so ages decrease along the pass and the
-	// bucket index only ever moves down.
-	k := len(bounds)
-	first := true
-	var sumNs, carry int64
-	for _, b := range q.ages.blocks {
-		for _, it := range b.items {
-			age := nowNs - it.ns
-			if age < 0 {
-				age = 0
-			}
-			if first {
-				k = sort.Search(len(bounds), func(i int) bool { return int64(bounds[i]) >= age })
-				first = false
-			} else {
-				for k > 0 && int64(bounds[k-1]) >= age {
-					k--
-				}
-			}
-			counts[k]++
-			// Accumulate whole seconds and the nanosecond remainder apart so
-			// that a million ages neither overflow nor lose precision.
-			carry += age % 1e9
-			sumNs += age / 1e9
-			if carry >= 1e9 {
-				sumNs += carry / 1e9
-				carry %= 1e9
-			}
+	n := prefix[len(blocks)]
+	cumulative = make([]uint64, len(bounds))
+	for i, b := range bounds {
+		// At most b old means an mtime at or after now-b (saturated: a
+		// bound beyond every age takes in all entries).
+		oldest := nowNs - int64(b)
+		if int64(b) < 0 || oldest > nowNs {
+			oldest = math.MinInt64
+		}
+		older, _ := before(oldest)
+		cumulative[i] = uint64(n - older)
+	}
+
+	// The sum of ages is past*now minus the sum of the past mtimes, where
+	// past are the items not in the future (future ones count as age 0).
+	past, bi := before(nowNs + 1)
+	if nowNs == math.MaxInt64 {
+		past, bi = n, len(blocks)
+	}
+	var mtimes nsSum
+	for _, b := range blocks[:bi] {
+		mtimes.sec += b.sum.sec
+		mtimes.nsec += b.sum.nsec
+	}
+	if bi < len(blocks) {
+		for _, it := range blocks[bi].items[:past-prefix[bi]] {
+			mtimes.add(it.ns)
 		}
 	}
-	cumulative = make([]uint64, len(bounds))
-	var c uint64
-	for i := range bounds {
-		c += counts[i]
-		cumulative[i] = c
-	}
-	return cumulative, float64(sumNs) + float64(carry)/1e9
+	p := int64(past)
+	sec := p*(nowNs/1e9) - mtimes.sec
+	nsec := p*(nowNs%1e9) - mtimes.nsec
+	sec, nsec = sec+nsec/1e9, nsec%1e9
+	return cumulative, float64(sec) + float64(nsec)/1e9
 }

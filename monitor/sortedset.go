@@ -35,6 +35,25 @@ const blockMax = 256
 type block struct {
 	items []item
 	gen   uint64
+	// sum is the sum of the items' mtimes, which lets AgeBuckets add up a
+	// whole block's ages without visiting its items.
+	sum nsSum
+}
+
+// nsSum is an exact sum of nanosecond times, kept as whole seconds and
+// nanoseconds apart so that a million of them cannot overflow.
+type nsSum struct{ sec, nsec int64 }
+
+func (s *nsSum) add(ns int64) { s.sec += ns / 1e9; s.nsec += ns % 1e9 }
+func (s *nsSum) sub(ns int64) { s.sec -= ns / 1e9; s.nsec -= ns % 1e9 }
+
+// newBlock returns a block of items (which it keeps) with their sum.
+func newBlock(items []item, gen uint64) *block {
+	b := &block{items: items, gen: gen}
+	for _, it := range items {
+		b.sum.add(it.ns)
+	}
+	return b
 }
 
 // sortedSet holds the items of one directory ordered by (mtime, id): the
@@ -59,7 +78,7 @@ func (s *sortedSet) first() (item, bool) {
 func (s *sortedSet) writable(i int) *block {
 	b := s.blocks[i]
 	if b.gen < *s.gen {
-		b = &block{items: slices.Clone(b.items), gen: *s.gen}
+		b = &block{items: slices.Clone(b.items), gen: *s.gen, sum: b.sum}
 		s.blocks[i] = b
 	}
 	return b
@@ -80,17 +99,18 @@ func (s *sortedSet) blockFor(it item) int {
 func (s *sortedSet) insert(it item) {
 	s.n++
 	if len(s.blocks) == 0 {
-		s.blocks = append(s.blocks, &block{items: []item{it}, gen: *s.gen})
+		s.blocks = append(s.blocks, newBlock([]item{it}, *s.gen))
 		return
 	}
 	bi := s.blockFor(it)
 	b := s.writable(bi)
 	j, _ := slices.BinarySearchFunc(b.items, it, itemCmp)
 	b.items = slices.Insert(b.items, j, it)
+	b.sum.add(it.ns)
 	if len(b.items) > blockMax {
 		half := len(b.items) / 2
-		right := &block{items: slices.Clone(b.items[half:]), gen: *s.gen}
-		b.items = slices.Clip(slices.Clone(b.items[:half]))
+		right := newBlock(slices.Clone(b.items[half:]), *s.gen)
+		s.blocks[bi] = newBlock(slices.Clip(slices.Clone(b.items[:half])), *s.gen)
 		s.blocks = slices.Insert(s.blocks, bi+1, right)
 	}
 }
@@ -112,6 +132,7 @@ func (s *sortedSet) remove(it item) bool {
 	}
 	b := s.writable(bi)
 	b.items = slices.Delete(b.items, j, j+1)
+	b.sum.sub(it.ns)
 	return true
 }
 
@@ -133,7 +154,7 @@ func (s *sortedSet) build(items []item) {
 	s.n = len(items)
 	for len(items) > 0 {
 		k := min(len(items), blockMax)
-		s.blocks = append(s.blocks, &block{items: slices.Clone(items[:k]), gen: *s.gen})
+		s.blocks = append(s.blocks, newBlock(slices.Clone(items[:k]), *s.gen))
 		items = items[k:]
 	}
 }

@@ -2,6 +2,8 @@ package monitor
 
 import (
 	"context"
+	"math"
+	"math/big"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -56,6 +58,9 @@ func TestSortedSet(t *testing.T) {
 		var items []item
 		for _, b := range v.blocks {
 			items = append(items, b.items...)
+			if want := newBlock(b.items, 0).sum; b.sum != want {
+				t.Errorf("view %d: block sum %+v, want %+v", i, b.sum, want)
+			}
 		}
 		if !slices.Equal(items, viewModels[i]) || v.n != len(items) {
 			t.Errorf("view %d changed after it was published", i)
@@ -91,6 +96,58 @@ func TestAgeBuckets(t *testing.T) {
 	}
 	if c, sum := (QueueStats{}).AgeBuckets(now, bounds); !slices.Equal(c, []uint64{0, 0, 0}) || sum != 0 {
 		t.Errorf("empty queue: %v %v", c, sum)
+	}
+}
+
+// TestAgeBucketsRandom checks AgeBuckets against one pass over every item
+// on random sets (ties, future and pre-1970 mtimes, sets changed by inserts
+// and removals so that blocks split and shrink) and extreme bounds.
+func TestAgeBucketsRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	bounds := []time.Duration{0, time.Nanosecond, time.Second, time.Minute, 90 * time.Minute, 400 * 24 * time.Hour, time.Duration(math.MaxInt64)}
+	for round := range 200 {
+		var gen uint64 = 1
+		s := sortedSet{gen: &gen}
+		now := time.Unix(1_800_000_000, rng.Int64N(1e9))
+		if round%10 == 0 {
+			now = time.Unix(-5, 0) // before 1970
+		}
+		var model []item
+		size := rng.IntN(3000)
+		for i := range size {
+			age := time.Duration(rng.Int64N(int64(3 * time.Hour)))
+			if rng.IntN(20) == 0 {
+				age = -age // in the future
+			}
+			if rng.IntN(10) == 0 && len(model) > 0 {
+				age = now.Sub(time.Unix(0, model[rng.IntN(len(model))].ns)) // a tie
+			}
+			it := item{ns: now.Add(-age).UnixNano(), id: uint32(i)}
+			s.insert(it)
+			model = append(model, it)
+			if rng.IntN(4) == 0 {
+				k := rng.IntN(len(model))
+				s.remove(model[k])
+				model = slices.Delete(model, k, k+1)
+			}
+		}
+		q := QueueStats{ages: s.freeze()}
+		gotC, gotSum := q.AgeBuckets(now, bounds)
+		wantC := make([]uint64, len(bounds))
+		var wantSum big.Rat
+		for _, it := range model {
+			age := max(now.UnixNano()-it.ns, 0)
+			wantSum.Add(&wantSum, big.NewRat(age, 1e9))
+			for i, b := range bounds {
+				if age <= int64(b) {
+					wantC[i]++
+				}
+			}
+		}
+		want, _ := wantSum.Float64()
+		if !slices.Equal(gotC, wantC) || math.Abs(gotSum-want) > 1e-6*max(1, want) {
+			t.Fatalf("round %d (%d items): got %v sum %v, want %v sum %v", round, len(model), gotC, gotSum, wantC, want)
+		}
 	}
 }
 
@@ -277,5 +334,25 @@ func TestWatchFallback(t *testing.T) {
 	mustCycle(t, m)
 	if snap := m.Snapshot(); snap.FullScans != 3 {
 		t.Errorf("still scanning in full: %d", snap.FullScans)
+	}
+}
+
+// BenchmarkAgeBuckets measures AgeBuckets on a queue of one million
+// waiting entries with the exporter's bounds (minute, hour, day steps).
+func BenchmarkAgeBuckets(b *testing.B) {
+	var gen uint64 = 1
+	s := sortedSet{gen: &gen}
+	now := time.Now()
+	items := make([]item, 1_000_000)
+	for i := range items {
+		items[i] = item{ns: now.Add(-time.Duration(i) * 100 * time.Millisecond).UnixNano(), id: uint32(i)}
+	}
+	s.build(items)
+	q := QueueStats{ages: s.freeze()}
+	bounds := []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute, time.Hour,
+		2 * time.Hour, 6 * time.Hour, 12 * time.Hour, 24 * time.Hour, 48 * time.Hour, 7 * 24 * time.Hour}
+	b.ReportAllocs()
+	for b.Loop() {
+		q.AgeBuckets(now, bounds)
 	}
 }
