@@ -62,7 +62,7 @@ type location struct {
 	queue    string
 	checkout bool
 	path     string
-	count    int // names in the directory, including those whose stat failed
+	count    int // files in the directory that may be entries: not a directory, symlink or other non-regular file (reported as unexpected), but counting those whose stat failed
 	set      sortedSet
 	dirty    bool     // changed since the last publication
 	pub      ageIndex // the last published blocks
@@ -389,7 +389,9 @@ func (ix *index) removeExtra(id uint32, k int) {
 }
 
 func (ix *index) addItem(l *location, id uint32, lf uint8, ns int64) {
-	l.count++
+	if lf&lBad == 0 {
+		l.count++
+	}
 	l.dirty = true
 	if lf&lNoStat == 0 {
 		l.set.insert(item{ns: ns, id: id})
@@ -397,7 +399,9 @@ func (ix *index) addItem(l *location, id uint32, lf uint8, ns int64) {
 }
 
 func (ix *index) dropItem(l *location, id uint32, lf uint8, ns int64) {
-	l.count--
+	if lf&lBad == 0 {
+		l.count--
+	}
 	l.dirty = true
 	if lf&lNoStat == 0 {
 		l.set.remove(item{ns: ns, id: id})

@@ -522,7 +522,9 @@ func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item
 			e := &ix.ents[id]
 			st := f.state()
 			e.loc, e.ns, e.lf = l.id, st.ns, ix.lflags(st)
-			l.count++
+			if !st.bad {
+				l.count++
+			}
 			if !st.noStat {
 				items = append(items, item{ns: st.ns, id: id})
 			}

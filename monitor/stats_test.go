@@ -217,6 +217,54 @@ func TestStatistics(t *testing.T) {
 	}
 }
 
+// TestEntriesCountRegularFiles checks that Entries and CheckedOut count the
+// files that can be entries, as the library's List does: a symlink or a
+// directory in a queue is reported as unexpected, never counted, whether
+// the monitor finds it in a full scan or through inotify.
+func TestEntriesCountRegularFiles(t *testing.T) {
+	now := time.Now()
+	dir, s := newTestSpool(t)
+	if _, err := s.EnqueueBytes("queue2", []byte("m"), nil, spool.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	symlink(t, dir, "nowhere", "queue2/before")
+	if err := os.Mkdir(filepath.Join(dir, "queue2", "subdir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := newTestMonitor(t, dir, Config{}, &now)
+	mustCycle(t, m)
+	counts := func(step string, entries, checkedOut int) {
+		t.Helper()
+		// Publish now: event-driven publications may lag by publishDelay.
+		m.mu.Lock()
+		m.publishLocked(now)
+		m.mu.Unlock()
+		q := m.Snapshot().Queues[1]
+		if q.Entries != entries || q.CheckedOut != checkedOut {
+			t.Errorf("%s: queue2 has %d entries and %d checked out, want %d and %d", step, q.Entries, q.CheckedOut, entries, checkedOut)
+		}
+	}
+	counts("full scan", 1, 0)
+
+	symlink(t, dir, "nowhere", "queue2/after")
+	symlink(t, dir, "nowhere", "queue2/.checkout/after")
+	syncMonitor(t, m)
+	counts("symlinks added", 1, 0)
+	if err := os.Remove(filepath.Join(dir, "queue2", "before")); err != nil {
+		t.Fatal(err)
+	}
+	syncMonitor(t, m)
+	counts("a symlink removed", 1, 0)
+	if err := os.Remove(filepath.Join(dir, "queue2", "after")); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, dir, "queue2/after")
+	syncMonitor(t, m)
+	counts("a symlink replaced by a file", 2, 0)
+	mustCycle(t, m)
+	counts("after a cycle", 2, 0)
+}
+
 // TestSpoolRecreated deletes the spool directory under a watching monitor,
 // then creates it again: the monitor reports it down, then watches the new
 // directory by itself.

@@ -95,8 +95,8 @@ type Config struct {
 // QueueStats are one queue's statistics.
 type QueueStats struct {
 	Queue            string
-	Entries          int       // waiting entries
-	CheckedOut       int       // entries in .checkout
+	Entries          int       // waiting entries: the queue's files that are not directories, symlinks or other non-regular files (those are unexpected problems), including any whose stat failed
+	CheckedOut       int       // entries in .checkout, counted as Entries are
 	OldestEntry      time.Time // mtime of the oldest waiting entry; zero when none
 	OldestCheckedOut time.Time // mtime of the oldest checked-out entry; zero when none
 	Arrivals         uint64    // entries seen arriving (through inotify) since the monitor started: files created in or moved into the queue, counted once per path per event batch (a few ms); none while not watching

@@ -1260,10 +1260,15 @@ var agentCases = []badInputCase{
 			return up == 1 && u >= 3
 		})
 		goodServed(t, ag)
-		// 3 entries plus the 10 MiB one; the monitor also counts the
-		// symlink in the queue, which it reports as unexpected (the
-		// library's List skips it).
-		t.Logf("spool_queue_entries{queue=in} = %v for 4 entries and 1 symlink", m.must(t, "spool_queue_entries", "spool", "bad", "queue", "in"))
+		// 3 entries plus the 10 MiB one: the symlinks in the queue and its
+		// checkout directory are reported as unexpected, not counted (as
+		// the library's List skips them).
+		if n := m.must(t, "spool_queue_entries", "spool", "bad", "queue", "in"); n != 4 {
+			t.Errorf("spool_queue_entries{queue=in} = %v, want 4 (4 entries and 1 symlink)", n)
+		}
+		if n := m.must(t, "spool_queue_checked_out_entries", "spool", "bad", "queue", "in"); n != 0 {
+			t.Errorf("spool_queue_checked_out_entries{queue=in} = %v, want 0 (only a symlink)", n)
+		}
 		file.check(t)
 		odir.check(t)
 	}},
