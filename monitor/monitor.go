@@ -272,11 +272,12 @@ func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 		m.cycles++
 		m.failed++
 		m.up = false
+		prevErr := m.lastErr
 		m.lastErr = err.Error()
 		m.cycleDur = time.Since(start)
 		m.publishLocked(now)
 		m.mu.Unlock()
-		m.log.Warn("spool check cycle failed", "err", err)
+		m.logCycle(prevErr, err)
 		return nil, err
 	}
 	ps, perr := ix.problems(now, m.cfg.Limits)
@@ -299,6 +300,7 @@ func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 	m.mu.Lock()
 	m.cycles++
 	m.up = true
+	prevErr := m.lastErr
 	m.lastErr = ""
 	if err != nil {
 		m.failed++
@@ -319,10 +321,25 @@ func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 	m.cycleDur = time.Since(start)
 	m.publishLocked(now)
 	m.mu.Unlock()
-	if err != nil {
+	m.logCycle(prevErr, err)
+	return events, err
+}
+
+// logCycle logs a cycle's outcome when it changes: a failure at warning
+// level when its error differs from the previous cycle's (at debug level
+// when it repeats it), and the first success after failures at info level,
+// so that a spool that stays broken does not write a line every cycle
+// (spool_up and spool_fsck_failures_total count them).
+func (m *Monitor) logCycle(prevErr string, err error) {
+	switch {
+	case err == nil && prevErr != "":
+		m.log.Info("spool check cycle succeeded again", "previous_err", prevErr)
+	case err == nil:
+	case err.Error() == prevErr:
+		m.log.Debug("spool check cycle failed again", "err", err)
+	default:
 		m.log.Warn("spool check cycle failed", "err", err)
 	}
-	return events, err
 }
 
 // debounce applies the reference's rule to the cycle's problems and returns

@@ -1,13 +1,17 @@
 package monitor
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"math"
 	"math/big"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,13 +269,33 @@ func TestEntriesCountRegularFiles(t *testing.T) {
 	counts("after a cycle", 2, 0)
 }
 
+// lockedBuffer is a bytes.Buffer that the monitor's goroutines may write
+// to while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // TestSpoolRecreated deletes the spool directory under a watching monitor,
 // then creates it again: the monitor reports it down, then watches the new
 // directory by itself.
 func TestSpoolRecreated(t *testing.T) {
 	now := time.Now()
 	dir, _ := newTestSpool(t)
-	m := newTestMonitor(t, dir, Config{}, &now)
+	var logs lockedBuffer
+	m := newTestMonitor(t, dir, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, &now)
 	mustCycle(t, m)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
@@ -290,7 +314,12 @@ func TestSpoolRecreated(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if s := m.Snapshot(); s.Up || s.FailedCycles != 1 {
+	for range 2 {
+		if _, err := m.Cycle(context.Background()); err == nil {
+			t.Fatal("a cycle of the removed spool succeeded")
+		}
+	}
+	if s := m.Snapshot(); s.Up || s.FailedCycles != 3 {
 		t.Errorf("removed spool: Up=%v FailedCycles=%d", s.Up, s.FailedCycles)
 	}
 	s, err := spool.Create(dir, []string{"queue9"}, &spool.Options{Durability: spool.DurabilityNone})
@@ -298,8 +327,20 @@ func TestSpoolRecreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustCycle(t, m)
+	mustCycle(t, m)
 	if snap := m.Snapshot(); !snap.Up || !snap.Watching || len(snap.Queues) != 1 || snap.Queues[0].Queue != "queue9" {
 		t.Fatalf("recreated spool: %+v", snap)
+	}
+	// One line per change of state, not one per cycle: the first failure
+	// warns, the repeats are debug lines, the recovery is one info line.
+	for msg, want := range map[string]int{
+		`level=WARN msg="spool check cycle failed"`:          1,
+		`level=DEBUG msg="spool check cycle failed again"`:   2,
+		`level=INFO msg="spool check cycle succeeded again"`: 1,
+	} {
+		if got := strings.Count(logs.String(), msg); got != want {
+			t.Errorf("%d lines %s, want %d; log:\n%s", got, msg, want, logs.String())
+		}
 	}
 	// Watching again: an enqueue shows without a cycle.
 	if _, err := s.EnqueueBytes("queue9", nil, nil, spool.EnqueueOptions{}); err != nil {
