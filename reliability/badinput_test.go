@@ -1338,11 +1338,18 @@ var httpCases = []badInputCase{
 		ag, _, good, _ := agentPair(t, func(bad string) { goodSpool(t, bad) })
 		before := dirListing(t, good)
 		for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, "PROPFIND"} {
-			code, _, err := ag.get(m, "/metrics")
-			if err != nil {
-				t.Fatalf("%s /metrics: %v", m, err)
+			for _, p := range []string{"/metrics", "/", "/-/healthy"} {
+				code, _, err := ag.get(m, p)
+				if err != nil {
+					t.Fatalf("%s %s: %v", m, p, err)
+				}
+				if code != http.StatusMethodNotAllowed {
+					t.Errorf("%s %s: %d, want 405", m, p, code)
+				}
 			}
-			t.Logf("%s /metrics: %d", m, code)
+		}
+		if code, _, err := ag.get(http.MethodHead, "/metrics"); err != nil || code != http.StatusOK {
+			t.Errorf("HEAD /metrics: %d %v, want 200", code, err)
 		}
 		if after := dirListing(t, good); after != before {
 			t.Fatal("a request changed the spool")

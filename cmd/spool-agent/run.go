@@ -243,8 +243,9 @@ func (c *RunCmd) handler(m *Main, coll *collector.Collector) (http.Handler, erro
 	exp := promexporter.New(coll.Snapshots, promexporter.Options{Version: m.Version, Revision: m.Revision})
 	others := prometheus.NewRegistry()
 	others.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every route is GET (and so HEAD): another method gets 405 with Allow.
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promexporter.NewHandler(exp, others, promhttp.HandlerOpts{Registry: others}))
+	mux.Handle("GET /metrics", promexporter.NewHandler(exp, others, promhttp.HandlerOpts{Registry: others}))
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "spool-agent",
 		Description: "Health of multispool spools, for Prometheus and OpenTelemetry",
@@ -257,10 +258,10 @@ func (c *RunCmd) handler(m *Main, coll *collector.Collector) (http.Handler, erro
 	if err != nil {
 		return nil, fmt.Errorf("landing page: %w", err)
 	}
-	mux.Handle("/", landing)
+	mux.Handle("GET /", landing)
 	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "OK\n") }
-	mux.HandleFunc("/-/healthy", ok)
-	mux.HandleFunc("/-/ready", ok)
+	mux.HandleFunc("GET /-/healthy", ok)
+	mux.HandleFunc("GET /-/ready", ok)
 	return mux, nil
 }
 
