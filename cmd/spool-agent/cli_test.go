@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -485,8 +486,34 @@ func TestTextOutputsEscapeNames(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Entries) != 2 {
 		t.Fatalf("ls -o json: %v\n%s", err, r.stdout)
 	}
-	if e := doc.Entries[0]; e.Name != bad || e.State != "invalid" || e.MTime != "" || e.DataSize != nil || e.MetadataSize != nil {
+	if e := doc.Entries[0]; e.Name != bad || e.NameBase64 != "" || e.State != "invalid" || e.MTime != "" || e.DataSize != nil || e.MetadataSize != nil {
 		t.Errorf("ls -o json lists the invalid name as %+v", e)
+	}
+	// JSON strings are UTF-8: a name that is not comes exactly in name_base64.
+	wantB64 := base64.StdEncoding.EncodeToString([]byte(name))
+	if e := doc.Entries[1]; e.NameBase64 != wantB64 || e.State != "waiting" {
+		t.Errorf("ls -o json lists the non-UTF-8 name as %+v, want name_base64 %s", e, wantB64)
+	}
+	var shown entryJSON
+	if err := json.Unmarshal([]byte(mustCLI(t, "", "show", dir, name, "-o", "json")), &shown); err != nil || shown.NameBase64 != wantB64 {
+		t.Errorf("show -o json: %v, name_base64 %q, want %s", err, shown.NameBase64, wantB64)
+	}
+	r = cli(t, nil, "", "fsck", dir, "-o", "json")
+	var fsck struct{ Problems []problemJSON }
+	if err := json.Unmarshal([]byte(r.stdout), &fsck); err != nil {
+		t.Fatalf("fsck -o json: %v\n%s", err, r.stdout)
+	}
+	orphanB64 := base64.StdEncoding.EncodeToString([]byte("orphan\x9b"))
+	found := false
+	for _, p := range fsck.Problems {
+		if p.NameBase64 == orphanB64 && p.Kind == "orphaned" {
+			found = true
+		} else if p.NameBase64 != "" && utf8.ValidString(p.Name) && !strings.ContainsRune(p.Name, utf8.RuneError) {
+			t.Errorf("fsck -o json: name_base64 on the UTF-8 name %q", p.Name)
+		}
+	}
+	if !found {
+		t.Errorf("fsck -o json: no orphaned problem with name_base64 %s:\n%s", orphanB64, r.stdout)
 	}
 	r = cli(t, nil, "", "shape", dir)
 	if r.code != 0 || r.stderr != "spool-agent: warning: skipped 1 entry whose name is invalid (spool-agent fsck lists the spool's problems)\n" {

@@ -20,12 +20,14 @@ type FsckCmd struct {
 
 // problemJSON is a problem in fsck's JSON output.
 type problemJSON struct {
-	Kind  string    `json:"kind"`
-	Dir   string    `json:"dir"`
-	Queue string    `json:"queue,omitempty"`
-	Name  string    `json:"name"`
-	MTime string    `json:"mtime,omitempty"` // RFC 3339; absent when unknown
-	Dirs  []dirJSON `json:"dirs,omitempty"`  // duplicated: every directory that holds the name
+	Kind  string `json:"kind"`
+	Dir   string `json:"dir"`
+	Queue string `json:"queue,omitempty"`
+	Name  string `json:"name"`
+	// NameBase64 is the exact name when it is not UTF-8 (see entryJSON).
+	NameBase64 string    `json:"name_base64,omitempty"`
+	MTime      string    `json:"mtime,omitempty"` // RFC 3339; absent when unknown
+	Dirs       []dirJSON `json:"dirs,omitempty"`  // duplicated: every directory that holds the name
 }
 
 type dirJSON struct {
@@ -34,7 +36,7 @@ type dirJSON struct {
 }
 
 func newProblemJSON(p monitor.Problem) problemJSON {
-	j := problemJSON{Kind: string(p.Kind), Dir: string(p.Dir.Kind), Queue: p.Dir.Queue, Name: p.Name}
+	j := problemJSON{Kind: string(p.Kind), Dir: string(p.Dir.Kind), Queue: p.Dir.Queue, Name: p.Name, NameBase64: nameBase64(p.Name)}
 	if !p.ModTime.IsZero() {
 		j.MTime = p.ModTime.UTC().Format(time.RFC3339Nano)
 	}

@@ -81,6 +81,7 @@ func listEntries(s *spool.Spool, queues []string, waiting, checkedOut bool) ([]l
 // entryJSON is an entry in the JSON output of ls and show.
 type entryJSON struct {
 	Name           string  `json:"name"`
+	NameBase64     string  `json:"name_base64,omitempty"` // the exact name, when it is not UTF-8 (name then has U+FFFD for the bad bytes)
 	Queue          string  `json:"queue"`
 	State          string  `json:"state"`
 	MTime          string  `json:"mtime,omitempty"`         // absent for state invalid
@@ -95,6 +96,7 @@ type entryJSON struct {
 func newEntryJSON(info spool.EntryInfo) entryJSON {
 	e := entryJSON{
 		Name:         info.Name,
+		NameBase64:   nameBase64(info.Name),
 		Queue:        info.Queue,
 		State:        stateOf(info),
 		MTime:        info.ModTime.UTC().Format(time.RFC3339Nano),
@@ -105,6 +107,15 @@ func newEntryJSON(info spool.EntryInfo) entryJSON {
 		e.DataSize = &size
 	}
 	return e
+}
+
+// nameBase64 returns name in base64 when it is not UTF-8, which JSON
+// cannot carry exactly, and "" otherwise.
+func nameBase64(name string) string {
+	if utf8.ValidString(name) {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString([]byte(name))
 }
 
 func stateOf(info spool.EntryInfo) string {
@@ -164,7 +175,7 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 			case errors.Is(err, spool.ErrInvalidName):
 				// Made by hand or by other software: the library refuses
 				// the name, but the operator sees the file.
-				e = entryJSON{Name: name, Queue: l.queue, State: stateInvalid, Error: "invalid name (see spool-agent fsck)"}
+				e = entryJSON{Name: name, NameBase64: nameBase64(name), Queue: l.queue, State: stateInvalid, Error: "invalid name (see spool-agent fsck)"}
 			case err != nil:
 				w.Flush()
 				return err
