@@ -82,6 +82,8 @@ type spoolMonitor interface {
 	Run(ctx context.Context, onEvent func(monitor.Event)) error
 	Snapshot() *monitor.Snapshot
 	Config() monitor.Config
+	State() monitor.State
+	Resume(monitor.State)
 	Close() error
 }
 
@@ -116,6 +118,19 @@ type runner struct {
 	failed atomic.Pointer[monitorBox] // the monitor that failed last
 	ctx    context.Context
 	cancel context.CancelFunc
+	// prev is the runner this one replaces on the same directory (nil when
+	// none): its monitor's state is taken over once it has stopped.
+	prev *runner
+	// removed is set when Apply drops the spool: its alerting problems
+	// then end once its monitor has stopped.
+	removed atomic.Bool
+	done    chan struct{} // closed when the runner's goroutine has ended
+}
+
+func newRunner(s Spool, m spoolMonitor, prev *runner) *runner {
+	r := &runner{spec: s, cfg: m.Config(), prev: prev, done: make(chan struct{})}
+	r.mon.Store(&monitorBox{m})
+	return r
 }
 
 type monitorBox struct{ m spoolMonitor }
@@ -164,9 +179,13 @@ func sameConfig(a, b monitor.Config) bool {
 // valid names, valid monitor configurations) and changes nothing if any is
 // invalid; then it starts the new spools, stops the removed ones, restarts
 // those whose directory or configuration changed, and keeps the others
-// running with their state (debouncing, counters). It may be called before
-// Run (the monitors start when Run does) or during it, and never waits for a
-// monitor to stop.
+// running with their state (debouncing, counters). A spool restarted for a
+// new configuration keeps that state too (its new monitor takes it over
+// once the old one has stopped, and applies the new settings to it); a
+// spool removed or moved to another directory gets an End event for each
+// of its alerting problems, so that every Start is ended. It may be called
+// before Run (the monitors start when Run does) or during it, and never
+// waits for a monitor to stop.
 func (c *Collector) Apply(spools []Spool) error {
 	seen := make(map[string]bool, len(spools))
 	for _, s := range spools {
@@ -214,14 +233,20 @@ func (c *Collector) Apply(spools []Spool) error {
 			next[s.Name] = old
 			continue
 		}
-		if old != nil {
-			c.logger.Info("restarting spool monitor: directory or configuration changed", "spool", s.Name, "dir", s.Dir)
+		var prev *runner
+		switch {
+		case old != nil && filepath.Clean(old.spec.Dir) == filepath.Clean(s.Dir):
+			c.logger.Info("restarting spool monitor: configuration changed", "spool", s.Name, "dir", s.Dir)
 			old.stop()
-		} else {
+			prev = old // same spool: carry its alerts and counters over
+		case old != nil:
+			c.logger.Info("restarting spool monitor: directory changed", "spool", s.Name, "dir", s.Dir)
+			old.removed.Store(true)
+			old.stop()
+		default:
 			c.logger.Info("watching spool", "spool", s.Name, "dir", s.Dir)
 		}
-		r := &runner{spec: s, cfg: cand.Config()}
-		r.mon.Store(&monitorBox{cand})
+		r := newRunner(s, cand, prev)
 		next[s.Name] = r
 		if c.ctx != nil {
 			c.start(r)
@@ -230,6 +255,7 @@ func (c *Collector) Apply(spools []Spool) error {
 	for name, old := range c.runners {
 		if _, ok := next[name]; !ok {
 			c.logger.Info("no longer watching spool", "spool", name, "dir", old.spec.Dir)
+			old.removed.Store(true)
 			old.stop()
 		}
 	}
@@ -245,6 +271,7 @@ func (r *runner) stop() {
 		return
 	}
 	_ = r.mon.Load().m.Close()
+	close(r.done)
 }
 
 // start runs r's supervisor goroutine; c.mu is held.
@@ -258,9 +285,47 @@ func (c *Collector) start(r *runner) {
 			c.mu.Lock()
 			delete(c.live, r)
 			c.mu.Unlock()
+			close(r.done)
 		}()
+		if r.prev != nil {
+			c.takeOver(r, r.prev)
+			r.prev = nil
+		}
 		c.supervise(r)
+		if r.removed.Load() {
+			c.endAlerts(r)
+		}
 	}()
+}
+
+// takeOver waits (at most stopTimeout) for prev, the runner r replaces on
+// the same spool, to stop, then gives r's monitor prev's monitor's state,
+// so that a configuration change neither repeats nor loses an event and
+// the counters continue. It waits even when r is already being stopped, so
+// that a state passes through a runner replaced before it ran. A
+// predecessor stuck on a dead disk is left behind, and r starts afresh.
+func (c *Collector) takeOver(r, prev *runner) {
+	t := time.NewTimer(c.stopTimeout)
+	defer t.Stop()
+	select {
+	case <-prev.done:
+		r.mon.Load().m.Resume(prev.mon.Load().m.State())
+	case <-t.C:
+		c.logger.Warn("previous spool monitor did not stop in time; starting afresh", "spool", r.spec.Name, "timeout", c.stopTimeout)
+	}
+}
+
+// endAlerts emits an End event for each problem of r's stopped monitor
+// that was alerting: its spool is no longer watched (Apply removed it or
+// moved it to another directory), so nothing else would end them.
+func (c *Collector) endAlerts(r *runner) {
+	if c.onEvent == nil {
+		return
+	}
+	now := time.Now()
+	for _, p := range r.mon.Load().m.Snapshot().Alerting {
+		c.deliver(r, monitor.Event{Type: monitor.End, Time: now, Problem: p})
+	}
 }
 
 // supervise runs r's monitor until r.ctx is done, restarting it after a
@@ -326,15 +391,18 @@ func (c *Collector) runMonitor(r *runner, mon spoolMonitor) (err error) {
 			c.logger.Error("spool monitor panicked", "spool", r.spec.Name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 	}()
-	return mon.Run(r.ctx, func(ev monitor.Event) { c.emit(r, ev) })
+	var onEvent func(monitor.Event)
+	if c.onEvent != nil {
+		onEvent = func(ev monitor.Event) { c.deliver(r, ev) }
+	}
+	return mon.Run(r.ctx, onEvent)
 }
 
-// emit passes one event to onEvent, unless r is being stopped, and
-// survives a panicking callback.
-func (c *Collector) emit(r *runner, ev monitor.Event) {
-	if c.onEvent == nil || r.ctx.Err() != nil {
-		return
-	}
+// deliver passes one event of r's spool to onEvent (which must not be nil),
+// surviving a panicking callback. A monitor's events are delivered even
+// while it stops: the last cycle's state, which a successor takes over,
+// includes them.
+func (c *Collector) deliver(r *runner, ev monitor.Event) {
 	defer func() {
 		if v := recover(); v != nil {
 			c.logger.Error("event callback panicked", "spool", r.spec.Name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))

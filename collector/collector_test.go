@@ -194,15 +194,28 @@ func TestApplyKeepsState(t *testing.T) {
 	makeSpool(t, a)
 	makeSpool(t, b)
 	plantOrphan(t, a)
+	// A tmp file an hour old: too old for the default 10m limit (and, as
+	// every tmp file the registry does not name, orphaned).
+	tmp := filepath.Join(a, ".tmp", "stale")
+	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hourAgo := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(tmp, hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
 	var events eventLog
 	c := New(slog.New(slog.DiscardHandler), events.add)
 	if err := c.Apply([]Spool{{Name: "a", Dir: a, Config: fastConfig()}}); err != nil {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "orphan alerting in a", func() bool { return alerting(snapshotOf(c, "a"), monitor.KindOrphaned) })
-	if n := events.count("a", monitor.Start); n != 1 {
-		t.Fatalf("%d start events, want 1", n)
+	waitFor(t, "orphan and stale tmp file alerting in a", func() bool {
+		s := snapshotOf(c, "a")
+		return alerting(s, monitor.KindOrphaned) && alerting(s, monitor.KindTooOld)
+	})
+	if n := events.count("a", monitor.Start); n != 3 {
+		t.Fatalf("%d start events, want 3: %+v", n, events.events)
 	}
 	cyclesBefore := snapshotOf(c, "a").Cycles
 
@@ -220,28 +233,46 @@ func TestApplyKeepsState(t *testing.T) {
 		t.Errorf("a lost its state: cycles %d (before %d), alerting %v", sa.Cycles, cyclesBefore, sa.Alerting)
 	}
 	time.Sleep(50 * time.Millisecond) // a few more cycles of a
-	if n := events.count("a", monitor.Start); n != 1 {
-		t.Errorf("%d start events for a after a keeping Apply, want still 1", n)
+	if n := events.count("a", monitor.Start); n != 3 {
+		t.Errorf("%d start events for a after a keeping Apply, want still 3", n)
 	}
 
-	// Change a's configuration: a new monitor, whose counters start over and
-	// which alerts again.
+	// Change a's configuration so that the tmp file is no longer too old:
+	// a new monitor takes over the old one's state, so the orphans go on
+	// alerting without a second Start, the tmp file's too_old alert ends
+	// once, and the counters continue.
 	changed := fastConfig()
-	changed.Limits.MaxTmpFileAge = time.Hour
+	changed.Limits.MaxTmpFileAge = 2 * time.Hour
 	if err := c.Apply([]Spool{{Name: "a", Dir: a, Config: changed}, {Name: "b", Dir: b, Config: fastConfig()}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a restarted and alerting again", func() bool { return events.count("a", monitor.Start) == 2 })
-	if s := snapshotOf(c, "a"); s.EventsTotal[monitor.KindOrphaned][monitor.Start] != 1 {
-		t.Errorf("restarted monitor's EventsTotal %v, want a fresh count of 1", s.EventsTotal)
+	waitFor(t, "the stale tmp file's alert ended", func() bool { return events.count("a", monitor.End) == 1 })
+	cycles := snapshotOf(c, "a").Cycles
+	waitFor(t, "a few cycles of the new monitor", func() bool { return snapshotOf(c, "a").Cycles >= cycles+3 })
+	s := snapshotOf(c, "a")
+	if n, e := events.count("a", monitor.Start), events.count("a", monitor.End); n != 3 || e != 1 {
+		t.Errorf("after the configuration change: %d start and %d end events, want still 3 and 1", n, e)
+	}
+	if !alerting(s, monitor.KindOrphaned) || alerting(s, monitor.KindTooOld) {
+		t.Errorf("after the configuration change alerting %v, want only the orphan", s.Alerting)
+	}
+	if got := s.EventsTotal[monitor.KindOrphaned][monitor.Start]; got != 2 {
+		t.Errorf("orphaned start count %d after the change, want 2 (carried over)", got)
+	}
+	if got := s.EventsTotal[monitor.KindTooOld]; got[monitor.Start] != 1 || got[monitor.End] != 1 {
+		t.Errorf("too_old counts %v after the change, want 1 start and 1 end", got)
 	}
 
-	// Remove b.
-	if err := c.Apply([]Spool{{Name: "a", Dir: a, Config: changed}}); err != nil {
+	// Remove a: no longer watched, its two alerting orphans end.
+	if err := c.Apply([]Spool{{Name: "b", Dir: b, Config: fastConfig()}}); err != nil {
 		t.Fatal(err)
 	}
-	if s := c.Snapshots(); len(s) != 1 || s[0].Name != "a" {
-		t.Errorf("after removing b: %d snapshots", len(s))
+	if s := c.Snapshots(); len(s) != 1 || s[0].Name != "b" {
+		t.Errorf("after removing a: %d snapshots", len(s))
+	}
+	waitFor(t, "the removed spool's orphans ended", func() bool { return events.count("a", monitor.End) == 3 })
+	if n := events.count("a", monitor.Start); n != 3 {
+		t.Errorf("%d start events after removing a, want still 3", n)
 	}
 }
 
@@ -310,6 +341,8 @@ func (m *fakeMonitor) Run(ctx context.Context, onEvent func(monitor.Event)) erro
 func (m *fakeMonitor) Snapshot() *monitor.Snapshot { return m.snap.Load() }
 func (m *fakeMonitor) Config() monitor.Config      { return m.cfg }
 func (m *fakeMonitor) Close() error                { m.closed.Store(true); return nil }
+func (m *fakeMonitor) State() monitor.State        { return monitor.State{} }
+func (m *fakeMonitor) Resume(monitor.State)        {}
 
 // healthy cycles every millisecond until ctx is done.
 func healthy(ctx context.Context, m *fakeMonitor, onEvent func(monitor.Event)) error {

@@ -159,6 +159,63 @@ func New(name, dir string, cfg Config) (*Monitor, error) {
 // Config returns the monitor's configuration with the defaults filled in.
 func (m *Monitor) Config() Config { return m.cfg }
 
+// State is what a Monitor hands on to the monitor that replaces it when
+// its spool's configuration changes: the debouncing (how many consecutive
+// cycles each problem has been seen, which problems alert) and the
+// counters (events, arrivals). The successor neither repeats a Start nor
+// loses an End, and its counters continue.
+type State struct {
+	counts      map[string]int
+	alerting    map[string]Problem
+	eventsTotal map[Kind]map[EventType]uint64
+	arrivals    map[string]uint64
+}
+
+// State returns a copy of the monitor's state. Take it once the monitor
+// has stopped (Run returned): a later cycle would not be in it.
+func (m *Monitor) State() State {
+	m.cycleMu.Lock()
+	defer m.cycleMu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return State{
+		counts:      maps.Clone(m.counts),
+		alerting:    maps.Clone(m.alerting),
+		eventsTotal: copyEventsTotal(m.eventsTotal),
+		arrivals:    maps.Clone(m.arrivals),
+	}
+}
+
+// Resume makes s, a predecessor's State, the monitor's own; call it before
+// the first Cycle or Run. The first cycle then applies this monitor's
+// configuration to the carried counts: a problem that still alerts raises
+// no new Start, and one that no longer does (a raised limit, a higher
+// AlertAfterCycles, or it went) raises an End.
+func (m *Monitor) Resume(s State) {
+	m.cycleMu.Lock()
+	defer m.cycleMu.Unlock()
+	m.counts = maps.Clone(s.counts)
+	m.alerting = maps.Clone(s.alerting)
+	if m.counts == nil {
+		m.counts = map[string]int{}
+	}
+	if m.alerting == nil {
+		m.alerting = map[string]Problem{}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.eventsTotal = copyEventsTotal(s.eventsTotal)
+	m.arrivals = maps.Clone(s.arrivals)
+	if m.arrivals == nil {
+		m.arrivals = map[string]uint64{}
+	}
+	m.alertingNow = sortedProblems(m.alerting)
+	cp := *m.snap.Load()
+	cp.EventsTotal = copyEventsTotal(m.eventsTotal)
+	cp.Alerting = m.alertingNow
+	m.snap.Store(&cp)
+}
+
 // Snapshot returns the latest snapshot. It is never nil (before the first
 // cycle it has Up == false), must not be modified, and costs an atomic load.
 func (m *Monitor) Snapshot() *Snapshot { return m.snap.Load() }
@@ -196,16 +253,19 @@ func (m *Monitor) Close() error {
 func (m *Monitor) Run(ctx context.Context, onEvent func(Event)) error {
 	for {
 		events, err := m.Cycle(ctx)
+		// A cycle that completed has changed the debounce state: its
+		// events are delivered even if ctx ended meanwhile, so that no
+		// Start or End is lost (State hands that state on).
+		if onEvent != nil {
+			for _, e := range events {
+				onEvent(e)
+			}
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, ErrClosed) {
 			return err
-		}
-		if onEvent != nil {
-			for _, e := range events {
-				onEvent(e)
-			}
 		}
 		select {
 		case <-ctx.Done():

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -244,6 +245,59 @@ func TestDebounceSnapshot(t *testing.T) {
 	}
 	if n, ok := s.EventsTotal[KindUnexpected][End]; !ok || n != 0 {
 		t.Errorf("EventsTotal not zero-filled: %v", s.EventsTotal)
+	}
+}
+
+// TestResume hands a monitor's state to successors with other
+// configurations: what still alerts raises no new Start, what no longer
+// does ends, and the counters continue.
+func TestResume(t *testing.T) {
+	now := t0.Add(time.Hour)
+	dir, _ := newTestSpool(t)
+	touch(t, dir, ".data/foo")
+	cfg := Config{DisableWatch: true, AlertAfterCycles: 1}
+	old := newTestMonitor(t, dir, cfg, &now)
+	mustCycle(t, old)
+	if ev := mustCycle(t, old); len(ev) != 1 || ev[0].Type != Start {
+		t.Fatalf("second cycle: %v, want one start", ev)
+	}
+	st := old.State()
+	old.Close()
+
+	tests := []struct {
+		name       string
+		alertAfter int
+		want       []EventType
+		alerting   int
+	}{
+		{name: "same rule", alertAfter: 1, want: nil, alerting: 1},
+		{name: "stricter rule", alertAfter: 0, want: nil, alerting: 1},
+		{name: "looser rule: seen 3 times, must exceed 5", alertAfter: 5, want: []EventType{End}, alerting: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newTestMonitor(t, dir, Config{DisableWatch: true, AlertAfterCycles: tt.alertAfter, AlertAfterCyclesSet: true}, &now)
+			m.Resume(st)
+			if s := m.Snapshot(); len(s.Alerting) != 1 || s.EventsTotal[KindOrphaned][Start] != 1 {
+				t.Errorf("resumed snapshot before a cycle: alerting %v, events %v", s.Alerting, s.EventsTotal[KindOrphaned])
+			}
+			ev := mustCycle(t, m)
+			var got []EventType
+			for _, e := range ev {
+				got = append(got, e.Type)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("first cycle's events %v, want %v", got, tt.want)
+			}
+			s := m.Snapshot()
+			if len(s.Alerting) != tt.alerting || s.EventsTotal[KindOrphaned][Start] != 1 {
+				t.Errorf("after a cycle: alerting %v, events %v", s.Alerting, s.EventsTotal[KindOrphaned])
+			}
+		})
+	}
+	// The state is a copy: the successors' cycles did not change it.
+	if st.counts[p(KindOrphaned, data, "foo").Key()] != 2 {
+		t.Errorf("the handed-on state changed: %v", st.counts)
 	}
 }
 
