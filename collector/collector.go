@@ -118,17 +118,19 @@ type runner struct {
 	failed atomic.Pointer[monitorBox] // the monitor that failed last
 	ctx    context.Context
 	cancel context.CancelFunc
-	// prev is the runner this one replaces on the same directory (nil when
-	// none): its monitor's state is taken over once it has stopped.
-	prev *runner
+	// prev is the runner this one replaces (nil when none): this one
+	// starts once prev has stopped, so that their events do not mix, and
+	// takes its monitor's state over when resume is set (same directory).
+	prev   *runner
+	resume bool
 	// removed is set when Apply drops the spool: its alerting problems
 	// then end once its monitor has stopped.
 	removed atomic.Bool
 	done    chan struct{} // closed when the runner's goroutine has ended
 }
 
-func newRunner(s Spool, m spoolMonitor, prev *runner) *runner {
-	r := &runner{spec: s, cfg: m.Config(), prev: prev, done: make(chan struct{})}
+func newRunner(s Spool, m spoolMonitor, prev *runner, resume bool) *runner {
+	r := &runner{spec: s, cfg: m.Config(), prev: prev, resume: resume, done: make(chan struct{})}
 	r.mon.Store(&monitorBox{m})
 	return r
 }
@@ -233,12 +235,11 @@ func (c *Collector) Apply(spools []Spool) error {
 			next[s.Name] = old
 			continue
 		}
-		var prev *runner
+		sameDir := old != nil && filepath.Clean(old.spec.Dir) == filepath.Clean(s.Dir)
 		switch {
-		case old != nil && filepath.Clean(old.spec.Dir) == filepath.Clean(s.Dir):
+		case sameDir:
 			c.logger.Info("restarting spool monitor: configuration changed", "spool", s.Name, "dir", s.Dir)
 			old.stop()
-			prev = old // same spool: carry its alerts and counters over
 		case old != nil:
 			c.logger.Info("restarting spool monitor: directory changed", "spool", s.Name, "dir", s.Dir)
 			old.removed.Store(true)
@@ -246,7 +247,7 @@ func (c *Collector) Apply(spools []Spool) error {
 		default:
 			c.logger.Info("watching spool", "spool", s.Name, "dir", s.Dir)
 		}
-		r := newRunner(s, cand, prev)
+		r := newRunner(s, cand, old, sameDir) // same spool: carry its alerts and counters over
 		next[s.Name] = r
 		if c.ctx != nil {
 			c.start(r)
@@ -298,18 +299,22 @@ func (c *Collector) start(r *runner) {
 	}()
 }
 
-// takeOver waits (at most stopTimeout) for prev, the runner r replaces on
-// the same spool, to stop, then gives r's monitor prev's monitor's state,
-// so that a configuration change neither repeats nor loses an event and
-// the counters continue. It waits even when r is already being stopped, so
-// that a state passes through a runner replaced before it ran. A
-// predecessor stuck on a dead disk is left behind, and r starts afresh.
+// takeOver waits (at most stopTimeout) for prev, the runner r replaces, to
+// stop, so that prev's last events (its End events, if its directory
+// changed) come before r's; then, for the same directory, it gives r's
+// monitor prev's monitor's state, so that a configuration change neither
+// repeats nor loses an event and the counters continue. It waits even when
+// r is already being stopped, so that a state passes through a runner
+// replaced before it ran. A predecessor stuck on a dead disk is left
+// behind, and r starts afresh.
 func (c *Collector) takeOver(r, prev *runner) {
 	t := time.NewTimer(c.stopTimeout)
 	defer t.Stop()
 	select {
 	case <-prev.done:
-		r.mon.Load().m.Resume(prev.mon.Load().m.State())
+		if r.resume {
+			r.mon.Load().m.Resume(prev.mon.Load().m.State())
+		}
 	case <-t.C:
 		c.logger.Warn("previous spool monitor did not stop in time; starting afresh", "spool", r.spec.Name, "timeout", c.stopTimeout)
 	}

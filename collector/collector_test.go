@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -273,6 +274,38 @@ func TestApplyKeepsState(t *testing.T) {
 	waitFor(t, "the removed spool's orphans ended", func() bool { return events.count("a", monitor.End) == 3 })
 	if n := events.count("a", monitor.Start); n != 3 {
 		t.Errorf("%d start events after removing a, want still 3", n)
+	}
+}
+
+// TestApplyMovesSpool points a spool name at another directory holding
+// the same problem: the old directory's alert ends before the new one's
+// starts, so the log records pair up.
+func TestApplyMovesSpool(t *testing.T) {
+	root := t.TempDir()
+	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
+	makeSpool(t, a)
+	makeSpool(t, b)
+	plantOrphan(t, a)
+	plantOrphan(t, b)
+	var events eventLog
+	c := New(slog.New(slog.DiscardHandler), events.add)
+	if err := c.Apply([]Spool{{Name: "x", Dir: a, Config: fastConfig()}}); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, c)
+	waitFor(t, "the orphan alerting", func() bool { return events.count("x", monitor.Start) == 1 })
+	if err := c.Apply([]Spool{{Name: "x", Dir: b, Config: fastConfig()}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the orphan alerting in the new directory", func() bool { return events.count("x", monitor.Start) == 2 })
+	events.mu.Lock()
+	defer events.mu.Unlock()
+	var got []monitor.EventType
+	for _, ev := range events.events["x"] {
+		got = append(got, ev.Type)
+	}
+	if want := []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
 	}
 }
 
