@@ -68,12 +68,13 @@
 //
 // # Scale
 //
-// The monitor keeps an index of the spool fed by inotify (through fsnotify):
-// it watches .registry, .tmp, .data, the root, every queue directory and its
-// .checkout, and on each event stats the one file concerned. Queue
-// statistics follow the events: a change after a quiet spell is published in
-// a fresh snapshot within milliseconds, and a burst of changes gives at most
-// one snapshot per 100 ms. A cycle then
+// The monitor keeps an index of the spool fed by inotify, which it reads in
+// batches (the first event of a burst, then 20 ms later all that queued up:
+// two wake-ups per batch whatever the event rate): it watches .registry,
+// .tmp, .data, the root, every queue directory and its .checkout, and per
+// batch stats each file concerned once. Queue statistics follow the events:
+// a change after a quiet spell is published in a fresh snapshot within
+// about 20 ms, and a burst of changes gives at most one snapshot per 100 ms. A cycle then
 // costs time in proportion to the problems and the entries in transit, not
 // to the spool: the entries whose registry, data and queue files are not
 // exactly one of each are kept apart, and each queue's entries are kept

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -56,9 +55,9 @@ type Monitor struct {
 	fullReason   string
 	lastFull     time.Time
 	scanning     bool
-	scanDirty    map[string]fsnotify.Op // paths with events during a full scan
+	scanDirty    map[string]fsOp // paths with events during a full scan
 	rescanQueued bool
-	w            *fsnotify.Watcher
+	w            *watcher
 	watching     bool
 	closed       bool
 	pubPending   bool
@@ -238,7 +237,7 @@ func (m *Monitor) Close() error {
 	m.mu.Unlock()
 	var err error
 	if w != nil {
-		err = w.Close()
+		err = w.close()
 	}
 	m.wg.Wait()
 	return err

@@ -8,13 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/spool-agent/spool-agent/spool"
 	"golang.org/x/sys/unix"
 )
-
-// eventBuffer is the capacity of the watcher's event channel.
-const eventBuffer = 4096
 
 // unwatchableFS lists file systems whose changes made by other hosts (or by
 // the server) raise no inotify event: watching them would miss changes, so
@@ -56,7 +52,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	}
 	m.mu.Lock()
 	m.scanning = true
-	m.scanDirty = map[string]fsnotify.Op{}
+	m.scanDirty = map[string]fsOp{}
 	m.needFull = false
 	reason := m.fullReason
 	m.fullReason = ""
@@ -83,7 +79,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	m.scanDirty = nil
 	m.fullScans++
 	m.lastFull = now
-	var closeW *fsnotify.Watcher
+	var closeW *watcher
 	if ix == nil || len(watchErrs) > 0 || !useWatch {
 		closeW, m.w = m.w, nil
 		m.watching = false
@@ -109,7 +105,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	watching := m.watching
 	m.mu.Unlock()
 	if closeW != nil {
-		closeW.Close()
+		closeW.close()
 	}
 
 	switch {
@@ -133,20 +129,29 @@ func (m *Monitor) addWatch(path string) error {
 		return ErrClosed
 	}
 	if m.w == nil {
-		w, err := fsnotify.NewBufferedWatcher(eventBuffer)
+		w, err := newWatcher()
 		if err != nil {
 			return fmt.Errorf("start inotify: %w", err)
 		}
 		m.w = w
 		m.wg.Add(1)
-		go m.loop(w)
+		go func() {
+			defer m.wg.Done()
+			w.run(gatherDelay, func(batch []fsEvent) { m.apply(w, batch) }, func(err error) {
+				if errors.Is(err, errOverflow) {
+					m.requestFull(w, err.Error())
+				} else {
+					m.requestFull(w, "inotify error: "+err.Error())
+				}
+			})
+		}()
 	}
 	err := error(nil)
 	if addWatchFault != nil {
 		err = addWatchFault(path)
 	}
 	if err == nil {
-		err = m.w.Add(path)
+		err = m.w.add(path)
 	}
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", path, err)
@@ -158,58 +163,18 @@ func (m *Monitor) addWatch(path string) error {
 // with the error it returns (as the inotify limits do).
 var addWatchFault func(path string) error
 
-// gatherDelay is how long the event loop gathers events after the first of
-// a batch: waking up for every event of a burst costs more than the events.
-const gatherDelay = 2 * time.Millisecond
-
-// loop applies the watcher's events in batches until the watcher closes.
-func (m *Monitor) loop(w *fsnotify.Watcher) {
-	defer m.wg.Done()
-	batch := make([]fsnotify.Event, 0, 1024)
-	gather := time.NewTimer(gatherDelay)
-	gather.Stop()
-	for {
-		select {
-		case ev, ok := <-w.Events:
-			if !ok {
-				return
-			}
-			batch = append(batch[:0], ev)
-			gather.Reset(gatherDelay)
-		drain:
-			for len(batch) < cap(batch) {
-				select {
-				case ev, ok := <-w.Events:
-					if !ok {
-						break drain
-					}
-					batch = append(batch, ev)
-				case <-gather.C:
-					break drain
-				}
-			}
-			gather.Stop()
-			m.apply(w, batch)
-		case err, ok := <-w.Errors:
-			if !ok {
-				return
-			}
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				m.requestFull(w, "inotify event queue overflowed")
-			} else {
-				m.requestFull(w, "inotify error: "+err.Error())
-			}
-		}
-	}
-}
+// gatherDelay is how long the watcher lets a burst of events queue up
+// after its first event before reading them: waking up for every event of
+// a burst costs more than the events (see inotify.go).
+const gatherDelay = 20 * time.Millisecond
 
 // apply applies a batch of events to the index and schedules a publication.
-func (m *Monitor) apply(w *fsnotify.Watcher, batch []fsnotify.Event) {
+func (m *Monitor) apply(w *watcher, batch []fsEvent) {
 	var rootFiles []string
 	if m.dropping.Load() {
 		// Lost, as in an overflow; only the test markers are reported.
 		for _, ev := range batch {
-			if dir, name := filepath.Split(ev.Name); filepath.Clean(dir) == m.dir && ev.Op.Has(fsnotify.Create) {
+			if dir, name := filepath.Split(ev.path); filepath.Clean(dir) == m.dir && ev.op.has(opCreate) {
 				rootFiles = append(rootFiles, name)
 			}
 		}
@@ -227,13 +192,13 @@ func (m *Monitor) apply(w *fsnotify.Watcher, batch []fsnotify.Event) {
 	}
 	// One look per path and batch: the state of a file after its last
 	// event is what counts, and events are hints, not counts.
-	ops := make(map[string]fsnotify.Op, len(batch))
+	ops := make(map[string]fsOp, len(batch))
 	order := make([]string, 0, len(batch))
 	for _, ev := range batch {
-		if _, seen := ops[ev.Name]; !seen {
-			order = append(order, ev.Name)
+		if _, seen := ops[ev.path]; !seen {
+			order = append(order, ev.path)
 		}
-		ops[ev.Name] |= ev.Op
+		ops[ev.path] |= ev.op
 	}
 	for _, path := range order {
 		op := ops[path]
@@ -242,7 +207,7 @@ func (m *Monitor) apply(w *fsnotify.Watcher, batch []fsnotify.Event) {
 		}
 		if m.idx == nil {
 			// The next cycle scans in full; only report root files.
-			if dir, name := filepath.Split(path); filepath.Clean(dir) == m.dir && op.Has(fsnotify.Create) {
+			if dir, name := filepath.Split(path); filepath.Clean(dir) == m.dir && op.has(opCreate) {
 				rootFiles = append(rootFiles, name)
 			}
 			continue
@@ -265,9 +230,9 @@ func (m *Monitor) apply(w *fsnotify.Watcher, batch []fsnotify.Event) {
 // reports the name of a regular file at the spool root (which the checks
 // ignore; tests use one as a marker). Callers hold m.mu.
 // countArrival says whether a new file in a queue counts as an arrival.
-func (m *Monitor) applyPath(ix *index, path string, op fsnotify.Op, countArrival bool) (rootFile string, isRootFile bool) {
+func (m *Monitor) applyPath(ix *index, path string, op fsOp, countArrival bool) (rootFile string, isRootFile bool) {
 	if path == m.dir {
-		if op.Has(fsnotify.Remove) || op.Has(fsnotify.Rename) {
+		if op.has(opRemove) || op.has(opRename) {
 			m.requestFullLocked("spool directory removed or moved")
 		}
 		return "", false
@@ -278,7 +243,7 @@ func (m *Monitor) applyPath(ix *index, path string, op fsnotify.Op, countArrival
 	}
 	dir, name := path[:slash], path[slash+1:]
 	if name == spool.CheckoutDir {
-		if op.Has(fsnotify.Create) || op.Has(fsnotify.Remove) || op.Has(fsnotify.Rename) {
+		if op.has(opCreate) || op.has(opRemove) || op.has(opRename) {
 			// A checkout directory appeared or went: a queue came or went.
 			m.requestFullLocked("checkout directory " + path + " created or removed")
 		}
@@ -299,7 +264,7 @@ func (m *Monitor) applyPath(ix *index, path string, op fsnotify.Op, countArrival
 			return "", false // a directory at the root that is not a queue
 		}
 		st := m.stat(ix, path, op, false)
-		if countArrival && !l.checkout && op.Has(fsnotify.Create) {
+		if countArrival && !l.checkout && op.has(opCreate) {
 			// A file created in or moved into the queue: an arrival, even
 			// if a worker took it before this batch was applied.
 			m.arrivals[l.queue]++
@@ -312,8 +277,8 @@ func (m *Monitor) applyPath(ix *index, path string, op fsnotify.Op, countArrival
 // applyRoot handles an event for a name at the spool root: a change of
 // directory or symlink there changes the spool's layout (a queue added or
 // removed, an unexpected directory), which a full rescan picks up.
-func (m *Monitor) applyRoot(ix *index, path, name string, op fsnotify.Op) (string, bool) {
-	if op == fsnotify.Chmod || op == fsnotify.Write {
+func (m *Monitor) applyRoot(ix *index, path, name string, op fsOp) (string, bool) {
+	if op == opChmod || op == opWrite {
 		return "", false
 	}
 	var st unix.Stat_t
@@ -347,8 +312,8 @@ func (m *Monitor) applyRoot(ix *index, path, name string, op fsnotify.Op) (strin
 // only removals and renames away the file is gone without asking: had it
 // come back, a Create would follow (inotify keeps one instance's events in
 // order).
-func (m *Monitor) stat(ix *index, path string, op fsnotify.Op, size bool) fileState {
-	if !op.Has(fsnotify.Create) && !op.Has(fsnotify.Write) && !op.Has(fsnotify.Chmod) {
+func (m *Monitor) stat(ix *index, path string, op fsOp, size bool) fileState {
+	if !op.has(opCreate) && !op.has(opWrite) && !op.has(opChmod) {
 		delete(ix.statErrs, path)
 		return fileState{}
 	}
@@ -375,7 +340,7 @@ func (m *Monitor) stat(ix *index, path string, op fsnotify.Op, size bool) fileSt
 
 // requestFull asks for a full rescan at once (in the background), after an
 // inotify overflow or a lost watch.
-func (m *Monitor) requestFull(w *fsnotify.Watcher, reason string) {
+func (m *Monitor) requestFull(w *watcher, reason string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.w != w || m.closed {

@@ -1,0 +1,215 @@
+package monitor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Why not fsnotify: it reads inotify in a goroutine of its own that wakes
+// for every burst the kernel reports and hands each event over a channel.
+// A spool's entry goes through a dozen events spread over its fsyncs, so
+// beside a producer of a few dozen entries a second the agent spent 2-10%
+// of a core in the Go scheduler, waking up. The watcher below waits for the
+// descriptor to become readable, sleeps gatherDelay while the burst queues
+// up in the kernel, then reads everything at once: at most two wake-ups per
+// batch, whatever the event rate (scripts/bench-churn.sh measures it). The
+// spool package's readers read inotify the same way for the same reason.
+
+// fsOp is what happened to a path, as inotify reported it; the events of a
+// batch for one path are or-ed together.
+type fsOp uint8
+
+const (
+	opCreate fsOp = 1 << iota // created, or moved into a watched directory
+	opWrite                   // written
+	opRemove                  // deleted (for a watched directory: itself)
+	opRename                  // moved out of a watched directory (or the directory itself moved)
+	opChmod                   // attributes changed (mode, times, link count)
+)
+
+func (o fsOp) has(x fsOp) bool { return o&x != 0 }
+
+// fsEvent is one inotify event: the path it concerns and what happened.
+type fsEvent struct {
+	path string
+	op   fsOp
+}
+
+// watchMask is what the monitor watches in every directory of a spool.
+const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE |
+	unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
+
+// errOverflow reports that the kernel dropped events (IN_Q_OVERFLOW).
+var errOverflow = errors.New("inotify event queue overflowed")
+
+// watcher is one inotify instance whose events are read in batches.
+type watcher struct {
+	f  *os.File // the inotify descriptor, non-blocking, in the runtime's poller
+	rc syscall.RawConn
+
+	mu   sync.Mutex
+	dirs map[int]string // watch descriptor -> watched directory
+}
+
+func newWatcher() (*watcher, error) {
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("inotify_init1: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("inotify descriptor: %w", err)
+	}
+	return &watcher{f: f, rc: rc, dirs: map[int]string{}}, nil
+}
+
+// add watches dir (not recursively).
+func (w *watcher) add(dir string) error {
+	var wd int
+	var err error
+	if cerr := w.rc.Control(func(fd uintptr) {
+		wd, err = unix.InotifyAddWatch(int(fd), dir, watchMask)
+	}); cerr != nil {
+		return fmt.Errorf("inotify_add_watch %s: %w", dir, cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("inotify_add_watch %s: %w", dir, err)
+	}
+	w.mu.Lock()
+	w.dirs[wd] = dir
+	w.mu.Unlock()
+	return nil
+}
+
+// close stops run (it returns) and releases the descriptor.
+func (w *watcher) close() error { return w.f.Close() }
+
+// run reads batches until the watcher is closed: it waits for an event,
+// sleeps gather while more queue up, reads all that are queued, and calls
+// onBatch with them in order (never with none; the slice is reused
+// afterwards). An overflow is reported to onError as errOverflow after the
+// batch read with it; any other read error is reported and stops run.
+func (w *watcher) run(gather time.Duration, onBatch func([]fsEvent), onError func(error)) {
+	buf := make([]byte, 64*1024)
+	var batch []fsEvent
+	for {
+		// Wait, in the runtime's poller (no thread held), for an event.
+		n, err := w.read(buf, true)
+		if errors.Is(err, os.ErrClosed) {
+			return
+		}
+		batch = batch[:0]
+		overflow := false
+		slept := false
+		for err == nil {
+			batch, overflow = w.parse(buf[:n], batch, overflow)
+			if !slept && gather > 0 {
+				// Let the rest of the burst queue up in the kernel, then
+				// take it in one go (once per batch: a steady stream of
+				// events still gives a batch per gather).
+				time.Sleep(gather)
+				slept = true
+			}
+			n, err = w.read(buf, false)
+		}
+		switch {
+		case errors.Is(err, os.ErrClosed):
+			return
+		case err != unix.EAGAIN:
+			onError(fmt.Errorf("reading inotify: %w", err))
+			return
+		}
+		if len(batch) > 0 {
+			onBatch(batch)
+		}
+		if overflow {
+			onError(errOverflow)
+		}
+	}
+}
+
+// read reads queued events into buf; with wait it waits for some, without
+// it returns unix.EAGAIN when there are none.
+func (w *watcher) read(buf []byte, wait bool) (int, error) {
+	var n int
+	var rerr error
+	err := w.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), buf)
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		return !wait || rerr != unix.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
+
+// parse appends the events in b to batch and reports whether an overflow
+// was among them (or had been: overflow is passed through).
+func (w *watcher) parse(b []byte, batch []fsEvent, overflow bool) ([]fsEvent, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(b) >= unix.SizeofInotifyEvent {
+		raw := (*unix.InotifyEvent)(unsafe.Pointer(&b[0]))
+		size := unix.SizeofInotifyEvent + int(raw.Len)
+		if size > len(b) {
+			break // cannot happen: the kernel writes whole events
+		}
+		name := b[unix.SizeofInotifyEvent:size]
+		for len(name) > 0 && name[len(name)-1] == 0 {
+			name = name[:len(name)-1]
+		}
+		b = b[size:]
+		mask := raw.Mask
+		if mask&unix.IN_Q_OVERFLOW != 0 {
+			overflow = true
+			continue
+		}
+		dir, ok := w.dirs[int(raw.Wd)]
+		if mask&unix.IN_IGNORED != 0 {
+			delete(w.dirs, int(raw.Wd)) // the directory went, or was unwatched
+			continue
+		}
+		if !ok {
+			continue
+		}
+		var o fsOp
+		if mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 {
+			o |= opCreate
+		}
+		if mask&unix.IN_MODIFY != 0 {
+			o |= opWrite
+		}
+		if mask&(unix.IN_DELETE|unix.IN_DELETE_SELF) != 0 {
+			o |= opRemove
+		}
+		if mask&(unix.IN_MOVED_FROM|unix.IN_MOVE_SELF) != 0 {
+			o |= opRename
+		}
+		if mask&unix.IN_ATTRIB != 0 {
+			o |= opChmod
+		}
+		if o == 0 {
+			continue
+		}
+		path := dir
+		if len(name) > 0 {
+			path = dir + "/" + string(name)
+		}
+		batch = append(batch, fsEvent{path: path, op: o})
+	}
+	return batch, overflow
+}

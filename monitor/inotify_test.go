@@ -1,0 +1,170 @@
+package monitor
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// startWatcher watches dirs and returns a channel of the batches (copied)
+// and one of the errors; the watcher is closed when the test ends, and run
+// must return then.
+func startWatcher(t *testing.T, gather time.Duration, dirs ...string) (*watcher, <-chan []fsEvent, <-chan error) {
+	t.Helper()
+	w, err := newWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		if err := w.add(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batches := make(chan []fsEvent, 1000)
+	errs := make(chan error, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.run(gather, func(b []fsEvent) { batches <- slices.Clone(b) }, func(err error) { errs <- err })
+	}()
+	t.Cleanup(func() {
+		w.close()
+		select {
+		case <-done:
+		case <-time.After(waitDeadline):
+			t.Error("run did not return after close")
+		}
+	})
+	return w, batches, errs
+}
+
+// collectUntil gathers events from batches until last has come.
+func collectUntil(t *testing.T, batches <-chan []fsEvent, last fsEvent) []fsEvent {
+	t.Helper()
+	var got []fsEvent
+	deadline := time.After(waitDeadline)
+	for !slices.Contains(got, last) {
+		select {
+		case b := <-batches:
+			got = append(got, b...)
+		case <-deadline:
+			t.Fatalf("no %v among %v", last, got)
+		}
+	}
+	return got
+}
+
+// TestWatcherEvents checks the mapping of inotify events to paths and ops,
+// in order, for every change the monitor cares about.
+func TestWatcherEvents(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, batches, errs := startWatcher(t, time.Millisecond, dir, sub)
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	steps := []func() error{
+		func() error { return os.WriteFile(a, nil, 0o644) },                       // create (no write: empty)
+		func() error { return os.WriteFile(a, []byte("x"), 0o644) },               // write
+		func() error { return os.Chmod(a, 0o600) },                                // chmod
+		func() error { return os.Rename(a, b) },                                   // rename out, create in
+		func() error { return os.Rename(b, filepath.Join(sub, "b")) },             // across watched directories
+		func() error { return os.Remove(filepath.Join(sub, "b")) },                // remove
+		func() error { return os.Remove(sub) },                                    // a watched directory goes
+		func() error { return os.WriteFile(filepath.Join(dir, "c"), nil, 0o644) }, // still watching dir
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []fsEvent{
+		{a, opCreate}, {a, opWrite}, {a, opChmod},
+		{a, opRename}, {b, opCreate},
+		{b, opRename}, {filepath.Join(sub, "b"), opCreate},
+		{filepath.Join(sub, "b"), opRemove},
+		{sub, opRemove}, // in dir for the name sub, and in sub for itself (then IN_IGNORED, not reported)
+		{filepath.Join(dir, "c"), opCreate},
+	}
+	// Repeats are merged: the second WriteFile may raise IN_MODIFY twice
+	// (the truncation, the write), and the removal of sub raises opRemove
+	// for its path twice.
+	got := slices.Compact(collectUntil(t, batches, want[len(want)-1]))
+	if !slices.Equal(got, want) {
+		t.Errorf("events:\n got %v\nwant %v", got, want)
+	}
+	select {
+	case err := <-errs:
+		t.Errorf("error %v", err)
+	default:
+	}
+}
+
+// TestWatcherBatches creates many files at once: they come in a few
+// batches, not one wake-up each.
+func TestWatcherBatches(t *testing.T) {
+	dir := t.TempDir()
+	_, batches, _ := startWatcher(t, 20*time.Millisecond, dir)
+	const files = 500
+	for i := range files {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, events := 0, 0
+	deadline := time.After(waitDeadline)
+	for events < files {
+		select {
+		case b := <-batches:
+			n++
+			events += len(b)
+		case <-deadline:
+			t.Fatalf("%d of %d events", events, files)
+		}
+	}
+	if n >= files/5 {
+		t.Errorf("%d events came in %d batches, want a few", events, n)
+	}
+	t.Logf("%d events in %d batches", events, n)
+}
+
+// TestWatcherParse checks what run cannot be made to meet on demand: an
+// overflow, and events of a watch descriptor it does not know.
+func TestWatcherParse(t *testing.T) {
+	w := &watcher{dirs: map[int]string{1: "/spool/q"}}
+	var buf []byte
+	add := func(wd int32, mask uint32, name string) {
+		n := 0
+		if name != "" {
+			n = (len(name) + 1 + 3) &^ 3 // NUL-terminated, padded
+		}
+		ev := unix.InotifyEvent{Wd: wd, Mask: mask, Len: uint32(n)}
+		buf = append(buf, unsafe.Slice((*byte)(unsafe.Pointer(&ev)), unix.SizeofInotifyEvent)...)
+		buf = append(buf, make([]byte, n)...)
+		copy(buf[len(buf)-n:], name)
+	}
+	add(1, unix.IN_CREATE, "e1")
+	add(-1, unix.IN_Q_OVERFLOW, "")
+	add(7, unix.IN_CREATE, "unknown")
+	add(1, unix.IN_MOVED_TO|unix.IN_ISDIR, "d")
+	add(1, unix.IN_IGNORED, "")
+	add(1, unix.IN_CREATE, "after-ignored")
+	aligned := make([]uint64, (len(buf)+7)/8)
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&aligned[0])), len(buf))
+	copy(b, buf)
+	got, overflow := w.parse(b, nil, false)
+	want := []fsEvent{{"/spool/q/e1", opCreate}, {"/spool/q/d", opCreate}}
+	if !slices.Equal(got, want) || !overflow {
+		t.Errorf("parse: %v overflow %v, want %v and an overflow", got, overflow, want)
+	}
+	if len(w.dirs) != 0 {
+		t.Errorf("IN_IGNORED left the watch: %v", w.dirs)
+	}
+}
