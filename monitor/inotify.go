@@ -49,6 +49,10 @@ const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.
 // errOverflow reports that the kernel dropped events (IN_Q_OVERFLOW).
 var errOverflow = errors.New("inotify event queue overflowed")
 
+// maxBatch bounds a batch: under a flood of events run hands them over in
+// batches of about this many rather than reading until the queue is empty.
+const maxBatch = 16384
+
 // watcher is one inotify instance whose events are read in batches.
 type watcher struct {
 	f  *os.File // the inotify descriptor, non-blocking, in the runtime's poller
@@ -95,9 +99,10 @@ func (w *watcher) close() error { return w.f.Close() }
 
 // run reads batches until the watcher is closed: it waits for an event,
 // sleeps gather while more queue up, reads all that are queued, and calls
-// onBatch with them in order (never with none; the slice is reused
-// afterwards). An overflow is reported to onError as errOverflow after the
-// batch read with it; any other read error is reported and stops run.
+// onBatch with them in order (never with none, at most about maxBatch; the
+// slice is reused afterwards). An overflow is reported to onError as
+// errOverflow after the batch read with it; any other read error is
+// reported and stops run.
 func (w *watcher) run(gather time.Duration, onBatch func([]fsEvent), onError func(error)) {
 	buf := make([]byte, 64*1024)
 	var batch []fsEvent
@@ -110,7 +115,7 @@ func (w *watcher) run(gather time.Duration, onBatch func([]fsEvent), onError fun
 		batch = batch[:0]
 		overflow := false
 		slept := false
-		for err == nil {
+		for err == nil && len(batch) < maxBatch {
 			batch, overflow = w.parse(buf[:n], batch, overflow)
 			if !slept && gather > 0 {
 				// Let the rest of the burst queue up in the kernel, then
@@ -124,7 +129,7 @@ func (w *watcher) run(gather time.Duration, onBatch func([]fsEvent), onError fun
 		switch {
 		case errors.Is(err, os.ErrClosed):
 			return
-		case err != unix.EAGAIN:
+		case err != nil && err != unix.EAGAIN:
 			onError(fmt.Errorf("reading inotify: %w", err))
 			return
 		}

@@ -141,7 +141,7 @@ func (m *Monitor) addWatch(path string) error {
 				if errors.Is(err, errOverflow) {
 					m.requestFull(w, err.Error())
 				} else {
-					m.requestFull(w, "inotify error: "+err.Error())
+					m.watcherFailed(w, err)
 				}
 			})
 		}()
@@ -336,6 +336,21 @@ func (m *Monitor) stat(ix *index, path string, op fsOp, size bool) fileState {
 	}
 	ix.statErrs[path] = fmt.Errorf("stat %s: %w", path, err)
 	return fileState{present: true, noStat: true}
+}
+
+// watcherFailed drops w, whose reads failed (it reads no more), and asks
+// for a full rescan, which starts a new watcher.
+func (m *Monitor) watcherFailed(w *watcher, err error) {
+	m.mu.Lock()
+	if m.w != w || m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.w = nil
+	m.watching = false
+	m.requestFullLocked("inotify error: " + err.Error())
+	m.mu.Unlock()
+	w.close()
 }
 
 // requestFull asks for a full rescan at once (in the background), after an
