@@ -99,7 +99,7 @@ type QueueStats struct {
 	CheckedOut       int       // entries in .checkout, counted as Entries are
 	OldestEntry      time.Time // mtime of the oldest waiting entry; zero when none
 	OldestCheckedOut time.Time // mtime of the oldest checked-out entry; zero when none
-	Arrivals         uint64    // entries seen arriving (through inotify) since the monitor started: files created in or moved into the queue, counted once per path per event batch (a few ms); none while not watching
+	Arrivals         uint64    // entries seen arriving (through inotify) since the monitor started: files created in or moved into the queue, counted once per path per event batch (about 20 ms); none while not watching
 	ages             ageIndex  // for AgeBuckets
 }
 
