@@ -49,8 +49,11 @@ func (q QueueStats) AgeBuckets(now time.Time, bounds []time.Duration) (cumulativ
 		// At most b old means an mtime at or after now-b (saturated: a
 		// bound beyond every age takes in all entries).
 		oldest := nowNs - int64(b)
-		if int64(b) < 0 || oldest > nowNs {
-			oldest = math.MinInt64
+		switch {
+		case b < 0:
+			oldest = math.MaxInt64 // no age is negative: none
+		case oldest > nowNs:
+			oldest = math.MinInt64 // overflowed: all
 		}
 		older, _ := before(oldest)
 		cumulative[i] = uint64(n - older)

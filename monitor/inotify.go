@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -46,8 +47,16 @@ type fsEvent struct {
 const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE |
 	unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 
-// errOverflow reports that the kernel dropped events (IN_Q_OVERFLOW).
-var errOverflow = errors.New("inotify event queue overflowed")
+// Errors run reports to its onError without stopping: the index may have
+// missed changes, and the monitor rescans.
+var (
+	// errOverflow reports that the kernel dropped events (IN_Q_OVERFLOW).
+	errOverflow = errors.New("inotify event queue overflowed")
+	// errWatchLost reports a watch the kernel removed (IN_IGNORED: the
+	// directory was deleted, or its file system unmounted) or one whose
+	// directory moved away: the monitor never removes a watch itself.
+	errWatchLost = errors.New("a watched directory went away")
+)
 
 // maxBatch bounds a batch: under a flood of events run hands them over in
 // batches of about this many rather than reading until the queue is empty.
@@ -55,8 +64,9 @@ const maxBatch = 16384
 
 // watcher is one inotify instance whose events are read in batches.
 type watcher struct {
-	f  *os.File // the inotify descriptor, non-blocking, in the runtime's poller
-	rc syscall.RawConn
+	f      *os.File // the inotify descriptor, non-blocking, in the runtime's poller
+	rc     syscall.RawConn
+	closed atomic.Bool
 
 	mu   sync.Mutex
 	dirs map[int]string // watch descriptor -> watched directory
@@ -78,6 +88,10 @@ func newWatcher() (*watcher, error) {
 
 // add watches dir (not recursively).
 func (w *watcher) add(dir string) error {
+	// Under mu, so that run does not parse the watch's first events (and
+	// drop them) before it knows the watch's directory.
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	var wd int
 	var err error
 	if cerr := w.rc.Control(func(fd uintptr) {
@@ -88,35 +102,36 @@ func (w *watcher) add(dir string) error {
 	if err != nil {
 		return fmt.Errorf("inotify_add_watch %s: %w", dir, err)
 	}
-	w.mu.Lock()
 	w.dirs[wd] = dir
-	w.mu.Unlock()
 	return nil
 }
 
 // close stops run (it returns) and releases the descriptor.
-func (w *watcher) close() error { return w.f.Close() }
+func (w *watcher) close() error {
+	w.closed.Store(true)
+	return w.f.Close()
+}
 
 // run reads batches until the watcher is closed: it waits for an event,
-// sleeps gather while more queue up, reads all that are queued, and calls
-// onBatch with them in order (never with none, at most about maxBatch; the
-// slice is reused afterwards). An overflow is reported to onError as
-// errOverflow after the batch read with it; any other read error is
-// reported and stops run.
+// sleeps gather while more queue up, reads all that are queued (up to about
+// maxBatch), and calls onBatch with them in order (never with none; the
+// slice is reused afterwards). Then it reports errOverflow and
+// errWatchLost to onError if either happened among those events; any
+// other read error is reported and stops run.
 func (w *watcher) run(gather time.Duration, onBatch func([]fsEvent), onError func(error)) {
 	buf := make([]byte, 64*1024)
 	var batch []fsEvent
 	for {
 		// Wait, in the runtime's poller (no thread held), for an event.
 		n, err := w.read(buf, true)
-		if errors.Is(err, os.ErrClosed) {
-			return
-		}
+		var trouble troubles
 		batch = batch[:0]
-		overflow := false
 		slept := false
-		for err == nil && len(batch) < maxBatch {
-			batch, overflow = w.parse(buf[:n], batch, overflow)
+		for err == nil {
+			batch = w.parse(buf[:n], batch, &trouble)
+			if len(batch) >= maxBatch {
+				break // the rest is read at once by the next wait
+			}
 			if !slept && gather > 0 {
 				// Let the rest of the burst queue up in the kernel, then
 				// take it in one go (once per batch: a steady stream of
@@ -126,21 +141,27 @@ func (w *watcher) run(gather time.Duration, onBatch func([]fsEvent), onError fun
 			}
 			n, err = w.read(buf, false)
 		}
-		switch {
-		case errors.Is(err, os.ErrClosed):
+		if w.closed.Load() {
 			return
-		case err != nil && err != unix.EAGAIN:
+		}
+		if err != nil && err != unix.EAGAIN {
 			onError(fmt.Errorf("reading inotify: %w", err))
 			return
 		}
 		if len(batch) > 0 {
 			onBatch(batch)
 		}
-		if overflow {
+		if trouble.overflow {
 			onError(errOverflow)
+		}
+		if trouble.lost {
+			onError(errWatchLost)
 		}
 	}
 }
+
+// troubles are what parse met besides events.
+type troubles struct{ overflow, lost bool }
 
 // read reads queued events into buf; with wait it waits for some, without
 // it returns unix.EAGAIN when there are none.
@@ -162,9 +183,9 @@ func (w *watcher) read(buf []byte, wait bool) (int, error) {
 	return n, rerr
 }
 
-// parse appends the events in b to batch and reports whether an overflow
-// was among them (or had been: overflow is passed through).
-func (w *watcher) parse(b []byte, batch []fsEvent, overflow bool) ([]fsEvent, bool) {
+// parse appends the events in b to batch, and records an overflow or a
+// lost watch in t.
+func (w *watcher) parse(b []byte, batch []fsEvent, t *troubles) []fsEvent {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for len(b) >= unix.SizeofInotifyEvent {
@@ -180,16 +201,26 @@ func (w *watcher) parse(b []byte, batch []fsEvent, overflow bool) ([]fsEvent, bo
 		b = b[size:]
 		mask := raw.Mask
 		if mask&unix.IN_Q_OVERFLOW != 0 {
-			overflow = true
+			t.overflow = true
 			continue
 		}
 		dir, ok := w.dirs[int(raw.Wd)]
 		if mask&unix.IN_IGNORED != 0 {
-			delete(w.dirs, int(raw.Wd)) // the directory went, or was unwatched
+			if ok {
+				delete(w.dirs, int(raw.Wd))
+				t.lost = true
+			}
 			continue
 		}
 		if !ok {
 			continue
+		}
+		if mask&unix.IN_MOVE_SELF != 0 {
+			// The directory moved: its watch would go on reporting under
+			// the old path. Forget it (the kernel's watch stays until the
+			// watcher closes); the rescan watches what is there now.
+			delete(w.dirs, int(raw.Wd))
+			t.lost = true
 		}
 		var o fsOp
 		if mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 {
@@ -216,5 +247,5 @@ func (w *watcher) parse(b []byte, batch []fsEvent, overflow bool) ([]fsEvent, bo
 		}
 		batch = append(batch, fsEvent{path: path, op: o})
 	}
-	return batch, overflow
+	return batch
 }

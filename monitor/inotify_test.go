@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -100,9 +101,18 @@ func TestWatcherEvents(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("events:\n got %v\nwant %v", got, want)
 	}
+	// sub's watch went with it: reported, so that the monitor rescans.
 	select {
 	case err := <-errs:
-		t.Errorf("error %v", err)
+		if !errors.Is(err, errWatchLost) {
+			t.Errorf("error %v, want errWatchLost", err)
+		}
+	case <-time.After(waitDeadline):
+		t.Error("the removal of a watched directory was not reported")
+	}
+	select {
+	case err := <-errs:
+		t.Errorf("another error %v", err)
 	default:
 	}
 }
@@ -150,21 +160,90 @@ func TestWatcherParse(t *testing.T) {
 		buf = append(buf, make([]byte, n)...)
 		copy(buf[len(buf)-n:], name)
 	}
+	parse := func() ([]fsEvent, troubles) {
+		aligned := make([]uint64, (len(buf)+7)/8)
+		b := unsafe.Slice((*byte)(unsafe.Pointer(&aligned[0])), len(buf))
+		copy(b, buf)
+		buf = nil
+		var tr troubles
+		return w.parse(b, nil, &tr), tr
+	}
+
 	add(1, unix.IN_CREATE, "e1")
 	add(-1, unix.IN_Q_OVERFLOW, "")
 	add(7, unix.IN_CREATE, "unknown")
 	add(1, unix.IN_MOVED_TO|unix.IN_ISDIR, "d")
+	got, tr := parse()
+	want := []fsEvent{{"/spool/q/e1", opCreate}, {"/spool/q/d", opCreate}}
+	if !slices.Equal(got, want) || tr != (troubles{overflow: true}) {
+		t.Errorf("parse: %v %+v, want %v and an overflow", got, tr, want)
+	}
+
 	add(1, unix.IN_IGNORED, "")
 	add(1, unix.IN_CREATE, "after-ignored")
-	aligned := make([]uint64, (len(buf)+7)/8)
-	b := unsafe.Slice((*byte)(unsafe.Pointer(&aligned[0])), len(buf))
-	copy(b, buf)
-	got, overflow := w.parse(b, nil, false)
-	want := []fsEvent{{"/spool/q/e1", opCreate}, {"/spool/q/d", opCreate}}
-	if !slices.Equal(got, want) || !overflow {
-		t.Errorf("parse: %v overflow %v, want %v and an overflow", got, overflow, want)
+	if got, tr := parse(); len(got) != 0 || tr != (troubles{lost: true}) || len(w.dirs) != 0 {
+		t.Errorf("IN_IGNORED: %v %+v, watches %v; want nothing, a lost watch and no watch", got, tr, w.dirs)
 	}
-	if len(w.dirs) != 0 {
-		t.Errorf("IN_IGNORED left the watch: %v", w.dirs)
+
+	w.dirs[2] = "/spool/r"
+	add(2, unix.IN_MOVE_SELF, "")
+	add(2, unix.IN_CREATE, "in-the-moved-dir")
+	want = []fsEvent{{"/spool/r", opRename}}
+	if got, tr := parse(); !slices.Equal(got, want) || tr != (troubles{lost: true}) || len(w.dirs) != 0 {
+		t.Errorf("IN_MOVE_SELF: %v %+v, watches %v; want %v, a lost watch and no watch", got, tr, w.dirs, want)
+	}
+}
+
+// TestWatcherOverflow fills the kernel's event queue before run reads it:
+// run hands over every event the kernel kept, in batches of at most about
+// maxBatch, and then reports the overflow (which the monitor answers with a
+// full rescan), never losing it between two batches.
+func TestWatcherOverflow(t *testing.T) {
+	limit := 16384
+	if b, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events"); err == nil {
+		fmt.Sscan(string(b), &limit)
+	}
+	dir := t.TempDir()
+	w, err := newWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	if err := w.add(dir); err != nil {
+		t.Fatal(err)
+	}
+	files := limit + 1000
+	for i := range files {
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprint(i)), os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	events, batches := 0, 0
+	var errs []error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.run(time.Millisecond, func(b []fsEvent) {
+			batches++
+			events += len(b)
+			if len(b) > maxBatch+4096 {
+				t.Errorf("a batch of %d events", len(b))
+			}
+		}, func(err error) {
+			errs = append(errs, err)
+			w.close() // the overflow is the last thing the kernel queued
+		})
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitDeadline):
+		w.close()
+		<-done
+		t.Fatalf("no overflow reported after %d events in %d batches", events, batches)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], errOverflow) || events != limit {
+		t.Errorf("%d events in %d batches, errors %v; want the %d the kernel queued, then an overflow", events, batches, errs, limit)
 	}
 }

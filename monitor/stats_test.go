@@ -108,7 +108,7 @@ func TestAgeBuckets(t *testing.T) {
 // and removals so that blocks split and shrink) and extreme bounds.
 func TestAgeBucketsRandom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	bounds := []time.Duration{0, time.Nanosecond, time.Second, time.Minute, 90 * time.Minute, 400 * 24 * time.Hour, time.Duration(math.MaxInt64)}
+	bounds := []time.Duration{time.Duration(math.MinInt64), -time.Second, 0, time.Nanosecond, time.Second, time.Minute, 90 * time.Minute, 400 * 24 * time.Hour, time.Duration(math.MaxInt64)}
 	for round := range 200 {
 		var gen uint64 = 1
 		s := sortedSet{gen: &gen}

@@ -138,7 +138,7 @@ func (m *Monitor) addWatch(path string) error {
 		go func() {
 			defer m.wg.Done()
 			w.run(gatherDelay, func(batch []fsEvent) { m.apply(w, batch) }, func(err error) {
-				if errors.Is(err, errOverflow) {
+				if errors.Is(err, errOverflow) || errors.Is(err, errWatchLost) {
 					m.requestFull(w, err.Error())
 				} else {
 					m.watcherFailed(w, err)
