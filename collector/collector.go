@@ -107,6 +107,9 @@ type Collector struct {
 	stopped bool             // Run has returned
 	wg      sync.WaitGroup   // runner goroutines
 	live    map[*runner]bool // runners whose goroutine runs, removed ones included
+	// retiring holds, per name, the last runner Apply removed while it
+	// runs, so that a spool added back under its name starts after it.
+	retiring map[string]*runner
 }
 
 // runner supervises one spool's monitor.
@@ -126,7 +129,10 @@ type runner struct {
 	// removed is set when Apply drops the spool: its alerting problems
 	// then end once its monitor has stopped.
 	removed atomic.Bool
-	done    chan struct{} // closed when the runner's goroutine has ended
+	// abandoned is set when a successor gave up waiting for this runner to
+	// stop: the successor ended its alerts, and its later events are dropped.
+	abandoned atomic.Bool
+	done      chan struct{} // closed when the runner's goroutine has ended
 }
 
 func newRunner(s Spool, m spoolMonitor, prev *runner, resume bool) *runner {
@@ -152,6 +158,7 @@ func New(logger *slog.Logger, onEvent func(spool string, ev monitor.Event)) *Col
 		stopTimeout:  DefaultStopTimeout,
 		runners:      map[string]*runner{},
 		live:         map[*runner]bool{},
+		retiring:     map[string]*runner{},
 	}
 }
 
@@ -247,7 +254,11 @@ func (c *Collector) Apply(spools []Spool) error {
 		default:
 			c.logger.Info("watching spool", "spool", s.Name, "dir", s.Dir)
 		}
-		r := newRunner(s, cand, old, sameDir) // same spool: carry its alerts and counters over
+		prev := old
+		if prev == nil {
+			prev = c.retiring[s.Name] // removed before, still stopping
+		}
+		r := newRunner(s, cand, prev, sameDir) // same spool: carry its alerts and counters over
 		next[s.Name] = r
 		if c.ctx != nil {
 			c.start(r)
@@ -258,6 +269,9 @@ func (c *Collector) Apply(spools []Spool) error {
 			c.logger.Info("no longer watching spool", "spool", name, "dir", old.spec.Dir)
 			old.removed.Store(true)
 			old.stop()
+			if old.cancel != nil {
+				c.retiring[name] = old
+			}
 		}
 	}
 	c.runners = next
@@ -285,6 +299,9 @@ func (c *Collector) start(r *runner) {
 		defer func() {
 			c.mu.Lock()
 			delete(c.live, r)
+			if c.retiring[r.spec.Name] == r {
+				delete(c.retiring, r.spec.Name)
+			}
 			c.mu.Unlock()
 			close(r.done)
 		}()
@@ -293,8 +310,8 @@ func (c *Collector) start(r *runner) {
 			r.prev = nil
 		}
 		c.supervise(r)
-		if r.removed.Load() {
-			c.endAlerts(r)
+		if r.removed.Load() && !r.abandoned.Load() {
+			c.endAlerts(r.spec.Name, r.mon.Load().m)
 		}
 	}()
 }
@@ -306,7 +323,8 @@ func (c *Collector) start(r *runner) {
 // repeats nor loses an event and the counters continue. It waits even when
 // r is already being stopped, so that a state passes through a runner
 // replaced before it ran. A predecessor stuck on a dead disk is left
-// behind, and r starts afresh.
+// behind (its alerts ended now, its later events dropped), and r starts
+// afresh.
 func (c *Collector) takeOver(r, prev *runner) {
 	t := time.NewTimer(c.stopTimeout)
 	defer t.Stop()
@@ -317,19 +335,22 @@ func (c *Collector) takeOver(r, prev *runner) {
 		}
 	case <-t.C:
 		c.logger.Warn("previous spool monitor did not stop in time; starting afresh", "spool", r.spec.Name, "timeout", c.stopTimeout)
+		prev.abandoned.Store(true)
+		c.endAlerts(prev.spec.Name, prev.mon.Load().m)
 	}
 }
 
-// endAlerts emits an End event for each problem of r's stopped monitor
-// that was alerting: its spool is no longer watched (Apply removed it or
-// moved it to another directory), so nothing else would end them.
-func (c *Collector) endAlerts(r *runner) {
+// endAlerts emits, for spool name, an End event for each problem that mon
+// (stopped, failed or left behind) had alerting, when nothing else would
+// end them: the spool is no longer watched (Apply removed it or moved it to
+// another directory), or a fresh monitor replaces a failed one.
+func (c *Collector) endAlerts(name string, mon spoolMonitor) {
 	if c.onEvent == nil {
 		return
 	}
 	now := time.Now()
-	for _, p := range r.mon.Load().m.Snapshot().Alerting {
-		c.deliver(r, monitor.Event{Type: monitor.End, Time: now, Problem: p})
+	for _, p := range mon.Snapshot().Alerting {
+		c.deliver(name, monitor.Event{Type: monitor.End, Time: now, Problem: p})
 	}
 }
 
@@ -358,6 +379,9 @@ func (c *Collector) supervise(r *runner) {
 		delay := c.restartDelay(failures)
 		c.logger.Error("spool monitor failed; restarting it", "spool", r.spec.Name, "dir", r.spec.Dir, "err", err, "restart_in", delay)
 		_ = mon.Close()
+		// Its debounce state is not trusted after a failure: the fresh
+		// monitor starts over, so the failed one's alerts end here.
+		c.endAlerts(r.spec.Name, mon)
 		t := time.NewTimer(delay)
 		select {
 		case <-r.ctx.Done():
@@ -398,7 +422,11 @@ func (c *Collector) runMonitor(r *runner, mon spoolMonitor) (err error) {
 	}()
 	var onEvent func(monitor.Event)
 	if c.onEvent != nil {
-		onEvent = func(ev monitor.Event) { c.deliver(r, ev) }
+		onEvent = func(ev monitor.Event) {
+			if !r.abandoned.Load() {
+				c.deliver(r.spec.Name, ev)
+			}
+		}
 	}
 	return mon.Run(r.ctx, onEvent)
 }
@@ -407,13 +435,13 @@ func (c *Collector) runMonitor(r *runner, mon spoolMonitor) (err error) {
 // surviving a panicking callback. A monitor's events are delivered even
 // while it stops: the last cycle's state, which a successor takes over,
 // includes them.
-func (c *Collector) deliver(r *runner, ev monitor.Event) {
+func (c *Collector) deliver(name string, ev monitor.Event) {
 	defer func() {
 		if v := recover(); v != nil {
-			c.logger.Error("event callback panicked", "spool", r.spec.Name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			c.logger.Error("event callback panicked", "spool", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 	}()
-	c.onEvent(r.spec.Name, ev)
+	c.onEvent(name, ev)
 }
 
 // Run starts the monitors (and those that Apply adds later) and runs them

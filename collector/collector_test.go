@@ -539,3 +539,75 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedMonitorEndsItsAlerts: a monitor that panics while a problem
+// alerts is replaced by a fresh one; the problem's alert ends first, so
+// that the fresh monitor's Start pairs with an End.
+func TestFailedMonitorEndsItsAlerts(t *testing.T) {
+	orphan := monitor.Problem{Kind: monitor.KindOrphaned, Dir: monitor.Dir{Kind: monitor.DirData}, Name: "orphan"}
+	var events eventLog
+	alertThenPanic := func(ctx context.Context, m *fakeMonitor, onEvent func(monitor.Event)) error {
+		m.snap.Store(&monitor.Snapshot{Name: m.name, Up: true, Cycles: 1, Alerting: []monitor.Problem{orphan}})
+		onEvent(monitor.Event{Type: monitor.Start, Problem: orphan})
+		panic("bug")
+	}
+	alert := func(ctx context.Context, m *fakeMonitor, onEvent func(monitor.Event)) error {
+		m.snap.Store(&monitor.Snapshot{Name: m.name, Up: true, Cycles: 1, Alerting: []monitor.Problem{orphan}})
+		onEvent(monitor.Event{Type: monitor.Start, Problem: orphan})
+		<-ctx.Done()
+		return nil
+	}
+	c, _ := fakeCollector(slog.New(slog.DiscardHandler), events.add, map[string][]func(context.Context, *fakeMonitor, func(monitor.Event)) error{
+		"s": {alertThenPanic, alert},
+	})
+	if err := c.Apply([]Spool{{Name: "s", Dir: "/x"}}); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, c)
+	waitFor(t, "the fresh monitor's start", func() bool { return events.count("s", monitor.Start) == 2 })
+	events.mu.Lock()
+	defer events.mu.Unlock()
+	var got []monitor.EventType
+	for _, ev := range events.events["s"] {
+		got = append(got, ev.Type)
+		if ev.Problem.Key() != orphan.Key() {
+			t.Errorf("event for %v, want %v", ev.Problem, orphan)
+		}
+	}
+	if want := []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+}
+
+// TestApplyRemoveThenAddBack removes a spool with an alerting problem and
+// adds it back at once: the removed monitor's End comes before the new
+// monitor's Start.
+func TestApplyRemoveThenAddBack(t *testing.T) {
+	a := filepath.Join(t.TempDir(), "a")
+	makeSpool(t, a)
+	plantOrphan(t, a)
+	var events eventLog
+	c := New(slog.New(slog.DiscardHandler), events.add)
+	spools := []Spool{{Name: "x", Dir: a, Config: fastConfig()}}
+	if err := c.Apply(spools); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, c)
+	waitFor(t, "the orphan alerting", func() bool { return events.count("x", monitor.Start) == 1 })
+	if err := c.Apply(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(spools); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the orphan alerting again", func() bool { return events.count("x", monitor.Start) == 2 })
+	events.mu.Lock()
+	defer events.mu.Unlock()
+	var got []monitor.EventType
+	for _, ev := range events.events["x"] {
+		got = append(got, ev.Type)
+	}
+	if want := []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+}
