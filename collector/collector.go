@@ -192,7 +192,9 @@ func sameConfig(a, b monitor.Config) bool {
 // new configuration keeps that state too (its new monitor takes it over
 // once the old one has stopped, and applies the new settings to it); a
 // spool removed or moved to another directory gets an End event for each
-// of its alerting problems, so that every Start is ended. It may be called
+// of its alerting problems, so that every Start is ended, and a spool's new
+// monitor starts only once its predecessor under that name has stopped
+// (at most DefaultStopTimeout later), so their events never mix. It may be called
 // before Run (the monitors start when Run does) or during it, and never
 // waits for a monitor to stop.
 func (c *Collector) Apply(spools []Spool) error {
