@@ -180,8 +180,17 @@ func (w *watcher) read(buf []byte, wait bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if f := readFault.Load(); f != nil && rerr == nil {
+		if ferr := (*f)(); ferr != nil {
+			return 0, ferr
+		}
+	}
 	return n, rerr
 }
+
+// readFault, when set by a test, makes a successful read of inotify fail
+// with the error it returns.
+var readFault atomic.Pointer[func() error]
 
 // parse appends the events in b to batch, and records an overflow or a
 // lost watch in t.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,6 +424,53 @@ func TestWatchFallback(t *testing.T) {
 	mustCycle(t, m)
 	if snap := m.Snapshot(); snap.FullScans != 3 {
 		t.Errorf("still scanning in full: %d", snap.FullScans)
+	}
+}
+
+// TestWatcherReadFails makes a read of inotify fail: the monitor drops the
+// watcher, rescans in full, and watches again with a new one.
+func TestWatcherReadFails(t *testing.T) {
+	now := time.Now()
+	dir, s := newTestSpool(t)
+	var failures atomic.Int32
+	fault := func() error {
+		if failures.Add(1) == 1 {
+			return unix.EIO
+		}
+		return nil
+	}
+	readFault.Store(&fault)
+	t.Cleanup(func() { readFault.Store(nil) }) // after the monitor's Close (cleanups run last first)
+	m := newTestMonitor(t, dir, Config{}, &now)
+	mustCycle(t, m)
+	before := m.Snapshot().FullScans
+	// The first event is read, and the read fails.
+	if _, err := s.EnqueueBytes("queue1", nil, nil, spool.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitDeadline)
+	for {
+		if snap := m.Snapshot(); snap.FullScans > before && snap.Watching && snap.Queues[0].Entries == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rescan after the failed read: %+v", m.Snapshot())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Watching again: an enqueue shows without a cycle.
+	if _, err := s.EnqueueBytes("queue1", nil, nil, spool.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(waitDeadline)
+	for m.Snapshot().Queues[0].Entries != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new watcher did not see an enqueue: %+v", m.Snapshot().Queues[0])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := failures.Load(); n < 2 {
+		t.Errorf("%d reads after the failure, want the new watcher's", n-1)
 	}
 }
 
