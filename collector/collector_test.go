@@ -109,6 +109,17 @@ func (l *eventLog) add(spool string, ev monitor.Event) {
 	l.events[spool] = append(l.events[spool], ev)
 }
 
+// types returns the types of spool's events, in order.
+func (l *eventLog) types(spool string) []monitor.EventType {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var types []monitor.EventType
+	for _, ev := range l.events[spool] {
+		types = append(types, ev.Type)
+	}
+	return types
+}
+
 func (l *eventLog) count(spool string, typ monitor.EventType) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -298,13 +309,7 @@ func TestApplyMovesSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the orphan alerting in the new directory", func() bool { return events.count("x", monitor.Start) == 2 })
-	events.mu.Lock()
-	defer events.mu.Unlock()
-	var got []monitor.EventType
-	for _, ev := range events.events["x"] {
-		got = append(got, ev.Type)
-	}
-	if want := []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
+	if got, want := events.types("x"), []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
 	}
 }
@@ -565,17 +570,15 @@ func TestFailedMonitorEndsItsAlerts(t *testing.T) {
 	}
 	runCollector(t, c)
 	waitFor(t, "the fresh monitor's start", func() bool { return events.count("s", monitor.Start) == 2 })
+	if got, want := events.types("s"), []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
 	events.mu.Lock()
 	defer events.mu.Unlock()
-	var got []monitor.EventType
 	for _, ev := range events.events["s"] {
-		got = append(got, ev.Type)
 		if ev.Problem.Key() != orphan.Key() {
 			t.Errorf("event for %v, want %v", ev.Problem, orphan)
 		}
-	}
-	if want := []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
-		t.Errorf("events %v, want %v", got, want)
 	}
 }
 
@@ -601,13 +604,7 @@ func TestApplyRemoveThenAddBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the orphan alerting again", func() bool { return events.count("x", monitor.Start) == 2 })
-	events.mu.Lock()
-	defer events.mu.Unlock()
-	var got []monitor.EventType
-	for _, ev := range events.events["x"] {
-		got = append(got, ev.Type)
-	}
-	if want := []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
+	if got, want := events.types("x"), []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
 	}
 }
