@@ -571,6 +571,8 @@ const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_DELETE_SELF | unix
 var (
 	inotifyInit = func() (int, error) { return unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC) }
 	inotifyAdd  = func(fd int, dir string) (int, error) { return unix.InotifyAddWatch(fd, dir, watchMask) }
+	// dupForPoller duplicates the inotify descriptor for the runtime's poller.
+	dupForPoller = func(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
 )
 
 // subscribe registers r for wake-ups about r.dir. It reports false when the
@@ -667,11 +669,13 @@ func (h *watchHub) detachIfIdle() chan struct{} {
 
 // poll listens on the inotify descriptor fd while some reader waits, and
 // hands the events it reads to the readers, until the instance is stopped;
-// then it closes fd. While no reader waits it does not listen, and fd is not
-// in the runtime's poller at all: there every event would wake an idle
-// thread even with no reader waiting, and readers that are busy drain the
-// events themselves. To listen, it puts a duplicate of fd in the poller for
-// as long as some reader waits.
+// then it closes fd, and only then: the hub reads fd until stop is closed.
+// While no reader waits it does not listen, and fd is not in the runtime's
+// poller at all: there every event would wake an idle thread even with no
+// reader waiting, and readers that are busy drain the events themselves. To
+// listen, it puts a duplicate of fd in the poller for as long as some reader
+// waits; when it cannot (no descriptor to spare), it reads fd every
+// listenRetry instead while readers wait.
 func (h *watchHub) poll(fd int, arm, stop, stopped chan struct{}) {
 	defer close(stopped)
 	defer unix.Close(fd)
@@ -681,45 +685,81 @@ func (h *watchHub) poll(fd int, arm, stop, stopped chan struct{}) {
 			return
 		case <-arm:
 		}
-		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return
-		}
-		f := os.NewFile(uintptr(dup), "inotify")
-		rc, err := f.SyscallConn()
-		if err != nil {
-			f.Close()
-			return
-		}
-		h.mu.Lock()
-		if h.stop != stop {
-			h.mu.Unlock()
-			f.Close()
-			return
-		}
-		h.listening = f
-		h.mu.Unlock()
-		// Read calls the function first, so events that arrived before
-		// the duplicate was in the poller are read at once.
-		err = rc.Read(func(uintptr) bool {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			if h.stop != stop {
-				return true
+		if !h.listen(fd, stop) {
+			// Read by hand, and try listening again, while readers wait.
+			select {
+			case <-stop:
+				return
+			case <-time.After(listenRetry):
 			}
-			h.readLocked()
-			return h.waiting == 0 // nobody waits: stop listening
-		})
-		h.mu.Lock()
-		if h.listening == f {
-			h.listening = nil
+			h.mu.Lock()
+			if h.stop == stop {
+				h.readLocked()
+			}
+			waiting := h.waiting > 0
+			h.mu.Unlock()
+			if waiting {
+				select {
+				case arm <- struct{}{}:
+				default:
+				}
+			}
 		}
-		done := h.stop != stop
-		h.mu.Unlock()
+	}
+}
+
+// listenRetry is how often poll reads inotify by hand while readers wait
+// and it cannot listen.
+const listenRetry = 10 * time.Millisecond
+
+// listen puts a duplicate of fd in the runtime's poller and dispatches the
+// events it reads until no reader waits or the instance is stopped. It
+// reports false when it could not listen.
+func (h *watchHub) listen(fd int, stop chan struct{}) bool {
+	dup, err := dupForPoller(fd)
+	if err != nil {
+		return false
+	}
+	f := os.NewFile(uintptr(dup), "inotify")
+	rc, err := f.SyscallConn()
+	if err != nil {
 		f.Close()
-		if err != nil || done {
-			return
+		return false
+	}
+	defer f.Close()
+	h.mu.Lock()
+	if h.stop != stop {
+		h.mu.Unlock()
+		return true
+	}
+	h.listening = f
+	h.mu.Unlock()
+	// Read calls the function first, so events that arrived before the
+	// duplicate was in the poller are read at once.
+	err = rc.Read(func(uintptr) bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.stop != stop {
+			return true
 		}
+		h.readLocked()
+		return h.waiting == 0 // nobody waits: stop listening
+	})
+	h.mu.Lock()
+	if h.listening == f {
+		h.listening = nil
+	}
+	h.mu.Unlock()
+	return err == nil || isClosed(stop)
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -118,6 +119,52 @@ func TestReaderPollingFallback(t *testing.T) {
 				t.Errorf("%d log records for 2 spools, want 2", n)
 			}
 		})
+	}
+}
+
+// TestReaderCannotListen: when no descriptor is left to put inotify in the
+// runtime's poller, a watching reader that waits is still woken (the hub
+// reads inotify every few milliseconds instead), and the hub's descriptor
+// stays open for the readers until the last one closes.
+func TestReaderCannotListen(t *testing.T) {
+	old := dupForPoller
+	dupForPoller = func(int) (int, error) { return -1, unix.EMFILE }
+	defer func() { dupForPoller = old }()
+	before := inotifyFDs(t)
+	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
+	r, err := s.NewReader("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Polling() {
+		t.Fatal("reader polls although inotify works")
+	}
+	for i := range 3 {
+		got := make(chan string)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := r.Dequeue(ctx)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			got <- string(c.Metadata())
+			c.Remove()
+		}()
+		time.Sleep(30 * time.Millisecond) // let the reader find the queue empty and wait
+		want := fmt.Sprint("late ", i)
+		mustEnqueue(t, s, "q", want, "", EnqueueOptions{})
+		if m := <-got; m != want {
+			t.Fatalf("waiting reader got %q, want %q", m, want)
+		}
+	}
+	if n := inotifyFDs(t); n != before+1 {
+		t.Errorf("%d inotify instances open beside the test's, want the hub's 1", n-before)
+	}
+	r.Close()
+	if n := inotifyFDs(t); n != before {
+		t.Errorf("%d inotify instances left open after the last reader", n-before)
 	}
 }
 
