@@ -8,9 +8,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spool-agent/spool-agent/internal/inotifyev"
 )
 
 // Why not fsnotify: it reads inotify in a goroutine of its own that wakes
@@ -197,64 +198,55 @@ var readFault atomic.Pointer[func() error]
 func (w *watcher) parse(b []byte, batch []fsEvent, t *troubles) []fsEvent {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for len(b) >= unix.SizeofInotifyEvent {
-		raw := (*unix.InotifyEvent)(unsafe.Pointer(&b[0]))
-		size := unix.SizeofInotifyEvent + int(raw.Len)
-		if size > len(b) {
-			break // cannot happen: the kernel writes whole events
-		}
-		name := b[unix.SizeofInotifyEvent:size]
-		for len(name) > 0 && name[len(name)-1] == 0 {
-			name = name[:len(name)-1]
-		}
-		b = b[size:]
-		mask := raw.Mask
-		if mask&unix.IN_Q_OVERFLOW != 0 {
+	inotifyev.Each(b, func(ev inotifyev.Event) {
+		if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
 			t.overflow = true
-			continue
+			return
 		}
-		dir, ok := w.dirs[int(raw.Wd)]
-		if mask&unix.IN_IGNORED != 0 {
+		wd := int(ev.Wd)
+		dir, ok := w.dirs[wd]
+		if ev.Mask&unix.IN_IGNORED != 0 {
 			if ok {
-				delete(w.dirs, int(raw.Wd))
+				delete(w.dirs, wd)
 				t.lost = true
 			}
-			continue
+			return
 		}
 		if !ok {
-			continue
+			return
 		}
-		if mask&unix.IN_MOVE_SELF != 0 {
+		if ev.Mask&unix.IN_MOVE_SELF != 0 {
 			// The directory moved: its watch would go on reporting under
-			// the old path. Forget it (the kernel's watch stays until the
-			// watcher closes); the rescan watches what is there now.
-			delete(w.dirs, int(raw.Wd))
+			// the old path. Drop it (the kernel's IN_IGNORED follows); the
+			// rescan watches what is there now.
+			w.rc.Control(func(fd uintptr) { unix.InotifyRmWatch(int(fd), uint32(wd)) })
+			delete(w.dirs, wd)
 			t.lost = true
 		}
 		var o fsOp
-		if mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 {
+		if ev.Mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 {
 			o |= opCreate
 		}
-		if mask&unix.IN_MODIFY != 0 {
+		if ev.Mask&unix.IN_MODIFY != 0 {
 			o |= opWrite
 		}
-		if mask&(unix.IN_DELETE|unix.IN_DELETE_SELF) != 0 {
+		if ev.Mask&(unix.IN_DELETE|unix.IN_DELETE_SELF) != 0 {
 			o |= opRemove
 		}
-		if mask&(unix.IN_MOVED_FROM|unix.IN_MOVE_SELF) != 0 {
+		if ev.Mask&(unix.IN_MOVED_FROM|unix.IN_MOVE_SELF) != 0 {
 			o |= opRename
 		}
-		if mask&unix.IN_ATTRIB != 0 {
+		if ev.Mask&unix.IN_ATTRIB != 0 {
 			o |= opChmod
 		}
 		if o == 0 {
-			continue
+			return
 		}
 		path := dir
-		if len(name) > 0 {
-			path = dir + "/" + string(name)
+		if len(ev.Name) > 0 {
+			path = dir + "/" + string(ev.Name)
 		}
 		batch = append(batch, fsEvent{path: path, op: o})
-	}
+	})
 	return batch
 }

@@ -148,7 +148,12 @@ func TestWatcherBatches(t *testing.T) {
 // TestWatcherParse checks what run cannot be made to meet on demand: an
 // overflow, and events of a watch descriptor it does not know.
 func TestWatcherParse(t *testing.T) {
-	w := &watcher{dirs: map[int]string{1: "/spool/q"}}
+	w, err := newWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	w.dirs[1] = "/spool/q" // watch descriptors the kernel does not know: nothing to read
 	var buf []byte
 	add := func(wd int32, mask uint32, name string) {
 		n := 0

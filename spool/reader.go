@@ -1,9 +1,7 @@
 package spool
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spool-agent/spool-agent/internal/inotifyev"
 )
 
 // Reader consumes one queue. Blocking dequeues sleep until inotify reports
@@ -834,19 +834,8 @@ func (h *watchHub) readLocked() {
 // a watched directory itself (removed, renamed, unmounted) wakes its
 // readers, whose next listing reports it.
 func (h *watchHub) dispatchLocked(buf []byte) {
-	for len(buf) >= unix.SizeofInotifyEvent {
-		wd := int32(binary.NativeEndian.Uint32(buf[0:4]))
-		mask := binary.NativeEndian.Uint32(buf[4:8])
-		n := int(binary.NativeEndian.Uint32(buf[12:16]))
-		if unix.SizeofInotifyEvent+n > len(buf) {
-			return
-		}
-		name := buf[unix.SizeofInotifyEvent : unix.SizeofInotifyEvent+n]
-		buf = buf[unix.SizeofInotifyEvent+n:]
-		if i := bytes.IndexByte(name, 0); i >= 0 {
-			name = name[:i]
-		}
-		if mask&unix.IN_Q_OVERFLOW != 0 {
+	inotifyev.Each(buf, func(ev inotifyev.Event) {
+		if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
 			// Arrivals were lost: what readers saw leave may be back.
 			h.gone = map[string]*goneSet{}
 			for _, m := range h.subs {
@@ -854,35 +843,35 @@ func (h *watchHub) dispatchLocked(buf []byte) {
 					r.notify("", true)
 				}
 			}
-			continue
+			return
 		}
-		dir, ok := h.wds[wd]
+		dir, ok := h.wds[ev.Wd]
 		if !ok {
-			continue
+			return
 		}
-		if mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED|unix.IN_UNMOUNT) != 0 {
-			if mask&unix.IN_IGNORED == 0 {
-				unix.InotifyRmWatch(h.fd, uint32(wd))
+		if ev.Mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED|unix.IN_UNMOUNT) != 0 {
+			if ev.Mask&unix.IN_IGNORED == 0 {
+				unix.InotifyRmWatch(h.fd, uint32(ev.Wd))
 			}
-			delete(h.wds, wd)
+			delete(h.wds, ev.Wd)
 			delete(h.dirs, dir)
 			delete(h.gone, dir)
 			for r := range h.subs[dir] {
 				r.notify("", true)
 			}
-			continue
+			return
 		}
-		if mask&(unix.IN_CREATE|unix.IN_MOVED_TO) == 0 || len(name) == 0 || name[0] == '.' {
-			continue
+		if ev.Mask&(unix.IN_CREATE|unix.IN_MOVED_TO) == 0 || len(ev.Name) == 0 || ev.Name[0] == '.' {
+			return
 		}
-		entry := string(name)
+		entry := string(ev.Name)
 		if g := h.gone[dir]; g != nil {
 			delete(g.names, entry) // it is back
 		}
 		for r := range h.subs[dir] {
 			r.notify(entry, false)
 		}
-	}
+	})
 }
 
 // warnPolling logs, once per spool, that readers poll instead of watching.
