@@ -239,12 +239,12 @@ func (c *Collector) Apply(spools []Spool) error {
 	for _, s := range spools {
 		cand := candidates[s.Name]
 		old := c.runners[s.Name]
-		if old != nil && filepath.Clean(old.spec.Dir) == filepath.Clean(s.Dir) && sameConfig(old.cfg, cand.Config()) {
+		sameDir := old != nil && filepath.Clean(old.spec.Dir) == filepath.Clean(s.Dir)
+		if sameDir && sameConfig(old.cfg, cand.Config()) {
 			_ = cand.Close() // the running monitor keeps its Logger, Now and After
 			next[s.Name] = old
 			continue
 		}
-		sameDir := old != nil && filepath.Clean(old.spec.Dir) == filepath.Clean(s.Dir)
 		switch {
 		case sameDir:
 			c.logger.Info("restarting spool monitor: configuration changed", "spool", s.Name, "dir", s.Dir)
