@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,30 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/syncbuf"
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func testLogger() (*slog.Logger, *syncBuffer) {
-	var b syncBuffer
+func testLogger() (*slog.Logger, *syncbuf.Buffer) {
+	var b syncbuf.Buffer
 	return slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), &b
 }
 

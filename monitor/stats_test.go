@@ -1,7 +1,6 @@
 package monitor
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"math"
@@ -11,11 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/syncbuf"
 	"github.com/spool-agent/spool-agent/spool"
 	"golang.org/x/sys/unix"
 )
@@ -270,32 +269,13 @@ func TestEntriesCountRegularFiles(t *testing.T) {
 	counts("after a cycle", 2, 0)
 }
 
-// lockedBuffer is a bytes.Buffer that the monitor's goroutines may write
-// to while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestSpoolRecreated deletes the spool directory under a watching monitor,
 // then creates it again: the monitor reports it down, then watches the new
 // directory by itself.
 func TestSpoolRecreated(t *testing.T) {
 	now := time.Now()
 	dir, _ := newTestSpool(t)
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	m := newTestMonitor(t, dir, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, &now)
 	mustCycle(t, m)
 	if err := os.RemoveAll(dir); err != nil {

@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -15,25 +14,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spool-agent/spool-agent/internal/syncbuf"
 )
-
-// logBuffer is a concurrency-safe buffer for a slog handler.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // inotifyFDs counts this process's inotify instances.
 func inotifyFDs(t *testing.T) int {
@@ -70,7 +53,7 @@ func TestReaderPollingFallback(t *testing.T) {
 			inotifyInit, inotifyAdd = c.init, c.add
 			defer func() { inotifyInit, inotifyAdd = oldInit, oldAdd }()
 			before := inotifyFDs(t)
-			var logs logBuffer
+			var logs syncbuf.Buffer
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
 			s := newTestSpool(t, []string{"q1", "q2"}, &Options{Durability: DurabilityNone, Logger: logger, PollInterval: 10 * time.Millisecond})
 			var readers []*Reader

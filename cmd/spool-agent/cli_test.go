@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/spool-agent/spool-agent/internal/syncbuf"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -413,7 +414,7 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 
 	defer func(d, e time.Duration) { progressDelay, progressEvery = d, e }(progressDelay, progressEvery)
 	progressDelay, progressEvery = 0, time.Millisecond
-	var buf lockedBuffer
+	var buf syncbuf.Buffer
 	p := newProgress(&buf, "ls x", 10, true)
 	p.add(4)
 	deadline := time.Now().Add(5 * time.Second)

@@ -20,6 +20,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/spool-agent/spool-agent/internal/syncbuf"
 )
 
 // agentBin is the spool-agent binary that TestMain builds once.
@@ -52,7 +54,7 @@ const e2eDeadline = 20 * time.Second
 // agentProc is a running `spool-agent run`.
 type agentProc struct {
 	cmd    *exec.Cmd
-	stderr lockedBuffer
+	stderr syncbuf.Buffer
 	url    string // of /metrics
 	done   chan struct{}
 	err    error // of Wait, once done is closed

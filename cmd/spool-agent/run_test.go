@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spool-agent/spool-agent/internal/syncbuf"
 )
 
 // TestRunInProcess drives `run` through Main as the binary does (parse,
@@ -25,7 +27,7 @@ func TestRunInProcess(t *testing.T) {
 	cfg := filepath.Join(tmp, "agent.yaml")
 	writeFile(t, cfg, "log.level: info\n")
 
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	m := testMain(nil, "", nil, nil)
 	m.Stdout, m.Stderr = io.Discard, &stderr
 	reload := make(chan os.Signal, 1)
@@ -93,7 +95,7 @@ func TestRunInProcess(t *testing.T) {
 
 // waitLine waits for a line of w that starts with (or contains) prefix and
 // returns the rest of that line after prefix.
-func waitLine(t *testing.T, w *lockedBuffer, prefix string) string {
+func waitLine(t *testing.T, w *syncbuf.Buffer, prefix string) string {
 	t.Helper()
 	deadline := time.Now().Add(e2eDeadline)
 	for {
@@ -139,7 +141,7 @@ func TestRunOTLPFlags(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spool")
 	mustCLI(t, "", "init", dir, "--queue", "q")
 	writeFile(t, filepath.Join(dir, ".data", "orphan"), "x")
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	m := testMain(nil, "", nil, nil)
 	m.Stdout, m.Stderr = io.Discard, &stderr
 	ctx, cancel := context.WithCancel(context.Background())

@@ -9,31 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/syncbuf"
 	"github.com/spool-agent/spool-agent/spool"
 )
-
-// lockedBuffer collects a child's output safely.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // buildAgent builds cmd/spool-agent from the repository root into dir.
 func buildAgent(t *testing.T, dir string) string {
@@ -103,7 +85,7 @@ func TestE2EAgentOTLP(t *testing.T) {
 				"OTEL_BLRP_SCHEDULE_DELAY=100",
 				"OTEL_SERVICE_NAME=e2e-agent",
 			)
-			var output lockedBuffer
+			var output syncbuf.Buffer
 			cmd.Stdout, cmd.Stderr = &output, &output
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
