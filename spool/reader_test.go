@@ -74,18 +74,7 @@ func TestReaderPollingFallback(t *testing.T) {
 			if n := inotifyFDs(t); n != before {
 				t.Errorf("%d inotify instances left open", n-before)
 			}
-			got := make(chan string)
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				c, err := readers[2].Dequeue(ctx)
-				if err != nil {
-					got <- err.Error()
-					return
-				}
-				got <- string(c.Metadata())
-				c.Remove()
-			}()
+			got := dequeueLater(readers[2])
 			time.Sleep(30 * time.Millisecond) // let the reader find the queue empty and poll
 			mustEnqueue(t, s, "q2", "late", "", EnqueueOptions{})
 			if m := <-got; m != "late" {
@@ -103,6 +92,25 @@ func TestReaderPollingFallback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dequeueLater starts a blocking Dequeue of r (for at most 10 s) and
+// returns a channel that gets the entry's metadata (the entry is removed)
+// or the error's text.
+func dequeueLater(r *Reader) <-chan string {
+	got := make(chan string, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := r.Dequeue(ctx)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(c.Metadata())
+		c.Remove()
+	}()
+	return got
 }
 
 // TestReaderCannotListen: when no descriptor is left to put inotify in the
@@ -123,18 +131,7 @@ func TestReaderCannotListen(t *testing.T) {
 		t.Fatal("reader polls although inotify works")
 	}
 	for i := range 3 {
-		got := make(chan string)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			c, err := r.Dequeue(ctx)
-			if err != nil {
-				got <- err.Error()
-				return
-			}
-			got <- string(c.Metadata())
-			c.Remove()
-		}()
+		got := dequeueLater(r)
 		time.Sleep(30 * time.Millisecond) // let the reader find the queue empty and wait
 		want := fmt.Sprint("late ", i)
 		mustEnqueue(t, s, "q", want, "", EnqueueOptions{})
