@@ -33,7 +33,10 @@ func makeSpool(t *testing.T, dir string) {
 
 // fastConfig checks every 10ms and alerts at the first sighting.
 func fastConfig() monitor.Config {
-	return monitor.Config{CheckEvery: 10 * time.Millisecond, AlertAfterCycles: 0, AlertAfterCyclesSet: true}
+	cfg := monitor.DefaultConfig()
+	cfg.CheckEvery = 10 * time.Millisecond
+	cfg.AlertAfterCycles = 0
+	return cfg
 }
 
 func snapshotOf(c *Collector, name string) *monitor.Snapshot {
@@ -309,12 +312,13 @@ func TestApplyValidation(t *testing.T) {
 		{"not UTF-8", []Spool{{Name: "a\xff", Dir: dir}}, ErrInvalidName},
 		{"too long", []Spool{{Name: strings.Repeat("x", MaxNameLen+1), Dir: dir}}, ErrInvalidName},
 		{"duplicate", []Spool{{Name: "a", Dir: dir}, {Name: "a", Dir: dir + "2"}}, ErrDuplicateName},
-		{"invalid config", []Spool{{Name: "ok", Dir: dir}, {Name: "a", Dir: dir, Config: monitor.Config{CheckEvery: -time.Second}}}, monitor.ErrInvalidConfig},
+		{"invalid config", []Spool{{Name: "ok", Dir: dir, Config: fastConfig()}, {Name: "a", Dir: dir, Config: monitor.Config{CheckEvery: -time.Second}}}, monitor.ErrInvalidConfig},
+		{"zero config", []Spool{{Name: "a", Dir: dir}}, monitor.ErrInvalidConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := New(slog.New(slog.DiscardHandler), nil)
-			if err := c.Apply([]Spool{{Name: "keep", Dir: dir}}); err != nil {
+			if err := c.Apply([]Spool{{Name: "keep", Dir: dir, Config: fastConfig()}}); err != nil {
 				t.Fatal(err)
 			}
 			err := c.Apply(tt.spools)

@@ -58,7 +58,7 @@ func BenchmarkFullCycle(b *testing.B) {
 	n := *benchEntries
 	dir := buildBenchSpool(b, n)
 	now := time.Now()
-	m := newTestMonitor(b, dir, Config{DisableWatch: true}, &now)
+	m := newTestMonitor(b, dir, conf(noWatch), &now)
 	ctx := context.Background()
 	mustCycle(b, m)
 	for b.Loop() {
@@ -78,7 +78,7 @@ func BenchmarkIncrementalCycle(b *testing.B) {
 	n := *benchEntries
 	dir := buildBenchSpool(b, n)
 	now := time.Now()
-	m := newTestMonitor(b, dir, Config{FullRescanEvery: time.Hour}, &now)
+	m := newTestMonitor(b, dir, conf(func(c *Config) { c.FullRescanEvery = time.Hour }), &now)
 	ctx := context.Background()
 	mustCycle(b, m)
 	k := max(1, n/200) // 1% changed: k removed, k added

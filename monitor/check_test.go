@@ -167,18 +167,6 @@ func referenceCases() []checkCase {
 // zero limit is exceeded (strictly) and a day is not.
 var checkNow = t0.Add(time.Microsecond)
 
-// monitorLimits turns the zero limits of a reference case, which a Config
-// would read as "the default", into 1ns: the same check at checkNow.
-func monitorLimits(l Limits) Limits {
-	if l.MaxCheckedOutAge == 0 {
-		l.MaxCheckedOutAge = time.Nanosecond
-	}
-	if l.MaxTmpFileAge == 0 {
-		l.MaxTmpFileAge = time.Nanosecond
-	}
-	return l
-}
-
 // TestCheckReferenceCases runs the reference's monitor tests through Check,
 // through a monitor that scans in full each cycle, and through a watching
 // monitor that sees the files arrive and leave through inotify.
@@ -187,7 +175,7 @@ func TestCheckReferenceCases(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, _ := newTestSpool(t)
 			// A watching monitor started on the empty spool.
-			w := newTestMonitor(t, dir, Config{Limits: monitorLimits(tc.limits), AlertAfterCycles: 0, AlertAfterCyclesSet: true}, &checkNow)
+			w := newTestMonitor(t, dir, conf(withLimits(tc.limits), alertAfter(0)), &checkNow)
 			mustCycle(t, w)
 			for _, f := range tc.files {
 				touch(t, dir, f)
@@ -207,7 +195,7 @@ func TestCheckReferenceCases(t *testing.T) {
 			if ps := w.Snapshot().Problems; !equalProblems(ps, tc.want) {
 				t.Errorf("watching monitor: got %s\nwant %s", fmtProblems(ps), fmtProblems(tc.want))
 			}
-			f := newTestMonitor(t, dir, Config{Limits: monitorLimits(tc.limits), DisableWatch: true}, &checkNow)
+			f := newTestMonitor(t, dir, conf(withLimits(tc.limits), noWatch), &checkNow)
 			mustCycle(t, f)
 			if ps := f.Snapshot().Problems; !equalProblems(ps, tc.want) {
 				t.Errorf("scanning monitor: got %s\nwant %s", fmtProblems(ps), fmtProblems(tc.want))
@@ -302,7 +290,7 @@ func TestCheckNewKinds(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, _ := newTestSpool(t)
-			w := newTestMonitor(t, dir, Config{Limits: lim}, &checkNow)
+			w := newTestMonitor(t, dir, conf(withLimits(lim)), &checkNow)
 			mustCycle(t, w)
 			tc.setup(t, dir)
 			l := lim
@@ -391,7 +379,7 @@ func TestCheckUnreadable(t *testing.T) {
 			if !equalProblems(got, tc.want) {
 				t.Errorf("got %s\nwant %s", fmtProblems(got), fmtProblems(tc.want))
 			}
-			m := newTestMonitor(t, dir, Config{Limits: lim, AlertAfterCycles: 0, AlertAfterCyclesSet: true}, &checkNow)
+			m := newTestMonitor(t, dir, conf(withLimits(lim), alertAfter(0)), &checkNow)
 			events, err := m.Cycle(context.Background())
 			if err == nil {
 				t.Error("cycle succeeded")

@@ -252,14 +252,11 @@ func TestEquivalence(t *testing.T) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			dir, s := newTestSpool(t)
 			w := &equivWorld{t: t, rng: rand.New(rand.NewPCG(seed, 42)), dir: dir, s: s, now: time.Now()}
-			cfg := Config{
-				Limits: Limits{
-					MaxCheckedOutAge: 3 * time.Minute,
-					MaxTmpFileAge:    2 * time.Minute,
-					MaxQueueAge:      map[string]time.Duration{"queue2": 5 * time.Minute},
-				},
-				AlertAfterCycles: 1, AlertAfterCyclesSet: true,
-			}
+			cfg := conf(withLimits(Limits{
+				MaxCheckedOutAge: 3 * time.Minute,
+				MaxTmpFileAge:    2 * time.Minute,
+				MaxQueueAge:      map[string]time.Duration{"queue2": 5 * time.Minute},
+			}), alertAfter(1))
 			incCfg := cfg
 			incCfg.FullRescanEvery = 5 * time.Minute
 			inc := newTestMonitor(t, dir, incCfg, &w.now)

@@ -63,10 +63,10 @@ func ExampleMonitor_Cycle() {
 	now := time.Now()
 	dir, cleanup := newSpool(now)
 	defer cleanup()
-	m, err := monitor.New("mail", dir, monitor.Config{
-		Limits: monitor.Limits{MaxQueueAge: map[string]time.Duration{"active": 30 * time.Minute}},
-		Now:    func() time.Time { return now },
-	})
+	cfg := monitor.DefaultConfig()
+	cfg.Limits.MaxQueueAge = map[string]time.Duration{"active": 30 * time.Minute}
+	cfg.Now = func() time.Time { return now }
+	m, err := monitor.New("mail", dir, cfg)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -85,6 +85,18 @@ type Monitor struct {
 	snap atomic.Pointer[Snapshot]
 }
 
+// DefaultConfig returns the default configuration: DefaultLimits, a cycle
+// every 15 s, alerts from a problem's 3rd consecutive sighting, a full
+// rescan every 10 minutes, inotify where it can be trusted.
+func DefaultConfig() Config {
+	return Config{
+		Limits:           DefaultLimits(),
+		CheckEvery:       DefaultCheckEvery,
+		AlertAfterCycles: DefaultAlertAfterCycles,
+		FullRescanEvery:  DefaultFullRescanEvery,
+	}
+}
+
 // New returns a monitor of the spool at dir, called name in snapshots. It
 // fails only on an invalid configuration: a missing or unreadable spool
 // shows as Up == false in snapshots until it can be read. New does not touch
@@ -101,8 +113,13 @@ func New(name, dir string, cfg Config) (*Monitor, error) {
 	}
 	neg("max checked-out age", cfg.Limits.MaxCheckedOutAge)
 	neg("max tmp file age", cfg.Limits.MaxTmpFileAge)
-	neg("check interval", cfg.CheckEvery)
-	neg("full rescan interval", cfg.FullRescanEvery)
+	pos := func(what string, d time.Duration) {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%w: %s %v is not positive (start from DefaultConfig)", ErrInvalidConfig, what, d))
+		}
+	}
+	pos("check interval", cfg.CheckEvery)
+	pos("full rescan interval", cfg.FullRescanEvery)
 	if cfg.AlertAfterCycles < 0 {
 		errs = append(errs, fmt.Errorf("%w: negative alert-after-cycles %d", ErrInvalidConfig, cfg.AlertAfterCycles))
 	}
@@ -115,22 +132,7 @@ func New(name, dir string, cfg Config) (*Monitor, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if cfg.Limits.MaxCheckedOutAge == 0 {
-		cfg.Limits.MaxCheckedOutAge = DefaultMaxCheckedOutAge
-	}
-	if cfg.Limits.MaxTmpFileAge == 0 {
-		cfg.Limits.MaxTmpFileAge = DefaultMaxTmpFileAge
-	}
 	cfg.Limits.MaxQueueAge = maps.Clone(cfg.Limits.MaxQueueAge)
-	if cfg.CheckEvery == 0 {
-		cfg.CheckEvery = DefaultCheckEvery
-	}
-	if cfg.AlertAfterCycles == 0 && !cfg.AlertAfterCyclesSet {
-		cfg.AlertAfterCycles = DefaultAlertAfterCycles
-	}
-	if cfg.FullRescanEvery == 0 {
-		cfg.FullRescanEvery = DefaultFullRescanEvery
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -155,7 +157,8 @@ func New(name, dir string, cfg Config) (*Monitor, error) {
 	return m, nil
 }
 
-// Config returns the monitor's configuration with the defaults filled in.
+// Config returns the monitor's configuration (with Now, After and Logger
+// filled in).
 func (m *Monitor) Config() Config { return m.cfg }
 
 // State is what a Monitor hands on to the monitor that replaces it when

@@ -16,6 +16,21 @@ import (
 // waitDeadline bounds every wait of the tests.
 const waitDeadline = 20 * time.Second
 
+// conf returns DefaultConfig changed by opts.
+func conf(opts ...func(*Config)) Config {
+	c := DefaultConfig()
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+func noWatch(c *Config) { c.DisableWatch = true }
+
+func alertAfter(n int) func(*Config) { return func(c *Config) { c.AlertAfterCycles = n } }
+
+func withLimits(l Limits) func(*Config) { return func(c *Config) { c.Limits = l } }
+
 // newTestMonitor returns a monitor of dir whose clock reads *now, with a
 // hook that syncMonitor uses, closed at the end of the test.
 func newTestMonitor(t testing.TB, dir string, cfg Config, now *time.Time) *Monitor {
@@ -199,11 +214,7 @@ func TestDebounce(t *testing.T) {
 		for _, watch := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/watch=%v", tc.name, watch), func(t *testing.T) {
 				dir, _ := newTestSpool(t)
-				m := newTestMonitor(t, dir, Config{
-					Limits:           Limits{MaxTmpFileAge: 1000 * day},
-					AlertAfterCycles: tc.alertAfter, AlertAfterCyclesSet: true,
-					DisableWatch: !watch,
-				}, &now)
+				m := newTestMonitor(t, dir, conf(withLimits(Limits{MaxCheckedOutAge: DefaultMaxCheckedOutAge, MaxTmpFileAge: 1000 * day}), alertAfter(tc.alertAfter), func(c *Config) { c.DisableWatch = !watch }), &now)
 				mustCycle(t, m)
 				for i, s := range tc.steps {
 					if s.do != nil {
@@ -227,7 +238,7 @@ func TestDebounce(t *testing.T) {
 func TestDebounceSnapshot(t *testing.T) {
 	now := t0.Add(time.Hour)
 	dir, _ := newTestSpool(t)
-	m := newTestMonitor(t, dir, Config{DisableWatch: true}, &now)
+	m := newTestMonitor(t, dir, conf(noWatch), &now)
 	if s := m.Snapshot(); s == nil || s.Up || s.Name != "test" {
 		t.Fatalf("before the first cycle: %+v", s)
 	}
@@ -255,7 +266,7 @@ func TestResume(t *testing.T) {
 	now := t0.Add(time.Hour)
 	dir, _ := newTestSpool(t)
 	touch(t, dir, ".data/foo")
-	cfg := Config{DisableWatch: true, AlertAfterCycles: 1}
+	cfg := conf(noWatch, alertAfter(1))
 	old := newTestMonitor(t, dir, cfg, &now)
 	mustCycle(t, old)
 	if ev := mustCycle(t, old); len(ev) != 1 || ev[0].Type != Start {
@@ -276,7 +287,7 @@ func TestResume(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newTestMonitor(t, dir, Config{DisableWatch: true, AlertAfterCycles: tt.alertAfter, AlertAfterCyclesSet: true}, &now)
+			m := newTestMonitor(t, dir, conf(noWatch, alertAfter(tt.alertAfter)), &now)
 			m.Resume(st)
 			if s := m.Snapshot(); len(s.Alerting) != 1 || s.EventsTotal[KindOrphaned][Start] != 1 {
 				t.Errorf("resumed snapshot before a cycle: alerting %v, events %v", s.Alerting, s.EventsTotal[KindOrphaned])
@@ -331,11 +342,7 @@ func TestRun(t *testing.T) {
 	dir, _ := newTestSpool(t)
 	touch(t, dir, ".data/foo")
 	clock := &fakeClock{waits: make(chan fakeWait)}
-	m := newTestMonitor(t, dir, Config{
-		AlertAfterCycles: 0, AlertAfterCyclesSet: true,
-		CheckEvery: 7 * time.Second,
-		After:      clock.After,
-	}, &now)
+	m := newTestMonitor(t, dir, conf(alertAfter(0), func(c *Config) { c.CheckEvery, c.After = 7*time.Second, clock.After }), &now)
 	events := make(chan Event, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -399,6 +406,9 @@ func TestNewInvalidConfig(t *testing.T) {
 		{Limits: Limits{MaxQueueAge: map[string]time.Duration{"../x": time.Second}}},
 		{AlertAfterCycles: -1},
 		{CheckEvery: -time.Second},
+		{}, // zero intervals: built from nothing, not from DefaultConfig
+		conf(func(c *Config) { c.CheckEvery = 0 }),
+		conf(func(c *Config) { c.FullRescanEvery = 0 }),
 	} {
 		if _, err := New("x", "/nonexistent", cfg); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("New(%+v) = %v", cfg, err)
@@ -407,12 +417,12 @@ func TestNewInvalidConfig(t *testing.T) {
 	if _, err := New("x", "", Config{}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("empty dir: %v", err)
 	}
-	m, err := New("x", filepath.Join(t.TempDir(), "missing"), Config{Logger: quietLog})
+	m, err := New("x", filepath.Join(t.TempDir(), "missing"), conf(func(c *Config) { c.Logger = quietLog }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := m.Config()
-	if c.CheckEvery != DefaultCheckEvery || c.AlertAfterCycles != 2 || c.FullRescanEvery != DefaultFullRescanEvery || c.Limits.MaxTmpFileAge != DefaultMaxTmpFileAge {
+	if c.CheckEvery != DefaultCheckEvery || c.AlertAfterCycles != 2 || c.FullRescanEvery != DefaultFullRescanEvery || c.Limits.MaxTmpFileAge != DefaultMaxTmpFileAge || c.Now == nil || c.After == nil {
 		t.Errorf("defaults: %+v", c)
 	}
 	if s := m.Snapshot(); s.Up {

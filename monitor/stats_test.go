@@ -160,7 +160,7 @@ func TestAgeBucketsRandom(t *testing.T) {
 func TestStatistics(t *testing.T) {
 	now := time.Now()
 	dir, s := newTestSpool(t)
-	m := newTestMonitor(t, dir, Config{}, &now)
+	m := newTestMonitor(t, dir, conf(), &now)
 	mustCycle(t, m)
 	var names []string
 	for i := range 3 {
@@ -235,7 +235,7 @@ func TestEntriesCountRegularFiles(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "queue2", "subdir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m := newTestMonitor(t, dir, Config{}, &now)
+	m := newTestMonitor(t, dir, conf(), &now)
 	mustCycle(t, m)
 	counts := func(step string, entries, checkedOut int) {
 		t.Helper()
@@ -276,7 +276,9 @@ func TestSpoolRecreated(t *testing.T) {
 	now := time.Now()
 	dir, _ := newTestSpool(t)
 	var logs syncbuf.Buffer
-	m := newTestMonitor(t, dir, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, &now)
+	m := newTestMonitor(t, dir, conf(func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}), &now)
 	mustCycle(t, m)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
@@ -341,7 +343,7 @@ func TestSpoolRecreated(t *testing.T) {
 func TestNewQueue(t *testing.T) {
 	now := time.Now()
 	dir, s := newTestSpool(t)
-	m := newTestMonitor(t, dir, Config{}, &now)
+	m := newTestMonitor(t, dir, conf(), &now)
 	mustCycle(t, m)
 	if err := s.AddQueue("extra"); err != nil {
 		t.Fatal(err)
@@ -388,7 +390,7 @@ func TestWatchFallback(t *testing.T) {
 		return nil
 	}
 	defer func() { addWatchFault = nil }()
-	m := newTestMonitor(t, dir, Config{AlertAfterCycles: 0, AlertAfterCyclesSet: true}, &now)
+	m := newTestMonitor(t, dir, conf(alertAfter(0)), &now)
 	mustCycle(t, m)
 	touch(t, dir, ".tmp/orphan")
 	events := mustCycle(t, m) // no sync: a full scan sees it (too old and orphaned)
@@ -421,7 +423,7 @@ func TestWatcherReadFails(t *testing.T) {
 	}
 	readFault.Store(&fault)
 	t.Cleanup(func() { readFault.Store(nil) }) // after the monitor's Close (cleanups run last first)
-	m := newTestMonitor(t, dir, Config{}, &now)
+	m := newTestMonitor(t, dir, conf(), &now)
 	mustCycle(t, m)
 	before := m.Snapshot().FullScans
 	// The first event is read, and the read fails.

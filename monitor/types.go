@@ -67,26 +67,27 @@ type Event struct {
 }
 
 // Limits are the age limits of the too_old checks. Ages are strict:
-// a file is too old when now - mtime > limit.
+// a file is too old when now - mtime > limit, so a zero limit means any
+// age (every file older than now), as in the reference and fsck. Start
+// from DefaultLimits for the reference's defaults.
 type Limits struct {
-	MaxCheckedOutAge time.Duration            // default 10m
-	MaxTmpFileAge    time.Duration            // default 10m
-	MaxQueueAge      map[string]time.Duration // per queue; absent means no limit
+	MaxCheckedOutAge time.Duration            // DefaultLimits: 10m
+	MaxTmpFileAge    time.Duration            // DefaultLimits: 10m
+	MaxQueueAge      map[string]time.Duration // per queue; absent means no limit, zero any age
 }
 
-// Config configures a Monitor. Zero fields take the defaults; for Limits
-// that means a zero MaxCheckedOutAge or MaxTmpFileAge is 10 minutes (use
-// time.Nanosecond for "any age"), while Check takes its limits as given.
+// Config configures a Monitor. Every field means what it says, zero
+// included: start from DefaultConfig and change what differs. New refuses
+// a zero CheckEvery or FullRescanEvery (a Config built from nothing)
+// rather than guessing.
 type Config struct {
-	Limits           Limits
-	CheckEvery       time.Duration // default 15s
-	AlertAfterCycles int           // default 2 (a problem alerts from its 3rd consecutive sighting); set AlertAfterCyclesSet to use 0
-	// AlertAfterCyclesSet makes AlertAfterCycles = 0 mean 0 rather than the default.
-	AlertAfterCyclesSet bool
-	FullRescanEvery     time.Duration    // period of the full rescan in watch mode; default 10m
-	DisableWatch        bool             // never use inotify: full scan every cycle
-	Now                 func() time.Time // default time.Now
-	Logger              *slog.Logger     // default slog.Default()
+	Limits           Limits           // zero ages mean any age
+	CheckEvery       time.Duration    // DefaultConfig: 15s; must be positive
+	AlertAfterCycles int              // DefaultConfig: 2 (a problem alerts from its 3rd consecutive sighting); 0 alerts at the first
+	FullRescanEvery  time.Duration    // period of the full rescan in watch mode; DefaultConfig: 10m; must be positive
+	DisableWatch     bool             // never use inotify: full scan every cycle
+	Now              func() time.Time // default time.Now
+	Logger           *slog.Logger     // default slog.Default()
 	// After returns a channel that receives once d has passed; Run waits
 	// on it between cycles. Default time.After; tests inject a fake clock.
 	After func(d time.Duration) <-chan time.Time

@@ -352,7 +352,9 @@ func TestAgeHistogramFromMonitor(t *testing.T) {
 			}
 		}
 	}
-	m, err := monitor.New("mail", dir, monitor.Config{Now: func() time.Time { return testNow }, DisableWatch: true, Logger: slog.New(slog.DiscardHandler)})
+	cfg := monitor.DefaultConfig()
+	cfg.Now, cfg.DisableWatch, cfg.Logger = func() time.Time { return testNow }, true, slog.New(slog.DiscardHandler)
+	m, err := monitor.New("mail", dir, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
