@@ -285,7 +285,9 @@ func measureFull(ctx context.Context, dir string, n, runs int) (cycle, find time
 		err = cmd.Run()
 		return time.Since(start), err
 	}
-	full, err := monitor.New("bench", dir, monitor.Config{DisableWatch: true, Logger: quiet})
+	fullCfg := monitor.DefaultConfig()
+	fullCfg.DisableWatch, fullCfg.Logger = true, quiet
+	full, err := monitor.New("bench", dir, fullCfg)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -328,8 +330,10 @@ func measureIncremental(ctx context.Context, dir string, n, runs int, pct float6
 	// The clock runs ahead by offset, which the warm rescan runs below move
 	// past FullRescanEvery.
 	var offset atomic.Int64
-	m, err := monitor.New("bench", dir, monitor.Config{Logger: quiet, FullRescanEvery: time.Hour,
-		Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }})
+	cfg := monitor.DefaultConfig()
+	cfg.Logger, cfg.FullRescanEvery = quiet, time.Hour
+	cfg.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	m, err := monitor.New("bench", dir, cfg)
 	if err != nil {
 		return err
 	}
