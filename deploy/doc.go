@@ -1,6 +1,12 @@
 // Package deploy holds the configuration of the docker-compose demo
 // (Prometheus, Alertmanager, Grafana provisioning, the OpenTelemetry
-// Collector and the demo workload) and the tests that check
-// docker-compose.yml, the Dockerfile and these files against each other.
-// It has no code of its own.
+// Collector and the demo workload), the packaging files (packaging/: the
+// systemd unit, the default configuration, nfpm's configuration) and the
+// Kubernetes base (kubernetes/), and the tests that check them against the
+// agent and each other.
+//
+// It is a module of its own so that the heavy dependencies of these checks
+// (compose-go, Kubernetes API types, kustomize) stay out of the library's
+// module graph. It imports nothing from the library: it builds and runs the
+// agent and genrules from the repository's root with the go command.
 package deploy
