@@ -19,7 +19,7 @@ const envPrefix = "SPOOL_AGENT_"
 
 const description = `Watch multispool spools and export their health to Prometheus and OpenTelemetry, and operate on spools by hand.
 
-Every flag can also be set in the environment (SPOOL_AGENT_ and the flag's name in capitals with - and . as _, lists comma-separated) and in the file of --config (YAML or JSON, keys are long flag names). Precedence: command line, then environment, then configuration file, then default.`
+The global flags and run's flags can also be set in the environment (SPOOL_AGENT_ and the flag's name in capitals with - and . as _, lists comma-separated); the other commands' flags are never read from it, so that a variable meant for the agent cannot change a one-shot command. Every flag can be set in the file of --config (YAML or JSON, keys are long flag names). Precedence: command line, then environment, then configuration file, then default.`
 
 // CLI is the command-line grammar.
 type CLI struct {
@@ -122,7 +122,16 @@ type exitPanic int
 
 // newParser builds the kong parser of cli for m.
 func (m *Main) newParser(cli *CLI, res *resolvers) (*kong.Kong, error) {
-	return kong.New(cli,
+	// The flags read from the environment, known once the model is built
+	// (help is rendered later, at parse time).
+	fromEnv := map[*kong.Value]bool{}
+	helpWithEnv := func(v *kong.Value) string {
+		if v.Flag == nil || !fromEnv[v] {
+			return v.Help
+		}
+		return v.Help + " ($" + envName(v.Name) + ")"
+	}
+	parser, err := kong.New(cli,
 		kong.Name("spool-agent"),
 		kong.Description(description),
 		kong.Writers(m.Stdout, m.Stderr),
@@ -133,6 +142,43 @@ func (m *Main) newParser(cli *CLI, res *resolvers) (*kong.Kong, error) {
 		kong.Resolvers(res.config, res.env),
 		kong.KindMapper(reflect.String, rawString),
 	)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range parser.Model.Flags {
+		fromEnv[f.Value] = envFlag(f)
+	}
+	for _, n := range parser.Model.Children {
+		if n.Type == kong.CommandNode && n.Name == "run" {
+			for _, f := range n.Flags {
+				fromEnv[f.Value] = envFlag(f)
+			}
+		}
+	}
+	return parser, nil
+}
+
+// envFlag reports whether f, a global flag or one of run's, is read from
+// the environment (all but --help and --version).
+func envFlag(f *kong.Flag) bool { return f.Name != "help" && f.Name != "version" }
+
+// readsEnv reports whether a flag of the node at path is read from the
+// environment: global flags and run's are; the one-shot commands' flags are
+// not, so that SPOOL_AGENT_NAME meant for nothing (or SPOOL_AGENT_OUTPUT
+// meant for a script) never changes what enqueue or ls do.
+func readsEnv(path *kong.Path, flag *kong.Flag) bool {
+	if !envFlag(flag) {
+		return false
+	}
+	switch {
+	case path == nil:
+		return false
+	case path.App != nil:
+		return true
+	case path.Command != nil:
+		return path.Command.Name == "run"
+	}
+	return false
 }
 
 // rawString decodes a string flag or argument as given. (kong's own
@@ -182,14 +228,6 @@ func (m *Main) parse(args []string) (cli *CLI, cmd string, cfg *configFile, err 
 		return nil, "", nil, &exitError{code: exitUsage, err: err}
 	}
 	return cli, kctx.Command(), res.cfg, nil
-}
-
-// helpWithEnv appends a flag's environment variable to its help.
-func helpWithEnv(v *kong.Value) string {
-	if v.Flag == nil || v.Name == "help" || v.Name == "version" {
-		return v.Help
-	}
-	return v.Help + " ($" + envName(v.Name) + ")"
 }
 
 // envName is the environment variable of the flag named name.

@@ -362,8 +362,8 @@ func TestBadInput(t *testing.T) {
 		{"bad config value", nil, []string{"--config", badValue, "fsck", dir}, "max-tmp-file-age"},
 		{"bad per-spool key", nil, []string{"--config", badSpools, "ls", dir}, `unknown key "check-evry"`},
 		{"config from env", map[string]string{"SPOOL_AGENT_CONFIG": missing}, []string{"ls", dir}, "no such file"},
-		{"bad env value", map[string]string{"SPOOL_AGENT_MAX_TMP_FILE_AGE": "soon"}, []string{"fsck", dir}, "$SPOOL_AGENT_MAX_TMP_FILE_AGE"},
-		{"bad env enum", map[string]string{"SPOOL_AGENT_OUTPUT": "xml"}, []string{"ls", dir}, "$SPOOL_AGENT_OUTPUT"},
+		{"bad env value", map[string]string{"SPOOL_AGENT_MAX_TMP_FILE_AGE": "soon"}, []string{"run", "--spool", "a=" + dir}, "$SPOOL_AGENT_MAX_TMP_FILE_AGE"},
+		{"bad env enum", map[string]string{"SPOOL_AGENT_LOG_FORMAT": "xml"}, []string{"ls", dir}, "$SPOOL_AGENT_LOG_FORMAT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cli(t, tc.env, "", tc.args...)

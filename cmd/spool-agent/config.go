@@ -111,8 +111,8 @@ func (r *resolvers) resolveConfig(kctx *kong.Context, _ *kong.Path, flag *kong.F
 	return v, nil
 }
 
-func (r *resolvers) resolveEnv(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
-	if flag.Name == "help" || flag.Name == "version" {
+func (r *resolvers) resolveEnv(_ *kong.Context, path *kong.Path, flag *kong.Flag) (any, error) {
+	if !readsEnv(path, flag) {
 		return nil, nil
 	}
 	name := envName(flag.Name)
