@@ -6,15 +6,18 @@ import (
 	"runtime/debug"
 )
 
-// Set at build time, e.g.
+// Set at build time (scripts/release.sh does), e.g.
 //
-//	go build -ldflags "-X main.version=1.2.0 -X main.revision=$(git rev-parse HEAD)" ./cmd/spool-agent
+//	go build -ldflags "-X main.version=1.2.0 -X main.revision=$(git rev-parse HEAD) -X main.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)" ./cmd/spool-agent
 //
-// When unset they fall back to the module version and the VCS revision
-// that the Go toolchain stamps into the binary.
+// When unset, version and revision fall back to the module version
+// ("(devel)" for a plain build) and the VCS revision that the Go toolchain
+// stamps into the binary; the build date is then left out. They are
+// package variables only because -X can set nothing else.
 var (
-	version  string
-	revision string
+	version   string
+	revision  string
+	buildDate string
 )
 
 // buildVersion returns the version and revision of the binary.
@@ -51,7 +54,12 @@ func orUnknown(s string) string {
 	return s
 }
 
-// versionLine is what --version prints.
+// versionLine is what --version prints (and the landing page shows), with
+// the stamped build date when there is one.
 func versionLine(v, rev string) string {
-	return fmt.Sprintf("spool-agent version %s, revision %s, %s", v, rev, runtime.Version())
+	line := fmt.Sprintf("spool-agent version %s, revision %s, %s", v, rev, runtime.Version())
+	if buildDate != "" {
+		line += ", built " + buildDate
+	}
+	return line
 }
