@@ -225,7 +225,7 @@ var spoolCases = []badInputCase{
 			wantErr(t, "enqueue into the symlinked queue", err, spool.ErrUnknownQueue)
 			wantErr(t, "remove through the symlinked queue", sp.Remove("evil", "victim"), nil)
 			wantErr(t, "move into the symlinked queue", sp.Move("in", names[0], "evil"), spool.ErrUnknownQueue)
-			if _, err := sp.Recover(-time.Hour); err != nil {
+			if _, err := sp.Recover(-time.Hour, spool.RecoverOptions{WorkersStopped: true}); err != nil {
 				t.Logf("recover: %v", err)
 			}
 		}
@@ -270,7 +270,7 @@ var spoolCases = []badInputCase{
 		os.WriteFile(filepath.Join(dir, spool.RegistryDir, "stuck"), nil, 0o644)
 		old := time.Now().Add(-time.Hour)
 		os.Chtimes(filepath.Join(dir, spool.RegistryDir, "stuck"), old, old)
-		rec, err := s.Recover(-time.Hour)
+		rec, err := s.Recover(-time.Hour, spool.RecoverOptions{WorkersStopped: true})
 		if err != nil {
 			t.Logf("recover: %v", err)
 		}

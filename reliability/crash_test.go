@@ -109,7 +109,7 @@ func verifyCrash(t *testing.T, w *crashWorkers, fig *crashFigures) {
 		t.Fatal(err)
 	}
 	// The workers are dead: their checkouts are stranded; return them.
-	rec, err := s.Recover(-time.Hour)
+	rec, err := s.Recover(-time.Hour, spool.RecoverOptions{WorkersStopped: true})
 	if err != nil {
 		t.Fatalf("recover: %v", err)
 	}

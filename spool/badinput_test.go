@@ -293,7 +293,7 @@ func readOnlyChecks(dir, name string) []string {
 	want("Move", s.Move("q", name, "q"), ErrReadOnly)
 	want("WriteMetadata", s.WriteMetadata("q", name, []byte("x")), ErrReadOnly)
 	want("AddQueue", s.AddQueue("r"), ErrReadOnly)
-	_, err = s.Recover(0)
+	_, err = s.Recover(0, RecoverOptions{WorkersStopped: true})
 	want("Recover", err, ErrReadOnly)
 	r, err := s.NewReader("q")
 	if err != nil {

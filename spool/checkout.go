@@ -476,15 +476,42 @@ type Recovered struct {
 	ModTime time.Time
 }
 
+// MinRecoverAge is the youngest checkout age that Recover accepts unless
+// RecoverOptions.WorkersStopped is set. Workers of this package hold an flock
+// on their checkouts, so Recover never takes theirs whatever the age; workers
+// of the OCaml reference take no lock and never refresh a checkout's mtime,
+// so for them the age is the only protection, and a checkout younger than a
+// minute is most likely held by a live one.
+const MinRecoverAge = time.Minute
+
+// RecoverOptions say what Recover may assume about the spool's workers.
+type RecoverOptions struct {
+	// WorkersStopped states that every worker of another implementation
+	// (one that takes no lock, such as the OCaml multispool) is stopped, as
+	// async_smtp's start-up recovery assumes. It allows any age, 0 included.
+	WorkersStopped bool
+}
+
 // Recover returns to their queues the checked-out entries whose checkout file
 // is older than olderThan (by mtime, strictly) and that no live holder has
 // locked. Every Checkout made by this package holds an flock on its file
-// from before the file enters .checkout until it leaves, so Recover is safe
-// beside live workers of this package whatever the age; the age protects
-// holders that do not lock, such as OCaml multispool workers. The rename back
-// uses RENAME_NOREPLACE, so an entry that is somehow also in its queue is
-// left for an operator.
-func (s *Spool) Recover(olderThan time.Duration) ([]Recovered, error) {
+// from before the file enters .checkout until it leaves, so Recover never
+// takes a live checkout of this package, whatever the age. Workers of the
+// OCaml reference take no lock: beside them the age is the only protection,
+// so an olderThan below MinRecoverAge is refused with ErrRecoverTooYoung
+// unless o.WorkersStopped says no such worker runs. The rename back uses
+// RENAME_NOREPLACE, so an entry that is somehow also in its queue is left
+// for an operator.
+//
+// A worker of this package whose checkout was nevertheless taken (by
+// async_smtp's start-up recovery, uncheckout_all_entries, which takes every
+// checkout whoever holds it, or by hand) gets ErrLost from Save, Remove and
+// Touch: it never moves or deletes the entry that someone else now holds.
+func (s *Spool) Recover(olderThan time.Duration, o RecoverOptions) ([]Recovered, error) {
+	if olderThan < MinRecoverAge && !o.WorkersStopped {
+		return nil, fmt.Errorf("recover in %s: %w: %v is below %v; workers of other implementations (the OCaml multispool) take no lock, so only the age protects their checkouts; set RecoverOptions.WorkersStopped when every such worker is stopped",
+			s.dir, ErrRecoverTooYoung, olderThan, MinRecoverAge)
+	}
 	if err := s.writable("recover", ""); err != nil {
 		return nil, err
 	}

@@ -122,7 +122,7 @@ func TestSaveKeepsLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rs, err := other.Recover(-time.Hour); err != nil || len(rs) != 0 {
+	if rs, err := other.Recover(-time.Hour, RecoverOptions{WorkersStopped: true}); err != nil || len(rs) != 0 {
 		t.Fatalf("Recover took a held checkout: %v %v", rs, err)
 	}
 	os.Remove(s.queuePath("q2", name))
@@ -171,7 +171,7 @@ func TestRecoverUnlocksBeforeFsync(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		rs, err := s.Recover(-time.Hour)
+		rs, err := s.Recover(-time.Hour, RecoverOptions{WorkersStopped: true})
 		if err == nil && len(rs) != 1 {
 			err = fmt.Errorf("recovered %v", rs)
 		}

@@ -102,7 +102,7 @@ func crashProducer() int {
 // hold locks) and returns a reader of queue.
 func (h *crashHelper) startConsumer(queue string) (*Reader, error) {
 	h.phase.Store("recover")
-	if _, err := h.s.Recover(0); err != nil {
+	if _, err := h.s.Recover(0, RecoverOptions{WorkersStopped: true}); err != nil {
 		return nil, err
 	}
 	h.phase.Store("open")
@@ -343,7 +343,7 @@ func checkAfterCrashes(t *testing.T, dir, logs string) {
 			}
 		}
 	}
-	rs, err := s.Recover(0)
+	rs, err := s.Recover(0, RecoverOptions{WorkersStopped: true})
 	if err != nil {
 		t.Fatalf("Recover: %v", err)
 	}

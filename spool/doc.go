@@ -19,8 +19,9 @@
 // touching entries that others hold, bounds reservation retries and concurrent
 // file operations, fsyncs directories when asked to, and lets readers be
 // closed. A checkout holds an flock on its file from before the file leaves
-// the queue until it leaves .checkout, so [Spool.Recover] can run beside live
-// workers without stealing their entries. Readers share one inotify instance
+// the queue until it leaves .checkout, so [Spool.Recover] never steals an
+// entry from a live worker of this package; workers of the OCaml reference
+// take no lock, and beside them only the age protects (see [MinRecoverAge]). Readers share one inotify instance
 // per spool, dequeue one producer's entries in creation order, and fall back
 // to polling where inotify is unavailable. [Typed] adds typed metadata
 // through a [Codec]. Every file-system call goes through the [FS] seam so

@@ -33,4 +33,7 @@ var (
 	// ErrBusy reports an entry that stayed locked by another worker while a
 	// claim waited for it: another worker is claiming it or handing it back.
 	ErrBusy = errors.New("entry is busy")
+	// ErrRecoverTooYoung reports a Recover asked to take checkouts younger
+	// than MinRecoverAge without RecoverOptions.WorkersStopped.
+	ErrRecoverTooYoung = errors.New("recover age below MinRecoverAge without RecoverOptions.WorkersStopped")
 )

@@ -82,7 +82,7 @@ func ExampleSpool_Recover() {
 	}
 	// At start-up, return the entries of workers that died holding them.
 	// Live workers' entries are locked and stay where they are.
-	recovered, err := s.Recover(0)
+	recovered, err := s.Recover(0, spool.RecoverOptions{WorkersStopped: true})
 	if err != nil {
 		log.Fatal(err)
 	}

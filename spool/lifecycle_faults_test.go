@@ -174,7 +174,7 @@ var lifecycles = []lifecycle{
 		},
 		steps: []lcStep{
 			{op: "recover", after: place{"q1", meta1}, run: func(st *lcState) error {
-				rs, err := st.s.Recover(time.Minute)
+				rs, err := st.s.Recover(time.Minute, spool.RecoverOptions{})
 				if err == nil && (len(rs) != 1 || rs[0].Name != st.name) {
 					return fmt.Errorf("recover returned %v, want just %s", rs, st.name)
 				}
@@ -318,7 +318,7 @@ func finish(st *lcState) error {
 			}
 		}
 	}
-	if _, err := st.s.Recover(-time.Hour); err != nil {
+	if _, err := st.s.Recover(-time.Hour, spool.RecoverOptions{WorkersStopped: true}); err != nil {
 		return fmt.Errorf("recover after fault: %w", err)
 	}
 	if st.name != "" {

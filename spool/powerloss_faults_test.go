@@ -248,7 +248,7 @@ func TestPowerLossFsyncOrder(t *testing.T) {
 		old := time.Now().Add(-time.Hour)
 		os.Chtimes(co, old, old)
 		l := r.do("recover", func() error {
-			rs, err := r.s.Recover(time.Minute)
+			rs, err := r.s.Recover(time.Minute, spool.RecoverOptions{})
 			if err == nil && len(rs) != 1 {
 				err = fmt.Errorf("recovered %v", rs)
 			}

@@ -521,7 +521,7 @@ func TestRecover(t *testing.T) {
 	// Not an entry.
 	mkdir(t, s.checkoutPath("q", "adir"))
 
-	rs, err := s.Recover(10 * time.Minute)
+	rs, err := s.Recover(10*time.Minute, RecoverOptions{})
 	if err == nil || !strings.Contains(err.Error(), "dup") {
 		t.Errorf("Recover did not report the duplicate: %v", err)
 	}
@@ -595,7 +595,7 @@ func TestThrottle(t *testing.T) {
 						return
 					}
 				}
-				s.Recover(time.Hour)
+				s.Recover(time.Hour, RecoverOptions{})
 			}
 			errc <- nil
 		}()

@@ -191,7 +191,7 @@ func (c *RecoverCmd) run(_ context.Context, m *Main) error {
 		return err
 	}
 	p := m.startProgress("recover "+c.Dir, 0)
-	recovered, err := s.Recover(c.OlderThan)
+	recovered, err := s.Recover(c.OlderThan, spool.RecoverOptions{})
 	p.finish()
 	for _, r := range recovered {
 		fmt.Fprintf(m.Stdout, "recovered %s to %s (checked out at %s)\n", r.Name, r.Queue, r.ModTime.UTC().Format(time.RFC3339))
