@@ -3,7 +3,6 @@ package monitor
 import (
 	"cmp"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -37,7 +36,12 @@ func DefaultLimits() Limits {
 // that is missing or not a spool gives no problems and an error wrapping
 // ErrNotSpool or the system error.
 func Check(dir string, limits Limits, now time.Time) ([]Problem, error) {
-	sc := scanner{dir: filepath.Clean(dir)}
+	return check(dir, limits, now, nil)
+}
+
+// check is Check with the openDir test seam.
+func check(dir string, limits Limits, now time.Time, openFault func(string) error) ([]Problem, error) {
+	sc := scanner{dir: filepath.Clean(dir), openFault: openFault}
 	ix, err := sc.scan()
 	if ix == nil {
 		return nil, err
@@ -64,7 +68,7 @@ func mtimeOf(path string, bad bool) (t time.Time, ok bool, err error) {
 		return time.Time{}, false, nil
 	}
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("stat %s: %w", path, err)
+		return time.Time{}, false, pathErr("stat", path, err)
 	}
 	if bad || !isReg(st.Mode) {
 		return time.Time{}, true, nil

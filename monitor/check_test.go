@@ -365,14 +365,13 @@ func TestCheckUnreadable(t *testing.T) {
 				tc.want = slices.DeleteFunc(tc.want, func(p Problem) bool { return p.Kind == KindMissingData })
 			}
 			bad := filepath.Join(dir, tc.unreadable)
-			openDirFault = func(path string) error {
+			fault := func(path string) error {
 				if path == bad {
 					return unix.EACCES
 				}
 				return nil
 			}
-			defer func() { openDirFault = nil }()
-			got, err := Check(dir, lim, checkNow)
+			got, err := check(dir, lim, checkNow, fault)
 			if err == nil || !errors.Is(err, unix.EACCES) || !strings.Contains(err.Error(), bad) {
 				t.Errorf("error %v, want EACCES naming %s", err, bad)
 			}
@@ -380,6 +379,7 @@ func TestCheckUnreadable(t *testing.T) {
 				t.Errorf("got %s\nwant %s", fmtProblems(got), fmtProblems(tc.want))
 			}
 			m := newTestMonitor(t, dir, conf(withLimits(lim), alertAfter(0)), &checkNow)
+			m.openDirFault.Store(&fault)
 			events, err := m.Cycle(context.Background())
 			if err == nil {
 				t.Error("cycle succeeded")
@@ -388,7 +388,7 @@ func TestCheckUnreadable(t *testing.T) {
 			if !s.Up || s.FailedCycles != 1 || !strings.Contains(s.LastError, bad) || !equalProblems(s.Problems, tc.want) || len(events) != len(tc.want) {
 				t.Errorf("snapshot Up=%v FailedCycles=%d LastError=%q problems %s, %d events", s.Up, s.FailedCycles, s.LastError, fmtProblems(s.Problems), len(events))
 			}
-			openDirFault = nil
+			m.openDirFault.Store(nil)
 			if _, err := m.Cycle(context.Background()); err != nil {
 				t.Errorf("cycle after the directory came back: %v", err)
 			}

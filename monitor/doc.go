@@ -64,7 +64,18 @@
 // seen INT times") is off by one; this is the rule it implements.
 //
 // A cycle that cannot read the spool at all leaves the debounce state as it
-// was and emits nothing.
+// was and emits nothing. A partial cycle, one that could not read part of
+// the spool (a directory it could not list, a file it could not stat),
+// fails (the error is counted and logged) but debounces what it did read;
+// the problems that the unreadable part decides are neither counted nor
+// forgotten: each keeps its count and its alerting state, whether or not
+// the cycle found it, so nothing starts or ends because of a read error.
+// That part is: every problem in an unlistable directory or about an
+// unstattable file; every orphaned problem when .registry cannot be listed;
+// every missing_data problem when .data cannot; orphaned and duplicated
+// registry files when a queue or checkout directory cannot; everything
+// when the error cannot be placed. (The reference abandons the whole
+// cycle instead, so that an error there hides the spool's other changes.)
 //
 // # Scale
 //

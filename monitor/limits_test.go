@@ -64,4 +64,3 @@ func TestZeroLimits(t *testing.T) {
 		})
 	}
 }
-

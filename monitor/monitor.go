@@ -46,7 +46,7 @@ type Monitor struct {
 
 	// cycleMu serializes cycles and full scans, and guards the debounce state.
 	cycleMu  sync.Mutex
-	counts   map[string]int     // problem key -> consecutive cycles seen
+	counts   map[string]tracked // problem key -> the problem and the consecutive cycles it was seen
 	alerting map[string]Problem // problems alerting after debouncing
 
 	mu           sync.Mutex // guards everything below
@@ -81,6 +81,10 @@ type Monitor struct {
 	// Test hooks, set before the first cycle.
 	onRootFile func(name string) // an event for a regular file at the spool root was applied
 	dropping   atomic.Bool       // discard events, as an inotify overflow does
+	// openDirFault makes opening the directories it returns an error for
+	// fail (as EACCES would for a non-root user); tests change it between
+	// cycles.
+	openDirFault atomic.Pointer[func(path string) error]
 
 	snap atomic.Pointer[Snapshot]
 }
@@ -147,7 +151,7 @@ func New(name, dir string, cfg Config) (*Monitor, error) {
 		dir:         filepath.Clean(dir),
 		cfg:         cfg,
 		log:         cfg.Logger.With("spool", name, "dir", filepath.Clean(dir)),
-		counts:      map[string]int{},
+		counts:      map[string]tracked{},
 		alerting:    map[string]Problem{},
 		needFull:    true,
 		arrivals:    map[string]uint64{},
@@ -167,7 +171,7 @@ func (m *Monitor) Config() Config { return m.cfg }
 // counters (events, arrivals). The successor neither repeats a Start nor
 // loses an End, and its counters continue.
 type State struct {
-	counts      map[string]int
+	counts      map[string]tracked
 	alerting    map[string]Problem
 	eventsTotal map[Kind]map[EventType]uint64
 	arrivals    map[string]uint64
@@ -199,7 +203,7 @@ func (m *Monitor) Resume(s State) {
 	m.counts = maps.Clone(s.counts)
 	m.alerting = maps.Clone(s.alerting)
 	if m.counts == nil {
-		m.counts = map[string]int{}
+		m.counts = map[string]tracked{}
 	}
 	if m.alerting == nil {
 		m.alerting = map[string]Problem{}
@@ -216,6 +220,14 @@ func (m *Monitor) Resume(s State) {
 	cp.EventsTotal = copyEventsTotal(m.eventsTotal)
 	cp.Alerting = m.alertingNow
 	m.snap.Store(&cp)
+}
+
+// openFault returns the test seam of openDir (nil in production).
+func (m *Monitor) openFault() func(string) error {
+	if f := m.openDirFault.Load(); f != nil {
+		return *f
+	}
+	return nil
 }
 
 // Snapshot returns the latest snapshot. It is never nil (before the first
@@ -287,7 +299,9 @@ func (m *Monitor) Run(ctx context.Context, onEvent func(Event)) error {
 // An error means the cycle failed: it is counted and logged. If the spool
 // could not be read at all, the debounce state is left as it was and no
 // event is returned. If only parts of it could not be read, the problems
-// found elsewhere are debounced and their events returned with the error.
+// found elsewhere are debounced and their events returned with the error,
+// while the problems that the unreadable parts would decide keep their
+// counts and alerting state unchanged (see the package documentation).
 func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -352,12 +366,14 @@ func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 		}
 	}
 	err := errors.Join(errs...)
+	var unk *unknown
 	if err != nil {
 		m.needFull = true // look again from scratch until the errors clear
+		unk = unknownOf(m.dir, errs)
 	}
 	m.mu.Unlock()
 
-	events := m.debounce(ps, now)
+	events := m.debounce(ps, unk, now)
 
 	m.mu.Lock()
 	m.cycles++
@@ -404,16 +420,44 @@ func (m *Monitor) logCycle(prevErr string, err error) {
 	}
 }
 
+// tracked is a problem the debouncing counts: seen in n consecutive cycles.
+type tracked struct {
+	p Problem
+	n int
+}
+
 // debounce applies the reference's rule to the cycle's problems and returns
-// the events. Callers hold cycleMu.
-func (m *Monitor) debounce(ps []Problem, now time.Time) []Event {
-	counts := make(map[string]int, len(ps))
+// the events. The problems that unk covers (the cycle could not read their
+// part of the spool) keep their count and alerting state as they were,
+// whether the cycle found them or not. Callers hold cycleMu.
+func (m *Monitor) debounce(ps []Problem, unk *unknown, now time.Time) []Event {
+	counts := make(map[string]tracked, len(ps))
 	alerting := map[string]Problem{}
+	partial := unk != nil && !unk.empty()
 	for _, p := range ps {
+		if partial && unk.covers(p) {
+			continue
+		}
 		k := p.Key()
-		counts[k] = m.counts[k] + 1
-		if counts[k] > m.cfg.AlertAfterCycles {
+		t := tracked{p: p, n: m.counts[k].n + 1}
+		counts[k] = t
+		if t.n > m.cfg.AlertAfterCycles {
 			alerting[k] = p
+		}
+	}
+	if partial {
+		for k, t := range m.counts {
+			if _, ok := counts[k]; !ok && unk.covers(t.p) {
+				counts[k] = t
+				if p, ok := m.alerting[k]; ok {
+					alerting[k] = p
+				}
+			}
+		}
+		for k, p := range m.alerting {
+			if _, ok := alerting[k]; !ok && unk.covers(p) {
+				alerting[k] = p // alerting, but no longer counted (a predecessor's)
+			}
 		}
 	}
 	var ends, starts []Problem

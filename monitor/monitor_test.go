@@ -307,7 +307,7 @@ func TestResume(t *testing.T) {
 		})
 	}
 	// The state is a copy: the successors' cycles did not change it.
-	if st.counts[p(KindOrphaned, data, "foo").Key()] != 2 {
+	if st.counts[p(KindOrphaned, data, "foo").Key()].n != 2 {
 		t.Errorf("the handed-on state changed: %v", st.counts)
 	}
 }

@@ -102,9 +102,10 @@ func stNs(st *unix.Stat_t) int64 { return st.Mtim.Sec*1e9 + st.Mtim.Nsec }
 func typeKnown(t uint8) bool { return t != unix.DT_UNKNOWN }
 
 // openDir opens path as a directory without following a final symlink.
-func openDir(path string, follow bool) (int, error) {
-	if openDirFault != nil {
-		if err := openDirFault(path); err != nil {
+// fault, a test seam, makes it fail for the paths it returns an error for.
+func openDir(path string, follow bool, fault func(path string) error) (int, error) {
+	if fault != nil {
+		if err := fault(path); err != nil {
 			return -1, err
 		}
 	}
@@ -136,9 +137,9 @@ type layout struct {
 //
 // The error is fatal (the spool cannot be listed or is not a spool); the
 // slice holds files at the root that could not be examined.
-func readLayout(dir string, buf []byte) (layout, []error, error) {
+func readLayout(dir string, buf []byte, fault func(string) error) (layout, []error, error) {
 	var lay layout
-	fd, err := openDir(dir, true)
+	fd, err := openDir(dir, true, fault)
 	if err != nil {
 		return lay, nil, fmt.Errorf("open spool %s: %w", dir, err)
 	}
@@ -152,7 +153,7 @@ func readLayout(dir string, buf []byte) (layout, []error, error) {
 			var st unix.Stat_t
 			if err := fstatat(fd, d, &st); err != nil {
 				if err != unix.ENOENT {
-					errs = append(errs, fmt.Errorf("stat %s/%s: %w", dir, name, err))
+					errs = append(errs, pathErr("stat", dir+"/"+name, err))
 				}
 				return
 			}
@@ -180,7 +181,7 @@ func readLayout(dir string, buf []byte) (layout, []error, error) {
 					return
 				}
 				if err != nil && err != unix.ENOENT && err != unix.ENOTDIR {
-					errs = append(errs, fmt.Errorf("stat %s/%s/%s: %w", dir, name, spool.CheckoutDir, err))
+					errs = append(errs, pathErr("stat", dir+"/"+name+"/"+spool.CheckoutDir, err))
 					return
 				}
 				lay.candidates = append(lay.candidates, name)
@@ -223,6 +224,9 @@ type scanner struct {
 	// listed: the monitor adds its inotify watch there, so that no change
 	// between the listing and the watch can go unseen.
 	beforeList func(path string)
+	// openFault, a test seam, makes opening the directories it returns an
+	// error for fail.
+	openFault func(path string) error
 }
 
 func (s *scanner) canceled() error {
@@ -263,7 +267,7 @@ func (s *scanner) scan() (*index, error) {
 		}
 	}
 	watch(s.dir)
-	lay, errs, err := readLayout(s.dir, buf)
+	lay, errs, err := readLayout(s.dir, buf, s.openFault)
 	if err != nil {
 		return nil, errors.Join(append([]error{err}, errs...)...)
 	}
@@ -291,7 +295,7 @@ func (s *scanner) scan() (*index, error) {
 		defer wg.Done()
 		defer close(regDone)
 		path := s.dir + "/" + spool.RegistryDir
-		files, ok := listDir(path, make([]byte, direntBuf), &ix.arena, statType, &regErrs)
+		files, ok := s.listDir(path, make([]byte, direntBuf), &ix.arena, statType, &regErrs)
 		ix.regFailed = !ok
 		ix.ids = make(map[string]uint32, len(files))
 		ix.ents = make([]entry, 0, len(files))
@@ -312,14 +316,14 @@ func (s *scanner) scan() (*index, error) {
 		defer wg.Done()
 		var ar arena
 		path := s.dir + "/" + spool.DataDir
-		files, ok := listDir(path, make([]byte, direntBuf), &ar, statRegular, &dataErrs)
+		files, ok := s.listDir(path, make([]byte, direntBuf), &ar, statRegular, &dataErrs)
 		ix.dataFailed = !ok
 		<-regDone
 		dataOrphans = s.joinData(ix, files)
 	}()
 	var ar arena
 	tmpPath := s.dir + "/" + spool.TmpDir
-	tmpFiles, ok := listDir(tmpPath, buf, &ar, statAll, &locErrs)
+	tmpFiles, ok := s.listDir(tmpPath, buf, &ar, statAll, &locErrs)
 	ix.tmpFailed = !ok
 	for _, f := range tmpFiles {
 		if f.present() {
@@ -331,7 +335,7 @@ func (s *scanner) scan() (*index, error) {
 		if s.canceled() != nil {
 			break
 		}
-		files, ok := listDir(l.path, buf, &ar, statAll, &locErrs)
+		files, ok := s.listDir(l.path, buf, &ar, statAll, &locErrs)
 		l.failed = !ok
 		locFiles[i] = files
 	}
@@ -396,10 +400,10 @@ const (
 // listDir lists the directory at path (skipping .checkout), interning the
 // names in ar, then stats them as mode says, in inode order. ok is false
 // when the directory could not be listed; errs gets the errors.
-func listDir(path string, buf []byte, ar *arena, mode int, errs *[]error) (files []listedFile, ok bool) {
-	fd, err := openDir(path, false)
+func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]error) (files []listedFile, ok bool) {
+	fd, err := openDir(path, false, s.openFault)
 	if err != nil {
-		*errs = append(*errs, fmt.Errorf("open %s: %w", path, err))
+		*errs = append(*errs, pathErr("open", path, err))
 		return nil, false
 	}
 	defer unix.Close(fd)
@@ -410,7 +414,7 @@ func listDir(path string, buf []byte, ar *arena, mode int, errs *[]error) (files
 		files = append(files, listedFile{name: ar.internZ(d.name), ino: d.ino, typ: d.typ})
 	})
 	if err != nil {
-		*errs = append(*errs, fmt.Errorf("list %s: %w", path, err))
+		*errs = append(*errs, pathErr("list", path, err))
 		return nil, false
 	}
 	// The order of the stats: by inode (sorting small records, not files).
@@ -445,7 +449,7 @@ func listDir(path string, buf []byte, ar *arena, mode int, errs *[]error) (files
 			if err == unix.ENOENT {
 				continue // gone since listed
 			}
-			*errs = append(*errs, fmt.Errorf("stat %s/%s: %w", path, f.name, err))
+			*errs = append(*errs, pathErr("stat", path+"/"+f.name, err))
 			f.flags = lfPresent | lfNoStat
 			if known && !reg {
 				f.flags |= lfBad
@@ -540,7 +544,3 @@ func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item
 // no part in the age checks and statistics, and problems about it have a
 // zero ModTime.
 var badFile = fileState{present: true, bad: true, noStat: true}
-
-// openDirFault, when set by a test, makes openDir fail for the paths it
-// returns an error for.
-var openDirFault func(path string) error

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -33,7 +32,7 @@ var errLayoutChanged = errors.New("spool layout changed")
 // hold cycleMu.
 func (m *Monitor) warmRescan(ctx context.Context, now time.Time) (err error) {
 	buf := make([]byte, direntBuf)
-	lay, lerrs, err := readLayout(m.dir, buf)
+	lay, lerrs, err := readLayout(m.dir, buf, m.openFault())
 	if err != nil || len(lerrs) > 0 {
 		return errLayoutChanged // let the cold scan report it
 	}
@@ -105,9 +104,9 @@ func (m *Monitor) warmRescan(ctx context.Context, now time.Time) (err error) {
 
 // warmDir lists one directory and reconciles the index with it.
 func (m *Monitor) warmDir(ix *index, path string, kind DirKind, l *location, buf []byte) error {
-	fd, err := openDir(path, false)
+	fd, err := openDir(path, false, m.openFault())
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return pathErr("open", path, err)
 	}
 	defer unix.Close(fd)
 	var missing []dirent
@@ -119,7 +118,7 @@ func (m *Monitor) warmDir(ix *index, path string, kind DirKind, l *location, buf
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("list %s: %w", path, err)
+			return pathErr("list", path, err)
 		}
 		if n <= 0 {
 			return nil
@@ -158,7 +157,7 @@ func (m *Monitor) warmDir(ix *index, path string, kind DirKind, l *location, buf
 			default:
 				if err := fstatat(fd, d, &st); err != nil {
 					if err != unix.ENOENT {
-						return fmt.Errorf("stat %s/%s: %w", path, d.name, err)
+						return pathErr("stat", path+"/"+string(d.name), err)
 					}
 					fs = fileState{}
 				} else if !isReg(st.Mode) {

@@ -60,7 +60,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	m.mu.Unlock()
 
 	var watchErrs []error
-	sc := scanner{dir: m.dir, ctx: ctx}
+	sc := scanner{dir: m.dir, ctx: ctx, openFault: m.openFault()}
 	if useWatch {
 		sc.beforeList = func(path string) {
 			if err := m.addWatch(path); err != nil {
@@ -334,7 +334,7 @@ func (m *Monitor) stat(ix *index, path string, op fsOp, size bool) fileState {
 		delete(ix.statErrs, path)
 		return fileState{}
 	}
-	ix.statErrs[path] = fmt.Errorf("stat %s: %w", path, err)
+	ix.statErrs[path] = pathErr("stat", path, err)
 	return fileState{present: true, noStat: true}
 }
 
