@@ -52,6 +52,10 @@ type Main struct {
 	// Version and Revision label --version and spool_agent_build_info.
 	Version, Revision string
 
+	// httpLimits replaces the agent's HTTP timeouts and connection cap
+	// (tests shorten them); nil means defaultHTTPLimits.
+	httpLimits *httpLimits
+
 	args   []string // the command line, kept to parse it again on reload
 	cli    *CLI
 	cmd    string      // the selected command, as kong names it ("ls <dir>")

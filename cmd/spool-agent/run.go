@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
+	"golang.org/x/net/netutil"
 	"gopkg.in/yaml.v3"
 
 	"github.com/spool-agent/spool-agent/collector"
@@ -169,17 +170,21 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 		stopColl()
 		return err
 	}
-	server := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	limits := defaultHTTPLimits()
+	if m.httpLimits != nil {
+		limits = *m.httpLimits
 	}
+	server := limits.server(refuseBodies(handler), slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
 	systemd := false
 	flags := &web.FlagConfig{WebListenAddresses: &c.WebListenAddress, WebSystemdSocket: &systemd, WebConfigFile: &c.WebConfigFile}
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- web.ServeMultiple(listeners, server, flags, logger) }()
+	limited := make([]net.Listener, len(listeners))
+	for i, l := range listeners {
+		limited[i] = netutil.LimitListener(l, limits.MaxConns)
+	}
+	go func() { serveDone <- web.ServeMultiple(limited, server, flags, logger) }()
 	for _, l := range listeners {
-		fmt.Fprintf(m.Stderr, "spool-agent: serving metrics on %s\n", metricsURL(scheme, l.Addr()))
+		fmt.Fprintf(m.Stderr, "spool-agent: serving metrics on %s\n", servingLine(scheme, l.Addr()))
 	}
 	logger.Info("spool-agent started", "spools", len(defs), "version", m.Version, "revision", m.Revision)
 
@@ -289,21 +294,68 @@ func webScheme(path string) (string, error) {
 	return "http", nil
 }
 
-// metricsURL is the URL of /metrics on a listener's address; an address
-// that listens on every interface is shown as the loopback one.
+// metricsURL is the URL of /metrics on a listener's address.
 func metricsURL(scheme string, addr net.Addr) string {
-	host, port := addr.String(), ""
-	if a, ok := addr.(*net.TCPAddr); ok {
-		port = strconv.Itoa(a.Port)
-		switch {
-		case a.IP == nil || a.IP.IsUnspecified():
-			host = "127.0.0.1"
-		default:
-			host = a.IP.String()
-		}
-		host = net.JoinHostPort(host, port)
+	return scheme + "://" + addr.String() + "/metrics"
+}
+
+// servingLine says where the agent serves /metrics: the address actually
+// bound, and, when that is every interface, says so and gives the
+// loopback URL to try from the host itself.
+func servingLine(scheme string, addr net.Addr) string {
+	a, ok := addr.(*net.TCPAddr)
+	if !ok || a.IP != nil && !a.IP.IsUnspecified() {
+		return metricsURL(scheme, addr)
 	}
-	return scheme + "://" + host + "/metrics"
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: a.Port}
+	return fmt.Sprintf("%s (all interfaces; from this host %s)", metricsURL(scheme, addr), metricsURL(scheme, local))
+}
+
+// httpLimits bound what clients can hold of the agent's HTTP server, so
+// that slow, idle or numerous clients cannot take its file descriptors
+// or stall scrapes.
+type httpLimits struct {
+	ReadHeaderTimeout time.Duration // a request's headers
+	ReadTimeout       time.Duration // a whole request, body included
+	WriteTimeout      time.Duration // a response: far above the slowest scrape measured (12 ms, see README)
+	IdleTimeout       time.Duration // a keep-alive connection between requests
+	MaxConns          int           // connections served at once per listen address; more wait to be accepted
+}
+
+func defaultHTTPLimits() httpLimits {
+	return httpLimits{
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxConns:          64,
+	}
+}
+
+func (l httpLimits) server(h http.Handler, errorLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errorLog,
+	}
+}
+
+// refuseBodies answers a request that carries a body (every route is a GET)
+// with 413 and closes the connection, without reading the body: a client
+// that sends one slowly cannot hold the connection.
+func refuseBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "request bodies are not accepted", http.StatusRequestEntityTooLarge)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // collectorSpools converts the spool definitions for the collector.
