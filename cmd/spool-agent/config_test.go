@@ -203,10 +203,9 @@ spools:
 			MaxTmpFileAge:    10 * time.Minute,
 			MaxQueueAge:      map[string]time.Duration{"active": time.Hour, "frozen": 24 * time.Hour},
 		},
-		CheckEvery:          30 * time.Second,
-		AlertAfterCycles:    2,
-		AlertAfterCyclesSet: true,
-		FullRescanEvery:     10 * time.Minute,
+		CheckEvery:       30 * time.Second,
+		AlertAfterCycles: 2,
+		FullRescanEvery:  10 * time.Minute,
 	}
 	billing := base
 	billing.AlertAfterCycles = 0

@@ -41,11 +41,10 @@ func (c *RunCmd) baseConfig() (monitor.Config, error) {
 		return monitor.Config{}, fmt.Errorf("--alert-after-cycles %d: must not be negative", c.AlertAfterCycles)
 	}
 	return monitor.Config{
-		Limits:              limits,
-		CheckEvery:          c.CheckEvery,
-		AlertAfterCycles:    c.AlertAfterCycles,
-		AlertAfterCyclesSet: true,
-		FullRescanEvery:     c.FullRescanEvery,
+		Limits:           limits,
+		CheckEvery:       c.CheckEvery,
+		AlertAfterCycles: c.AlertAfterCycles,
+		FullRescanEvery:  c.FullRescanEvery,
 	}, nil
 }
 
