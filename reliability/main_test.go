@@ -30,6 +30,7 @@ var (
 // bin holds the paths of the helper binaries built for the tests.
 var bin struct {
 	worker  string // reliability/internal/spoolworker
+	ref     string // reliability/internal/refworker: the OCaml reference's system calls
 	loadgen string // reliability/internal/loadgen
 	agent   string // cmd/spool-agent
 }
@@ -58,6 +59,7 @@ var buildErrs = map[*string]error{}
 // binary that failed to build fails through needBinary.
 func buildBinaries(dir string) {
 	bin.worker = filepath.Join(dir, "spoolworker")
+	bin.ref = filepath.Join(dir, "refworker")
 	bin.loadgen = filepath.Join(dir, "loadgen")
 	bin.agent = filepath.Join(dir, "spool-agent")
 	for _, b := range []struct {
@@ -65,6 +67,7 @@ func buildBinaries(dir string) {
 		pkg string
 	}{
 		{&bin.worker, "./internal/spoolworker"},
+		{&bin.ref, "./internal/refworker"},
 		{&bin.loadgen, "./internal/loadgen"},
 		{&bin.agent, "../cmd/spool-agent"},
 	} {

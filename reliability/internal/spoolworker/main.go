@@ -4,10 +4,13 @@
 // workload for the formats).
 //
 //	spoolworker produce -spool DIR -queue Q -id PREFIX -log ACKS [-n N] [-size BYTES]
-//	spoolworker consume -spool DIR -queue Q -to Q2 [-log FILE]
-//	spoolworker remove  -spool DIR -queue Q -log FILE
+//	spoolworker consume -spool DIR -queue Q -to Q2 [-log FILE] [-beside-reference]
+//	spoolworker remove  -spool DIR -queue Q -log FILE [-beside-reference]
 //	spoolworker churn   -spool DIR -queue Q -id PREFIX -duration D [-rate OPS]  (prints {"ops":N,"seconds":S})
 //	spoolworker hog-inotify                                            (prints {"instances":N}, then waits)
+//
+// -beside-reference says workers of the OCaml reference (refworker) share
+// the spool (see workload.Options.BesideReference).
 //
 // hog-inotify creates inotify instances until the kernel refuses one (the
 // per-user fs.inotify.max_user_instances limit), reports how many it got,
@@ -51,8 +54,10 @@ func main() {
 	durability := fl.String("durability", "full", "none, files or full")
 	duration := fl.Duration("duration", 0, "stop after this long (0: until signalled)")
 	rate := fl.Float64("rate", 0, "churn: target operations per second (0: as fast as possible)")
+	var wo workload.Options
+	fl.BoolVar(&wo.BesideReference, "beside-reference", false, "consume, remove: workers of the OCaml reference share the spool")
 	fl.Parse(os.Args[2:])
-	if err := run(mode, *dir, *queue, *to, *id, *logPath, *n, *size, *durability, *duration, *rate); err != nil {
+	if err := run(mode, *dir, *queue, *to, *id, *logPath, *n, *size, *durability, *duration, *rate, wo); err != nil {
 		fmt.Fprintf(os.Stderr, "spoolworker %s: %v\n", mode, err)
 		if errors.Is(err, workload.ErrCorrupt) {
 			os.Exit(3)
@@ -61,7 +66,7 @@ func main() {
 	}
 }
 
-func run(mode, dir, queue, to, id, logPath string, n, size int, durability string, duration time.Duration, rate float64) error {
+func run(mode, dir, queue, to, id, logPath string, n, size int, durability string, duration time.Duration, rate float64, wo workload.Options) error {
 	if mode == "hog-inotify" {
 		return hogInotify()
 	}
@@ -94,9 +99,9 @@ func run(mode, dir, queue, to, id, logPath string, n, size int, durability strin
 		}
 		return workload.Produce(ctx, s, queue, id, n, size, 0, log, nil)
 	case "consume":
-		return workload.Consume(ctx, s, queue, to, log, nil)
+		return workload.Consume(ctx, s, queue, to, wo, log, nil)
 	case "remove":
-		return workload.Remove(ctx, s, queue, log, nil)
+		return workload.Remove(ctx, s, queue, wo, log, nil)
 	case "churn":
 		if id == "" {
 			return errors.New("churn needs -id")

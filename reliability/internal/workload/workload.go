@@ -15,6 +15,11 @@
 //	producer:  "ack <id> <name>"      after Enqueue returned nil
 //	remover:   "removing <id> <name>" before Remove, "removed <id> <name>" after it returned nil
 //	consumer:  "moved <id> <name>"    after Save returned nil
+//
+// Beside workers of the OCaml reference (see Options.BesideReference), a
+// remover that finds an entry whose payload is gone, which a reference
+// remover killed between its unlinks leaves, finishes removing it and logs
+// "removing-nodata <id> <name>" and "removed-nodata <id> <name>".
 package workload
 
 import (
@@ -163,12 +168,23 @@ func Produce(ctx context.Context, s *spool.Spool, queue, prefix string, n, size 
 // ErrCorrupt reports an entry whose payload does not match its metadata.
 var ErrCorrupt = errors.New("entry payload does not match its id")
 
+// Options say how Consume and Remove share the spool.
+type Options struct {
+	// BesideReference says workers of the OCaml reference share the spool.
+	// They take no lock, so the start-up Recover takes only checkouts older
+	// than spool.MinRecoverAge (this package's live workers are safe
+	// whatever the age: they hold locks) instead of every unlocked one; and
+	// the reference removes an entry's payload before its metadata, so
+	// Remove finishes an entry whose payload is gone instead of failing with
+	// ErrCorrupt.
+	BesideReference bool
+}
+
 // Consume takes entries from queue from, checks their payload, and saves
 // them into queue to with ";stage=<to>" appended to the metadata, until ctx
-// is done. It first recovers checkouts left by killed workers (safe beside
-// live ones: they hold locks).
-func Consume(ctx context.Context, s *spool.Spool, from, to string, log *Log, ops *Counter) error {
-	return consumeChecked(ctx, s, from, func(c *spool.Checkout, id string) error {
+// is done. It first recovers checkouts left by killed workers (see Options).
+func Consume(ctx context.Context, s *spool.Spool, from, to string, o Options, log *Log, ops *Counter) error {
+	return consumeChecked(ctx, s, from, o, func(c *spool.Checkout, id string) error {
 		meta := append(append([]byte{}, c.Metadata()...), ";stage="+to...)
 		if err := c.Save(to, meta); err != nil {
 			return fmt.Errorf("save %s: %w", id, err)
@@ -176,31 +192,43 @@ func Consume(ctx context.Context, s *spool.Spool, from, to string, log *Log, ops
 		ops.Add() // the checkout
 		ops.Add() // the save
 		return log.Line("moved", id, c.Name())
-	})
+	}, nil)
 }
 
 // Remove takes entries from queue, checks their payload and removes them,
 // logging the intent before and the acknowledgement after, until ctx is done.
-func Remove(ctx context.Context, s *spool.Spool, queue string, log *Log, ops *Counter) error {
-	return consumeChecked(ctx, s, queue, func(c *spool.Checkout, id string) error {
-		if err := log.Line("removing", id, c.Name()); err != nil {
-			return err
+func Remove(ctx context.Context, s *spool.Spool, queue string, o Options, log *Log, ops *Counter) error {
+	remove := func(suffix string) func(c *spool.Checkout, id string) error {
+		return func(c *spool.Checkout, id string) error {
+			if err := log.Line("removing"+suffix, id, c.Name()); err != nil {
+				return err
+			}
+			if err := c.Remove(); err != nil {
+				return fmt.Errorf("remove %s: %w", id, err)
+			}
+			ops.Add() // the checkout
+			ops.Add() // the remove
+			return log.Line("removed"+suffix, id, c.Name())
 		}
-		if err := c.Remove(); err != nil {
-			return fmt.Errorf("remove %s: %w", id, err)
-		}
-		ops.Add() // the checkout
-		ops.Add() // the remove
-		return log.Line("removed", id, c.Name())
-	})
+	}
+	var noData func(c *spool.Checkout, id string) error
+	if o.BesideReference {
+		noData = remove("-nodata")
+	}
+	return consumeChecked(ctx, s, queue, o, remove(""), noData)
 }
 
-// consumeChecked recovers stale checkouts of queue, then dequeues entries
+// consumeChecked recovers stale checkouts, then dequeues entries of queue
 // until ctx is done, checks each one's payload against its id (releasing it
 // and failing with ErrCorrupt on a mismatch) and hands it to finish, which
-// must save or remove it.
-func consumeChecked(ctx context.Context, s *spool.Spool, queue string, finish func(c *spool.Checkout, id string) error) error {
-	if _, err := s.Recover(0); err != nil {
+// must save or remove it. An entry whose payload is missing goes to noData
+// instead, when it is not nil.
+func consumeChecked(ctx context.Context, s *spool.Spool, queue string, o Options, finish, noData func(c *spool.Checkout, id string) error) error {
+	age, ro := time.Duration(0), spool.RecoverOptions{WorkersStopped: true}
+	if o.BesideReference {
+		age, ro = spool.MinRecoverAge, spool.RecoverOptions{}
+	}
+	if _, err := s.Recover(age, ro); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	r, err := s.NewReader(queue)
@@ -218,6 +246,12 @@ func consumeChecked(ctx context.Context, s *spool.Spool, queue string, finish fu
 		}
 		id, ok := ParseID(c.Metadata())
 		data, derr := c.ReadData()
+		if ok && noData != nil && errors.Is(derr, spool.ErrNotFound) {
+			if err := noData(c, id); err != nil {
+				return err
+			}
+			continue
+		}
 		if !ok || derr != nil || !CheckPayload(id, data) {
 			c.Release()
 			return fmt.Errorf("%w: %s (%q, %v)", ErrCorrupt, c.Name(), c.Metadata(), derr)
@@ -239,7 +273,7 @@ func Churn(ctx context.Context, s *spool.Spool, queue, prefix string, size int, 
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- Produce(ctx, s, queue, prefix, 0, size, pace, nil, ops) }()
-	go func() { errc <- Remove(ctx, s, queue, nil, ops) }()
+	go func() { errc <- Remove(ctx, s, queue, Options{}, nil, ops) }()
 	return errors.Join(<-errc, <-errc)
 }
 
