@@ -276,7 +276,7 @@ func TestCheckNewKinds(t *testing.T) {
 			touchAll(t, dir, "notes.txt", ".lock") // files at the root are fine
 			touchAll(t, dir, "stray/x")            // contents of unknown directories are not examined
 		}, []Problem{p(KindUnexpected, root, ".hidden"), p(KindUnexpected, root, "alias"), p(KindUnexpected, root, "half"), p(KindUnexpected, root, "stray")}},
-		{"duplicated across queue and checkout, in reference order", func(t *testing.T, dir string) {
+		{"duplicated across queue and checkout, sorted by queue", func(t *testing.T, dir string) {
 			touchAll(t, dir, append(entry, "queue2/foo", "queue1/.checkout/foo", "queue3/.checkout/foo", "queue1/foo")...)
 		}, []Problem{p(KindDuplicated, reg, "foo", q("queue1"), co("queue1"), q("queue2"), co("queue3"))}},
 		{".checkout is skipped everywhere", func(t *testing.T, dir string) {

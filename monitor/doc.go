@@ -17,8 +17,11 @@
 //     no .registry file of its name; a .registry file that no queue or
 //     checkout directory holds (reported in the registry directory).
 //   - duplicated: a registered name held by two or more queue or checkout
-//     directories; Dirs lists them in the reference's order (for each queue
-//     by name: the queue, then its checkout directory). Dir is the registry.
+//     directories; Dirs lists them sorted by queue name, each queue before
+//     its checkout directory. (The reference lists them in the order its
+//     program declares its queues, which the spool on disk does not
+//     record: the same directories, perhaps in another order.) Dir is the
+//     registry.
 //   - missing_data (new): a queue or checkout file with no .data file of its
 //     name, whether or not it is registered (the reference does not check).
 //   - unexpected (new): a directory, symlink or other non-regular file where
@@ -29,7 +32,13 @@
 //     Regular files and other special files at the root are ignored: the
 //     reference ignores them and operators keep notes and lock files there.
 //
-// As in the reference, the name .checkout is skipped in every directory, and
+// Names are read as the reference reads them: every name a directory holds
+// but "." and "..", those starting with '.' and those up to the file
+// system's 255 bytes included (the strict validation of the spool package
+// applies to names it creates, not to names it finds). At the root,
+// .registry, .tmp and .data are the spool's directories and a directory
+// with a valid queue name holding .checkout is a queue. As in the reference, the name .checkout is
+// skipped in every directory, and
 // a misplaced directory or symlink still counts as a file for the other
 // checks (so an unregistered directory in a queue is both orphaned and
 // unexpected). A problem's ModTime is the mtime of the file concerned (of

@@ -420,8 +420,8 @@ func (ix *index) setTmp(name string, st fileState) {
 	ix.tmp[name] = tmpFile{ns: st.ns, bad: st.bad, noStat: st.noStat, seen: ix.warm}
 }
 
-// locations returns every directory holding entry id, in the reference's
-// order: for each queue in order, the queue, then its checkout directory.
+// locations returns every directory holding entry id, sorted: by queue
+// name, each queue before its checkout directory.
 func (ix *index) locations(id uint32) []extraLoc {
 	e := &ix.ents[id]
 	if e.loc == 0 {
@@ -430,7 +430,7 @@ func (ix *index) locations(id uint32) []extraLoc {
 	out := []extraLoc{{loc: e.loc, lf: e.lf &^ (lExtra | lSeen), ns: e.ns}}
 	if e.lf&lExtra != 0 {
 		out = append(out, ix.extras[id]...)
-		// loc ids follow the reference's order: sort by id.
+		// loc ids follow that order: sort by id.
 		for i := 1; i < len(out); i++ {
 			for j := i; j > 0 && out[j].loc < out[j-1].loc; j-- {
 				out[j], out[j-1] = out[j-1], out[j]
