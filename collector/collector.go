@@ -10,6 +10,13 @@
 // stuck on a slow disk blocks only its own goroutine: Snapshots reads each
 // monitor's latest snapshot with an atomic load, and Apply never waits for a
 // monitor to stop.
+//
+// Restarts: with Options.StatePath the collector keeps each spool's
+// debouncing state (the problems counted, their counts, which alert) in a
+// state file (package statefile), rewritten within a second of a change
+// and when Run returns, and gives it back to the spool's monitor when the
+// agent starts again: a problem still there alerts in the first snapshot
+// and raises no second Start; one fixed meanwhile ends at the first cycle.
 package collector
 
 import (
@@ -28,6 +35,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/spool-agent/spool-agent/collector/statefile"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -96,10 +104,23 @@ type Collector struct {
 	logger  *slog.Logger
 	onEvent func(spool string, ev monitor.Event)
 
+	opts Options
+
 	// Seams for tests.
 	newMonitor   func(name, dir string, cfg monitor.Config) (spoolMonitor, error)
 	restartDelay func(failures int) time.Duration
 	stopTimeout  time.Duration
+	now          func() time.Time // the state file's clock
+	stateEvery   time.Duration
+
+	// The state file: what it held at start, per spool, until the spool's
+	// first Apply (guarded by mu); what the writer last wrote (guarded by
+	// stateMu).
+	restore  map[string]statefile.Spool
+	stateMu  sync.Mutex
+	saved    map[string]*savedSpool
+	lastSave time.Time
+	saveErr  string
 
 	mu      sync.Mutex
 	runners map[string]*runner
@@ -145,21 +166,39 @@ type monitorBox struct{ m spoolMonitor }
 
 // New returns a Collector that logs to logger (nil: slog.Default()) and
 // calls onEvent (which may be nil) for every monitor event, from the spool's
-// goroutine: a slow onEvent delays only that spool.
+// goroutine: a slow onEvent delays only that spool. It keeps no state file
+// (see NewWithOptions).
 func New(logger *slog.Logger, onEvent func(spool string, ev monitor.Event)) *Collector {
+	return NewWithOptions(logger, onEvent, DefaultOptions())
+}
+
+// NewWithOptions is New with options. With a StatePath it reads the state
+// file now (one log line if it ignores it: unreadable, of another
+// version, older than StateMaxAge), gives each spool's first monitor the
+// debouncing state saved for it (if the spool's directory, device and
+// inode are those saved), and from Run on rewrites the file when the state
+// changes and when Run returns.
+func NewWithOptions(logger *slog.Logger, onEvent func(spool string, ev monitor.Event), opts Options) *Collector {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Collector{
+	c := &Collector{
 		logger:       logger,
 		onEvent:      onEvent,
+		opts:         opts,
 		newMonitor:   newMonitor,
 		restartDelay: backoff,
 		stopTimeout:  DefaultStopTimeout,
+		now:          time.Now,
+		stateEvery:   stateEvery,
 		runners:      map[string]*runner{},
 		live:         map[*runner]bool{},
 		retiring:     map[string]*runner{},
 	}
+	if opts.StatePath != "" {
+		c.loadState()
+	}
+	return c
 }
 
 // backoff is the delay before restarting a monitor after its n-th
@@ -207,6 +246,10 @@ func (c *Collector) Apply(spools []Spool) error {
 			return fmt.Errorf("%w %q", ErrDuplicateName, s.Name)
 		}
 		seen[s.Name] = true
+	}
+
+	if err := c.checkStatePath(spools); err != nil {
+		return err
 	}
 
 	c.mu.Lock()
@@ -259,6 +302,9 @@ func (c *Collector) Apply(spools []Spool) error {
 		prev := old
 		if prev == nil {
 			prev = c.retiring[s.Name] // removed before, still stopping
+		}
+		if prev == nil {
+			c.restoreState(s, cand) // the state file's, at the spool's first Apply
 		}
 		r := newRunner(s, cand, prev, sameDir) // same spool: carry its alerts and counters over
 		next[s.Name] = r
@@ -462,6 +508,24 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 
+	var writerDone chan struct{}
+	if c.opts.StatePath != "" {
+		writerDone = make(chan struct{})
+		go func() {
+			defer close(writerDone)
+			t := time.NewTicker(c.stateEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					c.saveState(false)
+				}
+			}
+		}()
+	}
+
 	<-ctx.Done()
 
 	c.mu.Lock()
@@ -483,6 +547,12 @@ func (c *Collector) Run(ctx context.Context) error {
 			c.logger.Error("spool monitor did not stop in time; leaving it", "spool", r.spec.Name, "dir", r.spec.Dir, "timeout", c.stopTimeout)
 		}
 		c.mu.Unlock()
+	}
+	if writerDone != nil {
+		// The monitors' last cycles are in their snapshots: save them, so
+		// that the next start resumes from here.
+		<-writerDone
+		c.saveState(true)
 	}
 	return nil
 }

@@ -75,6 +75,7 @@ type Monitor struct {
 	cycleDur     time.Duration
 	problemsNow  []Problem
 	alertingNow  []Problem
+	trackedNow   []TrackedProblem
 	wg           sync.WaitGroup
 	pollLogged   bool // guarded by cycleMu
 
@@ -177,6 +178,55 @@ type State struct {
 	arrivals    map[string]uint64
 }
 
+// TrackedProblem is a problem the debouncing counts: seen in Count
+// consecutive cycles (a partial cycle leaves the count as it was), and
+// alerting or not.
+type TrackedProblem struct {
+	Problem  Problem
+	Count    int
+	Alerting bool
+}
+
+// trackedOf lists the debouncing state, sorted by problem.
+func trackedOf(counts map[string]tracked, alerting map[string]Problem) []TrackedProblem {
+	out := make([]TrackedProblem, 0, len(counts))
+	for k, t := range counts {
+		_, a := alerting[k]
+		out = append(out, TrackedProblem{Problem: t.p, Count: t.n, Alerting: a})
+	}
+	for k, p := range alerting {
+		if _, ok := counts[k]; !ok {
+			out = append(out, TrackedProblem{Problem: p, Alerting: true})
+		}
+	}
+	slices.SortFunc(out, func(a, b TrackedProblem) int { return CompareProblems(a.Problem, b.Problem) })
+	return out
+}
+
+// Tracked returns the debouncing part of s: every problem counted, with
+// its count and whether it alerts, sorted by problem. A state file keeps
+// it across restarts (see StateOf).
+func (s State) Tracked() []TrackedProblem { return trackedOf(s.counts, s.alerting) }
+
+// StateOf returns a State that carries the debouncing of ps, such as a
+// state file kept (the counters start at zero): Resume it into a fresh
+// monitor, and a problem that alerted still alerts from its snapshot
+// before the first cycle, and at the first cycle if it is still there,
+// without a new Start; one that went ends at the first cycle.
+func StateOf(ps []TrackedProblem) State {
+	s := State{counts: make(map[string]tracked, len(ps)), alerting: map[string]Problem{}}
+	for _, t := range ps {
+		k := t.Problem.Key()
+		if t.Count > 0 {
+			s.counts[k] = tracked{p: t.Problem, n: t.Count}
+		}
+		if t.Alerting {
+			s.alerting[k] = t.Problem
+		}
+	}
+	return s
+}
+
 // State returns a copy of the monitor's state. Take it once the monitor
 // has stopped (Run returned): a later cycle would not be in it.
 func (m *Monitor) State() State {
@@ -216,9 +266,11 @@ func (m *Monitor) Resume(s State) {
 		m.arrivals = map[string]uint64{}
 	}
 	m.alertingNow = sortedProblems(m.alerting)
+	m.trackedNow = trackedOf(m.counts, m.alerting)
 	cp := *m.snap.Load()
 	cp.EventsTotal = copyEventsTotal(m.eventsTotal)
 	cp.Alerting = m.alertingNow
+	cp.Tracked = m.trackedNow
 	m.snap.Store(&cp)
 }
 
@@ -396,6 +448,7 @@ func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 	}
 	m.problemsNow = ps
 	m.alertingNow = sortedProblems(m.alerting)
+	m.trackedNow = trackedOf(m.counts, m.alerting)
 	m.cycleDur = time.Since(start)
 	m.publishLocked(now)
 	m.mu.Unlock()
@@ -510,6 +563,7 @@ func (m *Monitor) publishLocked(now time.Time) {
 		Time:          now,
 		Problems:      m.problemsNow,
 		Alerting:      m.alertingNow,
+		Tracked:       m.trackedNow,
 		EventsTotal:   copyEventsTotal(m.eventsTotal),
 		CycleDuration: m.cycleDur,
 		LastSuccess:   m.lastSuccess,

@@ -439,3 +439,38 @@ func TestNewInvalidConfig(t *testing.T) {
 		t.Errorf("cycle after Close: %v", err)
 	}
 }
+
+// TestStateOf: the debouncing state that Snapshot.Tracked lists (what a
+// state file keeps) resumes a fresh monitor as State does: alerting in its
+// first snapshot, no Start at its first cycle for what is still there, an
+// End for what went, and pending problems keep counting.
+func TestStateOf(t *testing.T) {
+	now := t0.Add(time.Hour)
+	dir, _ := newTestSpool(t)
+	touchAll(t, dir, ".data/foo", ".tmp/bar")
+	old := newTestMonitor(t, dir, conf(noWatch, alertAfter(1)), &now)
+	mustCycle(t, old)
+	mustCycle(t, old) // foo and bar alert
+	touch(t, dir, "queue1/baz")
+	mustCycle(t, old) // baz seen once
+	tracked := old.Snapshot().Tracked
+	if len(tracked) != 5 {
+		t.Fatalf("tracked %+v, want 5 problems", tracked)
+	}
+	if st := old.State().Tracked(); !slices.EqualFunc(st, tracked, func(a, b TrackedProblem) bool {
+		return CompareProblems(a.Problem, b.Problem) == 0 && a.Count == b.Count && a.Alerting == b.Alerting
+	}) {
+		t.Errorf("State.Tracked %+v, snapshot %+v", st, tracked)
+	}
+	old.Close()
+	rm(t, dir, ".tmp/bar")
+
+	m := newTestMonitor(t, dir, conf(noWatch, alertAfter(1)), &now)
+	m.Resume(StateOf(tracked))
+	if got := alertingStrings(m.Snapshot()); !slices.Equal(got, sorted("orphaned .data/foo", "orphaned .tmp/bar", "too_old .tmp/bar")) {
+		t.Errorf("first snapshot alerting %q", got)
+	}
+	if got := eventStrings(mustCycle(t, m)); !slices.Equal(got, sorted("end orphaned .tmp/bar", "end too_old .tmp/bar", "start orphaned queue1/baz", "start missing_data queue1/baz")) {
+		t.Errorf("first cycle's events %q", got)
+	}
+}

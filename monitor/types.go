@@ -123,6 +123,10 @@ type Snapshot struct {
 
 	Problems []Problem // all problems found by the last cycle
 	Alerting []Problem // problems alerting after debouncing
+	// Tracked is the debouncing state: every problem counted, with its
+	// count and whether it alerts, sorted by problem (what State carries
+	// and a state file keeps).
+	Tracked []TrackedProblem
 	// EventsTotal counts events since the monitor started, by kind and type.
 	EventsTotal map[Kind]map[EventType]uint64
 

@@ -1,0 +1,249 @@
+package collector
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spool-agent/spool-agent/collector/statefile"
+	"github.com/spool-agent/spool-agent/monitor"
+)
+
+// DefaultStateMaxAge is DefaultOptions' StateMaxAge.
+const DefaultStateMaxAge = time.Hour
+
+// ErrStateInSpool: the state file would be inside a watched spool, where
+// it would be the spool's content (and the spool's users could write it).
+var ErrStateInSpool = errors.New("state file inside a watched spool")
+
+// Options configure a Collector beyond its logger and event callback.
+// Start from DefaultOptions.
+type Options struct {
+	// StatePath is the state file that keeps each spool's debouncing state
+	// (problem counts, the alerting set) across restarts; "" keeps none.
+	// See DefaultStatePath. It must not be inside a watched spool.
+	StatePath string
+	// StateMaxAge: a state file last written longer ago than this when the
+	// collector starts is ignored (its problems may have come and gone
+	// unseen); zero ignores none for its age. The collector rewrites an
+	// unchanged state every StateMaxAge/4 so that a current one never
+	// looks old.
+	StateMaxAge time.Duration
+}
+
+// DefaultOptions returns the default options: no state file, a state
+// file's bound DefaultStateMaxAge.
+func DefaultOptions() Options { return Options{StateMaxAge: DefaultStateMaxAge} }
+
+// DefaultStatePath returns where the agent keeps its state file by
+// default: $STATE_DIRECTORY/state.json under systemd (StateDirectory=; the
+// first directory if it lists several), else the user's state directory
+// ($XDG_STATE_HOME, or ~/.local/state) /spool-agent/state.json.
+func DefaultStatePath() (string, error) {
+	if d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); d != "" {
+		return filepath.Join(d, "state.json"), nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "spool-agent", "state.json"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no state directory: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "spool-agent", "state.json"), nil
+}
+
+// stateEvery is how often the collector looks for a changed state to write.
+const stateEvery = time.Second
+
+// loadState reads the state file at start-up; what it cannot use it
+// ignores with one log line.
+func (c *Collector) loadState() {
+	sf, err := statefile.Read(c.opts.StatePath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return
+	case err != nil:
+		c.logger.Warn("ignoring the state file: alert state starts afresh", "path", c.opts.StatePath, "err", err)
+		return
+	}
+	if age := c.now().Sub(sf.Written); c.opts.StateMaxAge > 0 && age > c.opts.StateMaxAge {
+		c.logger.Warn("ignoring the state file: too old, alert state starts afresh", "path", c.opts.StatePath,
+			"written", sf.Written.UTC().Format(time.RFC3339), "max_age", c.opts.StateMaxAge)
+		return
+	}
+	c.restore = sf.Spools
+}
+
+// restoreState gives the new monitor m of spool s the state the state
+// file kept for it, if it is that spool's: same directory, same device and
+// inode. Each spool's saved state is used at most once, at its first
+// Apply. c.mu is held.
+func (c *Collector) restoreState(s Spool, m spoolMonitor) {
+	saved, ok := c.restore[s.Name]
+	if !ok {
+		return
+	}
+	delete(c.restore, s.Name)
+	dir := filepath.Clean(s.Dir)
+	if filepath.Clean(saved.Dir) != dir {
+		c.logger.Warn("ignoring the saved alert state of a spool whose directory changed", "spool", s.Name, "dir", dir, "saved_dir", saved.Dir)
+		return
+	}
+	dev, ino, err := statefile.DirID(dir)
+	if err != nil {
+		c.logger.Warn("ignoring the saved alert state of a spool whose directory cannot be read", "spool", s.Name, "dir", dir, "err", err)
+		return
+	}
+	if dev != saved.Dev || ino != saved.Ino {
+		c.logger.Warn("ignoring the saved alert state of a spool whose directory was replaced (another device or inode)", "spool", s.Name, "dir", dir)
+		return
+	}
+	tracked, err := statefile.Tracked(saved.Problems)
+	if err != nil { // Read checked them
+		c.logger.Warn("ignoring the saved alert state of a spool", "spool", s.Name, "err", err)
+		return
+	}
+	m.Resume(monitor.StateOf(tracked))
+	alerting := 0
+	for _, t := range tracked {
+		if t.Alerting {
+			alerting++
+		}
+	}
+	c.logger.Info("restored the alert state of a spool", "spool", s.Name, "problems", len(tracked), "alerting", alerting)
+}
+
+// checkStatePath refuses a state file inside one of spools.
+func (c *Collector) checkStatePath(spools []Spool) error {
+	if c.opts.StatePath == "" {
+		return nil
+	}
+	path := absPath(c.opts.StatePath)
+	for _, s := range spools {
+		dir := absPath(s.Dir)
+		if strings.HasPrefix(path, dir+string(filepath.Separator)) {
+			return fmt.Errorf("%w: %s is inside spool %s (%s)", ErrStateInSpool, c.opts.StatePath, s.Name, s.Dir)
+		}
+	}
+	return nil
+}
+
+// absPath is path absolute, with the symlinks of its existing part resolved.
+func absPath(path string) string {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		p = filepath.Clean(path)
+	}
+	// Resolve the longest existing prefix.
+	rest := ""
+	for cur := p; ; {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest)
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
+}
+
+// savedSpool is what the state writer last made of one runner's snapshot.
+type savedSpool struct {
+	cycles  uint64
+	tracked *monitor.TrackedProblem // first element of the snapshot's Tracked, to notice a Resume
+	n       int
+	entry   statefile.Spool
+	enc     []byte // entry encoded, counts capped: compared to notice a change
+}
+
+// saveState writes the state file if the state changed since the last
+// write, if the last write is StateMaxAge/4 old, or if force is set. It
+// runs on the state writer's goroutine (and, last, on Run's).
+func (c *Collector) saveState(force bool) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	c.mu.Lock()
+	type spoolNow struct {
+		name string
+		r    *runner
+		snap *monitor.Snapshot
+	}
+	var now []spoolNow
+	for name, r := range c.runners {
+		now = append(now, spoolNow{name, r, r.mon.Load().m.Snapshot()})
+	}
+	c.mu.Unlock()
+
+	changed := force || len(now) != len(c.saved)
+	next := make(map[string]*savedSpool, len(now))
+	for _, sn := range now {
+		prev := c.saved[sn.name]
+		var first *monitor.TrackedProblem
+		if len(sn.snap.Tracked) > 0 {
+			first = &sn.snap.Tracked[0]
+		}
+		if prev != nil && prev.entry.Dir == filepath.Clean(sn.r.spec.Dir) && prev.cycles == sn.snap.Cycles && prev.tracked == first && prev.n == len(sn.snap.Tracked) {
+			next[sn.name] = prev
+			continue
+		}
+		sv := &savedSpool{cycles: sn.snap.Cycles, tracked: first, n: len(sn.snap.Tracked)}
+		sv.entry.Dir = filepath.Clean(sn.r.spec.Dir)
+		if prev != nil && prev.entry.Dir == sv.entry.Dir && prev.entry.Ino != 0 {
+			sv.entry.Dev, sv.entry.Ino = prev.entry.Dev, prev.entry.Ino
+		} else if dev, ino, err := statefile.DirID(sv.entry.Dir); err == nil {
+			sv.entry.Dev, sv.entry.Ino = dev, ino
+		}
+		sv.entry.Problems = statefile.FromTracked(sn.snap.Tracked)
+		// Counts past alert_after_cycles+1 change nothing: capping them
+		// keeps a spool whose problems stay from rewriting every cycle.
+		capped := make([]statefile.Problem, len(sv.entry.Problems))
+		copy(capped, sv.entry.Problems)
+		for i := range capped {
+			capped[i].Count = min(capped[i].Count, sn.r.cfg.AlertAfterCycles+1)
+		}
+		sv.entry.Problems = capped
+		sv.enc, _ = json.Marshal(sv.entry)
+		if prev == nil || !bytes.Equal(prev.enc, sv.enc) {
+			changed = true
+		}
+		next[sn.name] = sv
+	}
+	for name := range c.saved {
+		if _, ok := next[name]; !ok {
+			changed = true
+		}
+	}
+	refresh := c.opts.StateMaxAge > 0 && c.now().Sub(c.lastSave) >= c.opts.StateMaxAge/4
+	if !changed && !refresh {
+		return
+	}
+	sf := &statefile.File{Version: statefile.Version, Written: c.now().UTC(), Spools: map[string]statefile.Spool{}}
+	for name, sv := range next {
+		if sv.entry.Ino == 0 {
+			continue // its directory cannot be identified: nothing to restore it by
+		}
+		sf.Spools[name] = sv.entry
+	}
+	if err := statefile.Write(c.opts.StatePath, sf); err != nil {
+		if msg := err.Error(); msg != c.saveErr {
+			c.saveErr = msg
+			c.logger.Warn("cannot write the state file", "path", c.opts.StatePath, "err", err)
+		}
+		return // c.saved unchanged: try again next time
+	}
+	if c.saveErr != "" {
+		c.logger.Info("state file written again", "path", c.opts.StatePath)
+		c.saveErr = ""
+	}
+	c.saved = next
+	c.lastSave = c.now()
+}

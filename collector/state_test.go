@@ -1,0 +1,351 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spool-agent/spool-agent/collector/statefile"
+	"github.com/spool-agent/spool-agent/monitor"
+)
+
+// slowAlertConfig alerts from a problem's 4th consecutive sighting, so
+// that a monitor starting afresh cannot alert at its first cycle.
+func slowAlertConfig() monitor.Config {
+	cfg := fastConfig()
+	cfg.AlertAfterCycles = 3
+	return cfg
+}
+
+func stateOptions(path string) Options {
+	o := DefaultOptions()
+	o.StatePath = path
+	return o
+}
+
+// startCollector runs a collector of spool "s" in dir with the state file
+// at path; stop stops it (Run returns, as on SIGTERM).
+func startCollector(t *testing.T, dir, path string, events *eventLog) (c *Collector, stop func()) {
+	return startCollectorAt(t, dir, path, events, time.Now)
+}
+
+// startCollectorAt is startCollector with the state file's clock.
+func startCollectorAt(t *testing.T, dir, path string, events *eventLog, now func() time.Time) (c *Collector, stop func()) {
+	t.Helper()
+	logger, _ := testLogger()
+	c = NewWithOptions(logger, events.add, stateOptions(path))
+	c.stateEvery = 5 * time.Millisecond
+	c.now = now
+	if err := c.Apply([]Spool{{Name: "s", Dir: dir, Config: slowAlertConfig()}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return c, stop
+}
+
+// savedAlerting reports the names of the problems that the state file at
+// path has alerting for spool s.
+func savedAlerting(path string) []string {
+	sf, err := statefile.Read(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, p := range sf.Spools["s"].Problems {
+		if p.Alerting {
+			out = append(out, string(p.Kind)+" "+p.Name)
+		}
+	}
+	return out
+}
+
+func alertingNames(s *monitor.Snapshot) []string {
+	var out []string
+	for _, p := range s.Alerting {
+		out = append(out, string(p.Kind)+" "+p.Name)
+	}
+	return out
+}
+
+// TestStateSurvivesRestart: a collector stopped (cleanly, or killed: the
+// state file as it was while the collector ran) with alerting problems
+// hands them to the next one through the state file: its very first
+// snapshot shows them alerting, a problem still there raises neither End
+// nor Start, one fixed while the agent was down ends at the first cycle,
+// and fixing the other later ends it.
+func TestStateSurvivesRestart(t *testing.T) {
+	for _, kill := range []bool{false, true} {
+		t.Run(map[bool]string{false: "clean stop", true: "kill"}[kill], func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "spool")
+			makeSpool(t, dir)
+			plantOrphan(t, dir)
+			gone := filepath.Join(dir, ".tmp", "gone")
+			if err := os.WriteFile(gone, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "state", "state.json")
+
+			var ev1 eventLog
+			c1, stop1 := startCollector(t, dir, path, &ev1)
+			waitFor(t, "both problems alerting", func() bool { return len(snapshotOf(c1, "s").Alerting) == 2 })
+			waitFor(t, "the state file to hold them", func() bool { return len(savedAlerting(path)) == 2 })
+			var killed []byte
+			if kill {
+				var err error
+				if killed, err = os.ReadFile(path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stop1()
+			if kill {
+				// What a SIGKILL leaves: the file as written while running.
+				if err := os.WriteFile(path, killed, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Remove(gone); err != nil { // fixed while the agent is down
+				t.Fatal(err)
+			}
+
+			var ev2 eventLog
+			logger, logs := testLogger()
+			c2 := NewWithOptions(logger, ev2.add, stateOptions(path))
+			c2.stateEvery = 5 * time.Millisecond
+			if err := c2.Apply([]Spool{{Name: "s", Dir: dir, Config: slowAlertConfig()}}); err != nil {
+				t.Fatal(err)
+			}
+			if got := alertingNames(snapshotOf(c2, "s")); len(got) != 2 {
+				t.Fatalf("first snapshot after the restart alerts %q, want both problems (log: %s)", got, logs)
+			}
+			runCollector(t, c2)
+			waitFor(t, "the fixed problem to end", func() bool { return ev2.count("s", monitor.End) == 1 })
+			cycles := snapshotOf(c2, "s").Cycles
+			waitFor(t, "five more cycles", func() bool { return snapshotOf(c2, "s").Cycles >= cycles+5 })
+			if got := ev2.types("s"); len(got) != 1 || got[0] != monitor.End {
+				t.Fatalf("events after the restart %v, want one End", got)
+			}
+			if got := alertingNames(snapshotOf(c2, "s")); len(got) != 1 || got[0] != "orphaned orphan" {
+				t.Errorf("alerting after the restart: %q", got)
+			}
+			if !strings.Contains(logs.String(), "restored the alert state") {
+				t.Errorf("no log line of the restore: %s", logs)
+			}
+			// The fix of the remaining problem ends it, and the state file follows.
+			if err := os.Remove(filepath.Join(dir, ".data", "orphan")); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the orphan to end", func() bool { return ev2.count("s", monitor.End) == 2 })
+			waitFor(t, "the state file to hold nothing alerting", func() bool { return len(savedAlerting(path)) == 0 })
+		})
+	}
+}
+
+// TestStateNotRewrittenWhenUnchanged: a state that stays the same cycle
+// after cycle is not written again (counts past alert_after_cycles+1 are
+// capped in the file).
+func TestStateNotRewrittenWhenUnchanged(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	makeSpool(t, dir)
+	plantOrphan(t, dir)
+	path := filepath.Join(t.TempDir(), "state.json")
+	var ev eventLog
+	var ahead atomic.Int64
+	c, _ := startCollectorAt(t, dir, path, &ev, func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) })
+	waitFor(t, "the state file to hold the problem", func() bool { return len(savedAlerting(path)) == 1 })
+	before, err := statefile.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycles := snapshotOf(c, "s").Cycles
+	waitFor(t, "ten more cycles", func() bool { return snapshotOf(c, "s").Cycles >= cycles+10 })
+	c.saveState(false) // as the writer does, once more after those cycles
+	after, err := statefile.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.Written.Equal(before.Written) {
+		t.Errorf("the state file was rewritten (%v then %v) though its state did not change", before.Written, after.Written)
+	}
+	if p := after.Spools["s"].Problems; len(p) != 1 || p[0].Count != 4 {
+		t.Errorf("saved problems %+v, want one counted 4 (alert_after_cycles+1)", p)
+	}
+	// Unchanged, but StateMaxAge/4 old: rewritten, so that it never looks old.
+	ahead.Store(int64(DefaultStateMaxAge / 4))
+	c.saveState(false)
+	if again, err := statefile.Read(path); err != nil || !again.Written.After(before.Written) {
+		t.Errorf("an old unchanged state was not refreshed: %v, %v", again, err)
+	}
+}
+
+// TestStateIgnored: a state file that cannot be trusted is ignored with a
+// log line, and the spool starts afresh (nothing alerting in its first
+// snapshot, at alert_after_cycles 3).
+func TestStateIgnored(t *testing.T) {
+	tests := []struct {
+		name   string
+		spoil  func(t *testing.T, path, dir string) (spoolDir string)
+		opts   func(o *Options)
+		logged string
+	}{
+		{name: "corrupt", spoil: func(t *testing.T, path, dir string) string {
+			writeFile(t, path, `{"version": 1, "spools": {`)
+			return dir
+		}, logged: "ignoring the state file"},
+		{name: "other version", spoil: func(t *testing.T, path, dir string) string {
+			writeFile(t, path, `{"version": 99, "spools": {}}`)
+			return dir
+		}, logged: "ignoring the state file"},
+		{name: "unknown directory kind", spoil: func(t *testing.T, path, dir string) string {
+			writeFile(t, path, strings.Replace(readFile(t, path), `"dir":"data"`, `"dir":"elsewhere"`, 1))
+			return dir
+		}, logged: "ignoring the state file"},
+		{name: "too old", spoil: func(t *testing.T, path, dir string) string {
+			sf, err := statefile.Read(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sf.Written = time.Now().Add(-2 * time.Hour)
+			if err := statefile.Write(path, sf); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, logged: "too old"},
+		{name: "spool moved to another directory", spoil: func(t *testing.T, path, dir string) string {
+			other := filepath.Join(filepath.Dir(dir), "other")
+			makeSpool(t, other)
+			plantOrphan(t, other)
+			return other
+		}, logged: "whose directory changed"},
+		{name: "spool directory replaced", spoil: func(t *testing.T, path, dir string) string {
+			// Made before the old one goes, so that it cannot reuse its inode.
+			repl := dir + ".new"
+			makeSpool(t, repl)
+			plantOrphan(t, repl)
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(repl, dir); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, logged: "whose directory was replaced"},
+		{name: "spool directory gone", spoil: func(t *testing.T, path, dir string) string {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, logged: "whose directory cannot be read"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "spool")
+			makeSpool(t, dir)
+			plantOrphan(t, dir)
+			path := filepath.Join(t.TempDir(), "state.json")
+			var ev1 eventLog
+			c1, stop1 := startCollector(t, dir, path, &ev1)
+			waitFor(t, "the state file to hold the problem", func() bool { return len(savedAlerting(path)) == 1 })
+			_ = c1
+			stop1()
+			spoolDir := tc.spoil(t, path, dir)
+
+			logger, logs := testLogger()
+			c := NewWithOptions(logger, nil, stateOptions(path))
+			if err := c.Apply([]Spool{{Name: "s", Dir: spoolDir, Config: slowAlertConfig()}}); err != nil {
+				t.Fatal(err)
+			}
+			if got := alertingNames(snapshotOf(c, "s")); len(got) != 0 {
+				t.Errorf("first snapshot alerts %q from an ignored state", got)
+			}
+			if n := strings.Count(logs.String(), tc.logged); n != 1 {
+				t.Errorf("%d log lines with %q, want 1: %s", n, tc.logged, logs)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestStatePathInsideSpool: a state file inside a watched spool (directly
+// or through a symlink) is refused.
+func TestStatePathInsideSpool(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "spool")
+	makeSpool(t, dir)
+	link := filepath.Join(root, "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{
+		filepath.Join(dir, "state.json"),
+		filepath.Join(dir, ".data", "x", "state.json"),
+		filepath.Join(link, "state.json"),
+	} {
+		c := NewWithOptions(nil, nil, stateOptions(path))
+		if err := c.Apply([]Spool{{Name: "s", Dir: dir, Config: fastConfig()}}); !errors.Is(err, ErrStateInSpool) {
+			t.Errorf("state file %s: Apply error %v, want ErrStateInSpool", path, err)
+		}
+	}
+	c := NewWithOptions(nil, nil, stateOptions(filepath.Join(root, "spool.state.json")))
+	if err := c.Apply([]Spool{{Name: "s", Dir: dir, Config: fastConfig()}}); err != nil {
+		t.Errorf("state file beside the spool: %v", err)
+	}
+}
+
+func TestDefaultStatePath(t *testing.T) {
+	tests := []struct {
+		name                string
+		stateDir, xdg, home string
+		want                string
+	}{
+		{"systemd", "/var/lib/spool-agent", "/x/state", "/home/u", "/var/lib/spool-agent/state.json"},
+		{"systemd, several directories", "/var/lib/a:/var/lib/b", "", "/home/u", "/var/lib/a/state.json"},
+		{"XDG", "", "/x/state", "/home/u", "/x/state/spool-agent/state.json"},
+		{"XDG not absolute", "", "rel", "/home/u", "/home/u/.local/state/spool-agent/state.json"},
+		{"home", "", "", "/home/u", "/home/u/.local/state/spool-agent/state.json"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("STATE_DIRECTORY", tc.stateDir)
+			t.Setenv("XDG_STATE_HOME", tc.xdg)
+			t.Setenv("HOME", tc.home)
+			got, err := DefaultStatePath()
+			if err != nil || got != tc.want {
+				t.Errorf("DefaultStatePath() = %q, %v, want %q", got, err, tc.want)
+			}
+		})
+	}
+}
