@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ type Checkout struct {
 	mu    sync.Mutex
 	fd    int // the checkout file, flocked; -1 once finished
 	ino   uint64
+	mode  uint32 // the checkout file's permission bits, which a rewrite keeps
 	state checkoutState
 }
 
@@ -55,7 +57,11 @@ const claimWait = 100 * time.Millisecond
 // life is a distinct monitor problem, as in the reference) and renames the
 // queue file into <queue>/.checkout/. Exactly one caller, in any process,
 // wins; the others get ErrNotFound. ErrBusy means the entry stayed locked by
-// another worker for longer than a claim waits.
+// another worker for longer than a claim waits. An entry that cannot be
+// claimed safely stays where it is: ErrUnregistered without its registry
+// file (as in the reference), ErrTooLarge when its metadata exceeds
+// Options.MaxMetadataSize, ErrLinked when its metadata or registry file has
+// another hard link (touching it would touch a file outside the spool).
 func (s *Spool) Checkout(queue, name string) (*Checkout, error) {
 	if err := s.checkEntry(queue, name); err != nil {
 		return nil, err
@@ -65,14 +71,15 @@ func (s *Spool) Checkout(queue, name string) (*Checkout, error) {
 	}
 	s.acquire()
 	defer s.release()
-	return s.checkout(queue, name, true)
+	return s.checkout(queue, name, true, true)
 }
 
 // checkout is Checkout without the argument checks and the throttle. Without
 // wait, a file that another worker holds locked while it stays in the queue
 // gives ErrBusy at once (readers move on to the next entry and look again
-// soon).
-func (s *Spool) checkout(queue, name string, wait bool) (*Checkout, error) {
+// soon). Without read, the metadata is neither read nor bounded (Remove and
+// Move need none).
+func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error) {
 	src, dst := s.queuePath(queue, name), s.checkoutPath(queue, name)
 	notFound := func() error {
 		return fmt.Errorf("checkout: %w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
@@ -100,6 +107,12 @@ func (s *Spool) checkout(queue, name string, wait bool) (*Checkout, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("checkout %s: %w", src, errNotRegular)
 	}
+	if st.Nlink > 1 {
+		return nil, fmt.Errorf("checkout %s: %w (%d links); left in place", src, ErrLinked, st.Nlink)
+	}
+	if read && st.Size > s.maxMeta {
+		return nil, fmt.Errorf("checkout: %w; left in place", tooLarge(src, st.Size, s.maxMeta))
+	}
 	if err := s.lockClaim(fd, src, st.Ino, wait); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, notFound()
@@ -107,9 +120,23 @@ func (s *Spool) checkout(queue, name string, wait bool) (*Checkout, error) {
 		return nil, err
 	}
 	// Locked, and still at src: from here until the rename nobody using
-	// this package moves it.
+	// this package moves it. The registry file comes first, as in the
+	// reference, whose checkout fails without it.
+	reg := s.registryPath(name)
+	var rst unix.Stat_t
+	if err := s.fs.Lstat(reg, &rst); err != nil {
+		if isNotExist(err) {
+			return nil, fmt.Errorf("checkout %s: %w (%s); left in place", src, ErrUnregistered, reg)
+		}
+		return nil, pathErr("checkout: stat", reg, err)
+	}
+	if rst.Mode&unix.S_IFMT == unix.S_IFREG && rst.Nlink > 1 {
+		return nil, fmt.Errorf("checkout %s: %w: registry file %s (%d links); left in place", src, ErrLinked, reg, rst.Nlink)
+	}
 	now := s.now()
-	s.fs.Touch(s.registryPath(name), now) // a missing registry file is the monitor's business
+	if err := s.fs.Touch(reg, now); isNotExist(err) {
+		return nil, fmt.Errorf("checkout %s: %w (%s); left in place", src, ErrUnregistered, reg)
+	}
 	if err := s.fs.Touch(src, now); isNotExist(err) {
 		return nil, notFound()
 	}
@@ -122,18 +149,25 @@ func (s *Spool) checkout(queue, name string, wait bool) (*Checkout, error) {
 		}
 		return nil, pathErr("checkout: rename "+src+" to", dst, err)
 	}
-	b, err := s.readSized(fd, st.Size)
-	if err != nil {
-		// The entry is ours but unreadable: put it back rather than strand it.
-		s.fs.Rename(dst, src, true)
-		return nil, pathErr("checkout: read", dst, err)
+	var b []byte
+	if read {
+		b, err = s.readBounded(fd, st.Size, s.maxMeta)
+		if err != nil {
+			// The entry is ours but unreadable (or grew past the bound
+			// after the check): put it back rather than strand it.
+			s.fs.Rename(dst, src, true)
+			if errors.Is(err, ErrTooLarge) {
+				return nil, fmt.Errorf("checkout %s: %w; put back", src, err)
+			}
+			return nil, pathErr("checkout: read", dst, err)
+		}
 	}
 	if err := s.syncDirs(s.checkoutDir(queue), s.queueDir(queue)); err != nil {
 		s.fs.Rename(dst, src, true)
 		return nil, err
 	}
 	keep = true
-	return &Checkout{s: s, queue: queue, name: name, orig: b, metadata: b, fd: fd, ino: st.Ino}, nil
+	return &Checkout{s: s, queue: queue, name: name, orig: b, metadata: b, fd: fd, ino: st.Ino, mode: st.Mode & 0o7777}, nil
 }
 
 // lockClaim takes the flock on fd, the queue file at src with inode ino, and
@@ -210,6 +244,71 @@ func (c *Checkout) ReadData() ([]byte, error) { return c.s.ReadData(c.name) }
 
 // OpenData opens the entry's payload for reading.
 func (c *Checkout) OpenData() (*os.File, error) { return c.s.OpenData(c.name) }
+
+// WriteData replaces the entry's payload with what r yields, atomically (the
+// reference's Data_file.save): it writes a fresh "<name>.tmp.XXXXXX" in
+// .data/, as the reference names its temp files, fsyncs it at
+// DurabilityFiles and above, renames it over .data/<name> and, at
+// DurabilityFull, fsyncs .data/. The new payload keeps the old one's mode.
+// A failure leaves the old payload intact and removes the temp file. Only
+// the holder of the checkout may rewrite the payload: a lost checkout gives
+// ErrLost.
+func (c *Checkout) WriteData(r io.Reader) error {
+	s := c.s
+	s.acquire()
+	defer s.release()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.held(); err != nil {
+		return err
+	}
+	dst := s.dataPath(c.name)
+	mode := s.fileMode
+	var st unix.Stat_t
+	if err := s.fs.Lstat(dst, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		mode = createMode{perm: st.Mode & 0o7777, exact: true}
+	}
+	var tmp string
+	var fd int
+	for attempt := 0; ; attempt++ {
+		var err error
+		tmp = s.dataPath(tempName(c.name))
+		fd, err = s.createFile(tmp, mode)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EEXIST) || attempt >= 10 {
+			return fmt.Errorf("write data of %s: %w", c.name, err)
+		}
+	}
+	fail := func(err error) error {
+		if fd >= 0 {
+			s.fs.Close(fd)
+		}
+		s.fs.Unlink(tmp)
+		return fmt.Errorf("write data of %s: %w", c.name, err)
+	}
+	if _, err := s.writeAll(fd, nil, r); err != nil {
+		return fail(pathErr("write", tmp, err))
+	}
+	if s.durability >= DurabilityFiles {
+		if err := s.fs.Fsync(fd); err != nil {
+			return fail(pathErr("fsync", tmp, err))
+		}
+	}
+	err := s.fs.Close(fd)
+	fd = -1
+	if err != nil {
+		return fail(pathErr("close", tmp, err))
+	}
+	if err := s.fs.Rename(tmp, dst, false); err != nil {
+		return fail(pathErr("rename "+tmp+" to", dst, err))
+	}
+	if err := s.syncDirs(s.dir + "/" + DataDir); err != nil {
+		return fmt.Errorf("write data of %s: %w", c.name, err)
+	}
+	return nil
+}
 
 // Touch renews the checkout's mtime, telling the monitor and Recover's age
 // check that the holder is still working on it.
@@ -304,11 +403,12 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 // replace writes metadata to a fresh file in .tmp/ (fsynced at
 // DurabilityFiles and above), locks it, and renames it over the checkout
 // file at path, so that the checkout stays locked throughout. The old file's
-// lock goes with its last link. Callers hold c.mu.
+// lock goes with its last link. The new file gets the old one's mode, as
+// the reference's atomic writer keeps it. Callers hold c.mu.
 func (c *Checkout) replace(path string, metadata []byte) error {
 	s := c.s
 	tmp := s.uniqueTmp(c.name)
-	fd, err := s.fs.Open(tmp, openCreateNew, 0o644)
+	fd, err := s.fs.Open(tmp, openCreateNew, refFileMode)
 	if err != nil {
 		return pathErr("create", tmp, err)
 	}
@@ -331,6 +431,11 @@ func (c *Checkout) replace(path string, metadata []byte) error {
 	var st unix.Stat_t
 	if err := s.fs.Fstat(fd, &st); err != nil {
 		return fail(pathErr("stat", tmp, err))
+	}
+	if st.Mode&0o7777 != c.mode {
+		if err := s.fs.Fchmod(fd, c.mode); err != nil {
+			return fail(pathErr("chmod", tmp, err))
+		}
 	}
 	if err := s.fs.Rename(tmp, path, false); err != nil {
 		return fail(pathErr("rename "+tmp+" to", path, err))

@@ -14,16 +14,22 @@
 // .checkout), and moves between queues. Durability (which fsyncs are issued)
 // is chosen per spool, see [Durability].
 //
-// Beyond the reference this package validates names, never overwrites a live
-// entry (renames into queues use RENAME_NOREPLACE), removes idempotently without
-// touching entries that others hold, bounds reservation retries and concurrent
-// file operations, fsyncs directories when asked to, and lets readers be
-// closed. A checkout holds an flock on its file from before the file leaves
-// the queue until it leaves .checkout, so [Spool.Recover] never steals an
-// entry from a live worker of this package; workers of the OCaml reference
-// take no lock, and beside them only the age protects (see [MinRecoverAge]). Readers share one inotify instance
-// per spool, dequeue one producer's entries in creation order, and fall back
-// to polling where inotify is unavailable. [Typed] adds typed metadata
-// through a [Codec]. Every file-system call goes through the [FS] seam so
-// that tests can inject faults.
+// Beyond the reference this package validates the names it creates (and
+// reads every name the reference can write, see [ValidateExistingName]),
+// never overwrites a live entry (renames into queues use RENAME_NOREPLACE),
+// removes idempotently without touching entries that others hold, bounds
+// reservation retries, concurrent file operations and the metadata it reads
+// ([Options].MaxMetadataSize), fsyncs directories when asked to, and lets
+// readers be closed. Like the reference it creates directories 0777, files
+// 0666 and registry files 0644, minus the umask, and cannot check out an
+// entry without its registry file. A checkout holds an flock on its file
+// from before the file leaves the queue until it leaves .checkout, so
+// [Spool.Recover] never steals an entry from a live worker of this package;
+// workers of the OCaml reference take no lock, and beside them only the age
+// protects (see [MinRecoverAge]). Readers share one inotify instance per
+// spool, dequeue one producer's entries in creation order, and fall back to
+// polling where inotify is unavailable. [Typed] adds typed metadata through
+// a [Codec]. Every file-system call on the spool's contents goes through the
+// [FS] seam so that tests can inject faults (the checks of the spool's own
+// directories at Open and Create, and inotify, do not).
 package spool

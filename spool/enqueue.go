@@ -43,12 +43,12 @@ func (s *Spool) reserve(gen NameGenerator) (string, error) {
 			return "", fmt.Errorf("name generator: %w", err)
 		}
 		path := s.registryPath(name)
-		fd, err := s.fs.Open(path, openCreateNew, 0o644)
+		fd, err := s.createFile(path, s.regMode)
 		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
 		if err != nil {
-			return "", pathErr("reserve", path, err)
+			return "", fmt.Errorf("reserve: %w", err)
 		}
 		if err := s.fs.Close(fd); err != nil {
 			s.fs.Unlink(path)
@@ -105,7 +105,7 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 		if err := ValidateName(name); err != nil {
 			return "", fmt.Errorf("entry: %w", err)
 		}
-		fd, err := s.fs.Open(s.registryPath(name), openCreateNew, 0o644)
+		fd, err := s.createFile(s.registryPath(name), s.regMode)
 		switch {
 		case err == nil:
 			createdRegistry = true
@@ -121,7 +121,7 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 				return "", fmt.Errorf("enqueue %s: %w in %s/%s", name, ErrExists, s.dir, q)
 			}
 		default:
-			return "", pathErr("reserve", s.registryPath(name), err)
+			return "", fmt.Errorf("reserve: %w", err)
 		}
 	} else {
 		var err error

@@ -26,9 +26,10 @@ type EntryInfo struct {
 }
 
 // List returns the names of the entries waiting in queue, sorted bytewise.
-// It does not stat them. Hidden names (.checkout) are skipped, and so are
-// names that the directory listing says are directories or symbolic links,
-// which cannot be entries. A queue whose directory has gone gives an error
+// It does not stat them. Like the reference it lists every name but
+// .checkout, dot-names included (see ValidateExistingName); it skips names
+// that the directory listing says are directories or symbolic links, which
+// cannot be entries. A queue whose directory has gone gives an error
 // wrapping ErrUnknownQueue.
 func (s *Spool) List(queue string) ([]string, error) {
 	if err := s.checkQueue(queue); err != nil {
@@ -63,7 +64,7 @@ func (s *Spool) listDir(dir string) ([]string, error) {
 	}
 	names := make([]string, 0, len(ents))
 	for _, e := range ents {
-		if len(e.Name) == 0 || e.Name[0] == '.' {
+		if e.Name == CheckoutDir {
 			continue
 		}
 		if e.Type != unix.DT_REG && e.Type != unix.DT_UNKNOWN {
@@ -78,7 +79,7 @@ func (s *Spool) listDir(dir string) ([]string, error) {
 // Find returns the queue that holds entry name and whether it is checked
 // out, looking in every queue. It returns ErrNotFound when no queue holds it.
 func (s *Spool) Find(name string) (queue string, checkedOut bool, err error) {
-	if err := ValidateName(name); err != nil {
+	if err := ValidateExistingName(name); err != nil {
 		return "", false, fmt.Errorf("entry: %w", err)
 	}
 	s.acquire()
@@ -135,12 +136,15 @@ func (s *Spool) ReadMetadata(queue, name string) ([]byte, error) {
 	}
 	s.acquire()
 	defer s.release()
-	b, err := s.readFile(s.queuePath(queue, name))
+	b, err := s.readFile(s.queuePath(queue, name), s.maxMeta)
 	if isNotExist(err) {
-		b, err = s.readFile(s.checkoutPath(queue, name))
+		b, err = s.readFile(s.checkoutPath(queue, name), s.maxMeta)
 	}
 	if isNotExist(err) {
 		return nil, fmt.Errorf("%w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
+	}
+	if errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("read metadata: %w", err)
 	}
 	if err != nil {
 		return nil, pathErr("read", s.queuePath(queue, name), err)
@@ -152,7 +156,7 @@ func (s *Spool) ReadMetadata(queue, name string) ([]byte, error) {
 // the file to sendfile(2) or similar. It returns "" for an invalid name, so
 // that it never names a path outside the spool.
 func (s *Spool) DataPath(name string) string {
-	if ValidateName(name) != nil {
+	if ValidateExistingName(name) != nil {
 		return ""
 	}
 	return s.dataPath(name)
@@ -160,12 +164,12 @@ func (s *Spool) DataPath(name string) string {
 
 // ReadData reads entry name's payload.
 func (s *Spool) ReadData(name string) ([]byte, error) {
-	if err := ValidateName(name); err != nil {
+	if err := ValidateExistingName(name); err != nil {
 		return nil, fmt.Errorf("entry: %w", err)
 	}
 	s.acquire()
 	defer s.release()
-	b, err := s.readFile(s.dataPath(name))
+	b, err := s.readFile(s.dataPath(name), -1)
 	if isNotExist(err) {
 		return nil, fmt.Errorf("%w: no data for %s in %s", ErrNotFound, name, s.dir)
 	}
@@ -177,7 +181,7 @@ func (s *Spool) ReadData(name string) ([]byte, error) {
 
 // OpenData opens entry name's payload for reading (never through a symlink).
 func (s *Spool) OpenData(name string) (*os.File, error) {
-	if err := ValidateName(name); err != nil {
+	if err := ValidateExistingName(name); err != nil {
 		return nil, fmt.Errorf("entry: %w", err)
 	}
 	s.acquire()
@@ -197,7 +201,7 @@ func (s *Spool) OpenData(name string) (*os.File, error) {
 // checks the entry out, replaces the metadata and puts it back, and fails
 // with ErrCheckedOut if a worker holds it.
 func (s *Spool) WriteMetadata(queue, name string, metadata []byte) error {
-	c, err := s.claim(queue, name)
+	c, err := s.claim(queue, name, true)
 	if err != nil {
 		return err
 	}
@@ -207,9 +211,11 @@ func (s *Spool) WriteMetadata(queue, name string, metadata []byte) error {
 // Remove removes entry name waiting in queue: its metadata, payload and
 // registry file. It first claims the entry by checkout, so it never destroys
 // an entry that a worker holds (ErrCheckedOut). Removing an entry that is no
-// longer there succeeds: Remove is idempotent.
+// longer there succeeds: Remove is idempotent. It never reads the metadata,
+// so an entry of any size can be removed; an entry without a registry file
+// (ErrUnregistered) or with a hard-linked file (ErrLinked) is left alone.
 func (s *Spool) Remove(queue, name string) error {
-	c, err := s.claim(queue, name)
+	c, err := s.claim(queue, name, false)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
@@ -220,25 +226,35 @@ func (s *Spool) Remove(queue, name string) error {
 }
 
 // Move moves entry name from queue to dst with its metadata unchanged,
-// claiming it first, so it is safe beside workers (ErrCheckedOut if one holds it).
+// claiming it first, so it is safe beside workers (ErrCheckedOut if one
+// holds it). Like Remove it never reads the metadata.
 func (s *Spool) Move(queue, name, dst string) error {
 	if err := s.checkQueue(dst); err != nil {
 		return err
 	}
-	c, err := s.claim(queue, name)
+	c, err := s.claim(queue, name, false)
 	if err != nil {
 		return err
 	}
 	return c.apply(SaveTo(dst, nil), nil)
 }
 
-// claim checks entry name out of queue, telling "held by a worker"
-// (ErrCheckedOut) from "not there" (ErrNotFound). A claim can lose to a
-// worker that checks the entry out and saves it straight back; when the
-// entry is in the queue again after a loss, claim tries again.
-func (s *Spool) claim(queue, name string) (*Checkout, error) {
+// claim checks entry name out of queue (reading its metadata when read is
+// set), telling "held by a worker" (ErrCheckedOut) from "not there"
+// (ErrNotFound). A claim can lose to a worker that checks the entry out and
+// saves it straight back; when the entry is in the queue again after a
+// loss, claim tries again.
+func (s *Spool) claim(queue, name string, read bool) (*Checkout, error) {
+	if err := s.checkEntry(queue, name); err != nil {
+		return nil, err
+	}
+	if err := s.writable("checkout", name); err != nil {
+		return nil, err
+	}
 	for attempt := 0; ; attempt++ {
-		c, err := s.Checkout(queue, name)
+		s.acquire()
+		c, err := s.checkout(queue, name, true, read)
+		s.release()
 		if !errors.Is(err, ErrNotFound) {
 			return c, err
 		}
@@ -267,7 +283,7 @@ func (s *Spool) checkEntry(queue, name string) error {
 	if err := s.checkQueue(queue); err != nil {
 		return err
 	}
-	if err := ValidateName(name); err != nil {
+	if err := ValidateExistingName(name); err != nil {
 		return fmt.Errorf("entry: %w", err)
 	}
 	return nil

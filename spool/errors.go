@@ -33,6 +33,17 @@ var (
 	// ErrBusy reports an entry that stayed locked by another worker while a
 	// claim waited for it: another worker is claiming it or handing it back.
 	ErrBusy = errors.New("entry is busy")
+	// ErrUnregistered reports an entry without its registry file: the
+	// reference cannot check it out (its checkout touches the registry file
+	// first), so neither does this package; it stays where it is, an orphan
+	// for fsck.
+	ErrUnregistered = errors.New("entry has no registry file")
+	// ErrTooLarge reports a metadata file larger than
+	// Options.MaxMetadataSize. The entry is left where it was.
+	ErrTooLarge = errors.New("metadata too large")
+	// ErrLinked reports a file with more than one hard link: touching it
+	// would touch a file outside the spool, so the entry is left alone.
+	ErrLinked = errors.New("file has more than one hard link")
 	// ErrRecoverTooYoung reports a Recover asked to take checkouts younger
 	// than MinRecoverAge without RecoverOptions.WorkersStopped.
 	ErrRecoverTooYoung = errors.New("recover age below MinRecoverAge without RecoverOptions.WorkersStopped")

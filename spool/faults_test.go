@@ -296,6 +296,17 @@ func (f *faultFS) Flock(fd int, how int) error {
 	return f.inner.Flock(fd, how)
 }
 
+// Fchmod implements spool.FS.
+func (f *faultFS) Fchmod(fd int, mode uint32) error {
+	path := f.fdPath(fd)
+	err, _ := f.fault("fchmod", path, false, false)
+	if err == nil {
+		err = f.inner.Fchmod(fd, mode)
+	}
+	f.rec(fsCall{Op: "fchmod", Path: path, Err: err})
+	return err
+}
+
 // rel shortens a recorded path to its part inside dir, for messages.
 func rel(dir, p string) string {
 	if r, err := filepath.Rel(dir, p); err == nil && !strings.HasPrefix(r, "..") {

@@ -1,10 +1,10 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,9 +22,9 @@ const (
 // It returns the number of bytes written. On error the partly written file is
 // left for the caller to remove: only the caller knows it created it.
 func (s *Spool) writeNew(path string, b []byte, r io.Reader) (int64, error) {
-	fd, err := s.fs.Open(path, openCreateNew, 0o644)
+	fd, err := s.createFile(path, s.fileMode)
 	if err != nil {
-		return 0, pathErr("create", path, err)
+		return 0, err
 	}
 	n, err := s.writeAll(fd, b, r)
 	if err != nil {
@@ -41,6 +41,24 @@ func (s *Spool) writeNew(path string, b []byte, r io.Reader) (int64, error) {
 		return n, pathErr("close", path, err)
 	}
 	return n, nil
+}
+
+// createFile creates path (O_EXCL, never through a symlink) with mode m and
+// returns its descriptor. An exact mode is applied with fchmod; on that
+// failure the file is removed again.
+func (s *Spool) createFile(path string, m createMode) (int, error) {
+	fd, err := s.fs.Open(path, openCreateNew, m.perm)
+	if err != nil {
+		return -1, pathErr("create", path, err)
+	}
+	if m.exact {
+		if err := s.fs.Fchmod(fd, m.perm); err != nil {
+			s.fs.Close(fd)
+			s.fs.Unlink(path)
+			return -1, pathErr("chmod", path, err)
+		}
+	}
+	return fd, nil
 }
 
 // writeAll writes b, then everything from r (if not nil), to fd.
@@ -85,17 +103,14 @@ func (s *Spool) writeAll(fd int, b []byte, r io.Reader) (int64, error) {
 	}
 }
 
-// readFile reads the whole regular file at path without following a symlink.
-func (s *Spool) readFile(path string) ([]byte, error) {
+// readFile reads the whole regular file at path without following a
+// symlink, at most limit bytes (ErrTooLarge beyond; limit < 0: no bound).
+func (s *Spool) readFile(path string, limit int64) ([]byte, error) {
 	fd, err := s.fs.Open(path, openRead, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer s.fs.Close(fd)
-	return s.readFD(fd, path)
-}
-
-func (s *Spool) readFD(fd int, path string) ([]byte, error) {
 	var st unix.Stat_t
 	if err := s.fs.Fstat(fd, &st); err != nil {
 		return nil, err
@@ -103,24 +118,50 @@ func (s *Spool) readFD(fd int, path string) ([]byte, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
-	return s.readSized(fd, st.Size)
+	if limit >= 0 && st.Size > limit {
+		return nil, tooLarge(path, st.Size, limit)
+	}
+	b, err := s.readBounded(fd, st.Size, limit)
+	if errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, err
 }
 
-// readSized reads fd to its end; size is the expected size (from fstat),
-// used to size the buffer so that a file that did not change is read with
-// one read(2) and one more that reports the end.
-func (s *Spool) readSized(fd int, size int64) ([]byte, error) {
-	buf := make([]byte, 0, size+1)
+// tooLarge is the error for a metadata file of size bytes, above limit.
+func tooLarge(path string, size, limit int64) error {
+	return fmt.Errorf("%s: %w: %d bytes, more than %d (Options.MaxMetadataSize)", path, ErrTooLarge, size, limit)
+}
+
+// readChunk bounds the first allocation of a read: a file's size is what
+// it claims (a sparse file claims a terabyte and stores nothing), so
+// memory grows with what is actually read.
+const readChunk = 1 << 20
+
+// readBounded reads fd to its end, at most limit bytes (ErrTooLarge beyond;
+// limit < 0: no bound). size is the expected size (from fstat), used to size
+// the buffer so that a file that did not change is read with one read(2)
+// and one more that reports the end; it is trusted only up to readChunk.
+func (s *Spool) readBounded(fd int, size, limit int64) ([]byte, error) {
+	c := min(max(size, 0), readChunk)
+	buf := make([]byte, 0, c+1)
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		n, err := s.fs.Read(fd, buf[len(buf):cap(buf)])
+		p := buf[len(buf):cap(buf)]
+		if limit >= 0 && int64(len(p)) > limit+1-int64(len(buf)) {
+			p = p[:limit+1-int64(len(buf))]
+		}
+		n, err := s.fs.Read(fd, p)
 		if n > 0 {
 			buf = buf[:len(buf)+n]
 		}
 		if err != nil {
 			return nil, err
+		}
+		if limit >= 0 && int64(len(buf)) > limit {
+			return nil, fmt.Errorf("%w: more than %d bytes (Options.MaxMetadataSize)", ErrTooLarge, limit)
 		}
 		if n == 0 {
 			return buf, nil
@@ -156,8 +197,27 @@ func (s *Spool) syncDirs(paths ...string) error {
 	return nil
 }
 
-// uniqueTmp returns a fresh path in .tmp/ for staging a write for entry name:
-// the name, a dot and random hex, as async's Writer.save names its temp files.
+// uniqueTmp returns a fresh path in .tmp/ for staging a write for entry name
+// (see tempName).
 func (s *Spool) uniqueTmp(name string) string {
-	return s.tmpPath(name + "." + strconv.FormatUint(rand.Uint64(), 16))
+	return s.tmpPath(tempName(name))
+}
+
+// tempName returns a fresh temporary file name for entry name as the
+// reference's atomic writer names them, "<name>.tmp.XXXXXX" with six random
+// letters, the name cut short so that the whole fits in MaxExistingNameLen
+// bytes. Callers create it with O_EXCL.
+func tempName(name string) string {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	const suffix = len(".tmp.XXXXXX")
+	if len(name) > MaxExistingNameLen-suffix {
+		name = name[:MaxExistingNameLen-suffix]
+	}
+	b := make([]byte, 0, len(name)+suffix)
+	b = append(b, name...)
+	b = append(b, ".tmp."...)
+	for range 6 {
+		b = append(b, letters[rand.IntN(len(letters))])
+	}
+	return string(b)
 }

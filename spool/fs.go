@@ -42,6 +42,8 @@ type FS interface {
 	ReadDir(path string) ([]DirEntry, error)
 	// Flock applies flock(2) to fd.
 	Flock(fd int, how int) error
+	// Fchmod sets the mode of fd (a file or a directory).
+	Fchmod(fd int, mode uint32) error
 }
 
 // DirEntry is one name from a directory listing with its d_type.
@@ -125,6 +127,16 @@ func (OSFS) Touch(path string, t time.Time) error {
 func (OSFS) Flock(fd int, how int) error {
 	for {
 		err := unix.Flock(fd, how)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// Fchmod implements FS.
+func (OSFS) Fchmod(fd int, mode uint32) error {
+	for {
+		err := unix.Fchmod(fd, mode)
 		if err != unix.EINTR {
 			return err
 		}

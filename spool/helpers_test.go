@@ -291,3 +291,11 @@ func (h *hookFS) Flock(fd int, how int) error {
 	defer h.exit()
 	return OSFS{}.Flock(fd, how)
 }
+
+func (h *hookFS) Fchmod(fd int, mode uint32) error {
+	if err := h.enter("fchmod", h.path(fd)); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.Fchmod(fd, mode)
+}

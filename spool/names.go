@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -12,7 +13,9 @@ import (
 // per path component; .tmp files get a suffix, so names stay below that.
 const MaxNameLen = 200
 
-// ValidateName reports whether name may be used as a queue or entry name:
+// ValidateName reports whether name may be used as a queue or entry name
+// that this package creates (Create, AddQueue, Enqueue, Reserve); names
+// found on disk are checked with the looser ValidateExistingName:
 // non-empty, at most MaxNameLen bytes, no '/', no NUL or other control
 // characters (C0, DEL, and C1 in UTF-8), not starting with '.' (which also rules out "." and
 // ".." and the spool's own .registry, .tmp, .data and .checkout). The error
@@ -39,6 +42,35 @@ func ValidateName(name string) error {
 		if c == 0xc2 && i+1 < len(name) && name[i+1] >= 0x80 && name[i+1] <= 0x9f {
 			return fmt.Errorf("%w %q: contains control character U+%04X", ErrInvalidName, name, rune(name[i+1]))
 		}
+	}
+	return nil
+}
+
+// MaxExistingNameLen bounds the names of entries found on disk: Linux's
+// NAME_MAX, the longest name a directory can hold.
+const MaxExistingNameLen = 255
+
+// ValidateExistingName reports whether name may name an entry found on disk,
+// written by this package or by another implementation: everything that
+// lists or checks entries accepts it. The reference lists every name but "."
+// and ".." (and skips .checkout in queues), so dot-names, long names and
+// names with control characters are entries to it; only "", ".", "..",
+// ".checkout", names containing '/' or NUL (which no directory can hold, and
+// which would escape the directory) and names longer than MaxExistingNameLen
+// are refused. ValidateName, stricter, applies to the names this package
+// creates. The error wraps ErrInvalidName.
+func ValidateExistingName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	case name == "." || name == "..":
+		return fmt.Errorf("%w %q", ErrInvalidName, name)
+	case name == CheckoutDir:
+		return fmt.Errorf("%w %q: the queue's checkout directory", ErrInvalidName, name)
+	case len(name) > MaxExistingNameLen:
+		return fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidName, len(name), MaxExistingNameLen)
+	case strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("%w %q: contains '/' or NUL", ErrInvalidName, name)
 	}
 	return nil
 }

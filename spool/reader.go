@@ -255,7 +255,7 @@ func (r *Reader) next() (*Checkout, error) {
 			continue
 		}
 		r.s.acquire()
-		c, err := r.s.checkout(r.queue, name, false)
+		c, err := r.s.checkout(r.queue, name, false, true)
 		r.s.release()
 		switch {
 		case err == nil:
@@ -264,6 +264,12 @@ func (r *Reader) next() (*Checkout, error) {
 			}
 			return c, nil
 		case errors.Is(err, ErrNotFound), errors.Is(err, errNotRegular):
+			// Not marked: another process may already have put it back,
+			// and its arrival may have been dispatched before this mark.
+			continue
+		case unclaimable(err):
+			// Left in place for fsck and the operator; tried again only
+			// when a later listing or event brings the name back.
 			// Not marked: another process may already have put it back,
 			// and its arrival may have been dispatched before this mark.
 			continue
@@ -277,6 +283,13 @@ func (r *Reader) next() (*Checkout, error) {
 		return nil, err
 	}
 	return nil, nil
+}
+
+// unclaimable reports an entry that a claim leaves where it is for fsck and
+// the operator: no registry file, metadata over the size bound, a file with
+// other hard links. Readers pass over it.
+func unclaimable(err error) bool {
+	return errors.Is(err, ErrUnregistered) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrLinked)
 }
 
 // Dequeue blocks until it has checked out an entry of the queue, and returns
@@ -429,9 +442,9 @@ func (r *Reader) IterAvailable(ctx context.Context, f func(*Checkout) (Action, e
 			return err
 		}
 		r.s.acquire()
-		c, err := r.s.checkout(r.queue, name, false)
+		c, err := r.s.checkout(r.queue, name, false, true)
 		r.s.release()
-		if errors.Is(err, ErrNotFound) || errors.Is(err, errNotRegular) || errors.Is(err, ErrBusy) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, errNotRegular) || errors.Is(err, ErrBusy) || unclaimable(err) {
 			continue
 		}
 		if err != nil {
@@ -861,7 +874,7 @@ func (h *watchHub) dispatchLocked(buf []byte) {
 			}
 			return
 		}
-		if ev.Mask&(unix.IN_CREATE|unix.IN_MOVED_TO) == 0 || len(ev.Name) == 0 || ev.Name[0] == '.' {
+		if ev.Mask&(unix.IN_CREATE|unix.IN_MOVED_TO) == 0 || len(ev.Name) == 0 || string(ev.Name) == CheckoutDir {
 			return
 		}
 		entry := string(ev.Name)

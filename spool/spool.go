@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -74,6 +75,11 @@ func ParseDurability(s string) (Durability, error) {
 // per spool (the reference's Throttle; async_smtp uses 400).
 const DefaultMaxConcurrentOps = 256
 
+// DefaultMaxMetadataSize is the default bound on the size of a metadata
+// file that this package reads (metadata is a small record; payloads go in
+// .data/).
+const DefaultMaxMetadataSize = 16 << 20
+
 // DefaultMaxReserveAttempts bounds the name-reservation loop.
 const DefaultMaxReserveAttempts = 10000
 
@@ -85,6 +91,12 @@ type Options struct {
 	MaxConcurrentOps int
 	// MaxReserveAttempts bounds name reservation retries; 0 means DefaultMaxReserveAttempts.
 	MaxReserveAttempts int
+	// MaxMetadataSize bounds the metadata files that checkouts, readers and
+	// ReadMetadata read, in bytes; 0 (or less) means DefaultMaxMetadataSize.
+	// A larger entry is refused with ErrTooLarge before it is claimed and
+	// stays where it was. Remove and Move never read metadata, so they
+	// work on any entry.
+	MaxMetadataSize int64
 	// Names is the default name generator for Enqueue; nil means TimeNames{}.
 	Names NameGenerator
 	// FS is the file-system seam; nil means OSFS{}.
@@ -102,6 +114,46 @@ type Options struct {
 	// that would change the spool fails with ErrReadOnly. Monitors use it.
 	// Create refuses it.
 	ReadOnly bool
+	// DirMode, FileMode and RegistryMode fix the modes of the directories,
+	// the metadata and payload files, and the registry files that this
+	// package creates: when set, the mode is applied exactly (fchmod after
+	// the creation, so the umask does not apply). Unset, they are the
+	// reference's: mkdir 0777, files 0666, registry files 0644, each minus
+	// the process umask, so a group-shared spool (umask 002) stays group
+	// writable. Only permission bits and setuid, setgid and sticky count.
+	// A metadata rewrite always keeps the rewritten file's mode.
+	DirMode, FileMode, RegistryMode fs.FileMode
+}
+
+// The reference's creation modes, before the umask.
+const (
+	refDirMode      = 0o777
+	refFileMode     = 0o666
+	refRegistryMode = 0o644
+)
+
+// createMode is the mode a creation passes to the kernel and whether it is
+// then applied exactly with fchmod.
+type createMode struct {
+	perm  uint32
+	exact bool
+}
+
+func modeOf(m fs.FileMode, ref uint32) createMode {
+	if m == 0 {
+		return createMode{perm: ref}
+	}
+	perm := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		perm |= unix.S_ISUID
+	}
+	if m&fs.ModeSetgid != 0 {
+		perm |= unix.S_ISGID
+	}
+	if m&fs.ModeSticky != 0 {
+		perm |= unix.S_ISVTX
+	}
+	return createMode{perm: perm, exact: true}
 }
 
 // Spool is an open spool directory. It is safe for concurrent use.
@@ -112,10 +164,14 @@ type Spool struct {
 	names      NameGenerator
 	now        func() time.Time
 	maxReserve int
+	maxMeta    int64
 	throttle   chan struct{}
 	poll       time.Duration
 	logger     *slog.Logger
 	readOnly   bool
+	dirMode    createMode
+	fileMode   createMode
+	regMode    createMode
 
 	hub      watchHub  // the inotify watcher that the spool's readers share
 	pollWarn sync.Once // readers falling back to polling log it once per spool
@@ -134,9 +190,13 @@ func newSpool(dir string, o *Options) *Spool {
 		names:      o.Names,
 		now:        o.Now,
 		maxReserve: o.MaxReserveAttempts,
+		maxMeta:    o.MaxMetadataSize,
 		poll:       o.PollInterval,
 		logger:     o.Logger,
 		readOnly:   o.ReadOnly,
+		dirMode:    modeOf(o.DirMode, refDirMode),
+		fileMode:   modeOf(o.FileMode, refFileMode),
+		regMode:    modeOf(o.RegistryMode, refRegistryMode),
 	}
 	s.hub.s = s
 	if s.durability == DurabilityDefault {
@@ -150,6 +210,9 @@ func newSpool(dir string, o *Options) *Spool {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.maxMeta <= 0 {
+		s.maxMeta = DefaultMaxMetadataSize
 	}
 	if s.maxReserve <= 0 {
 		s.maxReserve = DefaultMaxReserveAttempts
@@ -188,10 +251,13 @@ func Create(dir string, queues []string, o *Options) (*Spool, error) {
 	}
 	s := newSpool(dir, o)
 	created := false
-	err := s.fs.Mkdir(s.dir, 0o755)
+	err := s.fs.Mkdir(s.dir, s.dirMode.perm)
 	switch {
 	case err == nil:
 		created = true
+		if err := s.fixDirMode(s.dir); err != nil {
+			return nil, err
+		}
 	case errors.Is(err, unix.EEXIST):
 	case errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
 		// The parent cannot be written. If dir exists, say what is wrong
@@ -428,8 +494,11 @@ func (s *Spool) checkIsDir(path string) error {
 }
 
 func (s *Spool) mkdirIfMissing(path string) error {
-	err := s.fs.Mkdir(path, 0o755)
+	err := s.fs.Mkdir(path, s.dirMode.perm)
 	if err == nil {
+		if err := s.fixDirMode(path); err != nil {
+			return err
+		}
 		if s.durability == DurabilityFull {
 			return s.syncDir(filepath.Dir(path))
 		}
@@ -444,6 +513,24 @@ func (s *Spool) mkdirIfMissing(path string) error {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return fmt.Errorf("%s: %w: exists and is not a directory", path, ErrNotSpool)
+	}
+	return nil
+}
+
+// fixDirMode applies Options.DirMode exactly to the directory just created
+// at path, when it is set.
+func (s *Spool) fixDirMode(path string) error {
+	if !s.dirMode.exact {
+		return nil
+	}
+	fd, err := s.fs.Open(path, openDir|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return pathErr("open directory", path, err)
+	}
+	err = s.fs.Fchmod(fd, s.dirMode.perm)
+	s.fs.Close(fd)
+	if err != nil {
+		return pathErr("chmod", path, err)
 	}
 	return nil
 }
