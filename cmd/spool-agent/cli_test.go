@@ -272,9 +272,21 @@ func TestMoveRemoveRecover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if out := mustCLI(t, "", "mv", dir, "a-old", "--to", "frozen", "--dry-run"); out != "would move a-old from active to frozen\n" {
+		t.Fatalf("mv --dry-run printed %q", out)
+	}
+	if q, _, err := s.Find("a-old"); err != nil || q != "active" {
+		t.Fatalf("after mv --dry-run: Find = %q %v, want active", q, err)
+	}
 	mustCLI(t, "", "mv", dir, "a-old", "--to", "frozen")
 	if q, co, err := s.Find("a-old"); err != nil || q != "frozen" || co {
 		t.Fatalf("after mv: Find = %q %v %v, want frozen", q, co, err)
+	}
+	if out := mustCLI(t, "", "rm", dir, "a-old", "--dry-run"); out != "would remove a-old from frozen\n" {
+		t.Fatalf("rm --dry-run printed %q", out)
+	}
+	if q, _, err := s.Find("a-old"); err != nil || q != "frozen" {
+		t.Fatalf("after rm --dry-run: Find = %q %v, want frozen", q, err)
 	}
 	mustCLI(t, "", "rm", dir, "a-old")
 	if _, _, err := s.Find("a-old"); err == nil {
@@ -284,11 +296,21 @@ func TestMoveRemoveRecover(t *testing.T) {
 		t.Fatalf("rm left the registry file: %v", err)
 	}
 	// a-held is checked out 30 minutes ago: not older than 1h, older than 10m.
-	if out := mustCLI(t, "", "recover", dir, "--older-than", "1h"); out != "" {
-		t.Fatalf("recover --older-than 1h recovered %q", out)
+	if out, want := mustCLI(t, "", "recover", dir, "--older-than", "1h"), "recovered 0 entries in "+dir+" (checked out for more than 1h0m0s)\n"; out != want {
+		t.Fatalf("recover --older-than 1h printed %q, want %q", out, want)
 	}
-	out := mustCLI(t, "", "recover", dir, "--older-than", "10m")
-	if want := "recovered a-held to active (checked out at 2025-03-14T14:39:26Z)\n"; out != want {
+	if out := mustCLI(t, "", "recover", dir, "--older-than", "1h", "-q"); out != "" {
+		t.Fatalf("recover -q printed %q", out)
+	}
+	out := mustCLI(t, "", "recover", dir, "--older-than", "10m", "--dry-run")
+	if want := "would recover a-held to active (checked out at 2025-03-14T14:39:26Z)\nwould recover 1 entry in " + dir + " (checked out for more than 10m0s, unless a live worker of this library holds it)\n"; out != want {
+		t.Fatalf("recover --dry-run printed %q, want %q", out, want)
+	}
+	if _, co, err := s.Find("a-held"); err != nil || !co {
+		t.Fatalf("recover --dry-run changed the spool: %v %v", co, err)
+	}
+	out = mustCLI(t, "", "recover", dir, "--older-than", "10m")
+	if want := "recovered a-held to active (checked out at 2025-03-14T14:39:26Z)\nrecovered 1 entry in " + dir + " (checked out for more than 10m0s)\n"; out != want {
 		t.Fatalf("recover printed %q, want %q", out, want)
 	}
 	if q, co, err := s.Find("a-held"); err != nil || q != "active" || co {
@@ -389,7 +411,8 @@ func checkOneLine(t *testing.T, stderr, want string) {
 func TestEscapeText(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"plain text", "plain text"},
-		{"two\nlines\tand tab", "two\nlines\tand tab"},
+		{"two\nlines\tand tab", `two
+lines\x09and tab`},
 		{"esc\x1b[31m", `esc\x1b[31m`},
 		{"cr\rnul\x00del\x7f", `cr\x0dnul\x00del\x7f`},
 		{"back\\slash", `back\\slash`},
@@ -520,4 +543,73 @@ func TestTextOutputsEscapeNames(t *testing.T) {
 	if r.code != 0 || r.stderr != "spool-agent: warning: skipped 1 entry whose name is invalid (spool-agent fsck lists the spool's problems)\n" {
 		t.Errorf("shape: exit %d, stderr %q", r.code, r.stderr)
 	}
+}
+
+// TestRecoverAgeRule checks that recover refuses an age below a minute
+// (workers of the OCaml reference take no lock: only the age protects
+// their checkouts) unless --workers-stopped says none runs.
+func TestRecoverAgeRule(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string // in stderr (refused) or stdout
+	}{
+		{"zero refused", []string{"--older-than", "0s"}, exitUsage, "--workers-stopped"},
+		{"59s refused", []string{"--older-than", "59s"}, exitUsage, "--workers-stopped"},
+		{"dry run refused too", []string{"--older-than", "0s", "--dry-run"}, exitUsage, "--workers-stopped"},
+		{"1m allowed", []string{"--older-than", "1m", "--dry-run"}, 0, "would recover a-held"},
+		{"zero with --workers-stopped", []string{"--older-than", "0s", "--workers-stopped"}, 0, "recovered a-held to active"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := fixtureSpool(t)
+			r := cli(t, nil, "", append([]string{"recover", dir}, tc.args...)...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d: %+v", r.code, tc.code, r)
+			}
+			if tc.code != 0 {
+				checkOneLine(t, r.stderr, tc.want)
+				s, err := spool.Open(dir, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, co, err := s.Find("a-held"); err != nil || !co {
+					t.Fatalf("a refused recover changed the spool: %v %v", co, err)
+				}
+			} else if !strings.Contains(r.stdout, tc.want) {
+				t.Fatalf("stdout %q does not say %q", r.stdout, tc.want)
+			}
+		})
+	}
+	r := cli(t, nil, "", "recover", "--help")
+	if !strings.Contains(strings.Join(strings.Fields(r.stdout), " "), "Below 1m it is refused unless --workers-stopped") {
+		t.Errorf("recover --help does not state the age rule:\n%s", r.stdout)
+	}
+}
+
+// TestSuccessLines checks that init, recover and fsck say one line on
+// success, and nothing with -q; that enqueue into an unknown queue lists
+// the queues.
+func TestSuccessLines(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"init", dir, "--queue", "a", "--queue", "b"}, "created spool " + dir + " (queues: a, b)\n"},
+		{[]string{"init", dir, "--queue", "c"}, "spool " + dir + ": added queues c (queues: a, b, c)\n"},
+		{[]string{"init", dir, "--queue", "c"}, "spool " + dir + " exists, nothing to add (queues: a, b, c)\n"},
+		{[]string{"init", dir, "-q", "--queue", "d"}, ""},
+		{[]string{"fsck", dir}, "fsck " + dir + ": no problems\n"},
+		{[]string{"fsck", dir, "-q"}, ""},
+		{[]string{"recover", dir, "--older-than", "1h"}, "recovered 0 entries in " + dir + " (checked out for more than 1h0m0s)\n"},
+		{[]string{"recover", dir, "--older-than", "1h", "-q"}, ""},
+	} {
+		r := cli(t, nil, "", tc.args...)
+		if r.code != 0 || r.stdout != tc.want || r.stderr != "" {
+			t.Errorf("spool-agent %q: exit %d, stdout %q (want %q), stderr %q", tc.args, r.code, r.stdout, tc.want, r.stderr)
+		}
+	}
+	r := cli(t, nil, "", "enqueue", dir, "nope")
+	checkOneLine(t, r.stderr, `unknown queue "nope" in spool `+dir+" (queues: a, b, c, d)")
 }

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spool-agent/spool-agent/spool"
@@ -21,6 +24,7 @@ func (m *Main) openSpool(dir string, o spool.Options) (*spool.Spool, error) {
 type InitCmd struct {
 	Dir   string   `arg:"" help:"The spool directory (created if missing, one level like mkdir)."`
 	Queue []string `placeholder:"QUEUE" help:"A queue to create (repeatable)."`
+	QuietFlag
 }
 
 func (c *InitCmd) run(_ context.Context, m *Main) error {
@@ -29,8 +33,64 @@ func (c *InitCmd) run(_ context.Context, m *Main) error {
 			return err
 		}
 	}
-	_, err := spool.Create(c.Dir, c.Queue, &spool.Options{Now: m.Now})
+	var before []string
+	existed := false
+	if s, err := spool.Open(c.Dir, &spool.Options{ReadOnly: true}); err == nil {
+		existed, before = true, s.Queues()
+	}
+	s, err := spool.Create(c.Dir, c.Queue, &spool.Options{Now: m.Now})
+	if err != nil {
+		return err
+	}
+	if c.Quiet {
+		return nil
+	}
+	var added []string
+	for _, q := range s.Queues() {
+		if !slices.Contains(before, q) {
+			added = append(added, q)
+		}
+	}
+	switch {
+	case !existed:
+		_, err = fmt.Fprintf(m.Stdout, "created spool %s (queues: %s)\n", escapeName(s.Dir()), queueList(s.Queues()))
+	case len(added) > 0:
+		_, err = fmt.Fprintf(m.Stdout, "spool %s: added queues %s (queues: %s)\n", escapeName(s.Dir()), queueList(added), queueList(s.Queues()))
+	default:
+		_, err = fmt.Fprintf(m.Stdout, "spool %s exists, nothing to add (queues: %s)\n", escapeName(s.Dir()), queueList(s.Queues()))
+	}
 	return err
+}
+
+// queueList is a list of queues for a text line: escaped, comma-separated.
+func queueList(queues []string) string {
+	if len(queues) == 0 {
+		return "none"
+	}
+	out := make([]string, len(queues))
+	for i, q := range queues {
+		out[i] = escapeName(q)
+	}
+	return strings.Join(out, ", ")
+}
+
+// QuietFlag is the -q flag of the commands that print a line on success.
+type QuietFlag struct {
+	Quiet bool `short:"q" help:"Print nothing on success."`
+}
+
+// DryRunFlag is the --dry-run flag of the commands that change a spool.
+type DryRunFlag struct {
+	DryRun bool `help:"Say what would be done, and change nothing."`
+}
+
+// unknownQueue is the error for a queue the spool does not have; it lists
+// the queues it has.
+func unknownQueue(s *spool.Spool, q string) error {
+	if err := validQueue(q); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w %q in spool %s (queues: %s)", spool.ErrUnknownQueue, q, s.Dir(), queueList(s.Queues()))
 }
 
 // EnqueueCmd adds one entry through the library's full protocol.
@@ -80,6 +140,9 @@ func (c *EnqueueCmd) run(_ context.Context, m *Main) error {
 	if err != nil {
 		return err
 	}
+	if !s.HasQueue(c.Queue) {
+		return unknownQueue(s, c.Queue)
+	}
 	name, err := s.Enqueue(c.Queue, meta, data, spool.EnqueueOptions{Name: c.Name})
 	if err != nil {
 		return err
@@ -101,6 +164,7 @@ type MvCmd struct {
 	Dir  string `arg:"" help:"The spool directory."`
 	Name string `arg:"" help:"The entry's name."`
 	To   string `required:"" placeholder:"QUEUE" help:"The destination queue."`
+	DryRunFlag
 }
 
 // maxRaceRetries bounds the retries of mv and rm when the entry moves
@@ -113,14 +177,15 @@ func (c *MvCmd) run(_ context.Context, m *Main) error {
 		return err
 	}
 	if !s.HasQueue(c.To) {
-		if err := validQueue(c.To); err != nil {
-			return fmt.Errorf("--to: %w", err)
-		}
-		return fmt.Errorf("--to: %w %q in spool %s (queues: %v)", spool.ErrUnknownQueue, c.To, s.Dir(), s.Queues())
+		return fmt.Errorf("--to: %w", unknownQueue(s, c.To))
 	}
 	for attempt := 0; ; attempt++ {
 		q, err := findWaiting(s, c.Name)
 		if err != nil {
+			return err
+		}
+		if c.DryRun {
+			_, err := fmt.Fprintf(m.Stdout, "would move %s from %s to %s\n", escapeName(c.Name), escapeName(q), escapeName(c.To))
 			return err
 		}
 		err = s.Move(q, c.Name, c.To)
@@ -150,6 +215,7 @@ func findWaiting(s *spool.Spool, name string) (string, error) {
 type RmCmd struct {
 	Dir  string `arg:"" help:"The spool directory."`
 	Name string `arg:"" help:"The entry's name."`
+	DryRunFlag
 }
 
 func (c *RmCmd) run(_ context.Context, m *Main) error {
@@ -165,6 +231,10 @@ func (c *RmCmd) run(_ context.Context, m *Main) error {
 			}
 			return err
 		}
+		if c.DryRun {
+			_, err := fmt.Fprintf(m.Stdout, "would remove %s from %s\n", escapeName(c.Name), escapeName(q))
+			return err
+		}
 		if err := s.Remove(q, c.Name); err != nil {
 			return err
 		}
@@ -178,23 +248,82 @@ func (c *RmCmd) run(_ context.Context, m *Main) error {
 
 // RecoverCmd returns stale checkouts to their queues.
 type RecoverCmd struct {
-	Dir       string        `arg:"" help:"The spool directory."`
-	OlderThan time.Duration `required:"" placeholder:"DURATION" help:"Return checked-out entries whose checkout is older than this (by mtime) and that no live worker of this library holds."`
+	Dir            string        `arg:"" help:"The spool directory."`
+	OlderThan      time.Duration `required:"" placeholder:"DURATION" help:"Return checked-out entries whose checkout is older than this (by mtime) and that no live worker of this library holds. Below 1m it is refused unless --workers-stopped, because workers of other implementations (the OCaml multispool) take no lock and only the age protects their checkouts."`
+	WorkersStopped bool          `help:"Every worker of another implementation is stopped (as async_smtp does at start-up): allow any --older-than, 0 included."`
+	DryRunFlag
+	QuietFlag
 }
 
 func (c *RecoverCmd) run(_ context.Context, m *Main) error {
 	if c.OlderThan < 0 {
 		return fmt.Errorf("--older-than %v: negative duration", c.OlderThan)
 	}
-	s, err := m.openSpool(c.Dir, spool.Options{})
+	if c.OlderThan < spool.MinRecoverAge && !c.WorkersStopped {
+		return &exitError{code: exitUsage, err: fmt.Errorf("--older-than %v is below %v: workers of other implementations take no lock, so a young checkout may be held by a live one; give --workers-stopped if every such worker is stopped", c.OlderThan, spool.MinRecoverAge)}
+	}
+	s, err := m.openSpool(c.Dir, spool.Options{ReadOnly: c.DryRun})
 	if err != nil {
 		return err
 	}
-	p := m.startProgress("recover "+c.Dir, 0)
-	recovered, err := s.Recover(c.OlderThan, spool.RecoverOptions{})
+	p := m.startProgress("recover "+escapeName(c.Dir), 0)
+	var recovered []spool.Recovered
+	if c.DryRun {
+		recovered, err = staleCheckouts(s, m.Now(), c.OlderThan)
+	} else {
+		recovered, err = s.Recover(c.OlderThan, spool.RecoverOptions{WorkersStopped: c.WorkersStopped})
+	}
 	p.finish()
+	if errors.Is(err, spool.ErrRecoverTooYoung) {
+		return &exitError{code: exitUsage, err: err}
+	}
+	verb := "recovered"
+	if c.DryRun {
+		verb = "would recover"
+	}
+	w := bufio.NewWriter(m.Stdout)
 	for _, r := range recovered {
-		fmt.Fprintf(m.Stdout, "recovered %s to %s (checked out at %s)\n", r.Name, r.Queue, r.ModTime.UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "%s %s to %s (checked out at %s)\n", verb, escapeName(r.Name), escapeName(r.Queue), r.ModTime.UTC().Format(time.RFC3339))
+	}
+	if err == nil && !c.Quiet {
+		n := "1 entry"
+		if len(recovered) != 1 {
+			n = fmt.Sprintf("%d entries", len(recovered))
+		}
+		fmt.Fprintf(w, "%s %s in %s (checked out for more than %v", verb, n, escapeName(s.Dir()), c.OlderThan)
+		if c.DryRun {
+			w.WriteString(", unless a live worker of this library holds it")
+		}
+		w.WriteString(")\n")
+	}
+	if ferr := w.Flush(); err == nil {
+		err = ferr
 	}
 	return err
+}
+
+// staleCheckouts lists what Recover would take: the checkouts older than
+// olderThan (a live worker of this library may hold some of them, and
+// Recover leaves those).
+func staleCheckouts(s *spool.Spool, now time.Time, olderThan time.Duration) ([]spool.Recovered, error) {
+	var out []spool.Recovered
+	for _, q := range s.Queues() {
+		names, err := s.ListCheckedOut(q)
+		if err != nil {
+			return out, err
+		}
+		for _, n := range names {
+			info, err := s.Stat(q, n)
+			switch {
+			case errors.Is(err, spool.ErrNotFound), errors.Is(err, spool.ErrInvalidName):
+				continue
+			case err != nil:
+				return out, err
+			}
+			if info.CheckedOut && now.Sub(info.ModTime) > olderThan {
+				out = append(out, spool.Recovered{Queue: q, Name: n, ModTime: info.ModTime})
+			}
+		}
+	}
+	return out, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ type FsckCmd struct {
 	Dir string `arg:"" help:"The spool directory."`
 	LimitFlags
 	OutputFlag
+	QuietFlag
 }
 
 // problemJSON is a problem in fsck's JSON output.
@@ -67,16 +67,17 @@ func (c *FsckCmd) run(_ context.Context, m *Main) error {
 		if cerr != nil {
 			doc.Error = oneLine(cerr.Error())
 		}
-		b, err := json.MarshalIndent(doc, "", "  ")
-		if err != nil {
+		if err := m.writeJSON(doc); err != nil {
 			return err
 		}
-		fmt.Fprintf(m.Stdout, "%s\n", b)
 	} else {
 		var b strings.Builder
 		for _, pr := range problems {
 			b.WriteString(escapeName(pr.String()))
 			b.WriteByte('\n')
+		}
+		if cerr == nil && len(problems) == 0 && !c.Quiet {
+			fmt.Fprintf(&b, "fsck %s: no problems\n", escapeName(filepath.Clean(c.Dir)))
 		}
 		fmt.Fprint(m.Stdout, b.String())
 	}

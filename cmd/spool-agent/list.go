@@ -2,13 +2,19 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -44,10 +50,7 @@ func queuesOf(s *spool.Spool, queue string) ([]string, error) {
 		return s.Queues(), nil
 	}
 	if !s.HasQueue(queue) {
-		if err := validQueue(queue); err != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w %q in spool %s (queues: %v)", spool.ErrUnknownQueue, queue, s.Dir(), s.Queues())
+		return nil, unknownQueue(s, queue)
 	}
 	return []string{queue}, nil
 }
@@ -89,6 +92,9 @@ type entryJSON struct {
 	MetadataSize   *int64  `json:"metadata_size,omitempty"` // absent for state invalid
 	Error          string  `json:"error,omitempty"`         // why the state is invalid
 	DataPath       string  `json:"data_path,omitempty"`
+	Registry       *bool   `json:"registry,omitempty"`        // show: whether the registry file exists
+	TmpSize        *int64  `json:"tmp_size,omitempty"`        // show of an incomplete name: size of .tmp/NAME
+	Places         []place `json:"places,omitempty"`          // show of a duplicated entry: every queue file of the name
 	Metadata       *string `json:"metadata,omitempty"`        // show: when it is valid UTF-8
 	MetadataBase64 *string `json:"metadata_base64,omitempty"` // show: otherwise
 }
@@ -148,7 +154,10 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 	p := m.startProgress("ls "+c.Dir, int64(total))
 	defer p.finish()
 
-	w := bufio.NewWriterSize(m.Stdout, 64<<10)
+	w, flush := m.textWriter()
+	if c.json() {
+		w, flush = m.jsonWriter()
+	}
 	nameW, queueW := len("NAME"), len("QUEUE")
 	if c.json() {
 		b, _ := json.Marshal(s.Dir())
@@ -177,7 +186,7 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 				// the name, but the operator sees the file.
 				e = entryJSON{Name: name, NameBase64: nameBase64(name), Queue: l.queue, State: stateInvalid, Error: "invalid name (see spool-agent fsck)"}
 			case err != nil:
-				w.Flush()
+				flush()
 				return err
 			default:
 				e = newEntryJSON(info)
@@ -205,7 +214,7 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 		}
 		w.WriteString("]}\n")
 	}
-	return w.Flush()
+	return flush()
 }
 
 // warnInvalid says on stderr how many entries shape skipped because the
@@ -226,10 +235,105 @@ type ShowCmd struct {
 	OutputFlag
 }
 
+// stateIncomplete is show's state of a name that no queue holds but that
+// has a registry file, a payload or a temporary file.
+const stateIncomplete = "incomplete"
+
+// place is one directory of a spool that holds a name.
+type place struct {
+	Queue      string `json:"queue"`
+	CheckedOut bool   `json:"checked_out"`
+}
+
+// namePresence is what exists of a name in a spool, whole entry or not.
+type namePresence struct {
+	places   []place // queue files, waiting or checked out, in queue order
+	registry bool
+	regMTime time.Time
+	dataSize int64 // -1 when there is no payload
+	tmpSize  int64 // -1 when there is no file of that name in .tmp
+}
+
+// presence looks for name in every directory of the spool at dir, through
+// an os.Root so that a directory swapped for a symlink cannot make it look
+// outside the spool.
+func presence(s *spool.Spool, name string) (namePresence, error) {
+	p := namePresence{dataSize: -1, tmpSize: -1}
+	root, err := os.OpenRoot(s.Dir())
+	if err != nil {
+		return p, err
+	}
+	defer root.Close()
+	lstat := func(rel string) (fs.FileInfo, bool, error) {
+		fi, err := root.Lstat(rel)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil, false, nil
+		}
+		return fi, err == nil, err
+	}
+	for _, q := range s.Queues() {
+		for _, co := range []bool{false, true} {
+			rel := path.Join(q, name)
+			if co {
+				rel = path.Join(q, spool.CheckoutDir, name)
+			}
+			_, ok, err := lstat(rel)
+			if err != nil {
+				return p, err
+			}
+			if ok {
+				p.places = append(p.places, place{Queue: q, CheckedOut: co})
+			}
+		}
+	}
+	fi, ok, err := lstat(path.Join(spool.RegistryDir, name))
+	if err != nil {
+		return p, err
+	}
+	if ok {
+		p.registry, p.regMTime = true, fi.ModTime()
+	}
+	if fi, ok, err = lstat(path.Join(spool.DataDir, name)); err != nil {
+		return p, err
+	} else if ok {
+		p.dataSize = fi.Size()
+	}
+	if fi, ok, err = lstat(path.Join(spool.TmpDir, name)); err != nil {
+		return p, err
+	} else if ok {
+		p.tmpSize = fi.Size()
+	}
+	return p, nil
+}
+
+func (p namePresence) placesText() string {
+	out := make([]string, len(p.places))
+	for i, pl := range p.places {
+		out[i] = escapeName(pl.Queue)
+		if pl.CheckedOut {
+			out[i] += "/" + spool.CheckoutDir
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
 func (c *ShowCmd) run(_ context.Context, m *Main) error {
 	s, err := m.openSpool(c.Dir, spool.Options{ReadOnly: true})
 	if err != nil {
 		return err
+	}
+	if c.Name == "" || c.Name == "." || c.Name == ".." || c.Name == spool.CheckoutDir || strings.ContainsAny(c.Name, "/\x00") {
+		return fmt.Errorf("entry: %w %q", spool.ErrInvalidName, c.Name)
+	}
+	pr, err := presence(s, c.Name)
+	if err != nil {
+		return err
+	}
+	if len(pr.places) == 0 {
+		if !pr.registry && pr.dataSize < 0 && pr.tmpSize < 0 {
+			return fmt.Errorf("%w: %s in %s (no queue, registry, payload or temporary file of that name)", spool.ErrNotFound, c.Name, s.Dir())
+		}
+		return c.showIncomplete(m, s, pr)
 	}
 	q, _, err := s.Find(c.Name)
 	if err != nil {
@@ -246,29 +350,27 @@ func (c *ShowCmd) run(_ context.Context, m *Main) error {
 	if c.json() {
 		e := newEntryJSON(info)
 		e.DataPath = s.DataPath(c.Name)
-		if utf8.Valid(meta) {
-			str := string(meta)
-			e.Metadata = &str
-		} else {
-			str := base64.StdEncoding.EncodeToString(meta)
-			e.MetadataBase64 = &str
+		e.Registry = &pr.registry
+		if len(pr.places) > 1 {
+			e.Places = pr.places
 		}
 		doc := struct {
 			Spool string `json:"spool"`
 			entryJSON
 		}{s.Dir(), e}
-		b, err := json.MarshalIndent(doc, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(m.Stdout, "%s\n", b)
-		return err
+		return m.writeJSONWithMetadata(doc, meta)
 	}
-	var b strings.Builder
-	field := func(k, v string) { fmt.Fprintf(&b, "%-10s %s\n", k+":", v) }
+	w, flush := m.textWriter()
+	field := func(k, v string) { fmt.Fprintf(w, "%-10s %s\n", k+":", v) }
 	field("name", escapeName(info.Name))
 	field("queue", escapeName(info.Queue))
 	field("state", stateOf(info))
+	if len(pr.places) > 1 {
+		field("places", pr.placesText()+" (duplicated: spool-agent fsck reports it)")
+	}
+	if !pr.registry {
+		field("registry", "missing (not claimable: spool-agent fsck reports it)")
+	}
 	field("mtime", info.ModTime.UTC().Format(time.RFC3339Nano))
 	if info.DataSize < 0 {
 		field("data", "missing ("+escapeName(s.DataPath(c.Name))+")")
@@ -277,11 +379,148 @@ func (c *ShowCmd) run(_ context.Context, m *Main) error {
 	}
 	field("metadata", fmt.Sprintf("%d bytes", len(meta)))
 	if len(meta) > 0 {
-		text := strings.TrimSuffix(escapeText(meta), "\n")
-		for _, line := range strings.Split(text, "\n") {
-			b.WriteString("  " + line + "\n")
+		if err := writeIndented(w, meta); err != nil {
+			return err
 		}
 	}
-	_, err = fmt.Fprint(m.Stdout, b.String())
-	return err
+	return flush()
+}
+
+// showIncomplete shows a name that no queue holds but of which a registry
+// file, a payload or a temporary file exists (a producer that died while
+// enqueueing leaves such names).
+func (c *ShowCmd) showIncomplete(m *Main, s *spool.Spool, pr namePresence) error {
+	if c.json() {
+		e := entryJSON{Name: c.Name, NameBase64: nameBase64(c.Name), State: stateIncomplete, Registry: &pr.registry, DataPath: s.DataPath(c.Name)}
+		if pr.dataSize >= 0 {
+			e.DataSize = &pr.dataSize
+		}
+		if pr.tmpSize >= 0 {
+			e.TmpSize = &pr.tmpSize
+		}
+		doc := struct {
+			Spool string `json:"spool"`
+			entryJSON
+		}{s.Dir(), e}
+		return m.writeJSONWithMetadata(doc, nil)
+	}
+	w, flush := m.textWriter()
+	field := func(k, v string) { fmt.Fprintf(w, "%-10s %s\n", k+":", v) }
+	field("name", escapeName(c.Name))
+	field("state", stateIncomplete+" (no queue holds it: not an entry; spool-agent fsck says what to do)")
+	if pr.registry {
+		field("registry", "present (reserved at "+pr.regMTime.UTC().Format(time.RFC3339Nano)+")")
+	} else {
+		field("registry", "missing")
+	}
+	if pr.dataSize < 0 {
+		field("data", "missing")
+	} else {
+		field("data", fmt.Sprintf("%d bytes (%s; may be partial)", pr.dataSize, escapeName(s.DataPath(c.Name))))
+	}
+	if pr.tmpSize >= 0 {
+		field("tmp", fmt.Sprintf("%d bytes (%s)", pr.tmpSize, escapeName(filepath.Join(s.Dir(), spool.TmpDir, c.Name))))
+	}
+	return flush()
+}
+
+// writeIndented writes metadata escaped (escapeText), each line indented by
+// two spaces, streaming.
+func writeIndented(w *bufio.Writer, meta []byte) error {
+	nl := []byte("\n")
+	meta = bytes.TrimSuffix(meta, nl)
+	for {
+		line, rest, more := bytes.Cut(meta, nl)
+		w.WriteString("  ")
+		escapeTo(w, line, true, true)
+		w.WriteByte('\n')
+		if !more {
+			return nil
+		}
+		meta = rest
+	}
+}
+
+// textWriter returns a buffered writer to m.Stdout and the function that
+// flushes it.
+func (m *Main) textWriter() (*bufio.Writer, func() error) {
+	w := bufio.NewWriterSize(m.Stdout, 64<<10)
+	return w, w.Flush
+}
+
+// jsonWriter returns a buffered writer of JSON to m.Stdout through
+// jsonSafe, and the function that flushes both.
+func (m *Main) jsonWriter() (*bufio.Writer, func() error) {
+	j := newJSONSafe(m.Stdout)
+	w := bufio.NewWriterSize(j, 64<<10)
+	return w, func() error {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		return j.Flush()
+	}
+}
+
+// writeJSON writes doc indented, as one document, through jsonSafe.
+func (m *Main) writeJSON(doc any) error {
+	w, flush := m.jsonWriter()
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	return flush()
+}
+
+// writeJSONWithMetadata writes doc indented with, when meta is not nil, a
+// last member "metadata" (meta as a string, when UTF-8) or
+// "metadata_base64", streamed: the document never holds a copy of meta.
+func (m *Main) writeJSONWithMetadata(doc any, meta []byte) error {
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	w, flush := m.jsonWriter()
+	if meta == nil {
+		w.Write(b)
+		w.WriteByte('\n')
+		return flush()
+	}
+	w.Write(bytes.TrimSuffix(b, []byte("\n}")))
+	if utf8.Valid(meta) {
+		w.WriteString(",\n  \"metadata\": \"")
+		if err := writeJSONStringContent(w, meta); err != nil {
+			return err
+		}
+		w.WriteString("\"\n}\n")
+	} else {
+		w.WriteString(",\n  \"metadata_base64\": \"")
+		enc := base64.NewEncoder(base64.StdEncoding, w)
+		enc.Write(meta)
+		enc.Close()
+		w.WriteString("\"\n}\n")
+	}
+	return flush()
+}
+
+// writeJSONStringContent writes the UTF-8 text b as the inside of a JSON
+// string, escaped by encoding/json a piece at a time.
+func writeJSONStringContent(w *bufio.Writer, b []byte) error {
+	const piece = 32 << 10
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for len(b) > 0 {
+		n := min(piece, len(b))
+		for n < len(b) && !utf8.RuneStart(b[n]) {
+			n++
+		}
+		buf.Reset()
+		if err := enc.Encode(string(b[:n])); err != nil {
+			return err
+		}
+		out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+		w.Write(out[1 : len(out)-1])
+		b = b[n:]
+	}
+	return nil
 }

@@ -62,8 +62,9 @@ func parseLevel(s string) slog.Level {
 func newHandler(w io.Writer, format string, level slog.Leveler) slog.Handler {
 	o := &slog.HandlerOptions{Level: level}
 	if format == "json" {
-		return slog.NewJSONHandler(w, o)
+		return slog.NewJSONHandler(newJSONSafe(w), o)
 	}
+	o.ReplaceAttr = escapeLogAttr
 	return slog.NewTextHandler(w, o)
 }
 

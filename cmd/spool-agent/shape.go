@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -116,12 +115,7 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 			Buckets []string    `json:"buckets"`
 			Rows    []*shapeRow `json:"rows"`
 		}{s.Dir(), now.UTC().Format(time.RFC3339), shapeLabels, rows}
-		b, err := json.MarshalIndent(doc, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(m.Stdout, "%s\n", b)
-		return err
+		return m.writeJSON(doc)
 	}
 
 	// Columns: the row name, T (total), then one per bucket; numbers are
