@@ -1,11 +1,13 @@
 // Command genrules writes spool-agent's Prometheus recording and alerting
 // rules, with the thresholds, selector and per-queue overrides of a YAML
 // configuration (see alertrules/thresholds.yaml), to standard output or to
-// the file named by -o.
+// the file named by -o; with -alertmanager-inhibit, the Alertmanager inhibit
+// rules that go with those rules instead.
 //
-//	genrules -config thresholds.yaml > spool-agent.rules.yml
+//	go run ./alertrules/cmd/genrules -config thresholds.yaml -o spool-agent.rules.yml
+//	go run ./alertrules/cmd/genrules -config thresholds.yaml -alertmanager-inhibit -o spool-agent.inhibit.yml
 //
-// Without -config it writes the bundled rules (the defaults).
+// Without -config it writes the bundled files (the defaults).
 package main
 
 import (
@@ -28,6 +30,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("genrules", flag.ContinueOnError)
 	config := fs.String("config", "", "YAML `file` of thresholds, selector and overrides (default: the built-in defaults)")
 	out := fs.String("o", "", "write the rules to `file` instead of standard output")
+	inhibit := fs.Bool("alertmanager-inhibit", false, "write the Alertmanager inhibit rules that go with the rules instead of the rules")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,7 +44,11 @@ func run(args []string) error {
 			return err
 		}
 	}
-	b, err := alertrules.Generate(cfg)
+	generate := alertrules.Generate
+	if *inhibit {
+		generate = alertrules.GenerateInhibitRules
+	}
+	b, err := generate(cfg)
 	if err != nil {
 		return err
 	}
