@@ -6,9 +6,11 @@
 // need other thresholds write their own configuration (see thresholds.yaml)
 // and run
 //
-//	go run github.com/spool-agent/spool-agent/alertrules/cmd/genrules -config my.yaml > spool-agent.rules.yml
+//	go run ./alertrules/cmd/genrules -config my.yaml -o spool-agent.rules.yml   # from a checkout
 //
-// instead of editing the rules by hand.
+// instead of editing the rules by hand. The same configuration gives the
+// Alertmanager inhibit rules that keep one fault to one notification
+// (GenerateInhibitRules, genrules -alertmanager-inhibit).
 package alertrules
 
 import (
@@ -16,8 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,9 +30,16 @@ import (
 )
 
 // DefaultRunbookURL is where runbook_url annotations point unless the
-// configuration says otherwise. Each alert appends "#" and its lower-cased
-// name, which is the anchor of its section in RUNBOOK.md.
-const DefaultRunbookURL = "https://github.com/spool-agent/spool-agent/blob/main/alertrules/RUNBOOK.md"
+// configuration says otherwise: the runbook shipped with the rules, installed
+// beside them (README.md says how). Each alert appends "#" and the anchor of
+// its section in RUNBOOK.md. A team that keeps a copy on a wiki sets
+// runbookURL to it; there is no public copy to point at.
+const DefaultRunbookURL = "file:///etc/prometheus/rules/RUNBOOK.md"
+
+// DefaultParkingQueues are queues where entries wait on purpose (frozen by
+// an operator, quarantined by repair, kept after removal): a queue that
+// fills up there is not a queue whose consumers stopped.
+var DefaultParkingQueues = []string{"frozen", "quarantine", "removed"}
 
 // DefaultSelector selects the series scraped from spool-agent by the job
 // name used in deploy/prometheus/prometheus.yml.
@@ -40,9 +51,21 @@ type Config struct {
 	// Selector is a comma-separated list of PromQL label matchers, without
 	// braces, added to every series the rules read (including up).
 	Selector string `yaml:"selector"`
-	// RunbookURL is the address of RUNBOOK.md; "#<alertname lower-cased>"
-	// is appended for each alert.
+	// RunbookURL is the address of RUNBOOK.md; "#" and the anchor of the
+	// alert's section are appended for each alert.
 	RunbookURL string `yaml:"runbookURL"`
+	// SpoolDir, when the spools' directories follow a pattern, names a
+	// spool's directory in alert texts: "{spool}" stands for the spool
+	// label, as in /var/spool/app/{spool}.
+	SpoolDir string `yaml:"spoolDir,omitempty"`
+	// AgentConfig, when set, is the path of the agent's --config file on
+	// its hosts: alert texts then give "spool-agent fsck --config FILE
+	// SPOOL", which checks with exactly that spool's limits.
+	AgentConfig string `yaml:"agentConfig,omitempty"`
+	// ParkingQueues are excluded from the draining alerts
+	// (SpoolQueueNotDraining, SpoolQueueOldestEntryTooOld): entries wait in
+	// them on purpose. An empty list includes every queue.
+	ParkingQueues []string `yaml:"parkingQueues"`
 	// Labels are added to every alert, for routing (team, service, ...).
 	Labels map[string]string `yaml:"labels,omitempty"`
 	// Thresholds are the defaults that apply to every queue.
@@ -73,6 +96,11 @@ type Thresholds struct {
 	// FsckFailuresWindow is the look-back window in which SpoolFsckFailing
 	// counts fsck failures.
 	FsckFailuresWindow Duration `yaml:"fsckFailuresWindow"`
+	// KeepFiringFor is how long the spool alerts keep firing after their
+	// condition stops holding (Prometheus' keep_firing_for, 2.42 and
+	// later), so that the gap in the series while the agent restarts does
+	// not resolve them. It is also how late a fixed problem resolves.
+	KeepFiringFor Duration `yaml:"keepFiringFor"`
 }
 
 // QueueOverride replaces per-queue thresholds for the series that Match
@@ -92,6 +120,8 @@ type AlertOverride struct {
 	// For replaces the alert's "for" duration; "0s" fires on the first
 	// evaluation that matches.
 	For *Duration `yaml:"for,omitempty"`
+	// KeepFiringFor replaces thresholds.keepFiringFor for this alert.
+	KeepFiringFor *Duration `yaml:"keepFiringFor,omitempty"`
 	// Severity replaces the severity label (critical or warning).
 	Severity string `yaml:"severity,omitempty"`
 	// Disabled drops the alert from the output.
@@ -103,14 +133,19 @@ type AlertOverride struct {
 // same values.
 func DefaultConfig() Config {
 	return Config{
-		Selector:   DefaultSelector,
-		RunbookURL: DefaultRunbookURL,
+		Selector:      DefaultSelector,
+		RunbookURL:    DefaultRunbookURL,
+		ParkingQueues: slices.Clone(DefaultParkingQueues),
 		Thresholds: Thresholds{
 			QueueOldestEntryAge: Duration(time.Hour),
-			CheckedOutAge:       Duration(30 * time.Minute),
-			NotDrainingWindow:   Duration(30 * time.Minute),
-			FsckStaleAfter:      Duration(15 * time.Minute),
-			FsckFailuresWindow:  Duration(5 * time.Minute),
+			// The agent's --max-checked-out-age default: SpoolCheckoutStuck
+			// then fires before the agent's too_old problem (which also
+			// waits for --alert-after-cycles) and inhibits it.
+			CheckedOutAge:      Duration(10 * time.Minute),
+			NotDrainingWindow:  Duration(30 * time.Minute),
+			FsckStaleAfter:     Duration(15 * time.Minute),
+			FsckFailuresWindow: Duration(5 * time.Minute),
+			KeepFiringFor:      Duration(5 * time.Minute),
 		},
 	}
 }
@@ -152,6 +187,20 @@ func (c Config) Validate() error {
 	}
 	if c.RunbookURL == "" {
 		return errors.New("runbookURL must not be empty")
+	}
+	if u, err := url.Parse(c.RunbookURL); err != nil || u.Scheme == "" || u.Fragment != "" {
+		return fmt.Errorf("runbookURL %q must be an absolute URL without a #fragment", c.RunbookURL)
+	}
+	if strings.Contains(c.SpoolDir, "{{") || strings.Contains(c.AgentConfig, "{{") {
+		return errors.New("spoolDir and agentConfig must not contain {{")
+	}
+	if strings.ContainsAny(c.AgentConfig, " \t\n'\"") {
+		return fmt.Errorf("agentConfig %q: a path without spaces or quotes, please", c.AgentConfig)
+	}
+	for i, q := range c.ParkingQueues {
+		if q == "" || strings.ContainsAny(q, "/\x00\n") {
+			return fmt.Errorf("parkingQueues[%d]: %q is not a queue name", i, q)
+		}
 	}
 	for k := range c.Labels {
 		if !labelNameRE.MatchString(k) {

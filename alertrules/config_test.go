@@ -69,6 +69,10 @@ func TestLoadConfigRejectsMistakes(t *testing.T) {
 		{"severity label", "labels: {severity: page}\n", "severity"},
 		{"bad label", "labels: {'a-b': x}\n", "invalid label name"},
 		{"no runbook", "runbookURL: ''\n", "runbookURL"},
+		{"relative runbook", "runbookURL: RUNBOOK.md\n", "absolute URL"},
+		{"runbook fragment", "runbookURL: https://x/RUNBOOK.md#top\n", "fragment"},
+		{"bad parking queue", "parkingQueues: ['']\n", "parkingQueues[0]"},
+		{"bad agent config", "agentConfig: /etc/a b.yml\n", "agentConfig"},
 		{"zero window", "thresholds:\n  fsckFailuresWindow: 0\n", "fsckFailuresWindow"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,7 +147,7 @@ func TestZeroThresholdsAndDisabledAlertsDropAlerts(t *testing.T) {
 	for _, r := range rf.Groups[1].Rules {
 		if r.Alert == "SpoolQueueOldestEntryTooOld" {
 			found = true
-			want := `time() - spool_queue_oldest_entry_timestamp_seconds{job="spool-agent",queue="outbox"} > 600`
+			want := `time() - spool_queue_oldest_entry_timestamp_seconds{job="spool-agent",queue="outbox",queue!~"frozen|quarantine|removed"} > 600`
 			if r.Expr != want {
 				t.Errorf("expr = %q, want %q", r.Expr, want)
 			}
@@ -167,6 +171,106 @@ func TestTemplateInjectionInSelectorIsQuoted(t *testing.T) {
 			if !strings.Contains(r.Annotations["description"], want) {
 				t.Errorf("description = %q, want the selector quoted as %s", r.Annotations["description"], want)
 			}
+		}
+	}
+}
+
+func TestParkingQueues(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       string // the NotDraining selector of spool_queue_entries
+	}{
+		{"default", "", `spool_queue_entries{job="spool-agent",queue!~"frozen|quarantine|removed"}`},
+		{"replaced", "parkingQueues: [hold, a.b]\n", `spool_queue_entries{job="spool-agent",queue!~"hold|a\\.b"}`},
+		{"none", "parkingQueues: []\n", `spool_queue_entries{job="spool-agent"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := LoadConfig(strings.NewReader(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rf, err := Rules(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rf.Groups[1].Rules {
+				switch r.Alert {
+				case "SpoolQueueNotDraining":
+					if !strings.Contains(r.Expr, "delta("+tc.want+"[30m])") {
+						t.Errorf("NotDraining expr %q does not select %s", r.Expr, tc.want)
+					}
+				case "SpoolQueueOldestEntryTooOld":
+					if want := strings.Replace(tc.want, "spool_queue_entries", "spool_queue_oldest_entry_timestamp_seconds", 1); !strings.Contains(r.Expr, want) {
+						t.Errorf("OldestEntryTooOld expr %q does not select %s", r.Expr, want)
+					}
+				case "SpoolCheckoutStuck":
+					if strings.Contains(r.Expr, "frozen") {
+						t.Errorf("a stuck checkout in a parking queue is still stuck: %q", r.Expr)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestKeepFiringFor(t *testing.T) {
+	cfg, err := LoadConfig(strings.NewReader("thresholds: {keepFiringFor: 2m}\nalerts: {SpoolDown: {keepFiringFor: 0}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf, err := Rules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		// Gone with the agent: SpoolAgentDown is their alert.
+		"SpoolAgentDown": "", "SpoolAgentAbsent": "",
+		// Range functions bridge the gap; a recovery ends it at once.
+		"SpoolFsckFailing": "",
+		"SpoolDown":        "", // overridden
+	}
+	for _, r := range rf.Groups[1].Rules {
+		w, ok := want[r.Alert]
+		if !ok {
+			w = "2m"
+		}
+		if r.KeepFiringFor != w {
+			t.Errorf("%s: keep_firing_for %q, want %q", r.Alert, r.KeepFiringFor, w)
+		}
+	}
+}
+
+func TestAgentConfigAndSpoolDirInTexts(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.SpoolDir = "/var/spool/app/{spool}"
+	rf, err := Rules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AgentConfig = "/etc/spool-agent/agent.yml"
+	rf2, err := Rules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rf.Groups[1].Rules {
+		if r.Alert == "SpoolAgentDown" || r.Alert == "SpoolAgentAbsent" {
+			continue
+		}
+		d := r.Annotations["description"]
+		if !strings.Contains(d, "(/var/spool/app/{{ $labels.spool }})") || !strings.Contains(d, "Look: spool-agent ") ||
+			!strings.Contains(d, " /var/spool/app/{{ $labels.spool }}") {
+			t.Errorf("%s: description %q does not name the directory and the command", r.Alert, d)
+		}
+		d2 := rf2.Groups[1].Rules[i].Annotations["description"]
+		if !strings.Contains(d2, " --config /etc/spool-agent/agent.yml {{ $labels.spool }}") {
+			t.Errorf("%s: description %q does not give the command with --config", r.Alert, d2)
+		}
+	}
+	for _, bad := range []string{"/x/{{ $labels.spool }}", "/x/{{ evil }}"} {
+		cfg := DefaultConfig()
+		cfg.SpoolDir = bad
+		if _, err := Rules(cfg); err == nil {
+			t.Errorf("spoolDir %q accepted", bad)
 		}
 	}
 }

@@ -42,6 +42,7 @@ const e2eRulesConfig = `
 selector: job="spool-agent"
 thresholds:
   checkedOutAge: 3s
+  keepFiringFor: 15s
 alerts:
   SpoolCheckoutStuck:
     for: 2s
@@ -432,7 +433,11 @@ scrape_configs:
 		if q, ok := a.Labels["queue"]; ok && a.Labels["alertname"] == "SpoolOrphanedFiles" {
 			t.Errorf("orphan in .data has queue label %q", q)
 		}
-		wantURL := DefaultRunbookURL + "#" + strings.ToLower(a.Labels["alertname"])
+		dir := a.Labels["dir"]
+		if len(ProblemDirs()[a.Labels["alertname"]]) < 2 {
+			dir = ""
+		}
+		wantURL := DefaultRunbookURL + "#" + RunbookAnchor(a.Labels["alertname"], dir)
 		if a.Annotations["runbook_url"] != wantURL {
 			t.Errorf("%s: runbook_url %q, want %q", a.Labels["alertname"], a.Annotations["runbook_url"], wantURL)
 		}

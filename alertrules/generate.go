@@ -1,11 +1,14 @@
 package alertrules
 
 //go:generate go run ./cmd/genrules -o spool-agent.rules.yml
+//go:generate go run ./cmd/genrules -alertmanager-inhibit -o spool-agent.inhibit.yml
 //go:generate go run ./cmd/genrules -config tests/overrides.yaml -o tests/overrides.rules.yml
 
 import (
 	"bytes"
 	"fmt"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,12 +39,14 @@ type RuleGroup struct {
 
 // Rule is a recording rule (Record set) or an alerting rule (Alert set).
 type Rule struct {
-	Record      string            `yaml:"record,omitempty"`
-	Alert       string            `yaml:"alert,omitempty"`
-	Expr        string            `yaml:"expr"`
-	For         string            `yaml:"for,omitempty"`
-	Labels      map[string]string `yaml:"labels,omitempty"`
-	Annotations map[string]string `yaml:"annotations,omitempty"`
+	Record string `yaml:"record,omitempty"`
+	Alert  string `yaml:"alert,omitempty"`
+	Expr   string `yaml:"expr"`
+	For    string `yaml:"for,omitempty"`
+	// KeepFiringFor needs Prometheus 2.42 or later.
+	KeepFiringFor string            `yaml:"keep_firing_for,omitempty"`
+	Labels        map[string]string `yaml:"labels,omitempty"`
+	Annotations   map[string]string `yaml:"annotations,omitempty"`
 }
 
 // alertSpec is the built-in definition of one alert.
@@ -49,45 +54,137 @@ type alertSpec struct {
 	name     string
 	severity string
 	forDur   time.Duration
-	summary  string
+	// keepFiring: the alert reads series that vanish while the agent
+	// restarts, so it keeps firing for thresholds.keepFiringFor after its
+	// condition stops holding.
+	keepFiring bool
+	summary    func(g *gen) string
 	// expr returns the expression, or "" when the configuration switches
 	// every clause of the alert off.
 	expr        func(g *gen) string
 	description func(g *gen, forDur time.Duration) string
+	// anchor returns the fragment of runbook_url, a template when the
+	// section depends on the alert's labels.
+	anchor func() string
 }
 
-// problemKind is one value of spool_problems' kind label.
+// problemKind is one value of spool_problems' kind label and its alert.
 type problemKind struct {
-	kind, alert, severity, summary, what string
+	kind, alert, severity string
+	// dirs maps each value of the dir label the agent reports this kind in
+	// to the summary and the description of that case. A description is
+	// completed with "N" (the count), "LOC" (where), "SPOOL" (the spool,
+	// instance and directory) and "Q" (the queue).
+	dirs []dirText
 }
 
-// problemKinds lists the kinds the agent reports, one alert each.
+// dirText is what an alert says for one value of the dir label.
+type dirText struct {
+	dir, summary, description string
+}
+
+// problemKinds lists the kinds the agent reports, one alert each, with the
+// directories each can be reported in (monitor's package documentation).
 var problemKinds = []problemKind{
-	{"too_old", "SpoolTooOldFiles", "warning",
-		"Spool files are older than the agent's age limits.",
-		"are older than the agent's limit for that directory (--max-tmp-file-age, --max-checked-out-age or --max-queue-age)"},
-	{"orphaned", "SpoolOrphanedFiles", "warning",
-		"Spool files have no registry reservation.",
-		"have no reservation in .registry: an interrupted enqueue or remove left them behind"},
-	{"duplicated", "SpoolDuplicatedEntries", "warning",
-		"Spool entries are in more than one place.",
-		"are present in more than one queue or checkout, so two consumers may process them"},
-	{"missing_data", "SpoolMissingData", "critical",
-		"Spool entries have lost files.",
-		"are registered but miss their payload in .data or their metadata: their data is lost or the entry cannot be processed"},
-	{"unexpected", "SpoolUnexpectedFiles", "warning",
-		"Spool directories contain unexpected files.",
-		"do not belong to the multispool layout (wrong names, directories where files belong, or stray files)"},
+	{"too_old", "SpoolTooOldFiles", "warning", []dirText{
+		{"tmp", "Old temporary files in .tmp of spool SP.",
+			"N file(s) in .tmp of SPOOL are older than the agent's --max-tmp-file-age: an enqueue or a metadata save was interrupted and left them behind (with a .registry file of the same name: an enqueue that never finished)."},
+		{"queue", "Entries wait too long in queue Q of spool SP.",
+			"N file(s) in queue Q of SPOOL have waited longer than the agent's --max-queue-age for Q: its consumers are not keeping up, have stopped, or skip them."},
+		{"checkout", "Entries checked out too long from queue Q of spool SP.",
+			"N file(s) in Q/.checkout of SPOOL have been checked out longer than the agent's --max-checked-out-age: their consumer died, hangs, or never finished them."},
+	}},
+	{"orphaned", "SpoolOrphanedFiles", "warning", []dirText{
+		{"registry", "Unfinished entries (reserved, in no queue) in spool SP.",
+			"N name(s) reserved in .registry of SPOOL are in no queue and no checkout: an enqueue that never finished (the producer died; its payload in .data, if any, may be truncated) or a remove that stopped half-way."},
+		{"tmp", "Temporary files without a reservation in .tmp of spool SP.",
+			"N file(s) in .tmp of SPOOL have no .registry file of their name: temporary copies left by an interrupted enqueue or save."},
+		{"data", "Payloads without a reservation in .data of spool SP.",
+			"N file(s) in .data of SPOOL have no .registry file and belong to no entry: left by an interrupted remove or enqueue, or copied in by hand."},
+		{"queue", "Entries without a reservation in queue Q of spool SP.",
+			"N file(s) in queue Q of SPOOL have no .registry file: copied in by hand, or their reservation was deleted; consumers may still take them."},
+		{"checkout", "Checked-out entries without a reservation in Q/.checkout of spool SP.",
+			"N file(s) in Q/.checkout of SPOOL have no .registry file: entries checked out whose reservation was deleted or that were copied in by hand."},
+	}},
+	// The agent reports duplicates in the registry directory (where the
+	// one name lives); the text must not say so.
+	{"duplicated", "SpoolDuplicatedEntries", "warning", []dirText{
+		{"registry", "Entries in more than one queue in spool SP.",
+			"N entry name(s) of SPOOL are in more than one queue or checkout directory at once: two consumers may process the same entry."},
+	}},
+	{"missing_data", "SpoolMissingData", "critical", []dirText{
+		{"queue", "Entries without payload in queue Q of spool SP.",
+			"N entry file(s) in queue Q of SPOOL have no payload in .data: the payload is lost (a remove stopped half-way, or .data was cleaned by hand), and consumers will fail on them."},
+		{"checkout", "Checked-out entries without payload in Q/.checkout of spool SP.",
+			"N entry file(s) in Q/.checkout of SPOOL have no payload in .data: the payload is lost (a remove stopped half-way, or .data was cleaned by hand), and their consumer fails on them."},
+	}},
+	{"unexpected", "SpoolUnexpectedFiles", "warning", []dirText{
+		{"registry", "Unexpected files in .registry of spool SP.", unexpectedText(".registry")},
+		{"tmp", "Unexpected files in .tmp of spool SP.", unexpectedText(".tmp")},
+		{"data", "Unexpected files in .data of spool SP.", unexpectedText(".data")},
+		{"queue", "Unexpected files in queue Q of spool SP.", unexpectedText("queue Q")},
+		{"checkout", "Unexpected files in Q/.checkout of spool SP.", unexpectedText("Q/.checkout")},
+		{"root", "Unexpected directories or symlinks in the top directory of spool SP.",
+			"N thing(s) in the top directory of SPOOL are neither a queue nor .registry, .tmp or .data: a directory that is not a queue (no .checkout inside), or a symlink."},
+	}},
+}
+
+func unexpectedText(where string) string {
+	return "N thing(s) in " + where + " of SPOOL are not regular files: a directory, symlink or special file where an entry's file belongs."
+}
+
+// dirSwitch renders one text per dir value as a template choosing on
+// $labels.dir, with other for a dir value the agent does not report today.
+func dirSwitch(dirs []dirText, other string, text func(dirText) string) string {
+	if len(dirs) == 1 {
+		return text(dirs[0])
+	}
+	var b strings.Builder
+	for i, d := range dirs {
+		if i == 0 {
+			fmt.Fprintf(&b, `{{ if eq $labels.dir "%s" }}`, d.dir)
+		} else {
+			fmt.Fprintf(&b, `{{ else if eq $labels.dir "%s" }}`, d.dir)
+		}
+		b.WriteString(text(d))
+	}
+	b.WriteString("{{ else }}" + other + "{{ end }}")
+	return b.String()
+}
+
+// RunbookAnchor is the fragment of RUNBOOK.md for an alert, or for one dir
+// of a problem alert that the agent reports in several directories: the
+// GitHub anchor of the heading "Alertname dir=DIR".
+func RunbookAnchor(alert, dir string) string {
+	a := strings.ToLower(alert)
+	if dir != "" {
+		a += "-dir" + dir
+	}
+	return a
+}
+
+// ProblemDirs returns, for each problem alert, the values of the dir label
+// it can carry.
+func ProblemDirs() map[string][]string {
+	out := map[string][]string{}
+	for _, k := range problemKinds {
+		for _, d := range k.dirs {
+			out[k.alert] = append(out[k.alert], d.dir)
+		}
+	}
+	return out
 }
 
 // alertSpecs lists every alert the generator knows, in output order.
 var alertSpecs = buildAlertSpecs()
 
+func fixed(s string) func(*gen) string { return func(*gen) string { return s } }
+
 func buildAlertSpecs() []alertSpec {
 	specs := []alertSpec{
 		{
 			name: "SpoolAgentDown", severity: "critical", forDur: 5 * time.Minute,
-			summary: "spool-agent cannot be scraped.",
+			summary: fixed("spool-agent cannot be scraped."),
 			expr:    func(g *gen) string { return g.sel("up") + " == 0" },
 			description: func(g *gen, f time.Duration) string {
 				return "Prometheus has failed to scrape spool-agent at {{ $labels.instance }} (job {{ $labels.job }})" +
@@ -96,7 +193,7 @@ func buildAlertSpecs() []alertSpec {
 		},
 		{
 			name: "SpoolAgentAbsent", severity: "critical", forDur: 15 * time.Minute,
-			summary: "spool-agent is not scraped at all.",
+			summary: fixed("spool-agent is not scraped at all."),
 			expr:    func(g *gen) string { return "absent(" + g.sel("up") + ")" },
 			description: func(g *gen, f time.Duration) string {
 				return "Prometheus has had no target matching " + escapeTemplate("{"+g.selector()+"}") + forPhrase(f) +
@@ -104,28 +201,35 @@ func buildAlertSpecs() []alertSpec {
 			},
 		},
 		{
-			name: "SpoolDown", severity: "critical", forDur: 5 * time.Minute,
-			summary: "spool-agent cannot read a spool.",
+			name: "SpoolDown", severity: "critical", forDur: 5 * time.Minute, keepFiring: true,
+			summary: fixed("spool-agent cannot read spool {{ $labels.spool }}."),
 			expr:    func(g *gen) string { return g.sel("spool_up") + " == 0" },
 			description: func(g *gen, f time.Duration) string {
-				return "spool-agent on {{ $labels.instance }} has been unable to read spool {{ $labels.spool }}" + forPhrase(f) +
-					": the directory is missing, unreadable or not a spool, and its queues are not monitored."
+				return "spool-agent on {{ $labels.instance }} has been unable to read spool {{ $labels.spool }}" + g.dirPhrase() + forPhrase(f) +
+					": the directory is missing, unreadable or not a spool, and its queues are not monitored. " + g.look("fsck", "")
 			},
 		},
 		{
+			// Failing now: failures in the window and not one success. A
+			// spool that recovers stops it at once (its success timestamp
+			// moves), and the range functions bridge a restart's gap by
+			// themselves, so it needs no keep_firing_for.
 			name: "SpoolFsckFailing", severity: "warning", forDur: 10 * time.Minute,
-			summary: "spool-agent's checks of a spool keep failing.",
+			summary: fixed("spool-agent's checks of spool {{ $labels.spool }} keep failing."),
 			expr: func(g *gen) string {
-				return fmt.Sprintf("increase(%s[%s]) > 0", g.sel("spool_fsck_failures_total"), g.cfg.Thresholds.FsckFailuresWindow)
+				w := g.cfg.Thresholds.FsckFailuresWindow
+				return fmt.Sprintf("increase(%s[%s]) > 0\nunless\nchanges(%s[%s]) > 0",
+					g.sel("spool_fsck_failures_total"), w, g.sel("spool_fsck_last_success_timestamp_seconds"), w)
 			},
 			description: func(g *gen, f time.Duration) string {
-				return "spool-agent on {{ $labels.instance }} failed to check spool {{ $labels.spool }} {{ $value | humanize }} times in the last " +
-					g.cfg.Thresholds.FsckFailuresWindow.String() + whilePhrase(f, "it has kept failing") + "."
+				return `spool-agent on {{ $labels.instance }} failed to check spool {{ $labels.spool }}` + g.dirPhrase() + ` {{ printf "%.0f" $value }} time(s) in the last ` +
+					g.cfg.Thresholds.FsckFailuresWindow.String() + " and not once succeeded" + whilePhrase(f, "this has gone on") +
+					": its problems and statistics are out of date. The agent's log has the error. " + g.look("fsck", "")
 			},
 		},
 		{
-			name: "SpoolFsckStale", severity: "warning", forDur: 5 * time.Minute,
-			summary: "spool-agent has not checked a spool successfully for too long.",
+			name: "SpoolFsckStale", severity: "warning", forDur: 5 * time.Minute, keepFiring: true,
+			summary: fixed("spool-agent has not checked spool {{ $labels.spool }} successfully for too long."),
 			expr: func(g *gen) string {
 				d := g.cfg.Thresholds.FsckStaleAfter
 				if d == 0 {
@@ -134,60 +238,71 @@ func buildAlertSpecs() []alertSpec {
 				return fmt.Sprintf("time() - %s > %s", g.sel("spool_fsck_last_success_timestamp_seconds"), seconds(d))
 			},
 			description: func(g *gen, f time.Duration) string {
-				return "The last successful check of spool {{ $labels.spool }} by spool-agent on {{ $labels.instance }} was {{ $value | humanizeDuration }} ago (limit " +
-					g.cfg.Thresholds.FsckStaleAfter.String() + "): its problems and statistics are out of date."
+				return "The last successful check of spool {{ $labels.spool }}" + g.dirPhrase() + " by spool-agent on {{ $labels.instance }} was {{ $value | humanizeDuration }} ago (limit " +
+					g.cfg.Thresholds.FsckStaleAfter.String() + "): its problems and statistics are out of date. " + g.look("fsck", "")
 			},
 		},
 	}
 	for _, k := range problemKinds {
 		k := k
 		specs = append(specs, alertSpec{
-			name: k.alert, severity: k.severity, forDur: 5 * time.Minute,
-			summary: k.summary,
+			name: k.alert, severity: k.severity, forDur: 5 * time.Minute, keepFiring: true,
+			summary: func(g *gen) string {
+				return dirSwitch(k.dirs, k.kind+" problems in {{ $labels.dir }} of spool {{ $labels.spool }}.",
+					func(d dirText) string { return fillText(d.summary, "") })
+			},
 			expr: func(g *gen) string {
 				return g.sel("spool_problems", matcher{"kind", "=", strconv.Quote(k.kind)}) + " > 0"
 			},
 			description: func(g *gen, f time.Duration) string {
-				return "{{ $value | humanize }} file(s) in the " + "{{ $labels.dir }} directory{{ if $labels.queue }} of queue {{ $labels.queue }}{{ end }}" +
-					" of spool {{ $labels.spool }} on {{ $labels.instance }} " + k.what + "."
+				spool := "spool {{ $labels.spool }}" + g.dirPhrase() + " on {{ $labels.instance }}"
+				other := fillText("N "+k.kind+" problem(s) in the {{ $labels.dir }} directory of SPOOL.", spool)
+				return dirSwitch(k.dirs, other, func(d dirText) string { return fillText(d.description, spool) }) +
+					" " + g.look("fsck", "")
+			},
+			anchor: func() string {
+				if len(k.dirs) == 1 {
+					return RunbookAnchor(k.alert, "")
+				}
+				return RunbookAnchor(k.alert, "") + "-dir{{ $labels.dir }}"
 			},
 		})
 	}
 	specs = append(specs,
 		alertSpec{
-			name: "SpoolCheckoutStuck", severity: "warning", forDur: 5 * time.Minute,
-			summary: "A spool entry has been checked out for too long.",
+			name: "SpoolCheckoutStuck", severity: "warning", forDur: 5 * time.Minute, keepFiring: true,
+			summary: fixed("An entry of queue {{ $labels.queue }} in spool {{ $labels.spool }} has been checked out for too long."),
 			expr: func(g *gen) string {
 				return g.perQueue("spool_queue_oldest_checked_out_timestamp_seconds", g.cfg.Thresholds.CheckedOutAge,
-					func(q QueueOverride) *Duration { return q.CheckedOutAge },
+					func(q QueueOverride) *Duration { return q.CheckedOutAge }, nil,
 					func(sel string, d Duration) string { return fmt.Sprintf("time() - %s > %s", sel, seconds(d)) })
 			},
 			description: func(g *gen, f time.Duration) string {
-				return "An entry of queue {{ $labels.queue }} in spool {{ $labels.spool }} on {{ $labels.instance }} has been checked out for {{ $value | humanizeDuration }}" +
+				return "An entry of queue {{ $labels.queue }} in spool {{ $labels.spool }}" + g.dirPhrase() + " on {{ $labels.instance }} has been checked out for {{ $value | humanizeDuration }}" +
 					g.limitPhrase(g.cfg.Thresholds.CheckedOutAge, func(q QueueOverride) *Duration { return q.CheckedOutAge }) +
-					": the consumer that took it probably died without finishing or releasing it."
+					": the consumer that took it died, hangs, or never finished it. " + g.look("ls", " {{ $labels.queue }} --checked-out")
 			},
 		},
 		alertSpec{
-			name: "SpoolQueueOldestEntryTooOld", severity: "warning", forDur: 5 * time.Minute,
-			summary: "A spool queue's oldest entry has waited too long.",
+			name: "SpoolQueueOldestEntryTooOld", severity: "warning", forDur: 5 * time.Minute, keepFiring: true,
+			summary: fixed("The oldest entry of queue {{ $labels.queue }} in spool {{ $labels.spool }} has waited too long."),
 			expr: func(g *gen) string {
 				return g.perQueue("spool_queue_oldest_entry_timestamp_seconds", g.cfg.Thresholds.QueueOldestEntryAge,
-					func(q QueueOverride) *Duration { return q.QueueOldestEntryAge },
+					func(q QueueOverride) *Duration { return q.QueueOldestEntryAge }, g.parking(),
 					func(sel string, d Duration) string { return fmt.Sprintf("time() - %s > %s", sel, seconds(d)) })
 			},
 			description: func(g *gen, f time.Duration) string {
-				return "The oldest entry of queue {{ $labels.queue }} in spool {{ $labels.spool }} on {{ $labels.instance }} has been waiting for {{ $value | humanizeDuration }}" +
+				return "The oldest entry of queue {{ $labels.queue }} in spool {{ $labels.spool }}" + g.dirPhrase() + " on {{ $labels.instance }} has been waiting for {{ $value | humanizeDuration }}" +
 					g.limitPhrase(g.cfg.Thresholds.QueueOldestEntryAge, func(q QueueOverride) *Duration { return q.QueueOldestEntryAge }) +
-					": its consumers are not keeping up or have stopped."
+					": its consumers are not keeping up, have stopped, or skip it. " + g.look("shape", "")
 			},
 		},
 		alertSpec{
-			name: "SpoolQueueNotDraining", severity: "warning", forDur: 15 * time.Minute,
-			summary: "A spool queue keeps growing and nothing leaves it.",
+			name: "SpoolQueueNotDraining", severity: "warning", forDur: 15 * time.Minute, keepFiring: true,
+			summary: fixed("Queue {{ $labels.queue }} of spool {{ $labels.spool }} keeps growing and nothing leaves it."),
 			expr: func(g *gen) string {
 				return g.perQueueSeries("spool_queue_entries", g.cfg.Thresholds.NotDrainingWindow,
-					func(q QueueOverride) *Duration { return q.NotDrainingWindow },
+					func(q QueueOverride) *Duration { return q.NotDrainingWindow }, g.parking(),
 					func(extra []matcher, w Duration) string {
 						entries := g.sel("spool_queue_entries", extra...)
 						arrivals := g.sel("spool_queue_arrivals_total", extra...)
@@ -203,12 +318,50 @@ func buildAlertSpecs() []alertSpec {
 				if !g.anyOverride(func(q QueueOverride) *Duration { return q.NotDrainingWindow }) {
 					window = "the last " + g.cfg.Thresholds.NotDrainingWindow.String()
 				}
-				return "Queue {{ $labels.queue }} of spool {{ $labels.spool }} on {{ $labels.instance }} grew by {{ $value | humanize }} entries over " +
-					window + " and no entry left it" + whilePhrase(f, "this has gone on") + ": its consumers have stopped."
+				return `Queue {{ $labels.queue }} of spool {{ $labels.spool }}` + g.dirPhrase() + ` on {{ $labels.instance }} grew by {{ printf "%.0f" $value }} entries over ` +
+					window + " and no entry left it" + whilePhrase(f, "this has gone on") + ": its consumers have stopped. " + g.look("shape", "")
 			},
 		},
 	)
 	return specs
+}
+
+// fillText completes a problem text: N the count, Q the queue, SPOOL the
+// spool with its instance and directory, SP the spool's name.
+func fillText(s, spool string) string {
+	return strings.NewReplacer(
+		"N ", `{{ printf "%.0f" $value }} `,
+		"Q/", "{{ $labels.queue }}/",
+		"queue Q ", "queue {{ $labels.queue }} ",
+		"for Q:", "for {{ $labels.queue }}:",
+		"SPOOL", spool,
+		"SP.", "{{ $labels.spool }}.",
+	).Replace(s)
+}
+
+// dirPhrase names the spool's directory when the configuration says where
+// spools live.
+func (g *gen) dirPhrase() string {
+	if g.cfg.SpoolDir == "" {
+		return ""
+	}
+	return " (" + g.spoolDir() + ")"
+}
+
+func (g *gen) spoolDir() string {
+	return strings.ReplaceAll(g.cfg.SpoolDir, "{spool}", "{{ $labels.spool }}")
+}
+
+// look is the sentence that gives the command to look at the spool:
+// spool-agent <sub> SPOOL-OR-DIR<rest>.
+func (g *gen) look(sub, rest string) string {
+	switch {
+	case g.cfg.AgentConfig != "":
+		return "Look: spool-agent " + sub + " --config " + g.cfg.AgentConfig + " {{ $labels.spool }}" + rest + " on {{ $labels.instance }}."
+	case g.cfg.SpoolDir != "":
+		return "Look: spool-agent " + sub + " " + g.spoolDir() + rest + " on {{ $labels.instance }}."
+	}
+	return "Look: spool-agent " + sub + " DIR" + rest + " on {{ $labels.instance }}, DIR being the directory of spool {{ $labels.spool }} (the agent's --spool {{ $labels.spool }}=DIR, or its entry in the agent's --config)."
 }
 
 // AlertNames returns the names of every alert the generator knows, in
@@ -310,11 +463,23 @@ func (g *gen) sel(metric string, extra ...matcher) string {
 
 // perQueue builds a per-queue threshold expression over a metric; clause
 // renders one threshold test given the metric's selector.
-func (g *gen) perQueue(metric string, def Duration, pick func(QueueOverride) *Duration,
+func (g *gen) perQueue(metric string, def Duration, pick func(QueueOverride) *Duration, exclude []matcher,
 	clause func(sel string, d Duration) string) string {
-	return g.perQueueSeries(metric, def, pick, func(extra []matcher, d Duration) string {
+	return g.perQueueSeries(metric, def, pick, exclude, func(extra []matcher, d Duration) string {
 		return clause(g.sel(metric, extra...), d)
 	})
+}
+
+// parking returns the matcher that leaves the parking queues out, or none.
+func (g *gen) parking() []matcher {
+	if len(g.cfg.ParkingQueues) == 0 {
+		return nil
+	}
+	alts := make([]string, len(g.cfg.ParkingQueues))
+	for i, q := range g.cfg.ParkingQueues {
+		alts[i] = regexp.QuoteMeta(q)
+	}
+	return []matcher{{"queue", "!~", strconv.Quote(strings.Join(alts, "|"))}}
 }
 
 // perQueueSeries builds "clause for override 1 or clause for override 2 ...
@@ -322,14 +487,14 @@ func (g *gen) perQueue(metric string, def Duration, pick func(QueueOverride) *Du
 // that earlier overrides select, so the first override that sets the value
 // and matches a series wins. metric must exist for every series the clauses
 // can return. A zero duration drops that clause but still excludes its
-// series from the later ones.
-func (g *gen) perQueueSeries(metric string, def Duration, pick func(QueueOverride) *Duration,
+// series from the later ones. exclude is added to every clause.
+func (g *gen) perQueueSeries(metric string, def Duration, pick func(QueueOverride) *Duration, exclude []matcher,
 	clause func(extra []matcher, d Duration) string) string {
 	var clauses []string
 	var earlier [][]matcher
 	render := func(extra []matcher, d Duration) {
 		if d != 0 {
-			c := clause(extra, d)
+			c := clause(append(slices.Clone(extra), exclude...), d)
 			for _, e := range earlier {
 				c += "\nunless\n" + g.sel(metric, e...)
 			}
@@ -438,6 +603,13 @@ func Rules(c Config) (RuleFile, error) {
 		if o.For != nil {
 			forDur = time.Duration(*o.For)
 		}
+		keep := time.Duration(c.Thresholds.KeepFiringFor)
+		if o.KeepFiringFor != nil {
+			keep = time.Duration(*o.KeepFiringFor)
+		}
+		if !a.keepFiring {
+			keep = 0
+		}
 		labels := map[string]string{"severity": a.severity}
 		if o.Severity != "" {
 			labels["severity"] = o.Severity
@@ -445,18 +617,25 @@ func Rules(c Config) (RuleFile, error) {
 		for k, v := range c.Labels {
 			labels[k] = v
 		}
+		anchor := RunbookAnchor(a.name, "")
+		if a.anchor != nil {
+			anchor = a.anchor()
+		}
 		r := Rule{
 			Alert:  a.name,
 			Expr:   expr,
 			Labels: labels,
 			Annotations: map[string]string{
-				"summary":     a.summary,
+				"summary":     a.summary(g),
 				"description": a.description(g, forDur),
-				"runbook_url": c.RunbookURL + "#" + strings.ToLower(a.name),
+				"runbook_url": c.RunbookURL + "#" + anchor,
 			},
 		}
 		if forDur > 0 {
 			r.For = Duration(forDur).String()
+		}
+		if keep > 0 {
+			r.KeepFiringFor = Duration(keep).String()
 		}
 		alerts.Rules = append(alerts.Rules, r)
 	}

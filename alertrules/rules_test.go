@@ -233,10 +233,25 @@ func TestRulesFollowConventions(t *testing.T) {
 			if !strings.Contains(r.Annotations["description"], "{{ $labels.") && r.Alert != "SpoolAgentAbsent" {
 				t.Errorf("%s: description quotes no label", r.Alert)
 			}
+			// A problem alert links the section of its dir; every dir
+			// the agent reports the kind in has one.
 			url := r.Annotations["runbook_url"]
 			prefix := DefaultRunbookURL + "#"
-			if !strings.HasPrefix(url, prefix) || !anchors[strings.TrimPrefix(url, prefix)] {
-				t.Errorf("%s: runbook_url %q has no section in RUNBOOK.md", r.Alert, url)
+			dirs := ProblemDirs()[r.Alert]
+			if len(dirs) < 2 {
+				dirs = []string{""}
+			}
+			for _, d := range dirs {
+				u := strings.ReplaceAll(url, "{{ $labels.dir }}", d)
+				want := prefix + RunbookAnchor(r.Alert, d)
+				if u != want || !anchors[RunbookAnchor(r.Alert, d)] {
+					t.Errorf("%s (dir %q): runbook_url %q, want %q with a section in RUNBOOK.md", r.Alert, d, u, want)
+				}
+			}
+			for _, a := range []string{"summary", "description"} {
+				if strings.Contains(r.Annotations[a], "$value | humanize }}") {
+					t.Errorf("%s: %s prints $value with humanize (7.254 entries); use printf \"%%.0f\"", r.Alert, a)
+				}
 			}
 		}
 	}
@@ -258,6 +273,40 @@ func markdownAnchors(md string) map[string]bool {
 		out[strings.ReplaceAll(h, " ", "-")] = true
 	}
 	return out
+}
+
+// TestRestartTestNeedsKeepFiringFor makes sure tests/restart.test.yml tests
+// keep_firing_for: the same rules without it must fail it.
+func TestRestartTestNeedsKeepFiringFor(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultConfig()
+	cfg.Thresholds.KeepFiringFor = 0
+	b, err := Generate(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, bundledRules), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile("tests/restart.test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests = bytes.Replace(tests, []byte("../"+bundledRules), []byte(bundledRules), 1)
+	tf := filepath.Join(dir, "t.test.yml")
+	if err := os.WriteFile(tf, tests, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(promtool(t), "test", "rules", tf).CombinedOutput()
+	if err == nil {
+		t.Fatalf("promtool test rules passed without keep_firing_for:\n%s", out)
+	}
+	for _, name := range []string{"SpoolOrphanedFiles", "SpoolMissingData", "SpoolCheckoutStuck", "SpoolDown"} {
+		if !strings.Contains(string(out), "alertname: "+name+",") {
+			t.Errorf("without keep_firing_for, %s does not fail the restart test:\n%s", name, out)
+		}
+	}
 }
 
 func TestRecordedNames(t *testing.T) {
