@@ -9,6 +9,7 @@
 // a payload derived from the id, one write per log line), so a test reads
 // refworker's logs and spoolworker's alike:
 //
+//	refworker create     -spool DIR -queues Q1,Q2
 //	refworker produce    -spool DIR -queue Q -id PREFIX -log ACKS [-n N] [-size BYTES]
 //	refworker consume    -spool DIR -queue Q -to Q2 [-log FILE]
 //	refworker remove     -spool DIR -queue Q -log FILE
@@ -16,7 +17,8 @@
 //	refworker uncheckout -spool DIR -queues Q1,Q2
 //	refworker fsck       -spool DIR -queues Q1,Q2 [-max-checked-out-age D] [-max-tmp-file-age D]
 //
-// produce logs "ack <id> <name>" once an enqueue returned; consume logs
+// create is the reference's create (load ~create_if_missing:()) of a new
+// spool. produce logs "ack <id> <name>" once an enqueue returned; consume logs
 // "moved <id> <name>" once a save into -to returned; remove logs
 // "removing <id> <name>" before and "removed <id> <name>" after a remove.
 // hold checks out N entries, logs "held <id> <name>" for each, and on
@@ -73,7 +75,7 @@ const pollEvery = 10 * time.Millisecond
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: refworker produce|consume|remove|hold|uncheckout|fsck [flags]")
+		fmt.Fprintln(os.Stderr, "usage: refworker create|produce|consume|remove|hold|uncheckout|fsck [flags]")
 		os.Exit(2)
 	}
 	mode := os.Args[1]
@@ -82,7 +84,7 @@ func main() {
 	fl.StringVar(&c.dir, "spool", "", "spool directory")
 	fl.StringVar(&c.queue, "queue", "incoming", "queue to enqueue into or take entries from")
 	fl.StringVar(&c.to, "to", "done", "consume: queue to save processed entries into")
-	queues := fl.String("queues", "", "uncheckout, fsck: the spool's queues, comma-separated (the reference knows them statically)")
+	queues := fl.String("queues", "", "create, uncheckout, fsck: the spool's queues, comma-separated (the reference knows them statically)")
 	fl.StringVar(&c.id, "id", "", "produce: prefix of the entry ids (unique per process run)")
 	logPath := fl.String("log", "", "log file")
 	fl.IntVar(&c.n, "n", 0, "produce: stop after n entries (0: until stopped); hold: entries to hold")
@@ -130,6 +132,8 @@ func run(ctx context.Context, mode string, c *config) error {
 	}
 	sp := refSpool(c.dir)
 	switch mode {
+	case "create":
+		return sp.create(c.queues)
 	case "produce":
 		if c.id == "" || c.log == nil {
 			return errors.New("produce needs -id and -log")
@@ -289,6 +293,43 @@ func hold(ctx context.Context, sp refSpool, c *config) error {
 		errs = append(errs, removeLogged(sp, co, ids[i], c.log))
 	}
 	return errors.Join(errs...)
+}
+
+// create is the reference's create of a new spool (load_spool with
+// create_if_missing): mkdir the spool directory if missing, refuse it unless
+// empty, then mkdir .registry, .tmp and .data, then each queue and its
+// .checkout, all with mode 0777 minus the umask.
+func (sp refSpool) create(queues []string) error {
+	if len(queues) == 0 {
+		return errors.New("create needs -queues")
+	}
+	mkdir := func(path string) error {
+		err := unix.Mkdir(path, dirMode)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return &os.PathError{Op: "mkdir", Path: path, Err: err}
+		}
+		return nil
+	}
+	if err := mkdir(string(sp)); err != nil {
+		return err
+	}
+	if names, err := readNames(string(sp)); err != nil || len(names) > 0 {
+		return fmt.Errorf("dir is not empty while creating new spool: %s (%v)", sp, err)
+	}
+	for _, d := range []string{registry, tmp, data} {
+		if err := mkdir(sp.path(d)); err != nil {
+			return err
+		}
+	}
+	for _, q := range queues {
+		if err := mkdir(sp.path(q)); err != nil {
+			return err
+		}
+		if err := mkdir(sp.path(q, checkout)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // verify reads co's payload (the reference's Data_file.load) and checks it
