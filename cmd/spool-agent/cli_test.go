@@ -613,3 +613,44 @@ func TestSuccessLines(t *testing.T) {
 	r := cli(t, nil, "", "enqueue", dir, "nope")
 	checkOneLine(t, r.stderr, `unknown queue "nope" in spool `+dir+" (queues: a, b, c, d)")
 }
+
+// TestShowWhatExists checks that show reports what exists of a name that is
+// not a whole entry (a producer killed mid-enqueue leaves a registry file
+// and a partial payload), names every place of a duplicated entry, and
+// says when nothing at all exists.
+func TestShowWhatExists(t *testing.T) {
+	dir := problemSpool(t) // dup in active and frozen, nodata without payload
+	writeFile(t, filepath.Join(dir, spool.RegistryDir, "killed"), "")
+	writeFile(t, filepath.Join(dir, spool.DataDir, "killed"), "part")
+	setMtime(t, dir, filepath.Join(spool.RegistryDir, "killed"), 5*time.Minute)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"killed producer", []string{"killed"}, 0, []string{"state:     incomplete (no queue holds it", "registry:  present (reserved at 2025-03-14T15:04:26Z)", "data:      4 bytes (" + dir + "/.data/killed; may be partial)"}},
+		{"orphaned payload", []string{"orphan"}, 0, []string{"registry:  missing", "data:      1 bytes"}},
+		{"stale tmp file", []string{"stale"}, 0, []string{"tmp:       1 bytes"}},
+		{"duplicated", []string{"dup"}, 0, []string{"places:    active, frozen (duplicated"}},
+		{"missing payload", []string{"nodata"}, 0, []string{"data:      missing"}},
+		{"killed producer json", []string{"killed", "-o", "json"}, 0, []string{`"state": "incomplete"`, `"registry": true`, `"data_size": 4`}},
+		{"duplicated json", []string{"dup", "-o", "json"}, 0, []string{`"places": [`, `"queue": "frozen"`}},
+		{"nothing", []string{"nope"}, 1, []string{"entry not found: nope", "no queue, registry, payload or temporary file"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cli(t, nil, "", append([]string{"show", dir}, tc.args...)...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d: %+v", r.code, tc.code, r)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.stdout+r.stderr, w) {
+					t.Errorf("show %q does not say %q:\n%s%s", tc.args, w, r.stdout, r.stderr)
+				}
+			}
+			if tc.args[len(tc.args)-1] == "json" && !json.Valid([]byte(r.stdout)) {
+				t.Errorf("not one JSON document:\n%s", r.stdout)
+			}
+		})
+	}
+}
