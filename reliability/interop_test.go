@@ -601,3 +601,58 @@ func waitLines(t *testing.T, path, kind string, n int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestInteropUncheckoutTakesLiveLibraryCheckout: async_smtp's start-up
+// recovery (uncheckout_all_entries, here refworker uncheckout) returns every
+// checkout to its queue, whoever holds it, including a live checkout of this
+// library. The library's holder then gets ErrLost from Save, Remove and
+// Touch and changes nothing: the entry is in its queue once, intact.
+func TestInteropUncheckoutTakesLiveLibraryCheckout(t *testing.T) {
+	needBinary(t, &bin.ref)
+	dir := filepath.Join(t.TempDir(), "spool")
+	s, err := spool.Create(dir, interopQueues, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, finish := range []struct {
+		name string
+		f    func(c *spool.Checkout) error
+	}{
+		{"save", func(c *spool.Checkout) error { return c.Save("done", []byte("id=x;stage=done")) }},
+		{"remove", func(c *spool.Checkout) error { return c.Remove() }},
+		{"touch", func(c *spool.Checkout) error { return c.Touch() }},
+	} {
+		id := "held-" + finish.name
+		name, err := s.EnqueueBytes("incoming", workload.Metadata(id), workload.Payload(id, 100), spool.EnqueueOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.Checkout("incoming", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, errOut, code := runCmd(t, 30*time.Second, nil, nil, bin.ref, "uncheckout", "-spool", dir, "-queues", strings.Join(interopQueues, ",")); code != 0 {
+			t.Fatalf("refworker uncheckout: exit %d: %s", code, errOut)
+		}
+		if err := finish.f(c); !errors.Is(err, spool.ErrLost) {
+			t.Errorf("%s after async_smtp's uncheckout took the checkout: %v, want ErrLost", finish.name, err)
+		}
+		q, checkedOut, err := s.Find(name)
+		if err != nil || q != "incoming" || checkedOut {
+			t.Errorf("after %s: entry in %q (checked out %v, %v), want waiting in incoming", finish.name, q, checkedOut, err)
+		}
+		meta, err := s.ReadMetadata("incoming", name)
+		data, derr := s.ReadData(name)
+		if err != nil || string(meta) != string(workload.Metadata(id)) || derr != nil || !workload.CheckPayload(id, data) {
+			t.Errorf("after %s: metadata %q (%v), payload ok %v (%v)", finish.name, meta, err, workload.CheckPayload(id, data), derr)
+		}
+		if done, _ := s.List("done"); len(done) != 0 {
+			t.Errorf("after %s: done holds %v", finish.name, done)
+		}
+		c.Release()
+	}
+	problems, err := monitor.Check(dir, monitor.DefaultLimits(), time.Now())
+	if err != nil || len(problems) != 0 {
+		t.Errorf("fsck: %v, %v; want no problem", problems, err)
+	}
+}
