@@ -462,13 +462,15 @@ func TestInteropMixedImplementations(t *testing.T) {
 // TestInteropRecoverSparesReferenceCheckouts: reference workers hold young
 // checkouts (as async_smtp holds a message for a whole delivery attempt,
 // never refreshing its mtime) while a Recover with spool.MinRecoverAge
-// runs, and while a consumer of this library starts (it recovers at start)
-// and drains the rest of the queue: none of the held entries is taken, a
-// shorter age is refused, and the reference workers then remove their
-// entries without error.
+// (library and spool-agent recover) runs, and while a consumer of this
+// library starts (it recovers at start) and drains the rest of the queue:
+// none of the held entries is taken, a shorter age is refused (the CLI
+// exits 2 naming --workers-stopped), and the reference workers then remove
+// their entries without error.
 func TestInteropRecoverSparesReferenceCheckouts(t *testing.T) {
 	needBinary(t, &bin.worker)
 	needBinary(t, &bin.ref)
+	needBinary(t, &bin.agent)
 	base := t.TempDir()
 	dir := filepath.Join(base, "spool")
 	s, err := spool.Create(dir, interopQueues, nil)
@@ -514,6 +516,19 @@ func TestInteropRecoverSparesReferenceCheckouts(t *testing.T) {
 	rec, err := s.Recover(spool.MinRecoverAge, spool.RecoverOptions{})
 	if err != nil || len(rec) != 0 {
 		t.Errorf("Recover(MinRecoverAge) beside young reference checkouts: took %+v, %v; want none", rec, err)
+	}
+	// The CLI: the same rule, exit 2 naming --workers-stopped.
+	for _, age := range []string{"0", "30s"} {
+		_, errOut, code := runCmd(t, 30*time.Second, nil, nil, bin.agent, "recover", "--older-than", age, dir)
+		if code != 2 || !strings.Contains(errOut, "--workers-stopped") {
+			t.Errorf("spool-agent recover --older-than %s beside reference workers: exit %d, %q; want exit 2 naming --workers-stopped", age, code, errOut)
+		}
+	}
+	if out, errOut, code := runCmd(t, 30*time.Second, nil, nil, bin.agent, "recover", "--older-than", "1m", dir); code != 0 {
+		t.Errorf("spool-agent recover --older-than 1m beside young reference checkouts: exit %d, %q %q", code, out, errOut)
+	}
+	if co, err := s.ListCheckedOut("incoming"); err != nil || len(co) != len(held) {
+		t.Errorf("after the recovers: %d entries checked out (%v), want the %d that the reference workers hold", len(co), err, len(held))
 	}
 
 	// A library consumer starts (recovering at start) and drains the
