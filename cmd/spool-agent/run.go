@@ -23,6 +23,7 @@ import (
 	"github.com/spool-agent/spool-agent/collector"
 	"github.com/spool-agent/spool-agent/exporters/promexporter"
 	"github.com/spool-agent/spool-agent/monitor"
+	console "github.com/spool-agent/spool-agent/web"
 )
 
 // DefaultListenAddress is where the agent serves /metrics. Port 19317 lies
@@ -137,6 +138,7 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 	// record each: not also through the slog bridge).
 	eventLogger := logger
 	logger = slog.New(otlp.SlogHandler(stderrHandler))
+	events := console.NewEvents() // the console's last Start and End
 
 	onEvent := func(spoolName string, ev monitor.Event) {
 		p := ev.Problem
@@ -150,6 +152,7 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 			eventLogger.Info("spool problem ended", attrs...)
 		}
 		otlp.OnEvent(spoolName, ev)
+		events.Record(spoolName, ev)
 	}
 	col := collector.New(logger, onEvent)
 	if err := col.Apply(collectorSpools(defs)); err != nil {
@@ -165,7 +168,7 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 		<-collDone
 	}
 
-	handler, err := c.handler(m, col)
+	handler, err := c.handler(m, col, events)
 	if err != nil {
 		closeListeners()
 		stopColl()
@@ -240,9 +243,9 @@ func (c *RunCmd) reload(m *Main, coll *collector.Collector, level *slog.LevelVar
 	logger.Info("configuration reloaded", "spools", len(defs))
 }
 
-// handler serves /metrics from the collector's snapshots, a landing page,
-// and the health endpoints.
-func (c *RunCmd) handler(m *Main, coll *collector.Collector) (http.Handler, error) {
+// handler serves the console (package web), its JSON API, /metrics from
+// the collector's snapshots, and the health endpoints.
+func (c *RunCmd) handler(m *Main, coll *collector.Collector, events *console.Events) (http.Handler, error) {
 	// The spool series are written straight from the snapshots (the fast
 	// path, see exporters/promexporter.NewHandler); Go and process metrics
 	// come from their own registry. exp must not be registered there too.
@@ -250,25 +253,12 @@ func (c *RunCmd) handler(m *Main, coll *collector.Collector) (http.Handler, erro
 	others := prometheus.NewRegistry()
 	others.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every route is GET (and so HEAD): another method gets 405 with Allow.
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promexporter.NewHandler(exp, others, promhttp.HandlerOpts{Registry: others}))
-	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name:        "spool-agent",
-		Description: "Health of multispool spools, for Prometheus and OpenTelemetry",
-		Version:     versionLine(m.Version, m.Revision),
-		Links: []web.LandingLinks{
-			{Address: "/metrics", Text: "Metrics"},
-			{Address: "/-/healthy", Text: "Health"},
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("landing page: %w", err)
-	}
-	mux.Handle("GET /", landing)
-	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "OK\n") }
-	mux.HandleFunc("GET /-/healthy", ok)
-	mux.HandleFunc("GET /-/ready", ok)
-	return mux, nil
+	return console.New(console.Options{
+		Snapshots: coll.Snapshots,
+		Events:    events,
+		Metrics:   promexporter.NewHandler(exp, others, promhttp.HandlerOpts{Registry: others}),
+		Version:   versionLine(m.Version, m.Revision),
+	}), nil
 }
 
 // webScheme returns "https" when the web configuration file sets up TLS.
