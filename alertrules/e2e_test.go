@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,11 +76,13 @@ func freeAddr(t *testing.T) string {
 }
 
 // cleanEnv is the test's environment without the SPOOL_AGENT_* and OTEL_*
-// variables that would change what the agent does.
+// variables that would change what the agent does, nor those that say where
+// it keeps its state.
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SPOOL_AGENT_") && !strings.HasPrefix(kv, "OTEL_") {
+		if !strings.HasPrefix(kv, "SPOOL_AGENT_") && !strings.HasPrefix(kv, "OTEL_") &&
+			!strings.HasPrefix(kv, "STATE_DIRECTORY=") && !strings.HasPrefix(kv, "XDG_STATE_HOME=") {
 			env = append(env, kv)
 		}
 	}
@@ -107,7 +110,7 @@ func start(t *testing.T, dir, name string, bin string, args ...string) *process 
 	}
 	p.cmd = exec.CommandContext(ctx, bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = append(cleanEnv(), "XDG_STATE_HOME="+filepath.Join(dir, "xdg-state"))
 	p.cmd.Cancel = func() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
 	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
@@ -307,64 +310,69 @@ func dumpPrometheus(t *testing.T, promAddr string) {
 	})
 }
 
-func TestEndToEnd(t *testing.T) {
-	t.Parallel()
+// e2eStack is the agent, Prometheus and Alertmanager of an end-to-end test,
+// on a spool with a stuck checkout and an orphaned payload.
+type e2eStack struct {
+	tmp, agentBin, spoolDir, entry, orphan string
+	agentAddr, promAddr, amAddr            string
+	agentArgs                              []string
+	agent, prom, am                        *process
+	hook                                   *webhook
+	rules                                  []byte
+	restarts                               int
+}
+
+// startStack builds the agent, plants the faults and starts the three
+// processes; extraAgentArgs are added to the agent's command line.
+func startStack(t *testing.T, extraAgentArgs ...string) *e2eStack {
+	t.Helper()
 	promBin := binary(t, "prometheus", "prometheus")
 	amBin := binary(t, "prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
-	tmp := t.TempDir()
-	agent := buildAgent(t, tmp)
+	s := &e2eStack{tmp: t.TempDir()}
+	s.agentBin = buildAgent(t, s.tmp)
+	agent := s.agentBin
 
 	// The spool, with a stuck checkout (an entry a crashed consumer took
 	// ten minutes ago) and an orphaned payload (no registry reservation).
-	spoolDir := filepath.Join(tmp, "spool")
-	cli(t, agent, "", "init", spoolDir, "--queue", e2eQueue, "--queue", "done")
-	name := strings.TrimSpace(cli(t, agent, "payload\n", "enqueue", spoolDir, e2eQueue, "--metadata", "e2e", "--data-file", "-"))
+	s.spoolDir = filepath.Join(s.tmp, "spool")
+	cli(t, agent, "", "init", s.spoolDir, "--queue", e2eQueue, "--queue", "done")
+	name := strings.TrimSpace(cli(t, agent, "payload\n", "enqueue", s.spoolDir, e2eQueue, "--metadata", "e2e", "--data-file", "-"))
 	if name == "" || strings.ContainsAny(name, "/\n") {
 		t.Fatalf("enqueue printed %q, want the entry's name", name)
 	}
+	s.entry = name
 	past := time.Now().Add(-10 * time.Minute)
-	checkout := filepath.Join(spoolDir, e2eQueue, ".checkout", name)
-	if err := os.Rename(filepath.Join(spoolDir, e2eQueue, name), checkout); err != nil {
+	checkout := filepath.Join(s.spoolDir, e2eQueue, ".checkout", name)
+	if err := os.Rename(filepath.Join(s.spoolDir, e2eQueue, name), checkout); err != nil {
 		t.Fatal(err)
 	}
 	// A healthy waiting entry, so that every series the rules read exists.
-	cli(t, agent, "waiting\n", "enqueue", spoolDir, "done", "--data-file", "-")
-	orphan := filepath.Join(spoolDir, ".data", e2eOrphan)
-	writeFile(t, orphan, "nobody reserved me\n")
-	for _, p := range []string{checkout, orphan} {
+	cli(t, agent, "waiting\n", "enqueue", s.spoolDir, "done", "--data-file", "-")
+	s.orphan = filepath.Join(s.spoolDir, ".data", e2eOrphan)
+	writeFile(t, s.orphan, "nobody reserved me\n")
+	for _, p := range []string{checkout, s.orphan} {
 		if err := os.Chtimes(p, past, past); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	// The webhook Alertmanager notifies.
-	hook := &webhook{}
-	hookSrv := httptest.NewServer(hook)
+	s.hook = &webhook{}
+	hookSrv := httptest.NewServer(s.hook)
 	t.Cleanup(hookSrv.Close)
 
-	agentAddr, promAddr, amAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	s.agentAddr, s.promAddr, s.amAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 
-	// Alertmanager: one group per alert, notified at once, resolved too.
-	amDir := filepath.Join(tmp, "alertmanager")
+	// Alertmanager: the shipped configuration (its group_by and inhibit
+	// rules), every receiver a webhook, notified at once, resolved too.
+	amDir := filepath.Join(s.tmp, "alertmanager")
 	if err := os.MkdirAll(amDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(amDir, "alertmanager.yml"), fmt.Sprintf(`
-route:
-  receiver: webhook
-  group_by: ['...']
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: webhook
-    webhook_configs:
-      - url: %s/alerts
-        send_resolved: true
-`, hookSrv.URL))
+	writeFile(t, filepath.Join(amDir, "alertmanager.yml"), shippedConfigToWebhook(t, hookSrv.URL+"/alerts"))
 
 	// Prometheus: the rules generated with lowered thresholds.
-	promDir := filepath.Join(tmp, "prometheus")
+	promDir := filepath.Join(s.tmp, "prometheus")
 	if err := os.MkdirAll(filepath.Join(promDir, "data"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -372,12 +380,11 @@ receivers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules, err := Generate(cfg)
-	if err != nil {
+	if s.rules, err = Generate(cfg); err != nil {
 		t.Fatal(err)
 	}
 	rulesFile := filepath.Join(promDir, "spool-agent.rules.yml")
-	writeFile(t, rulesFile, string(rules))
+	writeFile(t, rulesFile, string(s.rules))
 	writeFile(t, filepath.Join(promDir, "prometheus.yml"), fmt.Sprintf(`
 global:
   scrape_interval: 1s
@@ -392,42 +399,169 @@ scrape_configs:
   - job_name: spool-agent
     static_configs:
       - targets: [%q]
-`, rulesFile, amAddr, agentAddr))
+`, rulesFile, s.amAddr, s.agentAddr))
 
-	am := start(t, tmp, "alertmanager", amBin,
+	s.am = start(t, s.tmp, "alertmanager", amBin,
 		"--config.file="+filepath.Join(amDir, "alertmanager.yml"),
 		"--storage.path="+filepath.Join(amDir, "data"),
-		"--web.listen-address="+amAddr,
+		"--web.listen-address="+s.amAddr,
 		"--cluster.listen-address=",
 	)
-	ag := start(t, tmp, "spool-agent", agent, "run",
-		"--spool", e2eSpool+"="+spoolDir,
-		"--web.listen-address="+agentAddr,
+	s.agentArgs = append([]string{"run",
+		"--spool", e2eSpool + "=" + s.spoolDir,
+		"--web.listen-address=" + s.agentAddr,
 		"--check-every", "1s",
 		"--alert-after-cycles", "1",
-	)
-	prom := start(t, tmp, "prometheus", promBin,
+	}, extraAgentArgs...)
+	s.agent = s.startAgent(t)
+	s.prom = start(t, s.tmp, "prometheus", promBin,
 		"--config.file="+filepath.Join(promDir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(promDir, "data"),
-		"--web.listen-address="+promAddr,
+		"--web.listen-address="+s.promAddr,
 		"--rules.alert.resend-delay=1s",
 	)
-	dumpPrometheus(t, promAddr)
-	waitHTTP(t, am, "http://"+amAddr+"/-/ready")
-	waitHTTP(t, ag, "http://"+agentAddr+"/metrics")
-	waitHTTP(t, prom, "http://"+promAddr+"/-/ready")
-	checkAgentExportsWhatRulesRead(t, agentAddr, rules)
+	dumpPrometheus(t, s.promAddr)
+	waitHTTP(t, s.am, "http://"+s.amAddr+"/-/ready")
+	waitHTTP(t, s.prom, "http://"+s.promAddr+"/-/ready")
+	return s
+}
+
+// startAgent starts the agent with the stack's arguments. Its state (once
+// it keeps one) goes under the test's directory: XDG_STATE_HOME is set and
+// STATE_DIRECTORY is not.
+func (s *e2eStack) startAgent(t *testing.T) *process {
+	t.Helper()
+	name := "spool-agent"
+	if s.restarts > 0 {
+		name = fmt.Sprintf("spool-agent-%d", s.restarts)
+	}
+	p := start(t, s.tmp, name, s.agentBin, s.agentArgs...)
+	waitHTTP(t, p, "http://"+s.agentAddr+"/metrics")
+	return p
+}
+
+// restartAgent stops the agent with sig (SIGTERM: a clean restart; SIGKILL:
+// a crash), starts it again on the same address, and waits until Prometheus
+// has scraped the new agent's view of both faults.
+func (s *e2eStack) restartAgent(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	before := time.Now()
+	if err := s.agent.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.agent.done:
+	case <-time.After(e2eDeadline):
+		t.Fatalf("the agent did not exit on %v", sig)
+	}
+	if sig == syscall.SIGTERM && s.agent.err != nil {
+		t.Errorf("the agent's clean stop: %v", s.agent.err)
+	}
+	s.restarts++
+	s.agent = s.startAgent(t)
+	for _, q := range []string{
+		`spool_problems{job="spool-agent",kind="orphaned",dir="data"} > 0`,
+		`spool_queue_oldest_checked_out_timestamp_seconds{job="spool-agent",queue="` + e2eQueue + `"}`,
+	} {
+		waitScrapedAfter(t, s.promAddr, q, before)
+	}
+	// Prometheus evaluates every second and Alertmanager flushes every
+	// second: a resolution that the gap caused would be out by now.
+	time.Sleep(3 * time.Second)
+}
+
+// waitScrapedAfter waits until the query q has a sample that Prometheus
+// scraped after t0.
+func waitScrapedAfter(t *testing.T, promAddr, q string, t0 time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(e2eDeadline)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		resp, err := client.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape("timestamp("+q+")"))
+		if err == nil {
+			var res struct {
+				Data struct {
+					Result []struct {
+						Value [2]any `json:"value"`
+					} `json:"result"`
+				} `json:"data"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&res)
+			resp.Body.Close()
+			for _, r := range res.Data.Result {
+				if v, ok := r.Value[1].(string); ok {
+					if f, perr := strconv.ParseFloat(v, 64); perr == nil && f > float64(t0.UnixMilli())/1000 {
+						return
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within %v Prometheus scraped no %s after the restart (last error %v)", e2eDeadline, q, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// shippedConfigToWebhook returns deploy/alertmanager/alertmanager.yml with
+// every receiver sending to url, and timings for a test.
+func shippedConfigToWebhook(t *testing.T, url string) string {
+	t.Helper()
+	b, err := os.ReadFile(shippedAlertmanager)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	route, ok := cfg["route"].(map[string]any)
+	if !ok {
+		t.Fatalf("%s has no route", shippedAlertmanager)
+	}
+	route["group_wait"], route["group_interval"], route["repeat_interval"] = "0s", "1s", "1h"
+	receivers, ok := cfg["receivers"].([]any)
+	if !ok || len(receivers) == 0 {
+		t.Fatalf("%s has no receivers", shippedAlertmanager)
+	}
+	for _, r := range receivers {
+		r.(map[string]any)["webhook_configs"] = []any{map[string]any{"url": url, "send_resolved": true}}
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// resolvedSince returns the resolved notifications of the stack's two
+// alerts received after the first n.
+func (s *e2eStack) resolvedSince(n int) []webhookAlert {
+	all, _ := s.hook.snapshot()
+	var out []webhookAlert
+	for _, a := range all[n:] {
+		if a.Status == "resolved" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func TestEndToEnd(t *testing.T) {
+	t.Parallel()
+	s := startStack(t)
+	checkAgentExportsWhatRulesRead(t, s.agentAddr, s.rules)
 
 	stuck := map[string]string{
 		"alertname": "SpoolCheckoutStuck", "severity": "warning",
-		"job": "spool-agent", "instance": agentAddr, "spool": e2eSpool, "queue": e2eQueue,
+		"job": "spool-agent", "instance": s.agentAddr, "spool": e2eSpool, "queue": e2eQueue,
 	}
 	orphaned := map[string]string{
 		"alertname": "SpoolOrphanedFiles", "severity": "warning",
-		"job": "spool-agent", "instance": agentAddr, "spool": e2eSpool, "kind": "orphaned", "dir": "data",
+		"job": "spool-agent", "instance": s.agentAddr, "spool": e2eSpool, "kind": "orphaned", "dir": "data",
 	}
 	t0 := time.Now()
-	firing := waitAlerts(t, hook, "firing", stuck, orphaned)
+	firing := waitAlerts(t, s.hook, "firing", stuck, orphaned)
 	t.Logf("firing notifications %v after the stack was up", time.Since(t0).Round(time.Millisecond))
 	for _, a := range firing {
 		if q, ok := a.Labels["queue"]; ok && a.Labels["alertname"] == "SpoolOrphanedFiles" {
@@ -441,32 +575,46 @@ scrape_configs:
 		if a.Annotations["runbook_url"] != wantURL {
 			t.Errorf("%s: runbook_url %q, want %q", a.Labels["alertname"], a.Annotations["runbook_url"], wantURL)
 		}
-		if d := a.Annotations["description"]; !strings.Contains(d, "spool "+e2eSpool) || !strings.Contains(d, agentAddr) {
+		if d := a.Annotations["description"]; !strings.Contains(d, "spool "+e2eSpool) || !strings.Contains(d, s.agentAddr) {
 			t.Errorf("%s: description %q does not name the spool and instance", a.Labels["alertname"], d)
 		}
 	}
 
 	// Every query of the dashboard is valid PromQL and finds data in this
 	// Prometheus, fed by the real agent and the generated recording rules.
-	checkDashboardQueries(t, promAddr)
+	checkDashboardQueries(t, s.promAddr)
+
+	// Restarting the agent, cleanly or by a crash, while the faults persist
+	// is no event: Alertmanager sends no "resolved" (keep_firing_for
+	// bridges the scrape gap and the agent's new debounce).
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		all, _ := s.hook.snapshot()
+		t0 := time.Now()
+		s.restartAgent(t, sig)
+		if r := s.resolvedSince(len(all)); len(r) > 0 {
+			t.Errorf("restart by %v with the faults still there: Alertmanager sent resolved %+v", sig, r)
+		} else {
+			t.Logf("restart by %v: the new agent's problems scraped %v after the signal, no resolved", sig, time.Since(t0).Round(time.Millisecond))
+		}
+	}
 
 	// Repair with the CLI: give the checkout back to its queue, remove the
 	// entry, and delete the orphan (it is no entry, so rm does not apply).
-	cli(t, agent, "", "recover", spoolDir, "--older-than", "1m")
-	if _, err := os.Stat(filepath.Join(spoolDir, e2eQueue, name)); err != nil {
+	cli(t, s.agentBin, "", "recover", s.spoolDir, "--older-than", "1m")
+	if _, err := os.Stat(filepath.Join(s.spoolDir, e2eQueue, s.entry)); err != nil {
 		t.Fatalf("recover did not return the entry to its queue: %v", err)
 	}
-	cli(t, agent, "", "rm", spoolDir, name)
-	if err := os.Remove(orphan); err != nil {
+	cli(t, s.agentBin, "", "rm", s.spoolDir, s.entry)
+	if err := os.Remove(s.orphan); err != nil {
 		t.Fatal(err)
 	}
-	cli(t, agent, "", "fsck", spoolDir)
+	cli(t, s.agentBin, "", "fsck", s.spoolDir)
 
 	t0 = time.Now()
-	waitAlerts(t, hook, "resolved", stuck, orphaned)
-	t.Logf("resolved notifications %v after the repair", time.Since(t0).Round(time.Millisecond))
+	waitAlerts(t, s.hook, "resolved", stuck, orphaned)
+	t.Logf("resolved notifications %v after the repair (keepFiringFor 15s)", time.Since(t0).Round(time.Millisecond))
 
-	all, bad := hook.snapshot()
+	all, bad := s.hook.snapshot()
 	if len(bad) > 0 {
 		t.Errorf("malformed webhook requests: %q", bad)
 	}
@@ -475,7 +623,7 @@ scrape_configs:
 			t.Errorf("unexpected alert %s %v", a.Status, a.Labels)
 		}
 	}
-	for _, p := range []*process{am, ag, prom} {
+	for _, p := range []*process{s.am, s.agent, s.prom} {
 		if done, err := p.exited(); done {
 			t.Errorf("%s exited during the test: %v", p.name, err)
 		}

@@ -193,9 +193,16 @@ spools:
 		"--spool", "outbox=/srv/outbox", "--spool", "extra=/srv/extra/",
 		"--spool-glob", filepath.Join(root, "var", "*"),
 		"--check-every", "30s")
-	defs, err := m.cli.Run.spoolDefs(m.config)
+	defs, skipped, err := m.cli.Run.spoolDefs(m.config)
 	if err != nil {
 		t.Fatal(err)
+	}
+	wantSkipped := []skippedMatch{
+		{Pattern: filepath.Join(root, "var", "*"), Path: filepath.Join(root, "var", "file"), Reason: "not a spool directory (no .registry directory)"},
+		{Pattern: filepath.Join(root, "var", "*"), Path: filepath.Join(root, "var", "notaspool"), Reason: "not a spool directory (no .registry directory)"},
+	}
+	if !reflect.DeepEqual(skipped, wantSkipped) {
+		t.Errorf("skipped %+v, want %+v", skipped, wantSkipped)
 	}
 	base := monitor.Config{
 		Limits: monitor.Limits{
@@ -227,12 +234,12 @@ spools:
 	// An explicit spool wins over a glob match of the same name; two glob
 	// matches of one name are an error.
 	m = parseOK(t, nil, "run", "--spool", "jobs=/explicit/jobs", "--spool-glob", filepath.Join(root, "*", "jobs"))
-	defs, err = m.cli.Run.spoolDefs(nil)
+	defs, _, err = m.cli.Run.spoolDefs(nil)
 	if err != nil || len(defs) != 1 || defs[0].Dir != "/explicit/jobs" {
 		t.Fatalf("explicit over glob: %+v, %v", defs, err)
 	}
 	m = parseOK(t, nil, "run", "--spool-glob", filepath.Join(root, "*", "jobs"))
-	if _, err := m.cli.Run.spoolDefs(nil); err == nil || !strings.Contains(err.Error(), "would both be spool") {
+	if _, _, err := m.cli.Run.spoolDefs(nil); err == nil || !strings.Contains(err.Error(), "would both be spool") {
 		t.Fatalf("two glob matches named jobs: err = %v", err)
 	}
 }
@@ -252,7 +259,7 @@ func TestSpoolDefsErrors(t *testing.T) {
 		{[]string{"--spool", "a=/x", "--max-queue-age", "a/b=1m"}, "invalid name"},
 	} {
 		m := parseOK(t, nil, append([]string{"run"}, tc.args...)...)
-		_, err := m.cli.Run.spoolDefs(nil)
+		_, _, err := m.cli.Run.spoolDefs(nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err = %v, want %q", tc.args, err, tc.want)
 		}
