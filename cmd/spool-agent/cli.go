@@ -38,6 +38,11 @@ type CLI struct {
 	Mv      MvCmd      `cmd:"" help:"Move an entry to another queue (claiming it first, so never under a worker's feet)."`
 	Rm      RmCmd      `cmd:"" help:"Remove an entry (claiming it first, so never one a worker holds)."`
 	Recover RecoverCmd `cmd:"" help:"Return checked-out entries older than a duration to their queues."`
+
+	// given holds the long names of the flags given on the command line
+	// (not from the environment or the file), which win over a spool's
+	// settings from --config.
+	given map[string]bool
 }
 
 // command is implemented by every subcommand.
@@ -226,6 +231,12 @@ func (m *Main) parse(args []string) (cli *CLI, cmd string, cfg *configFile, err 
 	}
 	if err != nil {
 		return nil, "", nil, &exitError{code: exitUsage, err: err}
+	}
+	cli.given = map[string]bool{}
+	for _, p := range kctx.Path {
+		if p.Flag != nil && !p.Resolved {
+			cli.given[p.Flag.Name] = true
+		}
 	}
 	return cli, kctx.Command(), res.cfg, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strings"
 	"time"
@@ -12,7 +13,7 @@ import (
 
 // FsckCmd checks a spool once.
 type FsckCmd struct {
-	Dir string `arg:"" help:"The spool directory."`
+	Dir string `arg:"" help:"The spool directory, or the name of a spool of the --config file (then checked with the limits the agent gives it; limit flags given here win)."`
 	LimitFlags
 	OutputFlag
 	QuietFlag
@@ -47,11 +48,16 @@ func newProblemJSON(p monitor.Problem) problemJSON {
 }
 
 func (c *FsckCmd) run(_ context.Context, m *Main) error {
-	limits, err := c.limits()
+	dir, sc, err := m.spoolArg(c.Dir)
 	if err != nil {
 		return &exitError{code: exitNotCheck, err: err}
 	}
-	p := m.startProgress("fsck "+c.Dir, 0)
+	limits, err := c.limitsFor(m, sc)
+	if err != nil {
+		return &exitError{code: exitNotCheck, err: err}
+	}
+	c.Dir = dir
+	p := m.startProgress("fsck "+escapeName(c.Dir), 0)
 	problems, cerr := monitor.Check(c.Dir, limits, m.Now())
 	p.finish()
 
@@ -88,4 +94,29 @@ func (c *FsckCmd) run(_ context.Context, m *Main) error {
 		return &exitError{code: exitFailure}
 	}
 	return nil
+}
+
+// limitsFor returns the limits of fsck: the flags' (whose defaults are
+// run's), or those of the spool sc that the agent would watch, with the
+// limit flags given on the command line over them.
+func (c *FsckCmd) limitsFor(m *Main, sc *monitor.Config) (monitor.Limits, error) {
+	l, err := c.limits()
+	if err != nil || sc == nil {
+		return l, err
+	}
+	out := sc.Limits
+	out.MaxQueueAge = maps.Clone(sc.Limits.MaxQueueAge)
+	if m.cli.given["max-checked-out-age"] {
+		out.MaxCheckedOutAge = l.MaxCheckedOutAge
+	}
+	if m.cli.given["max-tmp-file-age"] {
+		out.MaxTmpFileAge = l.MaxTmpFileAge
+	}
+	if m.cli.given["max-queue-age"] {
+		if out.MaxQueueAge == nil {
+			out.MaxQueueAge = map[string]time.Duration{}
+		}
+		maps.Copy(out.MaxQueueAge, l.MaxQueueAge)
+	}
+	return out, nil
 }

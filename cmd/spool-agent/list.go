@@ -30,7 +30,7 @@ const (
 
 // LsCmd lists entries.
 type LsCmd struct {
-	Dir        string `arg:"" help:"The spool directory."`
+	Dir        string `arg:"" help:"The spool directory, or the name of a spool of the --config file."`
 	Queue      string `arg:"" optional:"" help:"Only this queue (default: every queue)."`
 	CheckedOut bool   `xor:"which" help:"List the checked-out entries instead of the waiting ones."`
 	All        bool   `xor:"which" help:"List the waiting and the checked-out entries."`
@@ -139,6 +139,11 @@ func dataSize(info spool.EntryInfo) string {
 }
 
 func (c *LsCmd) run(_ context.Context, m *Main) error {
+	dir, _, err := m.spoolArg(c.Dir)
+	if err != nil {
+		return err
+	}
+	c.Dir = dir
 	s, err := m.openSpool(c.Dir, spool.Options{ReadOnly: true})
 	if err != nil {
 		return err
@@ -151,7 +156,7 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 	if err != nil {
 		return err
 	}
-	p := m.startProgress("ls "+c.Dir, int64(total))
+	p := m.startProgress("ls "+escapeName(c.Dir), int64(total))
 	defer p.finish()
 
 	w, flush := m.textWriter()

@@ -75,10 +75,12 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 	stderrHandler := newHandler(m.Stderr, m.cli.LogFormat, level)
 	logger := slog.New(stderrHandler)
 
-	defs, err := c.spoolDefs(m.config)
+	defs, skipped, err := c.spoolDefs(m.config)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
+	skips := &skipLog{}
+	skips.log(logger, skipped)
 	if len(defs) == 0 && len(c.SpoolGlob) == 0 {
 		return &exitError{code: exitUsage, err: errors.New("no spool to watch: give --spool NAME=DIR, --spool-glob PATTERN or a spools: section in --config")}
 	}
@@ -203,7 +205,7 @@ loop:
 			runErr = fmt.Errorf("serving HTTP: %w", err)
 			break loop
 		case <-m.Reload:
-			c.reload(m, col, level, logger)
+			c.reload(m, col, level, logger, skips)
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
@@ -221,13 +223,15 @@ loop:
 // state of the spools whose settings did not change. A bad configuration
 // is logged and the running one kept. Listen addresses, the web and OTLP
 // settings and the log format take effect at the next start only.
-func (c *RunCmd) reload(m *Main, coll *collector.Collector, level *slog.LevelVar, logger *slog.Logger) {
+func (c *RunCmd) reload(m *Main, coll *collector.Collector, level *slog.LevelVar, logger *slog.Logger, skips *skipLog) {
 	logger.Info("reloading the configuration")
 	cli, _, cfg, err := m.parse(m.args)
 	var defs []spoolDef
+	var skipped []skippedMatch
 	if err == nil {
-		defs, err = cli.Run.spoolDefs(cfg)
+		defs, skipped, err = cli.Run.spoolDefs(cfg)
 	}
+	skips.log(logger, skipped)
 	if err == nil && cli.Run.Create {
 		err = createMissing(defs, cli.Run.CreateQueue)
 	}

@@ -179,3 +179,58 @@ func TestRunOTLPFlags(t *testing.T) {
 		t.Fatalf("no OTLP logs export with the header after shutdown (posts %v)", posts)
 	}
 }
+
+// TestGlobSkipsBadMatches checks that a glob match that is not a valid spool
+// name (x=y, .hidden) or not a spool is logged once and skipped, at start
+// and when a reload finds it, while the other spools are watched.
+func TestGlobSkipsBadMatches(t *testing.T) {
+	root := t.TempDir()
+	for _, n := range []string{"good", "x=y", ".hidden"} {
+		mustCLI(t, "", "init", filepath.Join(root, n), "--queue", "q")
+	}
+	if err := os.Mkdir(filepath.Join(root, "plain"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := testMain(nil, "", nil, nil)
+	reload := make(chan os.Signal, 1)
+	m.Reload = reload
+	url, stderr := runInProcess(t, m, "--spool-glob", filepath.Join(root, "*"), "--spool-glob", filepath.Join(root, ".*"),
+		"--web.listen-address", "127.0.0.1:0", "--check-every", "50ms")
+	waitLine(t, stderr, "spool-agent started")
+	waitScrape(t, url, `spool_up{spool="good"} 1`)
+
+	mustCLI(t, "", "init", filepath.Join(root, "a,b"), "--queue", "q")
+	mustCLI(t, "", "init", filepath.Join(root, "later"), "--queue", "q")
+	reload <- syscall.SIGHUP
+	waitScrape(t, url, `spool_up{spool="later"} 1`)
+	waitLine(t, stderr, "configuration reloaded")
+	log := stderr.String()
+	for _, p := range []string{"x=y", ".hidden", "plain", "a,b"} {
+		if n := strings.Count(log, "--spool-glob match skipped"); n == 0 {
+			t.Fatalf("no skip logged:\n%s", log)
+		}
+		if n := strings.Count(log, "path="+filepath.Join(root, p)+" ") + strings.Count(log, `path="`+filepath.Join(root, p)+`"`); n != 1 {
+			t.Errorf("%s skipped %d times in the log, want once:\n%s", p, n, log)
+		}
+	}
+}
+
+// waitScrape waits until /metrics at url contains want.
+func waitScrape(t *testing.T, url, want string) {
+	t.Helper()
+	deadline := time.Now().Add(e2eDeadline)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within %v: no %s in /metrics", e2eDeadline, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -13,7 +13,7 @@ import (
 
 // ShapeCmd prints the age distribution of a spool's entries.
 type ShapeCmd struct {
-	Dir   string `arg:"" help:"The spool directory."`
+	Dir   string `arg:"" help:"The spool directory, or the name of a spool of the --config file."`
 	Queue string `arg:"" optional:"" help:"Only this queue (default: every queue)."`
 	OutputFlag
 }
@@ -62,6 +62,11 @@ func newShapeRow(name, queue string, checkedOut bool) *shapeRow {
 }
 
 func (c *ShapeCmd) run(_ context.Context, m *Main) error {
+	dir, _, err := m.spoolArg(c.Dir)
+	if err != nil {
+		return err
+	}
+	c.Dir = dir
 	s, err := m.openSpool(c.Dir, spool.Options{ReadOnly: true})
 	if err != nil {
 		return err
@@ -74,7 +79,7 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 	if err != nil {
 		return err
 	}
-	p := m.startProgress("shape "+c.Dir, int64(total))
+	p := m.startProgress("shape "+escapeName(c.Dir), int64(total))
 	now := m.Now()
 	invalid := 0
 	totalRow := newShapeRow("TOTAL", "", false)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -40,12 +41,12 @@ func (c *RunCmd) baseConfig() (monitor.Config, error) {
 	case c.AlertAfterCycles < 0:
 		return monitor.Config{}, fmt.Errorf("--alert-after-cycles %d: must not be negative", c.AlertAfterCycles)
 	}
-	return monitor.Config{
-		Limits:           limits,
-		CheckEvery:       c.CheckEvery,
-		AlertAfterCycles: c.AlertAfterCycles,
-		FullRescanEvery:  c.FullRescanEvery,
-	}, nil
+	cfg := monitor.DefaultConfig() // the monitor's bounds, which have no flags yet
+	cfg.Limits = limits
+	cfg.CheckEvery = c.CheckEvery
+	cfg.AlertAfterCycles = c.AlertAfterCycles
+	cfg.FullRescanEvery = c.FullRescanEvery
+	return cfg, nil
 }
 
 // spoolDefs returns the spools to watch, sorted by name: those of the
@@ -54,18 +55,23 @@ func (c *RunCmd) baseConfig() (monitor.Config, error) {
 // directories that --spool-glob patterns match now (a name already defined
 // explicitly is not taken from a glob). Settings in the spools: section
 // apply to the spool of that name wherever it comes from.
-func (c *RunCmd) spoolDefs(cfg *configFile) ([]spoolDef, error) {
+//
+// A glob match that cannot be a spool (not a spool directory, or a base name
+// that is not a valid spool name, such as x=y or .hidden) is skipped and
+// returned in skipped, for the caller to log: one bad directory must not
+// stop the agent from watching the others.
+func (c *RunCmd) spoolDefs(cfg *configFile) (defs []spoolDef, skipped []skippedMatch, err error) {
 	base, err := c.baseConfig()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defs := map[string]*spoolDef{}
+	byName := map[string]*spoolDef{}
 	settings := map[string]spoolConfig{}
 	if cfg != nil {
 		for _, sc := range cfg.spools {
 			settings[sc.Name] = sc
 			if sc.Dir != "" {
-				defs[sc.Name] = &spoolDef{Name: sc.Name, Dir: sc.Dir, Source: "config file " + cfg.path}
+				byName[sc.Name] = &spoolDef{Name: sc.Name, Dir: sc.Dir, Source: "config file " + cfg.path}
 			}
 		}
 	}
@@ -73,44 +79,48 @@ func (c *RunCmd) spoolDefs(cfg *configFile) ([]spoolDef, error) {
 	for _, s := range c.Spool {
 		name, dir, ok := strings.Cut(s, "=")
 		if !ok || dir == "" {
-			return nil, fmt.Errorf("--spool %q: want NAME=DIR", s)
+			return nil, nil, fmt.Errorf("--spool %q: want NAME=DIR", s)
 		}
 		if err := validSpoolName(name); err != nil {
-			return nil, fmt.Errorf("--spool %q: %w", s, err)
+			return nil, nil, fmt.Errorf("--spool %q: %w", s, err)
 		}
 		if fromFlag[name] {
-			return nil, fmt.Errorf("--spool %q: spool %s given twice", s, name)
+			return nil, nil, fmt.Errorf("--spool %q: spool %s given twice", s, name)
 		}
 		fromFlag[name] = true
-		defs[name] = &spoolDef{Name: name, Dir: dir, Source: "--spool"}
+		byName[name] = &spoolDef{Name: name, Dir: dir, Source: "--spool"}
 	}
 	for _, pattern := range c.SpoolGlob {
-		found, err := globSpools(pattern)
+		found, notSpools, err := globSpools(pattern)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		for _, dir := range notSpools {
+			skipped = append(skipped, skippedMatch{Pattern: pattern, Path: dir, Reason: "not a spool directory (no " + spool.RegistryDir + " directory)"})
 		}
 		for _, dir := range found {
 			name := filepath.Base(dir)
-			if d, ok := defs[name]; ok {
+			if d, ok := byName[name]; ok {
 				if d.explicit() {
 					continue
 				}
-				return nil, fmt.Errorf("--spool-glob %s: %s and %s would both be spool %q; name one with --spool", pattern, d.Dir, dir, name)
+				return nil, nil, fmt.Errorf("--spool-glob %s: %s and %s would both be spool %q; name one with --spool", pattern, d.Dir, dir, name)
 			}
 			if err := validSpoolName(name); err != nil {
-				return nil, fmt.Errorf("--spool-glob %s: %s: %w", pattern, dir, err)
+				skipped = append(skipped, skippedMatch{Pattern: pattern, Path: dir, Reason: err.Error()})
+				continue
 			}
-			defs[name] = &spoolDef{Name: name, Dir: dir, Source: "--spool-glob " + pattern}
+			byName[name] = &spoolDef{Name: name, Dir: dir, Source: "--spool-glob " + pattern}
 		}
 	}
-	out := make([]spoolDef, 0, len(defs))
-	for _, name := range slices.Sorted(maps.Keys(defs)) {
-		d := defs[name]
+	defs = make([]spoolDef, 0, len(byName))
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		d := byName[name]
 		d.Dir = filepath.Clean(d.Dir)
 		d.Config = applySettings(base, settings[name])
-		out = append(out, *d)
+		defs = append(defs, *d)
 	}
-	return out, nil
+	return defs, skipped, nil
 }
 
 // applySettings returns base with the per-spool settings of sc over it.
@@ -141,22 +151,49 @@ func applySettings(base monitor.Config, sc spoolConfig) monitor.Config {
 	return cfg
 }
 
+// skippedMatch is a glob match that is not watched, and why.
+type skippedMatch struct {
+	Pattern, Path, Reason string
+}
+
 // globSpools returns the spool directories (those with a .registry
-// directory) that pattern matches, sorted.
-func globSpools(pattern string) ([]string, error) {
+// directory) that pattern matches, and the other matches, sorted.
+func globSpools(pattern string) (spools, others []string, err error) {
 	matches, err := filepath.Glob(pattern)
 	if err != nil {
-		return nil, fmt.Errorf("--spool-glob %q: %w", pattern, err)
+		return nil, nil, fmt.Errorf("--spool-glob %q: %w", pattern, err)
 	}
-	var out []string
 	for _, m := range matches {
 		st, err := os.Stat(filepath.Join(m, spool.RegistryDir))
 		if err == nil && st.IsDir() {
-			out = append(out, filepath.Clean(m))
+			spools = append(spools, filepath.Clean(m))
+		} else {
+			others = append(others, filepath.Clean(m))
 		}
 	}
-	slices.Sort(out)
-	return out, nil
+	slices.Sort(spools)
+	slices.Sort(others)
+	return spools, others, nil
+}
+
+// skipLog logs each skipped glob match once in the agent's life (whatever
+// the patterns that match it), at start or at the reload that first finds it.
+type skipLog struct {
+	seen map[[2]string]bool // path and reason
+}
+
+func (l *skipLog) log(logger *slog.Logger, skipped []skippedMatch) {
+	if l.seen == nil {
+		l.seen = map[[2]string]bool{}
+	}
+	for _, s := range skipped {
+		key := [2]string{s.Path, s.Reason}
+		if l.seen[key] {
+			continue
+		}
+		l.seen[key] = true
+		logger.Warn("--spool-glob match skipped", "pattern", s.Pattern, "path", s.Path, "reason", s.Reason)
+	}
 }
 
 // createMissing creates, with queues, the directories of the explicit
