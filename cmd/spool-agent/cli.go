@@ -38,6 +38,7 @@ type CLI struct {
 	Mv      MvCmd      `cmd:"" help:"Move an entry to another queue (claiming it first, so never under a worker's feet)."`
 	Rm      RmCmd      `cmd:"" help:"Remove an entry (claiming it first, so never one a worker holds)."`
 	Recover RecoverCmd `cmd:"" help:"Return checked-out entries older than a duration to their queues."`
+	Repair  RepairCmd  `cmd:"" help:"Repair what fsck reports without deleting an entry that may have been acknowledged; prints the plan unless --apply."`
 
 	// given holds the long names of the flags given on the command line
 	// (not from the environment or the file), which win over a spool's
@@ -73,6 +74,8 @@ func (c *CLI) run(ctx context.Context, m *Main) error {
 		cmd = &c.Rm
 	case "recover":
 		cmd = &c.Recover
+	case "repair":
+		cmd = &c.Repair
 	default:
 		return fmt.Errorf("unknown command %q", m.cmd)
 	}
