@@ -87,7 +87,7 @@ func ValidateName(name string) error {
 // spoolMonitor is what the collector needs of a *monitor.Monitor (a seam
 // for tests that inject panics and stuck disks).
 type spoolMonitor interface {
-	Run(ctx context.Context, onEvent func(monitor.Event)) error
+	RunBatches(ctx context.Context, onEvents func([]monitor.Event)) error
 	Snapshot() *monitor.Snapshot
 	Config() monitor.Config
 	State() monitor.State
@@ -393,12 +393,19 @@ func (c *Collector) takeOver(r, prev *runner) {
 // end them: the spool is no longer watched (Apply removed it or moved it to
 // another directory), or a fresh monitor replaces a failed one.
 func (c *Collector) endAlerts(name string, mon spoolMonitor) {
-	if c.onEvent == nil {
+	if c.onEvent == nil && c.opts.EventLog == nil {
 		return
 	}
 	now := time.Now()
+	var events []monitor.Event
 	for _, p := range mon.Snapshot().Alerting {
-		c.deliver(name, monitor.Event{Type: monitor.End, Time: now, Problem: p})
+		events = append(events, monitor.Event{Type: monitor.End, Time: now, Problem: p})
+	}
+	c.logEvents(name, events)
+	if c.onEvent != nil {
+		for _, ev := range events {
+			c.deliver(name, ev)
+		}
 	}
 }
 
@@ -468,15 +475,21 @@ func (c *Collector) runMonitor(r *runner, mon spoolMonitor) (err error) {
 			c.logger.Error("spool monitor panicked", "spool", r.spec.Name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 	}()
-	var onEvent func(monitor.Event)
-	if c.onEvent != nil {
-		onEvent = func(ev monitor.Event) {
-			if !r.abandoned.Load() {
-				c.deliver(r.spec.Name, ev)
+	var onEvents func([]monitor.Event)
+	if c.onEvent != nil || c.opts.EventLog != nil {
+		onEvents = func(events []monitor.Event) {
+			if r.abandoned.Load() {
+				return
+			}
+			c.logEvents(r.spec.Name, events)
+			if c.onEvent != nil {
+				for _, ev := range events {
+					c.deliver(r.spec.Name, ev)
+				}
 			}
 		}
 	}
-	return mon.Run(r.ctx, onEvent)
+	return mon.RunBatches(r.ctx, onEvents)
 }
 
 // deliver passes one event of r's spool to onEvent (which must not be nil),

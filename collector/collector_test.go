@@ -359,7 +359,12 @@ type fakeMonitor struct {
 	closed atomic.Bool
 }
 
-func (m *fakeMonitor) Run(ctx context.Context, onEvent func(monitor.Event)) error {
+func (m *fakeMonitor) RunBatches(ctx context.Context, onEvents func([]monitor.Event)) error {
+	onEvent := func(ev monitor.Event) {
+		if onEvents != nil {
+			onEvents([]monitor.Event{ev})
+		}
+	}
 	return m.run(ctx, m, onEvent)
 }
 func (m *fakeMonitor) Snapshot() *monitor.Snapshot { return m.snap.Load() }

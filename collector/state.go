@@ -2,6 +2,8 @@ package collector
 
 import (
 	"bytes"
+	"log/slog"
+	"strconv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,7 +37,16 @@ type Options struct {
 	// unchanged state every StateMaxAge/4 so that a current one never
 	// looks old.
 	StateMaxAge time.Duration
+	// EventLog, if set, gets the spools' events as log lines, aggregated:
+	// per spool and cycle, one line per type, kind and directory with the
+	// count and the first EventLogNames names (quoted, so that no byte of
+	// a name reaches a terminal), whatever the number of files concerned.
+	// Starts are logged at warning level, ends at info level.
+	EventLog *slog.Logger
 }
+
+// EventLogNames is how many names a line of Options.EventLog lists.
+const EventLogNames = 5
 
 // DefaultOptions returns the default options: no state file, a state
 // file's bound DefaultStateMaxAge.
@@ -246,4 +257,52 @@ func (c *Collector) saveState(force bool) {
 	}
 	c.saved = next
 	c.lastSave = c.now()
+}
+
+// logEvents logs one spool's batch of events to Options.EventLog,
+// aggregated by type, kind and directory, in the batch's order (ends
+// before starts).
+func (c *Collector) logEvents(spool string, events []monitor.Event) {
+	if c.opts.EventLog == nil || len(events) == 0 {
+		return
+	}
+	type group struct {
+		typ   monitor.EventType
+		kind  monitor.Kind
+		dir   monitor.Dir
+		n     int
+		names []string
+	}
+	type key struct {
+		typ  monitor.EventType
+		kind monitor.Kind
+		dir  monitor.Dir
+	}
+	var groups []*group
+	byKey := map[key]*group{}
+	for _, ev := range events {
+		k := key{typ: ev.Type, kind: ev.Problem.Kind, dir: ev.Problem.Dir}
+		g := byKey[k]
+		if g == nil {
+			g = &group{typ: k.typ, kind: k.kind, dir: k.dir}
+			byKey[k] = g
+			groups = append(groups, g)
+		}
+		g.n++
+		if len(g.names) < EventLogNames {
+			g.names = append(g.names, strconv.QuoteToASCII(ev.Problem.Name))
+		}
+	}
+	for _, g := range groups {
+		names := strings.Join(g.names, " ")
+		if g.n > len(g.names) {
+			names += " …"
+		}
+		attrs := []any{"spool", spool, "kind", string(g.kind), "dir", string(g.dir.Kind), "queue", g.dir.Queue, "count", g.n, "names", names}
+		if g.typ == monitor.Start {
+			c.opts.EventLog.Warn("spool problems started", attrs...)
+		} else {
+			c.opts.EventLog.Info("spool problems ended", attrs...)
+		}
+	}
 }

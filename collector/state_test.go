@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -347,5 +348,40 @@ func TestDefaultStatePath(t *testing.T) {
 				t.Errorf("DefaultStatePath() = %q, %v, want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestEventLogAggregates: a cycle's events reach Options.EventLog as one
+// line per type, kind and directory, with the count and the first names
+// quoted, whatever the number of files.
+func TestEventLogAggregates(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	makeSpool(t, dir)
+	for i := range 300 {
+		writeFile(t, filepath.Join(dir, "outbox", "orphan-"+strings.Repeat("x", i%3)+"\x1b]0;evil\a"+fmt.Sprint(i)), "")
+	}
+	logger, logs := testLogger()
+	o := DefaultOptions()
+	o.EventLog = logger
+	var ev eventLog
+	c := NewWithOptions(logger, ev.add, o)
+	if err := c.Apply([]Spool{{Name: "s", Dir: dir, Config: fastConfig()}}); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, c)
+	waitFor(t, "the problems to alert", func() bool { return ev.count("s", monitor.Start) == 600 })
+	var lines []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "spool problems started") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 {
+		t.Fatalf("%d lines of started problems, want 2 (orphaned, missing_data in outbox):\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "count=300") || !strings.Contains(l, "…") || strings.ContainsAny(l, "\x1b\a") || !strings.Contains(l, `x1b]0;evil`) {
+			t.Errorf("line %q: want count=300, a few names escaped, and …", l)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package monitor
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -99,7 +100,7 @@ func (ix *index) problems(now time.Time, lim Limits) ([]Problem, error) {
 
 	for name, t := range ix.tmp {
 		mt := nsTime(t.ns, !t.noStat)
-		if !t.noStat && nowNs-t.ns > int64(lim.MaxTmpFileAge) {
+		if !t.noStat && t.ns < nowNs-int64(lim.MaxTmpFileAge) { // now - mtime > limit, without overflow
 			ps = append(ps, Problem{Kind: KindTooOld, Dir: tmpDir, Name: name, ModTime: mt})
 		}
 		if !ix.regFailed && !ix.registered(name) {
@@ -183,19 +184,34 @@ func (ix *index) problems(now time.Time, lim Limits) ([]Problem, error) {
 	for _, name := range ix.rootUnexpected {
 		ps = append(ps, Problem{Kind: KindUnexpected, Dir: Dir{Kind: DirRoot}, Name: name})
 	}
+	if ix.dropped > 0 {
+		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirUnregistered}, Name: fmt.Sprintf("more than %d files with no registry entry in .tmp, or in .data and the queues", ix.maxUnreg)})
+	}
+	if ix.dirsOver > 0 {
+		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirQueues}, Name: fmt.Sprintf("more than %d queues or other directories at the spool root", ix.maxDirs)})
+	}
+	if ix.watchesOver {
+		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirWatches}, Name: fmt.Sprintf("more than %d inotify watches needed", ix.maxWatches)})
+	}
 	SortProblems(ps)
 	return ps, errors.Join(errs...)
 }
 
 var kindRank = func() map[Kind]int {
 	m := map[Kind]int{}
-	for i, k := range Kinds {
+	for i, k := range append(Kinds[:len(Kinds):len(Kinds)], KindLimit) {
 		m[k] = i
 	}
 	return m
 }()
 
-var dirRank = map[DirKind]int{DirRegistry: 0, DirTmp: 1, DirData: 2, DirQueue: 3, DirCheckout: 4, DirRoot: 5}
+var dirRank = func() map[DirKind]int {
+	m := map[DirKind]int{}
+	for i, k := range DirKinds {
+		m[k] = i
+	}
+	return m
+}()
 
 // CompareDirs orders directories as the reference does: .registry, .tmp,
 // .data, then every queue directory by queue name, then every checkout

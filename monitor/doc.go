@@ -31,15 +31,25 @@
 //     .registry, .tmp or .data (lost+found excepted), and any symlink.
 //     Regular files and other special files at the root are ignored: the
 //     reference ignores them and operators keep notes and lock files there.
+//     Also a file with more than one link in a queue or checkout directory
+//     (when a scan or an event stats it): the reference would touch the
+//     file it shares its inode with.
+//   - limit (new): the spool holds more than a bound of Config lets the
+//     monitor track (Dir says which, Name describes the bound):
+//     DirUnregistered, more names with no registry file than
+//     MaxUnregistered (in .data and the queues and checkouts, or in .tmp);
+//     DirQueues, more queues (or other directories at the root) than
+//     MaxQueues; DirWatches, more inotify watches needed than MaxWatches.
+//     See Bounds below.
 //
 // Names are read as the reference reads them: every name a directory holds
 // but "." and "..", those starting with '.' and those up to the file
 // system's 255 bytes included (the strict validation of the spool package
 // applies to names it creates, not to names it finds). At the root,
 // .registry, .tmp and .data are the spool's directories and a directory
-// with a valid queue name holding .checkout is a queue. As in the reference, the name .checkout is
-// skipped in every directory, and
-// a misplaced directory or symlink still counts as a file for the other
+// with a valid queue name holding .checkout is a queue. As in the
+// reference, the name .checkout is skipped in every directory, and a
+// misplaced directory or symlink still counts as a file for the other
 // checks (so an unregistered directory in a queue is both orphaned and
 // unexpected). A problem's ModTime is the mtime of the file concerned (of
 // the registry file for orphaned registry files and duplicates); unexpected
@@ -117,4 +127,18 @@
 // be used (DisableWatch, the inotify limits reached, a network or FUSE file
 // system on which remote changes raise no events) every cycle is a cold
 // full scan.
+//
+// # Bounds
+//
+// Whatever a spool holds, the monitor's memory and inotify watches stay
+// within Config's bounds (a user who can write in a spool could otherwise
+// exhaust the agent, or every inotify watch of its user): it tracks at
+// most MaxUnregistered unregistered names (.tmp files apart, the same
+// number), the first MaxQueues queues and other root directories by name,
+// and watches a spool only if that takes at most MaxWatches watches. Past
+// a bound it reports a limit problem (which debounces and alerts like any
+// other), keeps what fits (so the problems and statistics it reports are
+// a part of the spool's), and scans the spool in full every cycle rather
+// than watching it; the first scan that finds the spool within its bounds
+// again ends the problem, and the next one watches it again.
 package monitor

@@ -16,6 +16,7 @@ const (
 	fDataBig                       // the data size is in index.bigSizes
 	fRegSeen                       // a warm rescan saw .registry/<name> (or an event did during it)
 	fDataSeen                      // a warm rescan saw .data/<name>
+	fUnreg                         // counted in index.unreg (alive, not registered)
 )
 
 // fFiles masks the flags that describe the registry and data files.
@@ -104,6 +105,15 @@ type index struct {
 	scanErrs       []error          // errors of the full scan that built the index
 	statErrs       map[string]error // per path: stats that failed since
 
+	// Bounds (0: none) and what went past them.
+	maxUnreg    int  // unregistered names tracked, in ents and in tmp each
+	unreg       int  // entries alive whose name is not registered
+	dropped     int  // unregistered names not tracked for the bound
+	maxDirs     int  // for the limit problem's description
+	dirsOver    int  // directories at the root not tracked for the bound
+	maxWatches  int  // for the limit problem's description
+	watchesOver bool // the spool needs more watches than its bound
+
 	gen   uint64 // publication generation, shared by the sorted sets
 	arena arena
 	// warm is set during a warm rescan: every file that the rescan lists
@@ -175,11 +185,35 @@ func (ix *index) newID(name string) uint32 {
 	return id
 }
 
+// limited reports whether the spool holds more than the index's bounds
+// let it track: events cannot keep such an index current.
+func (ix *index) limited() bool { return ix.dropped > 0 || ix.dirsOver > 0 || ix.watchesOver }
+
+// admit reports whether a new unregistered name may be tracked, counting
+// it as dropped if not.
+func (ix *index) admit(n int) bool {
+	if ix.maxUnreg > 0 && n >= ix.maxUnreg {
+		ix.dropped++
+		return false
+	}
+	return true
+}
+
 // settle recomputes whether entry id is a suspect and forgets it once
 // nothing of it is left on disk.
 func (ix *index) settle(id uint32) {
 	e := &ix.ents[id]
-	if e.rd&(fRegPresent|fDataPresent) == 0 && e.loc == 0 {
+	alive := e.rd&(fRegPresent|fDataPresent) != 0 || e.loc != 0
+	if unreg := alive && e.rd&fRegPresent == 0; unreg != (e.rd&fUnreg != 0) {
+		if unreg {
+			ix.unreg++
+			e.rd |= fUnreg
+		} else {
+			ix.unreg--
+			e.rd &^= fUnreg
+		}
+	}
+	if !alive {
 		delete(ix.ids, e.name)
 		delete(ix.suspects, id)
 		ix.ents[id] = entry{}
@@ -266,7 +300,7 @@ func (ix *index) setReg(name string, st fileState) {
 func (ix *index) setData(name string, st fileState) {
 	id, ok := ix.ids[name]
 	if !ok {
-		if !st.present {
+		if !st.present || !ix.admit(ix.unreg) {
 			return
 		}
 		id = ix.newID(strings.Clone(name))
@@ -316,7 +350,7 @@ func (ix *index) lflags(st fileState) uint8 {
 func (ix *index) setLoc(l *location, name string, st fileState) {
 	id, ok := ix.ids[name]
 	if !ok {
-		if !st.present {
+		if !st.present || !ix.admit(ix.unreg) {
 			return
 		}
 		id = ix.newID(strings.Clone(name))
@@ -415,6 +449,9 @@ func (ix *index) setTmp(name string, st fileState) {
 		return
 	}
 	if _, ok := ix.tmp[name]; !ok {
+		if !ix.admit(len(ix.tmp)) {
+			return
+		}
 		name = strings.Clone(name)
 	}
 	ix.tmp[name] = tmpFile{ns: st.ns, bad: st.bad, noStat: st.noStat, seen: ix.warm}

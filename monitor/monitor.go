@@ -20,6 +20,9 @@ const (
 	DefaultCheckEvery       = 15 * time.Second
 	DefaultAlertAfterCycles = 2
 	DefaultFullRescanEvery  = 10 * time.Minute
+	DefaultMaxUnregistered  = 100_000
+	DefaultMaxQueues        = 1_000
+	DefaultMaxWatches       = 4_096
 )
 
 // publishDelay is the least time between two snapshots published for
@@ -78,6 +81,7 @@ type Monitor struct {
 	trackedNow   []TrackedProblem
 	wg           sync.WaitGroup
 	pollLogged   bool // guarded by cycleMu
+	overLimit    bool // the last full scan found the spool over a bound; guarded by cycleMu
 
 	// Test hooks, set before the first cycle.
 	onRootFile func(name string) // an event for a regular file at the spool root was applied
@@ -92,13 +96,18 @@ type Monitor struct {
 
 // DefaultConfig returns the default configuration: DefaultLimits, a cycle
 // every 15 s, alerts from a problem's 3rd consecutive sighting, a full
-// rescan every 10 minutes, inotify where it can be trusted.
+// rescan every 10 minutes, inotify where it can be trusted, and bounds
+// sized for the largest real spools (100,000 unregistered files, 1,000
+// queues, 4,096 watches).
 func DefaultConfig() Config {
 	return Config{
 		Limits:           DefaultLimits(),
 		CheckEvery:       DefaultCheckEvery,
 		AlertAfterCycles: DefaultAlertAfterCycles,
 		FullRescanEvery:  DefaultFullRescanEvery,
+		MaxUnregistered:  DefaultMaxUnregistered,
+		MaxQueues:        DefaultMaxQueues,
+		MaxWatches:       DefaultMaxWatches,
 	}
 }
 
@@ -125,6 +134,11 @@ func New(name, dir string, cfg Config) (*Monitor, error) {
 	}
 	pos("check interval", cfg.CheckEvery)
 	pos("full rescan interval", cfg.FullRescanEvery)
+	for what, n := range map[string]int{"max unregistered files": cfg.MaxUnregistered, "max queues": cfg.MaxQueues, "max watches": cfg.MaxWatches} {
+		if n <= 0 {
+			errs = append(errs, fmt.Errorf("%w: %s %d is not positive (start from DefaultConfig)", ErrInvalidConfig, what, n))
+		}
+	}
 	if cfg.AlertAfterCycles < 0 {
 		errs = append(errs, fmt.Errorf("%w: negative alert-after-cycles %d", ErrInvalidConfig, cfg.AlertAfterCycles))
 	}
@@ -317,15 +331,27 @@ func (m *Monitor) Close() error {
 // and the next one runs as usual. Run returns nil when ctx is done, or
 // ErrClosed once the monitor is closed.
 func (m *Monitor) Run(ctx context.Context, onEvent func(Event)) error {
+	var onEvents func([]Event)
+	if onEvent != nil {
+		onEvents = func(events []Event) {
+			for _, e := range events {
+				onEvent(e)
+			}
+		}
+	}
+	return m.RunBatches(ctx, onEvents)
+}
+
+// RunBatches is Run handing each cycle's events over together (never an
+// empty batch), so that a caller can log them a cycle at a time.
+func (m *Monitor) RunBatches(ctx context.Context, onEvents func([]Event)) error {
 	for {
 		events, err := m.Cycle(ctx)
 		// A cycle that completed has changed the debounce state: its
 		// events are delivered even if ctx ended meanwhile, so that no
 		// Start or End is lost (State hands that state on).
-		if onEvent != nil {
-			for _, e := range events {
-				onEvent(e)
-			}
+		if onEvents != nil && len(events) > 0 {
+			onEvents(events)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -544,10 +570,17 @@ func sortedProblems(m map[string]Problem) []Problem {
 	return ps
 }
 
+// copyEventsTotal copies m with every kind of Kinds, and the others that
+// occurred (KindLimit).
 func copyEventsTotal(m map[Kind]map[EventType]uint64) map[Kind]map[EventType]uint64 {
 	out := make(map[Kind]map[EventType]uint64, len(Kinds))
 	for _, k := range Kinds {
 		out[k] = map[EventType]uint64{Start: m[k][Start], End: m[k][End]}
+	}
+	for k, byType := range m {
+		if _, ok := out[k]; !ok {
+			out[k] = map[EventType]uint64{Start: byType[Start], End: byType[End]}
+		}
 	}
 	return out
 }

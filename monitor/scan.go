@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -96,7 +97,25 @@ func rawFstatat(dirfd int, p unsafe.Pointer, st *unix.Stat_t) error {
 
 func isReg(mode uint32) bool { return mode&unix.S_IFMT == unix.S_IFREG }
 
-func stNs(st *unix.Stat_t) int64 { return st.Mtim.Sec*1e9 + st.Mtim.Nsec }
+// stNs returns the file's mtime in nanoseconds since the epoch, clamped to
+// what an int64 holds (years 1677 to 2262): an mtime set beyond (touch -d
+// 2300-01-01) must not wrap around to the other end, where it would look
+// centuries old.
+func stNs(st *unix.Stat_t) int64 {
+	const maxSec = math.MaxInt64/1_000_000_000 - 1
+	switch s := st.Mtim.Sec; {
+	case s > maxSec:
+		return math.MaxInt64
+	case s < -maxSec:
+		return math.MinInt64
+	}
+	return st.Mtim.Sec*1e9 + st.Mtim.Nsec
+}
+
+// badLinks reports whether a queue or checkout file has more than one
+// link: it shares its inode with a file elsewhere (perhaps outside the
+// spool), whose mtime a checkout would touch, so it is unexpected.
+func badLinks(st *unix.Stat_t) bool { return st.Nlink > 1 }
 
 // typeKnown reports whether the file system filled in d_type.
 func typeKnown(t uint8) bool { return t != unix.DT_UNKNOWN }
@@ -126,6 +145,21 @@ type layout struct {
 	queues     []string // sorted
 	unexpected []string // sorted
 	candidates []string // directories with a queue's name but no .checkout: watched, as they may become queues
+	over       int      // directories left out of the three lists above for the bound
+}
+
+// bound keeps the first max directories of each list (they are sorted),
+// counting those left out.
+func (lay *layout) bound(max int) {
+	if max <= 0 {
+		return
+	}
+	for _, l := range []*[]string{&lay.queues, &lay.unexpected, &lay.candidates} {
+		if len(*l) > max {
+			lay.over += len(*l) - max
+			*l = slices.Clip((*l)[:max])
+		}
+	}
 }
 
 // readLayout lists the spool root. Queues are the directories whose name is
@@ -201,6 +235,7 @@ func readLayout(dir string, buf []byte, fault func(string) error) (layout, []err
 	}
 	slices.Sort(lay.queues)
 	slices.Sort(lay.unexpected)
+	slices.Sort(lay.candidates)
 	return lay, errs, nil
 }
 
@@ -227,6 +262,9 @@ type scanner struct {
 	// openFault, a test seam, makes opening the directories it returns an
 	// error for fail.
 	openFault func(path string) error
+	// Bounds (0: none; see Config): unregistered names tracked, directories
+	// at the root, watches.
+	maxUnreg, maxDirs, maxWatches int
 }
 
 func (s *scanner) canceled() error {
@@ -271,8 +309,17 @@ func (s *scanner) scan() (*index, error) {
 	if err != nil {
 		return nil, errors.Join(append([]error{err}, errs...)...)
 	}
+	lay.bound(s.maxDirs)
 	ix := newIndex(s.dir, lay.queues)
 	ix.rootUnexpected = lay.unexpected
+	ix.maxUnreg, ix.maxDirs, ix.maxWatches = s.maxUnreg, s.maxDirs, s.maxWatches
+	ix.dirsOver = lay.over
+	// The root's watch is in place; the others need 3 + 2 per queue + 1
+	// per candidate. Past the bound, none: the spool is polled.
+	if s.maxWatches > 0 && 1+3+2*len(lay.queues)+len(lay.candidates) > s.maxWatches {
+		ix.watchesOver = true
+		watch = func(string) {}
+	}
 	for _, c := range lay.candidates {
 		watch(s.dir + "/" + c)
 	}
@@ -326,7 +373,7 @@ func (s *scanner) scan() (*index, error) {
 	tmpFiles, ok := s.listDir(tmpPath, buf, &ar, statAll, &locErrs)
 	ix.tmpFailed = !ok
 	for _, f := range tmpFiles {
-		if f.present() {
+		if f.present() && ix.admit(len(ix.tmp)) {
 			ix.tmp[strings.Clone(f.name)] = tmpFile{ns: f.val, bad: f.bad(), noStat: f.noStat()}
 		}
 	}
@@ -335,7 +382,7 @@ func (s *scanner) scan() (*index, error) {
 		if s.canceled() != nil {
 			break
 		}
-		files, ok := s.listDir(l.path, buf, &ar, statAll, &locErrs)
+		files, ok := s.listDir(l.path, buf, &ar, statLoc, &locErrs)
 		l.failed = !ok
 		locFiles[i] = files
 	}
@@ -395,6 +442,7 @@ const (
 	statType    = iota // only files whose type the directory entry does not give
 	statRegular        // regular files (for their size) and files of unknown type
 	statAll            // regular files (for their mtime) and files of unknown type
+	statLoc            // statAll, and a file with more than one link is unexpected (queues, checkouts)
 )
 
 // listDir lists the directory at path (skipping .checkout), interning the
@@ -457,11 +505,11 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 			continue
 		}
 		f.flags = lfPresent
-		if !isReg(st.Mode) {
+		if !isReg(st.Mode) || mode == statLoc && badLinks(&st) {
 			f.flags |= lfBad | lfNoStat
 			continue
 		}
-		if mode == statAll {
+		if mode == statAll || mode == statLoc {
 			f.val = stNs(&st)
 		} else {
 			f.val = st.Size

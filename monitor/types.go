@@ -15,9 +15,12 @@ const (
 	KindDuplicated  Kind = "duplicated"
 	KindMissingData Kind = "missing_data" // a queue or checkout entry with no .data file
 	KindUnexpected  Kind = "unexpected"   // a directory or symlink where a file belongs, or an unknown directory at the root
+	KindLimit       Kind = "limit"        // the spool holds more than a bound of Config allows the monitor to track (Dir says which)
 )
 
-// Kinds lists every Kind, in a stable order (for zero-filling).
+// Kinds lists the kinds that exporters zero-fill, in a stable order: every
+// Kind but KindLimit, which snapshots carry (in Problems, Alerting and
+// EventsTotal) only once it occurs, and exporters export as they find it.
 var Kinds = []Kind{KindTooOld, KindOrphaned, KindDuplicated, KindMissingData, KindUnexpected}
 
 // DirKind names a spool directory's role.
@@ -31,7 +34,16 @@ const (
 	DirQueue    DirKind = "queue"
 	DirCheckout DirKind = "checkout"
 	DirRoot     DirKind = "root" // the spool directory itself (for unexpected entries)
+
+	// The bounds of a limit problem (Config.MaxUnregistered, MaxQueues,
+	// MaxWatches); its Name describes the bound.
+	DirUnregistered DirKind = "unregistered" // files with no registry entry tracked
+	DirQueues       DirKind = "queues"       // directories at the spool root
+	DirWatches      DirKind = "watches"      // inotify watches
 )
+
+// DirKinds lists every DirKind, in a stable order.
+var DirKinds = []DirKind{DirRegistry, DirTmp, DirData, DirQueue, DirCheckout, DirRoot, DirUnregistered, DirQueues, DirWatches}
 
 // Dir is one directory of a spool: its role and, for queue and checkout
 // directories, the queue.
@@ -81,13 +93,23 @@ type Limits struct {
 // a zero CheckEvery or FullRescanEvery (a Config built from nothing)
 // rather than guessing.
 type Config struct {
-	Limits           Limits           // zero ages mean any age
-	CheckEvery       time.Duration    // DefaultConfig: 15s; must be positive
-	AlertAfterCycles int              // DefaultConfig: 2 (a problem alerts from its 3rd consecutive sighting); 0 alerts at the first
-	FullRescanEvery  time.Duration    // period of the full rescan in watch mode; DefaultConfig: 10m; must be positive
-	DisableWatch     bool             // never use inotify: full scan every cycle
-	Now              func() time.Time // default time.Now
-	Logger           *slog.Logger     // default slog.Default()
+	Limits           Limits        // zero ages mean any age
+	CheckEvery       time.Duration // DefaultConfig: 15s; must be positive
+	AlertAfterCycles int           // DefaultConfig: 2 (a problem alerts from its 3rd consecutive sighting); 0 alerts at the first
+	FullRescanEvery  time.Duration // period of the full rescan in watch mode; DefaultConfig: 10m; must be positive
+	DisableWatch     bool          // never use inotify: full scan every cycle
+
+	// Bounds that keep the monitor's memory and inotify watches flat
+	// whatever a spool holds (a flood of files or directories from a user
+	// who can write in it). Past one the monitor reports a limit problem
+	// and scans that spool in full every cycle rather than watching it;
+	// each must be positive.
+	MaxUnregistered int // names with no registry file tracked (in queues, checkouts, .data; .tmp files apart); DefaultConfig: 100,000
+	MaxQueues       int // queues tracked, and other directories at the spool root; DefaultConfig: 1,000
+	MaxWatches      int // inotify watches (4 + 2 per queue + 1 per root directory named like a queue); DefaultConfig: 4,096
+
+	Now    func() time.Time // default time.Now
+	Logger *slog.Logger     // default slog.Default()
 	// After returns a channel that receives once d has passed; Run waits
 	// on it between cycles. Default time.After; tests inject a fake clock.
 	After func(d time.Duration) <-chan time.Time

@@ -33,7 +33,8 @@ var errLayoutChanged = errors.New("spool layout changed")
 func (m *Monitor) warmRescan(ctx context.Context, now time.Time) (err error) {
 	buf := make([]byte, direntBuf)
 	lay, lerrs, err := readLayout(m.dir, buf, m.openFault())
-	if err != nil || len(lerrs) > 0 {
+	lay.bound(m.cfg.MaxQueues)
+	if err != nil || len(lerrs) > 0 || lay.over > 0 {
 		return errLayoutChanged // let the cold scan report it
 	}
 	m.mu.Lock()
@@ -160,7 +161,7 @@ func (m *Monitor) warmDir(ix *index, path string, kind DirKind, l *location, buf
 						return pathErr("stat", path+"/"+string(d.name), err)
 					}
 					fs = fileState{}
-				} else if !isReg(st.Mode) {
+				} else if !isReg(st.Mode) || kind == DirQueue && badLinks(&st) {
 					fs = badFile
 				} else {
 					fs.ns, fs.size = stNs(&st), st.Size

@@ -50,6 +50,12 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	if useWatch {
 		useWatch, why = watchable(m.dir)
 	}
+	if useWatch && m.overLimit {
+		// The last scan found more than the bounds let the index track:
+		// events cannot keep it current, so poll until a scan finds the
+		// spool within them again.
+		useWatch, why = false, "over the monitor's bounds"
+	}
 	m.mu.Lock()
 	m.scanning = true
 	m.scanDirty = map[string]fsOp{}
@@ -60,7 +66,8 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	m.mu.Unlock()
 
 	var watchErrs []error
-	sc := scanner{dir: m.dir, ctx: ctx, openFault: m.openFault()}
+	sc := scanner{dir: m.dir, ctx: ctx, openFault: m.openFault(),
+		maxUnreg: m.cfg.MaxUnregistered, maxDirs: m.cfg.MaxQueues, maxWatches: m.cfg.MaxWatches}
 	if useWatch {
 		sc.beforeList = func(path string) {
 			if err := m.addWatch(path); err != nil {
@@ -80,7 +87,9 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	m.fullScans++
 	m.lastFull = now
 	var closeW *watcher
-	if ix == nil || len(watchErrs) > 0 || !useWatch {
+	wasOver := m.overLimit
+	m.overLimit = ix != nil && ix.limited()
+	if ix == nil || len(watchErrs) > 0 || !useWatch || m.overLimit {
 		closeW, m.w = m.w, nil
 		m.watching = false
 	} else {
@@ -110,6 +119,11 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 
 	switch {
 	case ix == nil:
+	case m.overLimit && !wasOver:
+		m.log.Warn("spool holds more than the monitor's bounds: tracking what fits and scanning it in full every cycle instead of watching it",
+			"max_unregistered", m.cfg.MaxUnregistered, "max_queues", m.cfg.MaxQueues, "max_watches", m.cfg.MaxWatches)
+	case !m.overLimit && wasOver:
+		m.log.Info("spool within the monitor's bounds again")
 	case watching && !wasWatching:
 		m.log.Debug("watching spool with inotify")
 	case !watching && len(watchErrs) > 0:
@@ -216,6 +230,9 @@ func (m *Monitor) apply(w *watcher, batch []fsEvent) {
 			rootFiles = append(rootFiles, name)
 		}
 	}
+	if m.idx != nil && m.idx.dropped > 0 {
+		m.requestFullLocked("more unregistered files than the monitor tracks")
+	}
 	m.schedulePublishLocked()
 	hook := m.onRootFile
 	m.mu.Unlock()
@@ -253,17 +270,17 @@ func (m *Monitor) applyPath(ix *index, path string, op fsOp, countArrival bool) 
 	case m.dir:
 		return m.applyRoot(ix, path, name, op)
 	case m.dir + "/" + spool.RegistryDir:
-		ix.setReg(name, m.stat(ix, path, op, false))
+		ix.setReg(name, m.stat(ix, path, op, false, false))
 	case m.dir + "/" + spool.DataDir:
-		ix.setData(name, m.stat(ix, path, op, true))
+		ix.setData(name, m.stat(ix, path, op, true, false))
 	case m.dir + "/" + spool.TmpDir:
-		ix.setTmp(name, m.stat(ix, path, op, false))
+		ix.setTmp(name, m.stat(ix, path, op, false, false))
 	default:
 		l := ix.byPath[dir]
 		if l == nil {
 			return "", false // a directory at the root that is not a queue
 		}
-		st := m.stat(ix, path, op, false)
+		st := m.stat(ix, path, op, false, true)
 		if countArrival && !l.checkout && op.has(opCreate) {
 			// A file created in or moved into the queue: an arrival, even
 			// if a worker took it before this batch was applied.
@@ -312,7 +329,9 @@ func (m *Monitor) applyRoot(ix *index, path, name string, op fsOp) (string, bool
 // only removals and renames away the file is gone without asking: had it
 // come back, a Create would follow (inotify keeps one instance's events in
 // order).
-func (m *Monitor) stat(ix *index, path string, op fsOp, size bool) fileState {
+// In a queue or checkout directory (loc), a file with more than one link
+// is unexpected.
+func (m *Monitor) stat(ix *index, path string, op fsOp, size, loc bool) fileState {
 	if !op.has(opCreate) && !op.has(opWrite) && !op.has(opChmod) {
 		delete(ix.statErrs, path)
 		return fileState{}
@@ -321,7 +340,7 @@ func (m *Monitor) stat(ix *index, path string, op fsOp, size bool) fileState {
 	err := unix.Lstat(path, &st)
 	if err == nil {
 		delete(ix.statErrs, path)
-		if !isReg(st.Mode) {
+		if !isReg(st.Mode) || loc && badLinks(&st) {
 			return badFile
 		}
 		fs := fileState{present: true, ns: stNs(&st)}

@@ -213,6 +213,9 @@ spools:
 		CheckEvery:       30 * time.Second,
 		AlertAfterCycles: 2,
 		FullRescanEvery:  10 * time.Minute,
+		MaxUnregistered:  monitor.DefaultMaxUnregistered,
+		MaxQueues:        monitor.DefaultMaxQueues,
+		MaxWatches:       monitor.DefaultMaxWatches,
 	}
 	billing := base
 	billing.AlertAfterCycles = 0
