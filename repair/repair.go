@@ -825,11 +825,16 @@ func (x *applier) quarantineEntry(queue, name string) error {
 	q := x.r.quarantine()
 	if queue != q {
 		x.d.addQueue(queue)
-		f, err := x.fresh(x.d.queues[queue].q, queue+"/"+name, name)
-		if err != nil {
+		f, err := stat(x.d.queues[queue].q, name)
+		switch {
+		case err != nil:
 			return err
-		}
-		if !f.exists {
+		case f.exists && !f.regular:
+			return changed("%s/%s is not a regular file", queue, name)
+		case f.exists && !x.old(f) && !x.recov[spool.Recovered{Queue: queue, Name: name}]:
+			// (Recover, just now, touched what it returned.)
+			return changed("%s/%s is %s", queue, name, whyYoung)
+		case !f.exists:
 			return changed("%s/%s has gone", queue, name)
 		}
 		if data, err := stat(x.d.data, name); err != nil || data.exists {
