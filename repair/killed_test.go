@@ -193,6 +193,3 @@ func TestRepairKilledLibraryOperations(t *testing.T) {
 		})
 	}
 }
-
-
-

@@ -577,5 +577,3 @@ func TestIsTempName(t *testing.T) {
 		}
 	}
 }
-
-
