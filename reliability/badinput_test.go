@@ -20,6 +20,7 @@ import (
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/reliability/internal/workload"
 	"github.com/spool-agent/spool-agent/spool"
+	"golang.org/x/sys/unix"
 )
 
 // The bad-input matrix. Every case is a subtest of TestBadInput; each sets
@@ -709,10 +710,10 @@ func (f *fullFS) Write(fd int, p []byte) (int, error) {
 }
 
 // Unlink implements spool.FS: removing a file gives back a little space.
-func (f *fullFS) Unlink(path string) error {
-	var st syscall.Stat_t
-	syscall.Lstat(path, &st)
-	err := f.OSFS.Unlink(path)
+func (f *fullFS) Unlink(dirfd int, name string) error {
+	var st unix.Stat_t
+	f.OSFS.Lstat(dirfd, name, &st)
+	err := f.OSFS.Unlink(dirfd, name)
 	if err == nil {
 		f.mu.Lock()
 		f.budget += int(st.Size)

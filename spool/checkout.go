@@ -20,6 +20,7 @@ import (
 // Finish a Checkout with exactly one of Save, Release or Remove.
 type Checkout struct {
 	s        *Spool
+	qd       *queueDirs // the directories of queue, as open at checkout
 	queue    string
 	name     string
 	orig     []byte // the metadata as read at checkout
@@ -80,11 +81,15 @@ func (s *Spool) Checkout(queue, name string) (*Checkout, error) {
 // soon). Without read, the metadata is neither read nor bounded (Remove and
 // Move need none).
 func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error) {
-	src, dst := s.queuePath(queue, name), s.checkoutPath(queue, name)
+	qd, err := s.qdirs(queue)
+	if err != nil {
+		return nil, err
+	}
+	src, dst := qd.dir.p(name), qd.co.p(name)
 	notFound := func() error {
 		return fmt.Errorf("checkout: %w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
 	}
-	fd, err := s.fs.Open(src, openRead, 0)
+	fd, err := s.fs.Open(qd.dir.fd, name, openRead, 0)
 	if err != nil {
 		if isNotExist(err) {
 			return nil, notFound()
@@ -113,7 +118,7 @@ func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error)
 	if read && st.Size > s.maxMeta {
 		return nil, fmt.Errorf("checkout: %w; left in place", tooLarge(src, st.Size, s.maxMeta))
 	}
-	if err := s.lockClaim(fd, src, st.Ino, wait); err != nil {
+	if err := s.lockClaim(fd, qd.dir, name, st.Ino, wait); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, notFound()
 		}
@@ -122,9 +127,9 @@ func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error)
 	// Locked, and still at src: from here until the rename nobody using
 	// this package moves it. The registry file comes first, as in the
 	// reference, whose checkout fails without it.
-	reg := s.registryPath(name)
+	reg := s.reg.p(name)
 	var rst unix.Stat_t
-	if err := s.fs.Lstat(reg, &rst); err != nil {
+	if err := s.fs.Lstat(s.reg.fd, name, &rst); err != nil {
 		if isNotExist(err) {
 			return nil, fmt.Errorf("checkout %s: %w (%s); left in place", src, ErrUnregistered, reg)
 		}
@@ -134,13 +139,13 @@ func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error)
 		return nil, fmt.Errorf("checkout %s: %w: registry file %s (%d links); left in place", src, ErrLinked, reg, rst.Nlink)
 	}
 	now := s.now()
-	if err := s.fs.Touch(reg, now); isNotExist(err) {
+	if err := s.fs.Touch(s.reg.fd, name, now); isNotExist(err) {
 		return nil, fmt.Errorf("checkout %s: %w (%s); left in place", src, ErrUnregistered, reg)
 	}
-	if err := s.fs.Touch(src, now); isNotExist(err) {
+	if err := s.fs.Touch(qd.dir.fd, name, now); isNotExist(err) {
 		return nil, notFound()
 	}
-	if err := s.fs.Rename(src, dst, true); err != nil {
+	if err := s.fs.Rename(qd.dir.fd, name, qd.co.fd, name, true); err != nil {
 		if isNotExist(err) {
 			return nil, notFound() // taken by something that does not lock (the OCaml library)
 		}
@@ -155,26 +160,27 @@ func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error)
 		if err != nil {
 			// The entry is ours but unreadable (or grew past the bound
 			// after the check): put it back rather than strand it.
-			s.fs.Rename(dst, src, true)
+			s.fs.Rename(qd.co.fd, name, qd.dir.fd, name, true)
 			if errors.Is(err, ErrTooLarge) {
 				return nil, fmt.Errorf("checkout %s: %w; put back", src, err)
 			}
 			return nil, pathErr("checkout: read", dst, err)
 		}
 	}
-	if err := s.syncDirs(s.checkoutDir(queue), s.queueDir(queue)); err != nil {
-		s.fs.Rename(dst, src, true)
+	if err := s.syncDirs(qd.co, qd.dir); err != nil {
+		s.fs.Rename(qd.co.fd, name, qd.dir.fd, name, true)
 		return nil, err
 	}
 	keep = true
-	return &Checkout{s: s, queue: queue, name: name, orig: b, metadata: b, fd: fd, ino: st.Ino, mode: st.Mode & 0o7777}, nil
+	return &Checkout{s: s, qd: qd, queue: queue, name: name, orig: b, metadata: b, fd: fd, ino: st.Ino, mode: st.Mode & 0o7777}, nil
 }
 
 // lockClaim takes the flock on fd, the queue file at src with inode ino, and
 // checks that the file is still at src. It returns ErrNotFound when another
 // worker took the file first, and ErrBusy when the lock stayed held (for
 // claimWait with wait) while the file stayed in the queue.
-func (s *Spool) lockClaim(fd int, src string, ino uint64, wait bool) error {
+func (s *Spool) lockClaim(fd int, dir dirRef, name string, ino uint64, wait bool) error {
+	src := dir.p(name)
 	var deadline time.Time
 	backoff := 20 * time.Microsecond
 	var cur unix.Stat_t
@@ -194,7 +200,7 @@ func (s *Spool) lockClaim(fd int, src string, ino uint64, wait bool) error {
 		// Another worker holds the lock. Either it is claiming the file,
 		// which then leaves src at once, or it has just moved the file
 		// back into the queue and is about to close it.
-		if err := s.fs.Lstat(src, &cur); err != nil {
+		if err := s.fs.Lstat(dir.fd, name, &cur); err != nil {
 			if isNotExist(err) {
 				return ErrNotFound
 			}
@@ -214,7 +220,7 @@ func (s *Spool) lockClaim(fd int, src string, ino uint64, wait bool) error {
 	}
 	// The previous holder may have moved the file elsewhere (or replaced
 	// it) before it unlocked; then this lock guards nothing.
-	if err := s.fs.Lstat(src, &cur); err != nil {
+	if err := s.fs.Lstat(dir.fd, name, &cur); err != nil {
 		if isNotExist(err) {
 			return ErrNotFound
 		}
@@ -236,7 +242,9 @@ func (c *Checkout) Queue() string { return c.queue }
 // written by a Save that could not move the entry).
 func (c *Checkout) Metadata() []byte { return c.metadata }
 
-// DataPath returns the path of the entry's payload.
+// DataPath returns the path of the entry's payload. A path re-resolves its
+// components when used: prefer OpenData, which opens the payload relative
+// to the spool's open .data directory.
 func (c *Checkout) DataPath() string { return c.s.dataPath(c.name) }
 
 // ReadData reads the entry's payload.
@@ -262,18 +270,18 @@ func (c *Checkout) WriteData(r io.Reader) error {
 	if err := c.held(); err != nil {
 		return err
 	}
-	dst := s.dataPath(c.name)
+	dst := s.data.p(c.name)
 	mode := s.fileMode
 	var st unix.Stat_t
-	if err := s.fs.Lstat(dst, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+	if err := s.fs.Lstat(s.data.fd, c.name, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 		mode = createMode{perm: st.Mode & 0o7777, exact: true}
 	}
 	var tmp string
 	var fd int
 	for attempt := 0; ; attempt++ {
 		var err error
-		tmp = s.dataPath(tempName(c.name))
-		fd, err = s.createFile(tmp, mode)
+		tmp = tempName(c.name)
+		fd, err = s.createFile(s.data, tmp, mode)
 		if err == nil {
 			break
 		}
@@ -285,26 +293,27 @@ func (c *Checkout) WriteData(r io.Reader) error {
 		if fd >= 0 {
 			s.fs.Close(fd)
 		}
-		s.fs.Unlink(tmp)
+		s.fs.Unlink(s.data.fd, tmp)
 		return fmt.Errorf("write data of %s: %w", c.name, err)
 	}
+	tmpPath := s.data.p(tmp)
 	if _, err := s.writeAll(fd, nil, r); err != nil {
-		return fail(pathErr("write", tmp, err))
+		return fail(pathErr("write", tmpPath, err))
 	}
 	if s.durability >= DurabilityFiles {
 		if err := s.fs.Fsync(fd); err != nil {
-			return fail(pathErr("fsync", tmp, err))
+			return fail(pathErr("fsync", tmpPath, err))
 		}
 	}
 	err := s.fs.Close(fd)
 	fd = -1
 	if err != nil {
-		return fail(pathErr("close", tmp, err))
+		return fail(pathErr("close", tmpPath, err))
 	}
-	if err := s.fs.Rename(tmp, dst, false); err != nil {
-		return fail(pathErr("rename "+tmp+" to", dst, err))
+	if err := s.fs.Rename(s.data.fd, tmp, s.data.fd, c.name, false); err != nil {
+		return fail(pathErr("rename "+tmpPath+" to", dst, err))
 	}
-	if err := s.syncDirs(s.dir + "/" + DataDir); err != nil {
+	if err := s.syncDirs(s.data); err != nil {
 		return fmt.Errorf("write data of %s: %w", c.name, err)
 	}
 	return nil
@@ -320,8 +329,8 @@ func (c *Checkout) Touch() error {
 	if err := c.held(); err != nil {
 		return err
 	}
-	p := c.s.checkoutPath(c.queue, c.name)
-	if err := c.s.fs.Touch(p, c.s.now()); err != nil {
+	p := c.qd.co.p(c.name)
+	if err := c.s.fs.Touch(c.qd.co.fd, c.name, c.s.now()); err != nil {
 		return pathErr("touch", p, err)
 	}
 	return nil
@@ -330,7 +339,7 @@ func (c *Checkout) Touch() error {
 // held verifies that the checkout file is still the one this Checkout
 // claimed. Callers hold c.mu.
 func (c *Checkout) held() error {
-	p := c.s.checkoutPath(c.queue, c.name)
+	p := c.qd.co.p(c.name)
 	switch c.state {
 	case coHeld:
 	case coLost:
@@ -339,7 +348,7 @@ func (c *Checkout) held() error {
 		return fmt.Errorf("checkout %s/%s: already finished", c.queue, c.name)
 	}
 	var st unix.Stat_t
-	err := c.s.fs.Lstat(p, &st)
+	err := c.s.fs.Lstat(c.qd.co.fd, c.name, &st)
 	if err != nil && !isNotExist(err) {
 		return pathErr("checkout: stat", p, err) // maybe transient: still held
 	}
@@ -375,19 +384,23 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 	if err := c.held(); err != nil {
 		return err
 	}
-	src := s.checkoutPath(c.queue, c.name)
-	dirs := []string{s.queueDir(queue), s.checkoutDir(c.queue)}
+	dq, err := s.qdirs(queue)
+	if err != nil {
+		return err
+	}
+	src := c.qd.co.p(c.name)
+	dirs := []dirRef{dq.dir, c.qd.co}
 	if metadata != nil && !bytes.Equal(metadata, c.metadata) {
-		if err := c.replace(src, metadata); err != nil {
+		if err := c.replace(metadata); err != nil {
 			return fmt.Errorf("save %s: %w", c.name, err)
 		}
-		dirs = append(dirs, s.dir+"/"+TmpDir)
+		dirs = append(dirs, s.tmp)
 	}
 	now := s.now()
-	s.fs.Touch(s.registryPath(c.name), now)
-	s.fs.Touch(src, now)
-	dst := s.queuePath(queue, c.name)
-	if err := s.fs.Rename(src, dst, true); err != nil {
+	c.touchRegistry(now)
+	s.fs.Touch(c.qd.co.fd, c.name, now)
+	dst := dq.dir.p(c.name)
+	if err := s.fs.Rename(c.qd.co.fd, c.name, dq.dir.fd, c.name, true); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("save %s: %w: %s", c.name, ErrExists, dst)
 		}
@@ -400,21 +413,36 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 	return nil
 }
 
+// touchRegistry touches the entry's registry file (so each phase of its
+// life is a distinct monitor problem), unless it has other hard links:
+// touching it would touch a file outside the spool. A missing one is the
+// monitor's business.
+func (c *Checkout) touchRegistry(now time.Time) {
+	s := c.s
+	var st unix.Stat_t
+	if s.fs.Lstat(s.reg.fd, c.name, &st) != nil || st.Nlink > 1 {
+		return
+	}
+	s.fs.Touch(s.reg.fd, c.name, now)
+}
+
 // replace writes metadata to a fresh file in .tmp/ (fsynced at
 // DurabilityFiles and above), locks it, and renames it over the checkout
-// file at path, so that the checkout stays locked throughout. The old file's
+// file, so that the checkout stays locked throughout. The old file's
 // lock goes with its last link. The new file gets the old one's mode, as
 // the reference's atomic writer keeps it. Callers hold c.mu.
-func (c *Checkout) replace(path string, metadata []byte) error {
+func (c *Checkout) replace(metadata []byte) error {
 	s := c.s
-	tmp := s.uniqueTmp(c.name)
-	fd, err := s.fs.Open(tmp, openCreateNew, refFileMode)
+	path := c.qd.co.p(c.name)
+	tmpName := tempName(c.name)
+	tmp := s.tmp.p(tmpName)
+	fd, err := s.fs.Open(s.tmp.fd, tmpName, openCreateNew, refFileMode)
 	if err != nil {
 		return pathErr("create", tmp, err)
 	}
 	fail := func(err error) error {
 		s.fs.Close(fd)
-		s.fs.Unlink(tmp)
+		s.fs.Unlink(s.tmp.fd, tmpName)
 		return err
 	}
 	if _, err := s.writeAll(fd, metadata, nil); err != nil {
@@ -437,7 +465,7 @@ func (c *Checkout) replace(path string, metadata []byte) error {
 			return fail(pathErr("chmod", tmp, err))
 		}
 	}
-	if err := s.fs.Rename(tmp, path, false); err != nil {
+	if err := s.fs.Rename(s.tmp.fd, tmpName, c.qd.co.fd, c.name, false); err != nil {
 		return fail(pathErr("rename "+tmp+" to", path, err))
 	}
 	s.fs.Close(c.fd)
@@ -470,22 +498,21 @@ func (c *Checkout) Remove() error {
 		if err := c.held(); err != nil {
 			return err
 		}
-		s.fs.Touch(s.registryPath(c.name), s.now())
-		p := s.checkoutPath(c.queue, c.name)
-		if err := s.fs.Unlink(p); err != nil && !isNotExist(err) {
-			return pathErr("remove", p, err)
+		c.touchRegistry(s.now())
+		if err := s.fs.Unlink(c.qd.co.fd, c.name); err != nil && !isNotExist(err) {
+			return pathErr("remove", c.qd.co.p(c.name), err)
 		}
 		c.finish(coRemoving)
 	}
-	if err := s.syncDirs(s.checkoutDir(c.queue)); err != nil {
+	if err := s.syncDirs(c.qd.co); err != nil {
 		return fmt.Errorf("remove %s: %w", c.name, err)
 	}
-	for _, p := range []string{s.dataPath(c.name), s.registryPath(c.name)} {
-		if err := s.fs.Unlink(p); err != nil && !isNotExist(err) {
-			return pathErr("remove", p, err)
+	for _, d := range []dirRef{s.data, s.reg} {
+		if err := s.fs.Unlink(d.fd, c.name); err != nil && !isNotExist(err) {
+			return pathErr("remove", d.p(c.name), err)
 		}
 	}
-	if err := s.syncDirs(s.dir+"/"+DataDir, s.dir+"/"+RegistryDir); err != nil {
+	if err := s.syncDirs(s.data, s.reg); err != nil {
 		return fmt.Errorf("remove %s: %w", c.name, err)
 	}
 	c.state = coRemoved
@@ -624,13 +651,18 @@ func (s *Spool) Recover(olderThan time.Duration, o RecoverOptions) ([]Recovered,
 	var errs []error
 	now := s.now()
 	for _, q := range s.Queues() {
-		names, err := s.listDir(s.checkoutDir(q))
+		qd, err := s.qdirs(q)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		names, err := s.listDir(qd.co)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		for _, name := range names {
-			r, ok, err := s.recoverOne(q, name, now, olderThan)
+			r, ok, err := s.recoverOne(q, qd, name, now, olderThan)
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -642,12 +674,12 @@ func (s *Spool) Recover(olderThan time.Duration, o RecoverOptions) ([]Recovered,
 	return out, errors.Join(errs...)
 }
 
-func (s *Spool) recoverOne(q, name string, now time.Time, olderThan time.Duration) (Recovered, bool, error) {
+func (s *Spool) recoverOne(q string, qd *queueDirs, name string, now time.Time, olderThan time.Duration) (Recovered, bool, error) {
 	s.acquire()
 	defer s.release()
-	p := s.checkoutPath(q, name)
+	p := qd.co.p(name)
 	var st unix.Stat_t
-	if err := s.fs.Lstat(p, &st); err != nil {
+	if err := s.fs.Lstat(qd.co.fd, name, &st); err != nil {
 		if isNotExist(err) {
 			return Recovered{}, false, nil
 		}
@@ -657,7 +689,7 @@ func (s *Spool) recoverOne(q, name string, now time.Time, olderThan time.Duratio
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || now.Sub(mtime) <= olderThan {
 		return Recovered{}, false, nil
 	}
-	fd, err := s.fs.Open(p, openRead, 0)
+	fd, err := s.fs.Open(qd.co.fd, name, openRead, 0)
 	if err != nil {
 		if isNotExist(err) {
 			return Recovered{}, false, nil
@@ -680,13 +712,19 @@ func (s *Spool) recoverOne(q, name string, now time.Time, olderThan time.Duratio
 	if err := s.fs.Fstat(fd, &fst); err != nil {
 		return Recovered{}, false, pathErr("recover: stat", p, err)
 	}
-	if err := s.fs.Lstat(p, &st); err != nil || st.Ino != fst.Ino {
+	if err := s.fs.Lstat(qd.co.fd, name, &st); err != nil || st.Ino != fst.Ino {
 		return Recovered{}, false, nil // finished meanwhile
 	}
-	s.fs.Touch(s.registryPath(name), now)
-	s.fs.Touch(p, now)
-	dst := s.queuePath(q, name)
-	if err := s.fs.Rename(p, dst, true); err != nil {
+	if fst.Nlink > 1 {
+		return Recovered{}, false, fmt.Errorf("recover %s: %w (%d links); left in place", p, ErrLinked, fst.Nlink)
+	}
+	var rst unix.Stat_t
+	if s.fs.Lstat(s.reg.fd, name, &rst) == nil && rst.Nlink <= 1 {
+		s.fs.Touch(s.reg.fd, name, now)
+	}
+	s.fs.Touch(qd.co.fd, name, now)
+	dst := qd.dir.p(name)
+	if err := s.fs.Rename(qd.co.fd, name, qd.dir.fd, name, true); err != nil {
 		if isNotExist(err) {
 			return Recovered{}, false, nil
 		}
@@ -695,7 +733,7 @@ func (s *Spool) recoverOne(q, name string, now time.Time, olderThan time.Duratio
 	// Unlock before the fsyncs: a worker may claim the entry at once.
 	s.fs.Close(fd)
 	locked = false
-	if err := s.syncDirs(s.queueDir(q), s.checkoutDir(q)); err != nil {
+	if err := s.syncDirs(qd.dir, qd.co); err != nil {
 		return Recovered{}, true, err
 	}
 	return Recovered{Queue: q, Name: name, ModTime: mtime}, true, nil

@@ -29,7 +29,18 @@
 // protects (see [MinRecoverAge]). Readers share one inotify instance per
 // spool, dequeue one producer's entries in creation order, and fall back to
 // polling where inotify is unavailable. [Typed] adds typed metadata through
-// a [Codec]. Every file-system call on the spool's contents goes through the
-// [FS] seam so that tests can inject faults (the checks of the spool's own
-// directories at Open and Create, and inotify, do not).
+// a [Codec].
+//
+// Everything inside a spool is treated as hostile input. [Open] and
+// [Create] open the spool root once and its directories relative to it
+// (never through a symbolic link, never across a mount: openat2 with
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV), and every later
+// create, rename, unlink, stat, touch, open and listing is made relative to
+// those descriptors, so a directory swapped for a symbolic link cannot
+// redirect an operation outside the spool; readers watch the directories
+// through the descriptors too. Metadata reads are bounded, and files with
+// other hard links are never touched. [Spool.Close] releases the
+// descriptors. Every file-system call on the spool's contents goes through
+// the [FS] seam so that tests can inject faults (the permission checks of
+// the spool's directories at Open and Create, and inotify, do not).
 package spool

@@ -23,8 +23,8 @@ func (s *Spool) Reserve(gen NameGenerator) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := s.syncDirs(s.dir + "/" + RegistryDir); err != nil {
-		s.fs.Unlink(s.registryPath(name))
+	if err := s.syncDirs(s.reg); err != nil {
+		s.fs.Unlink(s.reg.fd, name)
 		return "", err
 	}
 	return name, nil
@@ -42,8 +42,7 @@ func (s *Spool) reserve(gen NameGenerator) (string, error) {
 		if err := ValidateName(name); err != nil {
 			return "", fmt.Errorf("name generator: %w", err)
 		}
-		path := s.registryPath(name)
-		fd, err := s.createFile(path, s.regMode)
+		fd, err := s.createFile(s.reg, name, s.regMode)
 		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
@@ -51,8 +50,8 @@ func (s *Spool) reserve(gen NameGenerator) (string, error) {
 			return "", fmt.Errorf("reserve: %w", err)
 		}
 		if err := s.fs.Close(fd); err != nil {
-			s.fs.Unlink(path)
-			return "", pathErr("close", path, err)
+			s.fs.Unlink(s.reg.fd, name)
+			return "", pathErr("close", s.reg.p(name), err)
 		}
 		return name, nil
 	}
@@ -95,6 +94,10 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 	if err := s.writable("enqueue into", queue); err != nil {
 		return "", err
 	}
+	qd, err := s.qdirs(queue)
+	if err != nil {
+		return "", err
+	}
 	s.acquire()
 	defer s.release()
 
@@ -105,13 +108,13 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 		if err := ValidateName(name); err != nil {
 			return "", fmt.Errorf("entry: %w", err)
 		}
-		fd, err := s.createFile(s.registryPath(name), s.regMode)
+		fd, err := s.createFile(s.reg, name, s.regMode)
 		switch {
 		case err == nil:
 			createdRegistry = true
 			if err := s.fs.Close(fd); err != nil {
-				s.fs.Unlink(s.registryPath(name))
-				return "", pathErr("close", s.registryPath(name), err)
+				s.fs.Unlink(s.reg.fd, name)
+				return "", pathErr("close", s.reg.p(name), err)
 			}
 		case errors.Is(err, unix.EEXIST):
 			// Reserved earlier (by Reserve) or live. A live entry is in a
@@ -131,21 +134,21 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 		createdRegistry = true
 	}
 
-	var created []string // files this call created, for cleanup
+	var created []dirRef // the directories where this call created name, for cleanup
 	fail := func(err error) (string, error) {
-		for _, p := range created {
-			s.fs.Unlink(p)
+		for _, d := range created {
+			s.fs.Unlink(d.fd, name)
 		}
 		if createdRegistry {
-			s.fs.Unlink(s.registryPath(name))
+			s.fs.Unlink(s.reg.fd, name)
 		}
 		return "", fmt.Errorf("enqueue %s into %s/%s: %w", name, s.dir, queue, err)
 	}
 
 	// The payload goes first and with O_EXCL: a live entry always has its
 	// .data/<name>, so a caller-supplied name that is in use stops here.
-	dataPath := s.dataPath(name)
-	if _, err := s.writeNew(dataPath, dataBytes, data); err != nil {
+	dataPath := s.data.p(name)
+	if _, err := s.writeNew(s.data, name, dataBytes, data); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			// Another enqueue of the same caller-supplied name may have
 			// found our fresh registry file, taken it for a reservation,
@@ -153,26 +156,26 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 			createdRegistry = false
 			return fail(fmt.Errorf("%w: %s", ErrExists, dataPath))
 		}
-		created = append(created, dataPath)
+		created = append(created, s.data)
 		return fail(err)
 	}
-	created = append(created, dataPath)
+	created = append(created, s.data)
 
-	tmpPath := s.tmpPath(name)
-	if _, err := s.writeNew(tmpPath, metadata, nil); err != nil {
+	tmpPath := s.tmp.p(name)
+	if _, err := s.writeNew(s.tmp, name, metadata, nil); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return fail(fmt.Errorf("%w: %s", ErrExists, tmpPath))
 		}
-		created = append(created, tmpPath)
+		created = append(created, s.tmp)
 		return fail(err)
 	}
-	created = append(created, tmpPath)
+	created = append(created, s.tmp)
 
-	if err := s.syncDirs(s.dir+"/"+RegistryDir, s.dir+"/"+DataDir); err != nil {
+	if err := s.syncDirs(s.reg, s.data); err != nil {
 		return fail(err)
 	}
-	qpath := s.queuePath(queue, name)
-	if err := s.fs.Rename(tmpPath, qpath, true); err != nil {
+	qpath := qd.dir.p(name)
+	if err := s.fs.Rename(s.tmp.fd, name, qd.dir.fd, name, true); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			err = fmt.Errorf("%w: %s", ErrExists, qpath)
 		} else {
@@ -183,7 +186,7 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 	// From here on the entry is acknowledged-visible; a failure to fsync is
 	// reported but the entry is not taken back, since a consumer may already
 	// hold it.
-	if err := s.syncDirs(s.queueDir(queue), s.dir+"/"+TmpDir); err != nil {
+	if err := s.syncDirs(qd.dir, s.tmp); err != nil {
 		return name, fmt.Errorf("enqueue %s: entry is visible but not durable: %w", name, err)
 	}
 	return name, nil

@@ -35,7 +35,11 @@ func (s *Spool) List(queue string) ([]string, error) {
 	if err := s.checkQueue(queue); err != nil {
 		return nil, err
 	}
-	names, err := s.listDir(s.queueDir(queue))
+	qd, err := s.qdirs(queue)
+	if err != nil {
+		return nil, err
+	}
+	names, err := s.listDir(qd.dir)
 	if isNotExist(err) {
 		return nil, queueGone(queue, s.queueDir(queue), err)
 	}
@@ -48,19 +52,23 @@ func (s *Spool) ListCheckedOut(queue string) ([]string, error) {
 	if err := s.checkQueue(queue); err != nil {
 		return nil, err
 	}
-	names, err := s.listDir(s.checkoutDir(queue))
+	qd, err := s.qdirs(queue)
+	if err != nil {
+		return nil, err
+	}
+	names, err := s.listDir(qd.co)
 	if isNotExist(err) {
 		return nil, queueGone(queue, s.checkoutDir(queue), err)
 	}
 	return names, err
 }
 
-func (s *Spool) listDir(dir string) ([]string, error) {
+func (s *Spool) listDir(d dirRef) ([]string, error) {
 	s.acquire()
-	ents, err := s.fs.ReadDir(dir)
+	ents, err := s.fs.ReadDir(d.fd)
 	s.release()
 	if err != nil {
-		return nil, pathErr("list", dir, err)
+		return nil, pathErr("list", d.path, err)
 	}
 	names := make([]string, 0, len(ents))
 	for _, e := range ents {
@@ -90,10 +98,14 @@ func (s *Spool) Find(name string) (queue string, checkedOut bool, err error) {
 func (s *Spool) find(name string) (queue string, checkedOut bool, err error) {
 	for _, q := range s.Queues() {
 		var st unix.Stat_t
-		if s.fs.Lstat(s.queuePath(q, name), &st) == nil {
+		qd, err := s.qdirs(q)
+		if err != nil {
+			continue
+		}
+		if s.fs.Lstat(qd.dir.fd, name, &st) == nil {
 			return q, false, nil
 		}
-		if s.fs.Lstat(s.checkoutPath(q, name), &st) == nil {
+		if s.fs.Lstat(qd.co.fd, name, &st) == nil {
 			return q, true, nil
 		}
 	}
@@ -109,10 +121,14 @@ func (s *Spool) Stat(queue, name string) (EntryInfo, error) {
 	defer s.release()
 	info := EntryInfo{Name: name, Queue: queue, DataSize: -1}
 	var st unix.Stat_t
-	err := s.fs.Lstat(s.queuePath(queue, name), &st)
+	qd, err := s.qdirs(queue)
+	if err != nil {
+		return EntryInfo{}, err
+	}
+	err = s.fs.Lstat(qd.dir.fd, name, &st)
 	if isNotExist(err) {
 		info.CheckedOut = true
-		err = s.fs.Lstat(s.checkoutPath(queue, name), &st)
+		err = s.fs.Lstat(qd.co.fd, name, &st)
 	}
 	if isNotExist(err) {
 		return EntryInfo{}, fmt.Errorf("%w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
@@ -122,7 +138,7 @@ func (s *Spool) Stat(queue, name string) (EntryInfo, error) {
 	}
 	info.ModTime = mtimeOf(&st)
 	info.MetadataSize = st.Size
-	if s.fs.Lstat(s.dataPath(name), &st) == nil {
+	if s.fs.Lstat(s.data.fd, name, &st) == nil {
 		info.DataSize = st.Size
 	}
 	return info, nil
@@ -136,9 +152,13 @@ func (s *Spool) ReadMetadata(queue, name string) ([]byte, error) {
 	}
 	s.acquire()
 	defer s.release()
-	b, err := s.readFile(s.queuePath(queue, name), s.maxMeta)
+	qd, err := s.qdirs(queue)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.readFile(qd.dir, name, s.maxMeta)
 	if isNotExist(err) {
-		b, err = s.readFile(s.checkoutPath(queue, name), s.maxMeta)
+		b, err = s.readFile(qd.co, name, s.maxMeta)
 	}
 	if isNotExist(err) {
 		return nil, fmt.Errorf("%w: %s in %s/%s", ErrNotFound, name, s.dir, queue)
@@ -153,7 +173,9 @@ func (s *Spool) ReadMetadata(queue, name string) ([]byte, error) {
 }
 
 // DataPath returns the path of entry name's payload, for senders that pass
-// the file to sendfile(2) or similar. It returns "" for an invalid name, so
+// the file to sendfile(2) or similar. A path re-resolves its components
+// when used, so in a spool that others can write prefer OpenData, which
+// opens the payload relative to the spool's open .data directory. It returns "" for an invalid name, so
 // that it never names a path outside the spool.
 func (s *Spool) DataPath(name string) string {
 	if ValidateExistingName(name) != nil {
@@ -169,7 +191,7 @@ func (s *Spool) ReadData(name string) ([]byte, error) {
 	}
 	s.acquire()
 	defer s.release()
-	b, err := s.readFile(s.dataPath(name), -1)
+	b, err := s.readFile(s.data, name, -1)
 	if isNotExist(err) {
 		return nil, fmt.Errorf("%w: no data for %s in %s", ErrNotFound, name, s.dir)
 	}
@@ -185,7 +207,7 @@ func (s *Spool) OpenData(name string) (*os.File, error) {
 		return nil, fmt.Errorf("entry: %w", err)
 	}
 	s.acquire()
-	fd, err := s.fs.Open(s.dataPath(name), openRead, 0)
+	fd, err := s.fs.Open(s.data.fd, name, openRead, 0)
 	s.release()
 	if isNotExist(err) {
 		return nil, fmt.Errorf("%w: no data for %s in %s", ErrNotFound, name, s.dir)
@@ -258,14 +280,18 @@ func (s *Spool) claim(queue, name string, read bool) (*Checkout, error) {
 		if !errors.Is(err, ErrNotFound) {
 			return c, err
 		}
+		qd, qerr := s.qdirs(queue)
+		if qerr != nil {
+			return nil, qerr
+		}
 		var st unix.Stat_t
 		s.acquire()
-		back := attempt < 3 && s.fs.Lstat(s.queuePath(queue, name), &st) == nil
-		held := !back && s.fs.Lstat(s.checkoutPath(queue, name), &st) == nil
+		back := attempt < 3 && s.fs.Lstat(qd.dir.fd, name, &st) == nil
+		held := !back && s.fs.Lstat(qd.co.fd, name, &st) == nil
 		// Still waiting after every retry: the checkout cannot work (its
 		// .checkout directory is gone, say). That is an error, never "not
 		// found", or Remove would call a waiting entry removed.
-		stuck := !back && !held && s.fs.Lstat(s.queuePath(queue, name), &st) == nil
+		stuck := !back && !held && s.fs.Lstat(qd.dir.fd, name, &st) == nil
 		s.release()
 		switch {
 		case back:

@@ -25,6 +25,8 @@ var (
 	// ErrReserveExhausted reports that the name generator produced only taken
 	// names within the bounded number of attempts.
 	ErrReserveExhausted = errors.New("no free name after bounded attempts")
+	// ErrSpoolClosed reports use of a closed spool.
+	ErrSpoolClosed = errors.New("spool closed")
 	// ErrClosed reports use of a closed reader.
 	ErrClosed = errors.New("reader closed")
 	// ErrReadOnly reports a change requested of a spool opened with

@@ -151,19 +151,45 @@ func (f *faultFS) takeLog() []fsCall {
 	return l
 }
 
+// at returns the path of name relative to the directory dirfd.
+func (f *faultFS) at(dirfd int, name string) string {
+	if dirfd == unix.AT_FDCWD {
+		return filepath.Clean(name)
+	}
+	return filepath.Join(f.fdPath(dirfd), name)
+}
+
 // Open implements spool.FS.
-func (f *faultFS) Open(path string, flags int, perm uint32) (int, error) {
+func (f *faultFS) Open(dirfd int, name string, flags int, perm uint32) (int, error) {
+	path := f.at(dirfd, name)
 	if err, _ := f.fault("open", path, flags&unix.O_CREAT != 0, false); err != nil {
 		f.rec(fsCall{Op: "open", Path: path, Err: err})
 		return -1, err
 	}
-	fd, err := f.inner.Open(path, flags, perm)
+	fd, err := f.inner.Open(dirfd, name, flags, perm)
 	if err == nil {
 		f.mu.Lock()
-		f.fds[fd] = filepath.Clean(path)
+		f.fds[fd] = path
 		f.mu.Unlock()
 	}
 	f.rec(fsCall{Op: "open", Path: path, Dir: flags&unix.O_DIRECTORY != 0, Err: err})
+	return fd, err
+}
+
+// OpenDir implements spool.FS.
+func (f *faultFS) OpenDir(dirfd int, name string) (int, error) {
+	path := f.at(dirfd, name)
+	if err, _ := f.fault("opendir", path, false, false); err != nil {
+		f.rec(fsCall{Op: "opendir", Path: path, Dir: true, Err: err})
+		return -1, err
+	}
+	fd, err := f.inner.OpenDir(dirfd, name)
+	if err == nil {
+		f.mu.Lock()
+		f.fds[fd] = path
+		f.mu.Unlock()
+	}
+	f.rec(fsCall{Op: "opendir", Path: path, Dir: true, Err: err})
 	return fd, err
 }
 
@@ -231,61 +257,64 @@ func (f *faultFS) Fstat(fd int, st *unix.Stat_t) error {
 }
 
 // Lstat implements spool.FS.
-func (f *faultFS) Lstat(path string, st *unix.Stat_t) error {
-	if err, _ := f.fault("lstat", path, false, false); err != nil {
+func (f *faultFS) Lstat(dirfd int, name string, st *unix.Stat_t) error {
+	if err, _ := f.fault("lstat", f.at(dirfd, name), false, false); err != nil {
 		return err
 	}
-	return f.inner.Lstat(path, st)
+	return f.inner.Lstat(dirfd, name, st)
 }
 
 // Rename implements spool.FS.
-func (f *faultFS) Rename(oldpath, newpath string, noReplace bool) error {
+func (f *faultFS) Rename(olddirfd int, oldname string, newdirfd int, newname string, noReplace bool) error {
+	oldpath, newpath := f.at(olddirfd, oldname), f.at(newdirfd, newname)
 	err, _ := f.fault("rename", oldpath+" -> "+newpath, true, false)
 	if err == nil {
-		err = f.inner.Rename(oldpath, newpath, noReplace)
+		err = f.inner.Rename(olddirfd, oldname, newdirfd, newname, noReplace)
 	}
 	f.rec(fsCall{Op: "rename", Path: oldpath, Path2: newpath, Err: err})
 	return err
 }
 
 // Unlink implements spool.FS.
-func (f *faultFS) Unlink(path string) error {
+func (f *faultFS) Unlink(dirfd int, name string) error {
+	path := f.at(dirfd, name)
 	err, _ := f.fault("unlink", path, false, false)
 	if err == nil {
-		err = f.inner.Unlink(path)
+		err = f.inner.Unlink(dirfd, name)
 	} else if err == unix.ENOENT {
 		// The honest way for unlink to say ENOENT: someone else (an
 		// operator, another process) removed the file just before.
-		f.inner.Unlink(path)
+		f.inner.Unlink(dirfd, name)
 	}
 	f.rec(fsCall{Op: "unlink", Path: path, Err: err})
 	return err
 }
 
 // Mkdir implements spool.FS.
-func (f *faultFS) Mkdir(path string, perm uint32) error {
+func (f *faultFS) Mkdir(dirfd int, name string, perm uint32) error {
+	path := f.at(dirfd, name)
 	err, _ := f.fault("mkdir", path, true, false)
 	if err == nil {
-		err = f.inner.Mkdir(path, perm)
+		err = f.inner.Mkdir(dirfd, name, perm)
 	}
 	f.rec(fsCall{Op: "mkdir", Path: path, Err: err})
 	return err
 }
 
 // Touch implements spool.FS.
-func (f *faultFS) Touch(path string, t time.Time) error {
-	if err, _ := f.fault("touch", path, false, false); err != nil {
+func (f *faultFS) Touch(dirfd int, name string, t time.Time) error {
+	if err, _ := f.fault("touch", f.at(dirfd, name), false, false); err != nil {
 		return err
 	}
-	return f.inner.Touch(path, t)
+	return f.inner.Touch(dirfd, name, t)
 }
 
 // ReadDir implements spool.FS.
-func (f *faultFS) ReadDir(path string) ([]spool.DirEntry, error) {
-	if err, _ := f.fault("readdir", path, false, false); err != nil {
+func (f *faultFS) ReadDir(dirfd int) ([]spool.DirEntry, error) {
+	if err, _ := f.fault("readdir", f.fdPath(dirfd), false, false); err != nil {
 		return nil, err
 	}
-	return f.inner.ReadDir(path)
+	return f.inner.ReadDir(dirfd)
 }
 
 // Flock implements spool.FS.

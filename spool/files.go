@@ -17,12 +17,13 @@ const (
 	openDir       = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
 )
 
-// writeNew creates path, which must not exist (O_EXCL, never through a
+// writeNew creates name in d, which must not exist (O_EXCL, never through a
 // symlink), writes what r yields and, at DurabilityFiles and above, fsyncs it.
 // It returns the number of bytes written. On error the partly written file is
 // left for the caller to remove: only the caller knows it created it.
-func (s *Spool) writeNew(path string, b []byte, r io.Reader) (int64, error) {
-	fd, err := s.createFile(path, s.fileMode)
+func (s *Spool) writeNew(d dirRef, name string, b []byte, r io.Reader) (int64, error) {
+	path := d.p(name)
+	fd, err := s.createFile(d, name, s.fileMode)
 	if err != nil {
 		return 0, err
 	}
@@ -43,19 +44,19 @@ func (s *Spool) writeNew(path string, b []byte, r io.Reader) (int64, error) {
 	return n, nil
 }
 
-// createFile creates path (O_EXCL, never through a symlink) with mode m and
-// returns its descriptor. An exact mode is applied with fchmod; on that
-// failure the file is removed again.
-func (s *Spool) createFile(path string, m createMode) (int, error) {
-	fd, err := s.fs.Open(path, openCreateNew, m.perm)
+// createFile creates name in d (O_EXCL, never through a symlink) with mode
+// m and returns its descriptor. An exact mode is applied with fchmod; on
+// that failure the file is removed again.
+func (s *Spool) createFile(d dirRef, name string, m createMode) (int, error) {
+	fd, err := s.fs.Open(d.fd, name, openCreateNew, m.perm)
 	if err != nil {
-		return -1, pathErr("create", path, err)
+		return -1, pathErr("create", d.p(name), err)
 	}
 	if m.exact {
 		if err := s.fs.Fchmod(fd, m.perm); err != nil {
 			s.fs.Close(fd)
-			s.fs.Unlink(path)
-			return -1, pathErr("chmod", path, err)
+			s.fs.Unlink(d.fd, name)
+			return -1, pathErr("chmod", d.p(name), err)
 		}
 	}
 	return fd, nil
@@ -103,10 +104,11 @@ func (s *Spool) writeAll(fd int, b []byte, r io.Reader) (int64, error) {
 	}
 }
 
-// readFile reads the whole regular file at path without following a
+// readFile reads the whole regular file name in d without following a
 // symlink, at most limit bytes (ErrTooLarge beyond; limit < 0: no bound).
-func (s *Spool) readFile(path string, limit int64) ([]byte, error) {
-	fd, err := s.fs.Open(path, openRead, 0)
+func (s *Spool) readFile(d dirRef, name string, limit int64) ([]byte, error) {
+	path := d.p(name)
+	fd, err := s.fs.Open(d.fd, name, openRead, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -169,10 +171,19 @@ func (s *Spool) readBounded(fd int, size, limit int64) ([]byte, error) {
 	}
 }
 
-// syncDir fsyncs the directory at path, making the creations, renames and
+// syncDir fsyncs the open directory d, making the creations, renames and
 // unlinks in it durable.
-func (s *Spool) syncDir(path string) error {
-	fd, err := s.fs.Open(path, openDir, 0)
+func (s *Spool) syncDir(d dirRef) error {
+	if err := s.fs.Fsync(d.fd); err != nil {
+		return pathErr("fsync directory", d.path, err)
+	}
+	return nil
+}
+
+// syncPath fsyncs the directory at path (the spool root's parent, which the
+// user named).
+func (s *Spool) syncPath(path string) error {
+	fd, err := s.fs.Open(unix.AT_FDCWD, path, openDir, 0)
 	if err != nil {
 		return pathErr("open directory", path, err)
 	}
@@ -185,22 +196,16 @@ func (s *Spool) syncDir(path string) error {
 }
 
 // syncDirs fsyncs each directory, at DurabilityFull only.
-func (s *Spool) syncDirs(paths ...string) error {
+func (s *Spool) syncDirs(dirs ...dirRef) error {
 	if s.durability < DurabilityFull {
 		return nil
 	}
-	for _, p := range paths {
-		if err := s.syncDir(p); err != nil {
+	for _, d := range dirs {
+		if err := s.syncDir(d); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// uniqueTmp returns a fresh path in .tmp/ for staging a write for entry name
-// (see tempName).
-func (s *Spool) uniqueTmp(name string) string {
-	return s.tmpPath(tempName(name))
 }
 
 // tempName returns a fresh temporary file name for entry name as the

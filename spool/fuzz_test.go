@@ -214,7 +214,7 @@ func TestParseDirentsMatchesReadDir(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ents, err := OSFS{}.ReadDir(dir)
+	ents, err := readDirPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -167,19 +167,45 @@ func (h *hookFS) path(fd int) string {
 	return h.fds[fd]
 }
 
-func (h *hookFS) Open(path string, flags int, perm uint32) (int, error) {
+// at returns the path of name relative to the directory dirfd.
+func (h *hookFS) at(dirfd int, name string) string {
+	if dirfd == unix.AT_FDCWD {
+		return filepath.Clean(name)
+	}
+	return filepath.Join(h.path(dirfd), name)
+}
+
+func (h *hookFS) record(fd int, path string) {
+	h.mu.Lock()
+	if h.fds == nil {
+		h.fds = map[int]string{}
+	}
+	h.fds[fd] = path
+	h.mu.Unlock()
+}
+
+func (h *hookFS) Open(dirfd int, name string, flags int, perm uint32) (int, error) {
+	path := h.at(dirfd, name)
 	if err := h.enter("open", path); err != nil {
 		return -1, err
 	}
 	defer h.exit()
-	fd, err := OSFS{}.Open(path, flags, perm)
+	fd, err := OSFS{}.Open(dirfd, name, flags, perm)
 	if err == nil {
-		h.mu.Lock()
-		if h.fds == nil {
-			h.fds = map[int]string{}
-		}
-		h.fds[fd] = path
-		h.mu.Unlock()
+		h.record(fd, path)
+	}
+	return fd, err
+}
+
+func (h *hookFS) OpenDir(dirfd int, name string) (int, error) {
+	path := h.at(dirfd, name)
+	if err := h.enter("opendir", path); err != nil {
+		return -1, err
+	}
+	defer h.exit()
+	fd, err := OSFS{}.OpenDir(dirfd, name)
+	if err == nil {
+		h.record(fd, path)
 	}
 	return fd, err
 }
@@ -229,50 +255,51 @@ func (h *hookFS) Fstat(fd int, st *unix.Stat_t) error {
 	return OSFS{}.Fstat(fd, st)
 }
 
-func (h *hookFS) Lstat(path string, st *unix.Stat_t) error {
-	if err := h.enter("lstat", path); err != nil {
+func (h *hookFS) Lstat(dirfd int, name string, st *unix.Stat_t) error {
+	if err := h.enter("lstat", h.at(dirfd, name)); err != nil {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Lstat(path, st)
+	return OSFS{}.Lstat(dirfd, name, st)
 }
 
-func (h *hookFS) Rename(oldpath, newpath string, noReplace bool) error {
-	if err := h.enter("rename", oldpath+" -> "+newpath); err != nil {
+func (h *hookFS) Rename(olddirfd int, oldname string, newdirfd int, newname string, noReplace bool) error {
+	if err := h.enter("rename", h.at(olddirfd, oldname)+" -> "+h.at(newdirfd, newname)); err != nil {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Rename(oldpath, newpath, noReplace)
+	return OSFS{}.Rename(olddirfd, oldname, newdirfd, newname, noReplace)
 }
 
-func (h *hookFS) Unlink(path string) error {
-	if err := h.enter("unlink", path); err != nil {
+func (h *hookFS) Unlink(dirfd int, name string) error {
+	if err := h.enter("unlink", h.at(dirfd, name)); err != nil {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Unlink(path)
+	return OSFS{}.Unlink(dirfd, name)
 }
 
-func (h *hookFS) Mkdir(path string, perm uint32) error {
-	if err := h.enter("mkdir", path); err != nil {
+func (h *hookFS) Mkdir(dirfd int, name string, perm uint32) error {
+	if err := h.enter("mkdir", h.at(dirfd, name)); err != nil {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Mkdir(path, perm)
+	return OSFS{}.Mkdir(dirfd, name, perm)
 }
 
-func (h *hookFS) Touch(path string, t time.Time) error {
-	if err := h.enter("touch", path); err != nil {
+func (h *hookFS) Touch(dirfd int, name string, t time.Time) error {
+	if err := h.enter("touch", h.at(dirfd, name)); err != nil {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Touch(path, t)
+	return OSFS{}.Touch(dirfd, name, t)
 }
 
 // errOverride, returned by a hook, makes ReadDir call hookFS.readDir.
 var errOverride = errors.New("override")
 
-func (h *hookFS) ReadDir(path string) ([]DirEntry, error) {
+func (h *hookFS) ReadDir(dirfd int) ([]DirEntry, error) {
+	path := h.path(dirfd)
 	if err := h.enter("readdir", path); err != nil {
 		if err == errOverride {
 			defer h.inflight.Add(-1)
@@ -281,7 +308,7 @@ func (h *hookFS) ReadDir(path string) ([]DirEntry, error) {
 		return nil, err
 	}
 	defer h.exit()
-	return OSFS{}.ReadDir(path)
+	return OSFS{}.ReadDir(dirfd)
 }
 
 func (h *hookFS) Flock(fd int, how int) error {
@@ -298,4 +325,14 @@ func (h *hookFS) Fchmod(fd int, mode uint32) error {
 	}
 	defer h.exit()
 	return OSFS{}.Fchmod(fd, mode)
+}
+
+// readDirPath is OSFS.ReadDir of the directory at path.
+func readDirPath(path string) ([]DirEntry, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return OSFS{}.ReadDir(fd)
 }

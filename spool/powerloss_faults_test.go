@@ -104,6 +104,10 @@ func (l callLog) countFsyncs() (files, dirs int) {
 			isDir[c.Path] = c.Dir
 		}
 		if c.Op == "fsync" && c.Err == nil {
+			// The spool's directories are opened once, before the log.
+			if fi, err := os.Lstat(c.Path); err == nil && fi.IsDir() {
+				isDir[c.Path] = true
+			}
 			if isDir[c.Path] {
 				dirs++
 			} else {

@@ -100,12 +100,12 @@ func (s *Spool) NewReader(queue string) (*Reader, error) {
 	}
 	r.watching = watching
 	if !watching {
-		var st unix.Stat_t
-		s.acquire()
-		err := s.fs.Lstat(r.dir, &st)
-		s.release()
-		if isNotExist(err) {
-			return nil, queueGone(queue, r.dir, err)
+		qd, err := s.qdirs(queue)
+		if err != nil {
+			return nil, err
+		}
+		if s.dirGone(qd.dir.fd) {
+			return nil, queueGone(queue, r.dir, unix.ENOENT)
 		}
 	}
 	return r, nil
@@ -158,7 +158,7 @@ func (r *Reader) refill(cut bool) error {
 	}
 	if r.watching {
 		// What the kernel holds now, not only what the poller forwarded.
-		rewatched, err := r.s.hub.drainFor(r.dir)
+		rewatched, err := r.s.hub.drainFor(r)
 		if err != nil {
 			if isNotExist(err) {
 				return queueGone(r.queue, r.dir, err)
@@ -517,6 +517,7 @@ type watchHub struct {
 	dirs      map[string]int32                // directory -> watch descriptor
 	subs      map[string]map[*Reader]struct{} // directory -> its readers
 	gone      map[string]*goneSet             // directory -> names this process's readers saw leave it
+	rootWd    int32                           // the watch of the spool root (0: none)
 }
 
 // goneSet remembers the names that readers of this process took from a
@@ -580,10 +581,18 @@ func (h *watchHub) markTaken(dir, name string) {
 // create no work for a reader, so they are not watched.
 const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW
 
+// rootMask selects directories leaving or arriving at the spool root.
+const rootMask = unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_ONLYDIR
+
 // Seams for tests: where inotify is unavailable these fail.
 var (
 	inotifyInit = func() (int, error) { return unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC) }
-	inotifyAdd  = func(fd int, dir string) (int, error) { return unix.InotifyAddWatch(fd, dir, watchMask) }
+	// inotifyAdd watches the directory at path: /proc/self/fd/N of the
+	// queue's open directory (a magic link, so the mask must follow it),
+	// or, without /proc, the queue's path once checked to be that directory.
+	inotifyAdd = func(fd int, path string) (int, error) {
+		return unix.InotifyAddWatch(fd, path, watchMask&^unix.IN_DONT_FOLLOW)
+	}
 	// dupForPoller duplicates the inotify descriptor for the runtime's poller.
 	dupForPoller = func(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
 )
@@ -608,12 +617,19 @@ func (h *watchHub) subscribe(r *Reader) (bool, error) {
 		}
 		h.fd, h.buf = fd, make([]byte, 64<<10)
 		h.wds, h.dirs, h.subs = map[int32]string{}, map[string]int32{}, map[string]map[*Reader]struct{}{}
+		// The spool root is watched for queue directories that leave or
+		// arrive: the spool holds each queue directory open, so the kernel
+		// reports a removed one's IN_DELETE_SELF only once it is closed.
+		// Without this watch, readers learn it at their next listing.
+		if wd, err := unix.InotifyAddWatch(fd, procPath(h.s.root.fd), rootMask); err == nil {
+			h.rootWd = int32(wd)
+		}
 		h.gone = map[string]*goneSet{}
 		h.arm, h.stop, h.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 		go h.poll(fd, h.arm, h.stop, h.stopped)
 	}
 	if _, ok := h.dirs[r.dir]; !ok {
-		wd, err := inotifyAdd(h.fd, r.dir)
+		wd, err := h.addWatch(r)
 		if err != nil {
 			stopped = h.detachIfIdle()
 			if isNotExist(err) {
@@ -676,6 +692,7 @@ func (h *watchHub) detachIfIdle() chan struct{} {
 	}
 	stopped := h.stopped
 	h.wds, h.dirs, h.subs, h.gone, h.arm, h.stop, h.stopped = nil, nil, nil, nil, nil, nil, nil
+	h.rootWd = 0
 	h.fd = -1
 	return stopped
 }
@@ -802,7 +819,8 @@ func (h *watchHub) drain() {
 // drainFor is drain for a reader of dir. If dir lost its watch (it was
 // removed or renamed, and something may now stand at its path), it watches
 // the path again and reports true; a missing directory is an error.
-func (h *watchHub) drainFor(dir string) (bool, error) {
+func (h *watchHub) drainFor(r *Reader) (bool, error) {
+	dir := r.dir
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stop == nil {
@@ -812,13 +830,42 @@ func (h *watchHub) drainFor(dir string) (bool, error) {
 	if _, ok := h.dirs[dir]; ok {
 		return false, nil
 	}
-	wd, err := inotifyAdd(h.fd, dir)
+	// The directory we had open may have been replaced through this spool
+	// (AddQueue) or by another process: look at what is there now.
+	h.s.forgetQueue(r.queue)
+	wd, err := h.addWatch(r)
 	if err != nil {
 		return false, err
 	}
 	h.dirs[dir] = int32(wd)
 	h.wds[int32(wd)] = dir
 	return true, nil
+}
+
+// addWatch adds a watch on r's queue directory: the one the spool has open
+// (never whatever a swapped path leads to). A removed directory is ENOENT.
+// Callers hold h.mu.
+func (h *watchHub) addWatch(r *Reader) (int, error) {
+	qd, err := h.s.qdirs(r.queue)
+	if err != nil {
+		if errors.Is(err, ErrUnknownQueue) {
+			return -1, unix.ENOENT
+		}
+		return -1, err
+	}
+	if h.s.dirGone(qd.dir.fd) {
+		return -1, unix.ENOENT
+	}
+	wd, err := inotifyAdd(h.fd, procPath(qd.dir.fd))
+	if !isNotExist(err) {
+		return wd, err
+	}
+	// No /proc: watch the path if it leads to the directory we hold.
+	var a, b unix.Stat_t
+	if h.s.fs.Lstat(h.s.root.fd, r.queue, &a) != nil || h.s.fs.Fstat(qd.dir.fd, &b) != nil || a.Ino != b.Ino || a.Dev != b.Dev {
+		return -1, unix.ENOENT
+	}
+	return unix.InotifyAddWatch(h.fd, qd.dir.path, watchMask)
 }
 
 // readLocked reads the inotify descriptor until it is empty and hands each
@@ -855,6 +902,26 @@ func (h *watchHub) dispatchLocked(buf []byte) {
 				for r := range m {
 					r.notify("", true)
 				}
+			}
+			return
+		}
+		if ev.Wd == h.rootWd && h.rootWd != 0 {
+			// A directory left or arrived at the top of the spool: if it
+			// is a watched queue's, its readers look at what is there now.
+			if ev.Mask&unix.IN_ISDIR == 0 || len(ev.Name) == 0 {
+				return
+			}
+			dir := h.s.queueDir(string(ev.Name))
+			wd, ok := h.dirs[dir]
+			if !ok {
+				return
+			}
+			unix.InotifyRmWatch(h.fd, uint32(wd))
+			delete(h.wds, wd)
+			delete(h.dirs, dir)
+			delete(h.gone, dir)
+			for r := range h.subs[dir] {
+				r.notify("", true)
 			}
 			return
 		}

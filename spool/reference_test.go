@@ -377,7 +377,7 @@ func TestDequeueOrderAcrossAListing(t *testing.T) {
 			}
 			// The overriding ReadDir lists the queue without x1.
 			hfs.readDir = func(path string) ([]DirEntry, error) {
-				ents, err := OSFS{}.ReadDir(path)
+				ents, err := readDirPath(path)
 				return slices.DeleteFunc(ents, func(e DirEntry) bool { return e.Name == "x1" }), err
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

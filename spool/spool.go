@@ -173,6 +173,10 @@ type Spool struct {
 	fileMode   createMode
 	regMode    createMode
 
+	dirs           *dirSet // the open directories
+	root           dirRef
+	reg, tmp, data dirRef
+
 	hub      watchHub  // the inotify watcher that the spool's readers share
 	pollWarn sync.Once // readers falling back to polling log it once per spool
 	mu       sync.RWMutex
@@ -199,6 +203,8 @@ func newSpool(dir string, o *Options) *Spool {
 		regMode:    modeOf(o.RegistryMode, refRegistryMode),
 	}
 	s.hub.s = s
+	s.dirs = &dirSet{}
+	s.root, s.reg, s.tmp, s.data = dirRef{fd: -1}, dirRef{fd: -1}, dirRef{fd: -1}, dirRef{fd: -1}
 	if s.durability == DurabilityDefault {
 		s.durability = DefaultDurability
 	}
@@ -240,7 +246,7 @@ func newSpool(dir string, o *Options) *Spool {
 // names, that dir is a directory this process may write, that it is empty or
 // a spool, and that the spool's own directories are directories. A refusal
 // therefore leaves the disk as it was.
-func Create(dir string, queues []string, o *Options) (*Spool, error) {
+func Create(dir string, queues []string, o *Options) (_ *Spool, err error) {
 	if o != nil && o.ReadOnly {
 		return nil, fmt.Errorf("create spool %s: %w: Options.ReadOnly is set", dir, ErrReadOnly)
 	}
@@ -250,14 +256,16 @@ func Create(dir string, queues []string, o *Options) (*Spool, error) {
 		}
 	}
 	s := newSpool(dir, o)
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
 	created := false
-	err := s.fs.Mkdir(s.dir, s.dirMode.perm)
+	err = s.fs.Mkdir(unix.AT_FDCWD, s.dir, s.dirMode.perm)
 	switch {
 	case err == nil:
 		created = true
-		if err := s.fixDirMode(s.dir); err != nil {
-			return nil, err
-		}
 	case errors.Is(err, unix.EEXIST):
 	case errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
 		// The parent cannot be written. If dir exists, say what is wrong
@@ -272,9 +280,17 @@ func Create(dir string, queues []string, o *Options) (*Spool, error) {
 	if err := s.checkIsDir(s.dir); err != nil {
 		return nil, fmt.Errorf("create spool %s: %w", s.dir, err)
 	}
-	if created && s.durability == DurabilityFull {
-		if err := s.syncDir(filepath.Dir(s.dir)); err != nil {
+	if err := s.openRoot(); err != nil {
+		return nil, err
+	}
+	if created {
+		if err := s.fixDirMode(s.root); err != nil {
 			return nil, err
+		}
+		if s.durability == DurabilityFull {
+			if err := s.syncPath(filepath.Dir(s.dir)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	looks, err := s.looksLikeSpool()
@@ -282,7 +298,7 @@ func Create(dir string, queues []string, o *Options) (*Spool, error) {
 		return nil, err
 	}
 	if !looks {
-		ents, err := s.fs.ReadDir(s.dir)
+		ents, err := s.fs.ReadDir(s.root.fd)
 		if err != nil {
 			return nil, pathErr("create spool", s.dir, err)
 		}
@@ -298,15 +314,17 @@ func Create(dir string, queues []string, o *Options) (*Spool, error) {
 	}
 	for _, d := range check {
 		var st unix.Stat_t
-		p := filepath.Join(s.dir, d)
-		if err := s.fs.Lstat(p, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return nil, fmt.Errorf("create spool %s: %w: %s exists and is not a directory", s.dir, ErrNotSpool, p)
+		if err := s.fs.Lstat(s.root.fd, d, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return nil, fmt.Errorf("create spool %s: %w: %s exists and is not a directory", s.dir, ErrNotSpool, s.root.p(d))
 		}
 	}
 	for _, d := range []string{RegistryDir, TmpDir, DataDir} {
-		if err := s.mkdirIfMissing(filepath.Join(s.dir, d)); err != nil {
+		if err := s.mkdirIfMissing(s.root, d); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.openOwnDirs(); err != nil {
+		return nil, err
 	}
 	if err := s.discover(); err != nil {
 		return nil, err
@@ -325,10 +343,23 @@ func Create(dir string, queues []string, o *Options) (*Spool, error) {
 // directories must be readable, writable and searchable by this process
 // (readable and searchable with Options.ReadOnly); otherwise Open fails with
 // an error that wraps ErrReadOnly or the permission error.
-func Open(dir string, o *Options) (*Spool, error) {
+//
+// Open resolves dir once and opens it and the spool's own directories
+// (never through a symbolic link); every later call works relative to those
+// descriptors, so a spool directory swapped for a symbolic link afterwards
+// cannot redirect it outside the spool. Close the spool to release them.
+func Open(dir string, o *Options) (_ *Spool, err error) {
 	s := newSpool(dir, o)
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
 	if err := s.checkIsDir(s.dir); err != nil {
 		return nil, fmt.Errorf("open spool %s: %w", s.dir, err)
+	}
+	if err := s.openRoot(); err != nil {
+		return nil, err
 	}
 	looks, err := s.looksLikeSpool()
 	if err != nil {
@@ -341,6 +372,9 @@ func Open(dir string, o *Options) (*Spool, error) {
 		if err := s.checkIsDir(filepath.Join(s.dir, d)); err != nil {
 			return nil, fmt.Errorf("open spool %s: %w", s.dir, err)
 		}
+	}
+	if err := s.openOwnDirs(); err != nil {
+		return nil, fmt.Errorf("open spool %s: %w", s.dir, err)
 	}
 	if err := s.discover(); err != nil {
 		return nil, err
@@ -394,13 +428,28 @@ func (s *Spool) AddQueue(q string) error {
 	}
 	s.acquire()
 	defer s.release()
-	qdir := filepath.Join(s.dir, q)
-	if err := s.mkdirIfMissing(qdir); err != nil {
+	if err := s.mkdirIfMissing(s.root, q); err != nil {
 		return err
 	}
-	if err := s.mkdirIfMissing(filepath.Join(qdir, CheckoutDir)); err != nil {
+	s.forgetQueue(q) // a directory that replaced the one we had open
+	qd, err := s.qdirs(q)
+	if isNotExist(err) || errors.Is(err, ErrUnknownQueue) {
+		// No .checkout yet: make it, then open the queue.
+		dir, err := s.openSub(s.root, q)
+		if err != nil {
+			return err
+		}
+		if err := s.mkdirIfMissing(dir, CheckoutDir); err != nil {
+			return err
+		}
+		qd, err = s.qdirs(q)
+		if err != nil {
+			return err
+		}
+	} else if err != nil {
 		return err
 	}
+	_ = qd
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if i, ok := slices.BinarySearch(s.queues, q); !ok {
@@ -409,13 +458,22 @@ func (s *Spool) AddQueue(q string) error {
 	return nil
 }
 
-// Rediscover re-reads the spool's queues from disk (queues added by another process).
-func (s *Spool) Rediscover() error { return s.discover() }
+// Rediscover re-reads the spool's queues from disk (queues added by another
+// process, queue directories replaced).
+func (s *Spool) Rediscover() error {
+	if err := s.discover(); err != nil {
+		return err
+	}
+	for _, q := range s.Queues() {
+		s.forgetQueue(q)
+	}
+	return nil
+}
 
 func (s *Spool) discover() error {
 	s.acquire()
 	defer s.release()
-	ents, err := s.fs.ReadDir(s.dir)
+	ents, err := s.fs.ReadDir(s.root.fd)
 	if err != nil {
 		return pathErr("list spool", s.dir, err)
 	}
@@ -424,16 +482,12 @@ func (s *Spool) discover() error {
 		if ValidateName(e.Name) != nil {
 			continue
 		}
-		var st unix.Stat_t
-		if err := s.fs.Lstat(filepath.Join(s.dir, e.Name, CheckoutDir), &st); err != nil {
-			continue
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			continue
-		}
-		var qst unix.Stat_t
-		if err := s.fs.Lstat(filepath.Join(s.dir, e.Name), &qst); err != nil || qst.Mode&unix.S_IFMT != unix.S_IFDIR {
+		var qst, st unix.Stat_t
+		if err := s.fs.Lstat(s.root.fd, e.Name, &qst); err != nil || qst.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue // a symlinked queue directory is never used
+		}
+		if err := s.fs.Lstat(s.root.fd, e.Name+"/"+CheckoutDir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
 		}
 		qs = append(qs, e.Name)
 	}
@@ -447,12 +501,12 @@ func (s *Spool) discover() error {
 func (s *Spool) looksLikeSpool() (bool, error) {
 	for _, d := range []string{RegistryDir, TmpDir} {
 		var st unix.Stat_t
-		err := s.fs.Lstat(filepath.Join(s.dir, d), &st)
+		err := s.fs.Lstat(s.root.fd, d, &st)
 		if isNotExist(err) {
 			return false, nil
 		}
 		if err != nil {
-			return false, pathErr("stat", filepath.Join(s.dir, d), err)
+			return false, pathErr("stat", s.root.p(d), err)
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return false, nil
@@ -463,14 +517,15 @@ func (s *Spool) looksLikeSpool() (bool, error) {
 
 // checkIsDir requires path to be a directory (following a symlink only for the
 // spool root, which the user named) that this process can read, write and
-// search (only read and search for a read-only spool).
+// search (only read and search for a read-only spool). It only checks: what
+// is used afterwards is opened without following symlinks.
 func (s *Spool) checkIsDir(path string) error {
 	var st unix.Stat_t
 	var err error
 	if path == s.dir {
 		err = unix.Stat(path, &st)
 	} else {
-		err = s.fs.Lstat(path, &st)
+		err = unix.Lstat(path, &st)
 	}
 	if err != nil {
 		if isNotExist(err) {
@@ -493,14 +548,23 @@ func (s *Spool) checkIsDir(path string) error {
 	return nil
 }
 
-func (s *Spool) mkdirIfMissing(path string) error {
-	err := s.fs.Mkdir(path, s.dirMode.perm)
+// mkdirIfMissing creates the directory name in parent if it is missing, and
+// requires what is there to be a directory.
+func (s *Spool) mkdirIfMissing(parent dirRef, name string) error {
+	path := parent.p(name)
+	err := s.fs.Mkdir(parent.fd, name, s.dirMode.perm)
 	if err == nil {
-		if err := s.fixDirMode(path); err != nil {
-			return err
+		if s.dirMode.exact {
+			d, err := s.openSub(parent, name)
+			if err != nil {
+				return err
+			}
+			if err := s.fixDirMode(d); err != nil {
+				return err
+			}
 		}
 		if s.durability == DurabilityFull {
-			return s.syncDir(filepath.Dir(path))
+			return s.syncDir(parent)
 		}
 		return nil
 	}
@@ -508,7 +572,7 @@ func (s *Spool) mkdirIfMissing(path string) error {
 		return pathErr("mkdir", path, err)
 	}
 	var st unix.Stat_t
-	if err := s.fs.Lstat(path, &st); err != nil {
+	if err := s.fs.Lstat(parent.fd, name, &st); err != nil {
 		return pathErr("stat", path, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -517,20 +581,14 @@ func (s *Spool) mkdirIfMissing(path string) error {
 	return nil
 }
 
-// fixDirMode applies Options.DirMode exactly to the directory just created
-// at path, when it is set.
-func (s *Spool) fixDirMode(path string) error {
+// fixDirMode applies Options.DirMode exactly to the directory just created,
+// when it is set.
+func (s *Spool) fixDirMode(d dirRef) error {
 	if !s.dirMode.exact {
 		return nil
 	}
-	fd, err := s.fs.Open(path, openDir|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return pathErr("open directory", path, err)
-	}
-	err = s.fs.Fchmod(fd, s.dirMode.perm)
-	s.fs.Close(fd)
-	if err != nil {
-		return pathErr("chmod", path, err)
+	if err := s.fs.Fchmod(d.fd, s.dirMode.perm); err != nil {
+		return pathErr("chmod", d.path, err)
 	}
 	return nil
 }
@@ -561,11 +619,10 @@ func (s *Spool) checkQueue(q string) error {
 	}
 	if !s.HasQueue(q) {
 		// Another process may have added the queue since we looked. As in
-		// discover, the queue directory itself must not be a symlink: Lstat
-		// of <q>/.checkout alone would follow one out of the spool.
+		// discover, the queue directory itself must not be a symlink.
 		var st, qst unix.Stat_t
-		if s.fs.Lstat(s.queueDir(q), &qst) == nil && qst.Mode&unix.S_IFMT == unix.S_IFDIR &&
-			s.fs.Lstat(s.checkoutDir(q), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if s.fs.Lstat(s.root.fd, q, &qst) == nil && qst.Mode&unix.S_IFMT == unix.S_IFDIR &&
+			s.fs.Lstat(s.root.fd, q+"/"+CheckoutDir, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			s.mu.Lock()
 			if i, ok := slices.BinarySearch(s.queues, q); !ok {
 				s.queues = slices.Insert(s.queues, i, q)
