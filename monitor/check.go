@@ -62,9 +62,10 @@ func (ix *index) registered(name string) bool {
 // as the reference skips files that vanish between listing and stat).
 // A file that is not a regular one (bad) gives the zero time, as
 // everywhere: its mtime is not tracked.
-func mtimeOf(path string, bad bool) (t time.Time, ok bool, err error) {
+func mtimeOf(fs *statter, sub, name string, bad bool) (t time.Time, ok bool, err error) {
 	var st unix.Stat_t
-	err = unix.Lstat(path, &st)
+	path := fs.dir + "/" + sub + "/" + name
+	err = fs.lstat(sub, name, &st)
 	if err == unix.ENOENT {
 		return time.Time{}, false, nil
 	}
@@ -75,6 +76,58 @@ func mtimeOf(path string, bad bool) (t time.Time, ok bool, err error) {
 		return time.Time{}, true, nil
 	}
 	return time.Unix(0, stNs(&st)), true, nil
+}
+
+// statter stats files of the spool's directories relative to descriptors
+// opened beneath the spool root (openBeneath), each opened once, at its
+// first use: never through a symlink swapped in for a spool directory.
+type statter struct {
+	dir  string
+	root int // -1 until opened
+	fds  map[string]int
+	errs map[string]error
+}
+
+func newStatter(dir string) *statter {
+	return &statter{dir: dir, root: -1, fds: map[string]int{}, errs: map[string]error{}}
+}
+
+// lstat stats sub/name without following a symlink.
+func (s *statter) lstat(sub, name string, st *unix.Stat_t) error {
+	fd, ok := s.fds[sub]
+	if !ok {
+		if err, failed := s.errs[sub]; failed {
+			return err
+		}
+		var err error
+		if s.root < 0 {
+			if s.root, err = openDir(s.dir, true, nil); err != nil {
+				s.root = -1
+				s.errs[sub] = err
+				return err
+			}
+		}
+		if fd, err = openBeneath(s.root, sub, s.dir+"/"+sub, nil); err != nil {
+			s.errs[sub] = err
+			return err
+		}
+		s.fds[sub] = fd
+	}
+	for {
+		err := unix.Fstatat(fd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func (s *statter) close() {
+	for _, fd := range s.fds {
+		unix.Close(fd)
+	}
+	if s.root >= 0 {
+		unix.Close(s.root)
+	}
 }
 
 func nsTime(ns int64, known bool) time.Time {
@@ -89,6 +142,8 @@ func nsTime(ns int64, known bool) time.Time {
 func (ix *index) problems(now time.Time, lim Limits) ([]Problem, error) {
 	var ps []Problem
 	var errs []error
+	fs := newStatter(ix.dir)
+	defer fs.close()
 	nowNs := now.UnixNano()
 	regDir := Dir{Kind: DirRegistry}
 	tmpDir := Dir{Kind: DirTmp}
@@ -116,7 +171,7 @@ func (ix *index) problems(now time.Time, lim Limits) ([]Problem, error) {
 		reg := e.rd&fRegPresent != 0
 		data := e.rd&fDataPresent != 0
 		if data && !reg && !ix.regFailed {
-			mt, ok, err := mtimeOf(ix.dir+"/"+spool.DataDir+"/"+e.name, e.rd&fDataBad != 0)
+			mt, ok, err := mtimeOf(fs, spool.DataDir, e.name, e.rd&fDataBad != 0)
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -145,7 +200,7 @@ func (ix *index) problems(now time.Time, lim Limits) ([]Problem, error) {
 			}
 		}
 		if reg && (len(locs) >= 2 || len(locs) == 0 && !anyLocFailed) {
-			mt, ok, err := mtimeOf(ix.dir+"/"+spool.RegistryDir+"/"+e.name, e.rd&fRegBad != 0)
+			mt, ok, err := mtimeOf(fs, spool.RegistryDir, e.name, e.rd&fRegBad != 0)
 			if err != nil {
 				errs = append(errs, err)
 			}

@@ -141,4 +141,16 @@
 // a part of the spool's), and scans the spool in full every cycle rather
 // than watching it; the first scan that finds the spool within its bounds
 // again ends the problem, and the next one watches it again.
+//
+// Scans never leave the spool: they open its root once (following a
+// symlink there, the operator's choice) and every directory below relative
+// to that descriptor, refusing a symlink on the way (openat2 with
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV, or O_NOFOLLOW one
+// component at a time where the kernel lacks it), so a spool directory
+// swapped for a symlink fails to be read (a partial cycle) instead of
+// listing another directory; the registry and data files a problem needs
+// are statted the same way. Inotify watches are added with IN_DONT_FOLLOW
+// and IN_ONLYDIR. The stats that follow an inotify event still go by path
+// (without following the file's own symlink): a swap there can show the
+// metadata of an outside file until the next full scan, never change it.
 package monitor

@@ -44,9 +44,12 @@ type fsEvent struct {
 	op   fsOp
 }
 
-// watchMask is what the monitor watches in every directory of a spool.
+// watchMask is what the monitor watches in every directory of a spool. A
+// watch never follows a symlink (IN_DONT_FOLLOW) and needs a directory
+// (IN_ONLYDIR): a spool directory swapped for a symlink fails to be
+// watched rather than watching where the symlink points.
 const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE |
-	unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
+	unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW
 
 // Errors run reports to its onError without stopping: the index may have
 // missed changes, and the monitor rescans.

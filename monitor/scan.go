@@ -140,6 +140,74 @@ func openDir(path string, follow bool, fault func(path string) error) (int, erro
 	}
 }
 
+// openRoot opens the spool's root directory, following a symlink there
+// (where the operator put the spool is the operator's choice): every
+// directory below is opened relative to it (openBeneath).
+func openRoot(dir string, fault func(string) error) (int, error) {
+	fd, err := openDir(dir, true, fault)
+	if err != nil {
+		return -1, fmt.Errorf("open spool %s: %w", dir, err)
+	}
+	return fd, nil
+}
+
+// resolveBeneath is how openBeneath resolves: never above the root, never
+// through a symlink, never onto another mount.
+const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV
+
+// openBeneath opens the spool directory rel (".data", "queue" or
+// "queue/.checkout") relative to root, the spool root's descriptor,
+// refusing a symlink anywhere on the way (ELOOP or ENOTDIR), so that a user who can
+// write in the spool cannot make a scan list a directory outside it by
+// swapping one of the spool's directories for a symlink. path, rel's full
+// path, is for errors and the fault seam. It uses openat2 where the kernel
+// has it (Linux 5.6), and else opens each component with O_NOFOLLOW.
+func openBeneath(root int, rel, path string, fault func(string) error) (int, error) {
+	if fault != nil {
+		if err := fault(path); err != nil {
+			return -1, err
+		}
+	}
+	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW, Resolve: resolveBeneath}
+	for range 16 {
+		fd, err := unix.Openat2(root, rel, &how)
+		switch err {
+		case unix.EINTR, unix.EAGAIN: // EAGAIN: a rename raced the lookup
+			continue
+		case unix.ENOSYS:
+			return openWalk(root, rel)
+		}
+		return fd, err
+	}
+	return -1, unix.EAGAIN
+}
+
+// openWalk is openBeneath without openat2: one openat per component, none
+// followed if it is a symlink.
+func openWalk(root int, rel string) (int, error) {
+	fd := root
+	for comp := range strings.SplitSeq(rel, "/") {
+		if comp == "" || comp == "." || comp == ".." {
+			if fd != root {
+				unix.Close(fd)
+			}
+			return -1, unix.EXDEV // as openat2's RESOLVE_BENEATH
+		}
+		next, err := unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		for err == unix.EINTR {
+			next, err = unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		}
+		if fd != root {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return -1, err
+		}
+		fd = next
+	}
+	return fd, nil
+}
+
 // layout is what the spool root holds.
 type layout struct {
 	queues     []string // sorted
@@ -171,16 +239,11 @@ func (lay *layout) bound(max int) {
 //
 // The error is fatal (the spool cannot be listed or is not a spool); the
 // slice holds files at the root that could not be examined.
-func readLayout(dir string, buf []byte, fault func(string) error) (layout, []error, error) {
+func readLayout(fd int, dir string, buf []byte) (layout, []error, error) {
 	var lay layout
-	fd, err := openDir(dir, true, fault)
-	if err != nil {
-		return lay, nil, fmt.Errorf("open spool %s: %w", dir, err)
-	}
-	defer unix.Close(fd)
 	seen := map[string]bool{}
 	var errs []error
-	err = readDir(fd, buf, func(d dirent) {
+	err := readDir(fd, buf, func(d dirent) {
 		name := string(d.name)
 		typ := d.typ
 		if !typeKnown(typ) {
@@ -265,6 +328,7 @@ type scanner struct {
 	// Bounds (0: none; see Config): unregistered names tracked, directories
 	// at the root, watches.
 	maxUnreg, maxDirs, maxWatches int
+	root                          int // the spool root's descriptor during scan
 }
 
 func (s *scanner) canceled() error {
@@ -305,7 +369,13 @@ func (s *scanner) scan() (*index, error) {
 		}
 	}
 	watch(s.dir)
-	lay, errs, err := readLayout(s.dir, buf, s.openFault)
+	root, err := openRoot(s.dir, s.openFault)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(root)
+	s.root = root
+	lay, errs, err := readLayout(root, s.dir, buf)
 	if err != nil {
 		return nil, errors.Join(append([]error{err}, errs...)...)
 	}
@@ -449,7 +519,7 @@ const (
 // names in ar, then stats them as mode says, in inode order. ok is false
 // when the directory could not be listed; errs gets the errors.
 func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]error) (files []listedFile, ok bool) {
-	fd, err := openDir(path, false, s.openFault)
+	fd, err := openBeneath(s.root, strings.TrimPrefix(path, s.dir+"/"), path, s.openFault)
 	if err != nil {
 		*errs = append(*errs, pathErr("open", path, err))
 		return nil, false

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spool-agent/spool-agent/spool"
@@ -32,7 +33,12 @@ var errLayoutChanged = errors.New("spool layout changed")
 // hold cycleMu.
 func (m *Monitor) warmRescan(ctx context.Context, now time.Time) (err error) {
 	buf := make([]byte, direntBuf)
-	lay, lerrs, err := readLayout(m.dir, buf, m.openFault())
+	root, err := openRoot(m.dir, m.openFault())
+	if err != nil {
+		return errLayoutChanged // let the cold scan report it
+	}
+	defer unix.Close(root)
+	lay, lerrs, err := readLayout(root, m.dir, buf)
 	lay.bound(m.cfg.MaxQueues)
 	if err != nil || len(lerrs) > 0 || lay.over > 0 {
 		return errLayoutChanged // let the cold scan report it
@@ -84,7 +90,7 @@ func (m *Monitor) warmRescan(ctx context.Context, now time.Time) (err error) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := m.warmDir(ix, t.path, t.kind, t.loc, buf); err != nil {
+		if err := m.warmDir(ix, root, t.path, t.kind, t.loc, buf); err != nil {
 			return err
 		}
 	}
@@ -104,8 +110,8 @@ func (m *Monitor) warmRescan(ctx context.Context, now time.Time) (err error) {
 }
 
 // warmDir lists one directory and reconciles the index with it.
-func (m *Monitor) warmDir(ix *index, path string, kind DirKind, l *location, buf []byte) error {
-	fd, err := openDir(path, false, m.openFault())
+func (m *Monitor) warmDir(ix *index, root int, path string, kind DirKind, l *location, buf []byte) error {
+	fd, err := openBeneath(root, strings.TrimPrefix(path, m.dir+"/"), path, m.openFault())
 	if err != nil {
 		return pathErr("open", path, err)
 	}
