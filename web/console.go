@@ -27,7 +27,8 @@ import (
 var assets embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"buckets": func() []string { return shapeLabels },
+	"summaryRows":  summaryRows,
+	"spoolSection": func(ss []spoolView, i int) template.HTML { return spoolSection(&ss[i]) },
 }).ParseFS(assets, "templates/*.html"))
 
 var css = func() []byte {

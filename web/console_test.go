@@ -333,7 +333,7 @@ func TestPageContent(t *testing.T) {
 		`<td>alerting</td><td class="n">4</td>`,
 		`<td>pending</td><td class="n">1</td>`,
 		`<th class="n shape">T</th><th class="n shape">5m</th>`,
-		`<th class="n shape">1280m</th><th class="n shape">1280m&#43;</th>`,
+		`<th class="n shape">1280m</th><th class="n shape">1280m+</th>`,
 		`orphaned <code>.tmp/gone</code>, <span title="2026-11-30T10:00:00Z">2h00m ago</span>`,
 		`too_old <code>active/.checkout/&lt;script&gt;`,
 	} {
@@ -352,7 +352,7 @@ func TestPageContent(t *testing.T) {
 func TestSpoolNames(t *testing.T) {
 	name := "a b/c+d"
 	c := newTestConsole([]*monitor.Snapshot{{Name: name, Dir: "/x", Up: true}, {Name: "a b", Dir: "/y", Up: true}})
-	if r := do(t, c, http.MethodGet, "/"); !strings.Contains(r.body, `href="/spools/a%20b%2Fc&#43;d"`) {
+	if r := do(t, c, http.MethodGet, "/"); !strings.Contains(r.body, `href="/spools/a%20b%2Fc+d"`) {
 		t.Errorf("no path-escaped link in\n%s", r.body)
 	}
 	for path, want := range map[string]string{
