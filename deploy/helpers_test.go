@@ -63,8 +63,10 @@ func agentBinary(t *testing.T) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if agent.dir != "" {
-		os.RemoveAll(agent.dir)
+	for _, dir := range []string{agent.dir, amd64Release.dist} {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
 	}
 	os.Exit(code)
 }
