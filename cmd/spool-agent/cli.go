@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,9 @@ type CLI struct {
 	LogLevel  string      `name:"log.level" default:"info" enum:"debug,info,warn,error" placeholder:"LEVEL" help:"Log level: debug, info, warn or error (default: ${default})."`
 	LogFormat string      `name:"log.format" default:"logfmt" enum:"logfmt,json" placeholder:"FORMAT" help:"Log format: logfmt or json (default: ${default})."`
 	Version   versionFlag `help:"Print the version and revision, then exit."`
+	// MaxMetadataSize bounds what is read of an entry's metadata: a larger
+	// (or sparse) file is refused before the entry is claimed.
+	MaxMetadataSize byteSize `default:"16MiB" placeholder:"SIZE" help:"Refuse to read metadata files larger than this (KiB, MiB, GiB units); such an entry is left where it is (default: ${default})."`
 
 	Run     RunCmd     `cmd:"" help:"Run the agent: watch spools, serve /metrics, export over OTLP."`
 	Init    InitCmd    `cmd:"" help:"Create a spool, or add queues to an existing one."`
@@ -144,7 +148,12 @@ func (m *Main) newParser(cli *CLI, res *resolvers) (*kong.Kong, error) {
 		kong.Description(description),
 		kong.Writers(m.Stdout, m.Stderr),
 		kong.Exit(func(code int) { panic(exitPanic(code)) }),
-		kong.Vars{"version": versionLine(m.Version, m.Revision)},
+		kong.Vars{
+			"version":          versionLine(m.Version, m.Revision),
+			"max_unregistered": strconv.Itoa(monitor.DefaultMaxUnregistered),
+			"max_queues":       strconv.Itoa(monitor.DefaultMaxQueues),
+			"max_watches":      strconv.Itoa(monitor.DefaultMaxWatches),
+		},
 		kong.ValueFormatter(helpWithEnv),
 		kong.ConfigureHelp(kong.HelpOptions{WrapUpperBound: 100}),
 		kong.Resolvers(res.config, res.env),

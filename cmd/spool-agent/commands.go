@@ -17,6 +17,9 @@ import (
 // openSpool opens the spool at dir for the operator subcommands.
 func (m *Main) openSpool(dir string, o spool.Options) (*spool.Spool, error) {
 	o.Now = m.Now
+	if m.cli != nil {
+		o.MaxMetadataSize = int64(m.cli.MaxMetadataSize)
+	}
 	return spool.Open(dir, &o)
 }
 
@@ -151,12 +154,24 @@ func (c *EnqueueCmd) run(_ context.Context, m *Main) error {
 	return err
 }
 
-// readInput reads all of a file, or of standard input for "-".
+// readInput reads all of a file, or of standard input for "-", up to
+// --max-metadata-size.
 func (m *Main) readInput(path string) ([]byte, error) {
-	if path == "-" {
-		return io.ReadAll(m.Stdin)
+	r := m.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
 	}
-	return os.ReadFile(path)
+	limit := int64(m.cli.MaxMetadataSize)
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: more than --max-metadata-size %v", spool.ErrTooLarge, m.cli.MaxMetadataSize)
+	}
+	return b, err
 }
 
 // MvCmd moves an entry to another queue.

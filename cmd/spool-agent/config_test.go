@@ -125,6 +125,9 @@ spool-glob: /srv/*/spool
 					MaxTmpFileAge:    90 * time.Second,
 					MaxQueueAge:      map[string]time.Duration{"in": time.Hour, "out": 30 * time.Minute},
 				},
+				MaxUnregistered:  monitor.DefaultMaxUnregistered,
+				MaxQueues:        monitor.DefaultMaxQueues,
+				MaxWatches:       monitor.DefaultMaxWatches,
 				WebListenAddress: []string{"127.0.0.1:1", "127.0.0.1:2"},
 				WebConfigFile:    "/etc/web.yml",
 			}

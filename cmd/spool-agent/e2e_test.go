@@ -113,12 +113,21 @@ func startAgent(t *testing.T, args ...string) *agentProc {
 
 // agentEnv is the environment of the binary: the test's, without
 // SPOOL_AGENT_* and OTEL_* variables that could change its behaviour.
+//
+// Nor the variables of the default state file's place (STATE_DIRECTORY,
+// XDG_STATE_HOME, HOME): an agent of a test keeps no state file unless the
+// test gives it --state.path, so no test writes outside its directory or
+// inherits another's alert state.
 func agentEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SPOOL_AGENT_") && !strings.HasPrefix(kv, "OTEL_") {
-			env = append(env, kv)
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(name, "SPOOL_AGENT_"), strings.HasPrefix(name, "OTEL_"),
+			name == "STATE_DIRECTORY", name == "XDG_STATE_HOME", name == "HOME":
+			continue
 		}
+		env = append(env, kv)
 	}
 	return env
 }

@@ -348,7 +348,17 @@ func (c *ShowCmd) run(_ context.Context, m *Main) error {
 	if err != nil {
 		return err
 	}
+	tooLarge := func() error {
+		return fmt.Errorf("%w: %s in %s/%s claims %d bytes of metadata, more than --max-metadata-size %v (a sparse or runaway file? spool-agent ls and fsck still list it)",
+			spool.ErrTooLarge, c.Name, s.Dir(), q, info.MetadataSize, m.cli.MaxMetadataSize)
+	}
+	if info.MetadataSize > int64(m.cli.MaxMetadataSize) {
+		return tooLarge()
+	}
 	meta, err := s.ReadMetadata(q, c.Name)
+	if errors.Is(err, spool.ErrTooLarge) {
+		return tooLarge()
+	}
 	if err != nil {
 		return err
 	}

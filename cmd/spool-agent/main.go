@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spool-agent/spool-agent/collector"
 )
 
 func main() {
@@ -49,6 +51,10 @@ type Main struct {
 	Now func() time.Time
 	// Reload receives a value for each reload request (SIGHUP in the binary).
 	Reload <-chan os.Signal
+	// DefaultStatePath is where run keeps its state file without
+	// --state.path (collector.DefaultStatePath in the binary); nil keeps
+	// none, as in tests.
+	DefaultStatePath func() (string, error)
 	// Version and Revision label --version and spool_agent_build_info.
 	Version, Revision string
 
@@ -75,7 +81,9 @@ func NewMain() *Main {
 		LookupEnv: os.LookupEnv,
 		Now:       time.Now,
 		Version:   v,
-		Revision:  r,
+		// The binary's state file follows systemd's and XDG's variables.
+		DefaultStatePath: collector.DefaultStatePath,
+		Revision:         r,
 	}
 }
 

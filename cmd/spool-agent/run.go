@@ -41,7 +41,12 @@ type RunCmd struct {
 	CheckEvery       time.Duration `default:"15s" placeholder:"DURATION" help:"Check each spool this often (default: ${default})."`
 	AlertAfterCycles int           `default:"2" placeholder:"N" help:"A problem alerts once seen in more than N consecutive checks, so from the third with 2 (default: ${default})."`
 	FullRescanEvery  time.Duration `default:"10m" placeholder:"DURATION" help:"List every directory of a spool this often even when inotify reports its changes (default: ${default})."`
+	MaxUnregistered  int           `default:"${max_unregistered}" placeholder:"N" help:"Track at most N files with no registry file per spool (in queues, checkouts, .data); past it a limit problem, and the spool is scanned in full each cycle instead of watched (default: ${default})."`
+	MaxQueues        int           `default:"${max_queues}" placeholder:"N" help:"Track at most N queues (and other root directories) per spool; past it a limit problem (default: ${default})."`
+	MaxWatches       int           `default:"${max_watches}" placeholder:"N" help:"Use at most N inotify watches per spool; past it a limit problem, and the spool is polled (default: ${default})."`
 	LimitFlags
+
+	StatePath string `name:"state.path" placeholder:"FILE" help:"Keep each spool's alert state (problem counts, which alert) in FILE, so that a restart neither ends nor delays an alert; never inside a spool (default: $$STATE_DIRECTORY/state.json under systemd, else $$XDG_STATE_HOME/spool-agent/state.json or ~/.local/state/spool-agent/state.json)."`
 
 	WebListenAddress []string `name:"web.listen-address" default:":19317" placeholder:"ADDRESS" help:"Address to serve /metrics on (repeatable; default: ${default})."`
 	WebConfigFile    string   `name:"web.config.file" placeholder:"FILE" help:"Web configuration file (exporter-toolkit format) for TLS and basic authentication."`
@@ -156,7 +161,9 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 		otlp.OnEvent(spoolName, ev)
 		events.Record(spoolName, ev)
 	}
-	col := collector.New(logger, onEvent)
+	opts := collector.DefaultOptions()
+	opts.StatePath = c.statePath(m, logger)
+	col := collector.NewWithOptions(logger, onEvent, opts)
 	if err := col.Apply(collectorSpools(defs)); err != nil {
 		closeListeners()
 		return &exitError{code: exitUsage, err: err}
@@ -192,7 +199,7 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 	for _, l := range listeners {
 		fmt.Fprintf(m.Stderr, "spool-agent: serving metrics on %s\n", servingLine(scheme, l.Addr()))
 	}
-	logger.Info("spool-agent started", "spools", len(defs), "version", m.Version, "revision", m.Revision)
+	logger.Info("spool-agent started", "spools", len(defs), "state", opts.StatePath, "version", m.Version, "revision", m.Revision)
 
 	var runErr error
 loop:
@@ -216,6 +223,23 @@ loop:
 	closeListeners()
 	stopColl()
 	return runErr
+}
+
+// statePath is the state file of the collector: --state.path, else the
+// default place (Main.DefaultStatePath); "" (logged) when there is none.
+func (c *RunCmd) statePath(m *Main, logger *slog.Logger) string {
+	if c.StatePath != "" {
+		return c.StatePath
+	}
+	if m.DefaultStatePath == nil {
+		return ""
+	}
+	p, err := m.DefaultStatePath()
+	if err != nil {
+		logger.Warn("no state file: alerts restart from zero after a restart (give --state.path)", "err", err)
+		return ""
+	}
+	return p
 }
 
 // reload parses the command line, the environment and the configuration

@@ -40,12 +40,21 @@ func (c *RunCmd) baseConfig() (monitor.Config, error) {
 		return monitor.Config{}, fmt.Errorf("--full-rescan-every %v: must be positive", c.FullRescanEvery)
 	case c.AlertAfterCycles < 0:
 		return monitor.Config{}, fmt.Errorf("--alert-after-cycles %d: must not be negative", c.AlertAfterCycles)
+	case c.MaxUnregistered <= 0:
+		return monitor.Config{}, fmt.Errorf("--max-unregistered %d: must be positive", c.MaxUnregistered)
+	case c.MaxQueues <= 0:
+		return monitor.Config{}, fmt.Errorf("--max-queues %d: must be positive", c.MaxQueues)
+	case c.MaxWatches <= 0:
+		return monitor.Config{}, fmt.Errorf("--max-watches %d: must be positive", c.MaxWatches)
 	}
-	cfg := monitor.DefaultConfig() // the monitor's bounds, which have no flags yet
+	cfg := monitor.DefaultConfig()
 	cfg.Limits = limits
 	cfg.CheckEvery = c.CheckEvery
 	cfg.AlertAfterCycles = c.AlertAfterCycles
 	cfg.FullRescanEvery = c.FullRescanEvery
+	cfg.MaxUnregistered = c.MaxUnregistered
+	cfg.MaxQueues = c.MaxQueues
+	cfg.MaxWatches = c.MaxWatches
 	return cfg, nil
 }
 
