@@ -148,7 +148,9 @@ func (ix *index) problems(now time.Time, lim Limits) ([]Problem, error) {
 	regDir := Dir{Kind: DirRegistry}
 	tmpDir := Dir{Kind: DirTmp}
 	dataDir := Dir{Kind: DirData}
-	anyLocFailed := false
+	// A root entry that could not be examined may be a queue: its files
+	// are unknown, as those of a directory that could not be listed.
+	anyLocFailed := ix.rootFailed
 	for _, l := range ix.locs {
 		anyLocFailed = anyLocFailed || l.failed
 	}

@@ -99,6 +99,7 @@ type index struct {
 	dataBytes int64
 
 	rootUnexpected []string // names at the spool root that are neither queues nor spool directories
+	rootFailed     bool     // an entry at the root could not be examined (it may be a queue)
 	regFailed      bool     // .registry could not be listed
 	dataFailed     bool     // .data could not be listed
 	tmpFailed      bool

@@ -74,6 +74,10 @@ type watcher struct {
 
 	mu   sync.Mutex
 	dirs map[int]string // watch descriptor -> watched directory
+
+	// readFault, a test seam (nil or holding nil in production), makes a
+	// successful read fail with the error it returns.
+	readFault *atomic.Pointer[func() error]
 }
 
 func newWatcher() (*watcher, error) {
@@ -184,17 +188,15 @@ func (w *watcher) read(buf []byte, wait bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if f := readFault.Load(); f != nil && rerr == nil {
-		if ferr := (*f)(); ferr != nil {
-			return 0, ferr
+	if w.readFault != nil && rerr == nil {
+		if f := w.readFault.Load(); f != nil {
+			if ferr := (*f)(); ferr != nil {
+				return 0, ferr
+			}
 		}
 	}
 	return n, rerr
 }
-
-// readFault, when set by a test, makes a successful read of inotify fail
-// with the error it returns.
-var readFault atomic.Pointer[func() error]
 
 // parse appends the events in b to batch, and records an overflow or a
 // lost watch in t.

@@ -90,6 +90,12 @@ type Monitor struct {
 	// fail (as EACCES would for a non-root user); tests change it between
 	// cycles.
 	openDirFault atomic.Pointer[func(path string) error]
+	// addWatchFault makes adding a watch on a path fail with the error it
+	// returns (as the inotify limits do).
+	addWatchFault atomic.Pointer[func(path string) error]
+	// readFault makes a successful read of inotify fail with the error it
+	// returns.
+	readFault atomic.Pointer[func() error]
 
 	snap atomic.Pointer[Snapshot]
 }

@@ -119,12 +119,14 @@ func (u *unknown) add(dir string, pe *fs.PathError) bool {
 		}
 	case len(c) == 1:
 		u.roots[c[0]] = true
+		u.regIn = true // it may be a queue holding registered names
 	case len(c) == 2 && spoolDir[c[0]] != "":
 		file(Dir{Kind: spoolDir[c[0]]}, c[1])
 	case len(c) == 2 && c[1] == spool.CheckoutDir && listing:
 		whole(Dir{Kind: DirCheckout, Queue: c[0]})
 	case len(c) == 2 && c[1] == spool.CheckoutDir:
 		u.roots[c[0]] = true // whether it is a queue at all
+		u.regIn = true
 	case len(c) == 2:
 		file(Dir{Kind: DirQueue, Queue: c[0]}, c[1])
 	case len(c) == 3 && c[1] == spool.CheckoutDir:

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -131,26 +132,52 @@ func TestPartialCycles(t *testing.T) {
 				}
 				cycle("second cycle", false, starts)
 
+				// As non-root, chmod 000 makes the directory unreadable; root
+				// reads it anyway, so there the fault seam fails its open
+				// with the EACCES a non-root user gets.
+				target := dir + "/" + tc.unreadable
 				fault := func(path string) error {
-					if path == dir+"/"+tc.unreadable {
+					if path == target {
 						return unix.EACCES
 					}
 					return nil
 				}
-				m.openDirFault.Store(&fault)
-				m.mu.Lock()
-				m.needFull = true // a watching monitor reads the directory again only in a full scan
-				m.mu.Unlock()
+				unreadable := func(on bool) {
+					t.Helper()
+					if os.Geteuid() == 0 {
+						if on {
+							m.openDirFault.Store(&fault)
+						} else {
+							m.openDirFault.Store(nil)
+						}
+						return
+					}
+					mode := os.FileMode(0o755)
+					if on {
+						mode = 0
+					}
+					if err := os.Chmod(target, mode); err != nil {
+						t.Fatal(err)
+					}
+				}
+				t.Cleanup(func() { os.Chmod(target, 0o755) })
+				// The changes first: a non-root test cannot change an
+				// unreadable directory either.
 				rm(t, dir, "queue1/orph")
 				rm(t, dir, ".tmp/tmp1")
 				rm(t, dir, "queue2/orph2")
 				touch(t, dir, "queue2/new")
+				syncMonitor(t, m)
+				unreadable(true)
+				m.mu.Lock()
+				m.needFull = true // a watching monitor reads the directory again only in a full scan
+				m.mu.Unlock()
 				cycle("first cycle with the fault", true, tc.fault3)
 				cycle("second cycle with the fault", true, tc.fault4)
 				if s := m.Snapshot(); !s.Up || s.FailedCycles != 2 {
 					t.Errorf("during the fault: Up %v, FailedCycles %d", s.Up, s.FailedCycles)
 				}
-				m.openDirFault.Store(nil)
+				unreadable(false)
 				cycle("first cycle after the fault", false, tc.back5)
 				cycle("second cycle after the fault", false, tc.back6)
 				if got := alertingStrings(m.Snapshot()); !slices.Equal(got, sorted(tc.final...)) {

@@ -382,6 +382,7 @@ func (s *scanner) scan() (*index, error) {
 	lay.bound(s.maxDirs)
 	ix := newIndex(s.dir, lay.queues)
 	ix.rootUnexpected = lay.unexpected
+	ix.rootFailed = len(errs) > 0
 	ix.maxUnreg, ix.maxDirs, ix.maxWatches = s.maxUnreg, s.maxDirs, s.maxWatches
 	ix.dirsOver = lay.over
 	// The root's watch is in place; the others need 3 + 2 per queue + 1

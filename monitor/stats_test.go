@@ -383,14 +383,14 @@ func TestWatchFallback(t *testing.T) {
 	now := time.Now()
 	dir, _ := newTestSpool(t)
 	bad := filepath.Join(dir, "queue2", spool.CheckoutDir)
-	addWatchFault = func(path string) error {
+	fault := func(path string) error {
 		if path == bad {
 			return unix.ENOSPC
 		}
 		return nil
 	}
-	defer func() { addWatchFault = nil }()
 	m := newTestMonitor(t, dir, conf(alertAfter(0)), &now)
+	m.addWatchFault.Store(&fault)
 	mustCycle(t, m)
 	touch(t, dir, ".tmp/orphan")
 	events := mustCycle(t, m) // no sync: a full scan sees it (too old and orphaned)
@@ -398,7 +398,7 @@ func TestWatchFallback(t *testing.T) {
 	if snap.Watching || snap.FullScans != 2 || len(events) != 2 || events[1].Problem.Name != "orphan" {
 		t.Errorf("not watching: Watching=%v FullScans=%d events %s", snap.Watching, snap.FullScans, fmtEvents(events))
 	}
-	addWatchFault = nil
+	m.addWatchFault.Store(nil)
 	mustCycle(t, m)
 	if snap := m.Snapshot(); !snap.Watching || snap.FullScans != 3 {
 		t.Errorf("after the limit cleared: Watching=%v FullScans=%d", snap.Watching, snap.FullScans)
@@ -421,9 +421,8 @@ func TestWatcherReadFails(t *testing.T) {
 		}
 		return nil
 	}
-	readFault.Store(&fault)
-	t.Cleanup(func() { readFault.Store(nil) }) // after the monitor's Close (cleanups run last first)
 	m := newTestMonitor(t, dir, conf(), &now)
+	m.readFault.Store(&fault)
 	mustCycle(t, m)
 	before := m.Snapshot().FullScans
 	// The first event is read, and the read fails.

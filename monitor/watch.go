@@ -147,6 +147,7 @@ func (m *Monitor) addWatch(path string) error {
 		if err != nil {
 			return fmt.Errorf("start inotify: %w", err)
 		}
+		w.readFault = &m.readFault
 		m.w = w
 		m.wg.Add(1)
 		go func() {
@@ -161,8 +162,8 @@ func (m *Monitor) addWatch(path string) error {
 		}()
 	}
 	err := error(nil)
-	if addWatchFault != nil {
-		err = addWatchFault(path)
+	if f := m.addWatchFault.Load(); f != nil {
+		err = (*f)(path)
 	}
 	if err == nil {
 		err = m.w.add(path)
@@ -172,10 +173,6 @@ func (m *Monitor) addWatch(path string) error {
 	}
 	return nil
 }
-
-// addWatchFault, when set by a test, makes adding a watch on a path fail
-// with the error it returns (as the inotify limits do).
-var addWatchFault func(path string) error
 
 // gatherDelay is how long the watcher lets a burst of events queue up
 // after its first event before reading them: waking up for every event of
