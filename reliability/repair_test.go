@@ -273,3 +273,82 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// TestRepairDirectorySwap: while repair --apply runs, an attacker who can
+// write inside the spool swaps one of its directories with a symlink to a
+// victim directory outside the spool in a tight renameat2(RENAME_EXCHANGE)
+// loop (as TestHostileDirectorySwap does for the other commands): the victim
+// must stay unchanged, repair must not crash, and no entry may be lost.
+func TestRepairDirectorySwap(t *testing.T) {
+	needBinary(t, &bin.agent)
+	base := t.TempDir()
+	const runs = 15
+	targets := []string{spool.DataDir, spool.RegistryDir, spool.TmpDir, "in", filepath.Join("in", spool.CheckoutDir), "out"}
+	for _, target := range targets {
+		t.Run(strings.ReplaceAll(target, "/", "_"), func(t *testing.T) {
+			var swaps int64
+			changed, succeeded, acted := 0, 0, 0
+			codes := map[int]int{}
+			for run := range runs {
+				rundir := filepath.Join(base, fmt.Sprintf("%s-%d", strings.ReplaceAll(target, "/", "_"), run))
+				dir, victim := filepath.Join(rundir, "spool"), filepath.Join(rundir, "victim")
+				if err := os.Mkdir(rundir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				// e1 waiting without registry file (register), e2 a stale
+				// checkout (recover), a killed enqueue (release), an
+				// orphaned payload (adopt), an entry without payload
+				// (quarantine).
+				hostileSpool(t, dir)
+				os.Remove(filepath.Join(dir, spool.RegistryDir, "e1"))
+				os.WriteFile(filepath.Join(dir, spool.RegistryDir, "r"), nil, 0o644)
+				os.WriteFile(filepath.Join(dir, spool.DataDir, "r"), []byte("partial"), 0o644)
+				os.WriteFile(filepath.Join(dir, spool.DataDir, "z"), []byte("orphan"), 0o644)
+				os.WriteFile(filepath.Join(dir, "out", "e3"), []byte("meta e3"), 0o644)
+				os.WriteFile(filepath.Join(dir, spool.RegistryDir, "e3"), nil, 0o644)
+				makeVictim(t, victim, target == "out")
+				before := snapshotTree(t, victim)
+				link := filepath.Join(filepath.Dir(filepath.Join(dir, target)), ".swap")
+				if err := os.Symlink(victim, link); err != nil {
+					t.Fatal(err)
+				}
+				sw := startSwapper(filepath.Join(dir, target), link)
+				stdout, stderr, code := runCmd(t, 30*time.Second, nil, nil,
+					bin.agent, "repair", dir, "--apply", "--max-tmp-file-age", "0s", "--max-checked-out-age", "0s", "--workers-stopped", "--quarantine-queue", "out")
+				n, err := sw.finish()
+				if err != nil {
+					t.Fatalf("swapper: %v", err)
+				}
+				swaps += n
+				codes[code]++
+				if code == 0 {
+					succeeded++
+				}
+				if strings.Contains(stdout, "done ") {
+					acted++
+				}
+				if strings.Contains(stderr, "panic:") || strings.Contains(stderr, "fatal error:") {
+					t.Errorf("run %d: repair crashed: %s", run, stderr)
+				}
+				if d := diffTrees(before, snapshotTree(t, victim)); d != "" {
+					changed++
+					if changed <= 3 {
+						t.Errorf("run %d: repair with %s swapped for a symlink changed the victim directory outside the spool: %s", run, target, d)
+					}
+				}
+				// Nothing lost: e1, e2 and e3 are still entries of the spool.
+				where := census(t, dir)
+				for _, e := range []string{"e1", "e2", "e3"} {
+					if len(where[e]) == 0 {
+						t.Errorf("run %d: entry %s lost (spool: %v)", run, e, where)
+					}
+				}
+				os.RemoveAll(rundir)
+			}
+			if changed > 0 {
+				t.Errorf("the victim changed in %d of %d runs", changed, runs)
+			}
+			t.Logf("%d runs (exit codes %v; %d carried out actions), %d swaps in all, victim changed in %d", runs, codes, acted, swaps, changed)
+		})
+	}
+}
