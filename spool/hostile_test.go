@@ -15,13 +15,13 @@ import (
 // TestSwappedDirectoriesStayInside: an attacker who can write inside the
 // spool swaps one of its directories (a queue, a queue's .checkout, .data,
 // .registry, .tmp) with a symbolic link to a victim directory outside the
-// spool, in a tight renameat2(RENAME_EXCHANGE) loop, while Enqueue, Remove,
+// spool (or the spool root itself), in a tight renameat2(RENAME_EXCHANGE) loop, while Enqueue, Remove,
 // Move, Checkout and Save, WriteData and Recover run. Every call works
 // relative to the directories the spool opened, so operations go to the
 // real directories or fail: the victim keeps its names, contents and
 // mtimes, although it holds files named like the entries.
 func TestSwappedDirectoriesStayInside(t *testing.T) {
-	targets := []string{"q", "q/" + CheckoutDir, "r", DataDir, RegistryDir, TmpDir}
+	targets := []string{"q", "q/" + CheckoutDir, "r", DataDir, RegistryDir, TmpDir, "."}
 	const rounds = 40
 	for _, target := range targets {
 		t.Run(target, func(t *testing.T) {
@@ -37,7 +37,7 @@ func TestSwappedDirectoriesStayInside(t *testing.T) {
 			defer s.Close()
 			before := treeState(t, victim)
 
-			real := filepath.Join(s.Dir(), target)
+			real := filepath.Join(s.Dir(), target) // "." swaps the spool root itself
 			link := filepath.Join(filepath.Dir(real), ".swap")
 			if err := os.Symlink(victim, link); err != nil {
 				t.Fatal(err)
