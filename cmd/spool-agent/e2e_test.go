@@ -410,7 +410,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		return s.is(0, orphanedData, "spool", "alpha", "kind", "orphaned") &&
 			s.is(0, orphanedData, "spool", "beta", "kind", "orphaned")
 	})
-	if !strings.Contains(a.stderr.String(), "spool problem started") || !strings.Contains(a.stderr.String(), "spool problem ended") {
+	if !strings.Contains(a.stderr.String(), "spool problems started") || !strings.Contains(a.stderr.String(), "spool problems ended") {
 		t.Errorf("the problems' start and end were not logged:\n%s", a.stderr.String())
 	}
 

@@ -132,8 +132,8 @@ func TestLogsEscapeNames(t *testing.T) {
 			m := testMain(nil, "", nil, nil)
 			_, stderr := runInProcess(t, m, "--log.format", format, "--spool", "s="+dir, "--web.listen-address", "127.0.0.1:0",
 				"--check-every", "50ms", "--alert-after-cycles", "0")
-			waitLine(t, stderr, "orphan-c1-")
-			waitLine(t, stderr, "tmp-esc-")
+			waitLine(t, stderr, "orphan-c0-")
+			waitLine(t, stderr, "tmp-c0-")
 			checkNoControls(t, "the "+format+" log", stderr.String())
 			if format == "json" {
 				for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {

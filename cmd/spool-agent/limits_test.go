@@ -102,8 +102,8 @@ func TestZeroLimitChecks(t *testing.T) {
 	m := testMain(nil, "", nil, nil)
 	_, stderr := runInProcess(t, m, "--spool", "s="+dir, "--web.listen-address", "127.0.0.1:0",
 		"--check-every", "50ms", "--alert-after-cycles", "0", "--max-checked-out-age", "0")
-	line := waitLine(t, stderr, "spool problem started")
-	if !strings.Contains(line, "kind=too_old") || !strings.Contains(line, "name="+name) {
+	line := waitLine(t, stderr, "spool problems started")
+	if !strings.Contains(line, "kind=too_old") || !strings.Contains(line, `\"`+name+`\"`) {
 		t.Fatalf("problem started: %s, want too_old of %s", line, name)
 	}
 }

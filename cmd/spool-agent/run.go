@@ -141,28 +141,22 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 		defer cancel()
 		return otlp.Shutdown(sctx)
 	})
-	// Events go to stderr as log lines and to OTel as event records (one
-	// record each: not also through the slog bridge).
+	// Events go to stderr as aggregated log lines and to OTel as event
+	// records (one per event: not also through the slog bridge).
 	eventLogger := logger
 	logger = slog.New(otlp.SlogHandler(stderrHandler))
 	events := console.NewEvents() // the console's last Start and End
 
 	onEvent := func(spoolName string, ev monitor.Event) {
-		p := ev.Problem
-		attrs := []any{"spool", spoolName, "kind", p.Kind, "dir", p.Dir.Kind, "queue", p.Dir.Queue, "name", p.Name, "path", p.Path()}
-		if !p.ModTime.IsZero() {
-			attrs = append(attrs, "mtime", p.ModTime.UTC().Format(time.RFC3339Nano))
-		}
-		if ev.Type == monitor.Start {
-			eventLogger.Warn("spool problem started", attrs...)
-		} else {
-			eventLogger.Info("spool problem ended", attrs...)
-		}
 		otlp.OnEvent(spoolName, ev)
 		events.Record(spoolName, ev)
 	}
 	opts := collector.DefaultOptions()
 	opts.StatePath = c.statePath(m, logger)
+	// The log gets one line per spool, cycle, kind and directory (a count
+	// and the first names), not one per file: a flood of files in a spool
+	// cannot flood the log.
+	opts.EventLog = eventLogger
 	col := collector.NewWithOptions(logger, onEvent, opts)
 	if err := col.Apply(collectorSpools(defs)); err != nil {
 		closeListeners()

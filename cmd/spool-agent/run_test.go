@@ -153,7 +153,7 @@ func TestRunOTLPFlags(t *testing.T) {
 			"--otlp.endpoint", srv.URL, "--otlp.protocol", "http/protobuf", "--otlp.headers", "X-Tenant=t1",
 			"--otlp.export-interval", "100ms", "--otlp.service-name", "flags-test"})
 	}()
-	waitLine(t, &stderr, "spool problem started")
+	waitLine(t, &stderr, "spool problems started")
 	deadline := time.Now().Add(e2eDeadline)
 	for {
 		nm, hm := count("/v1/metrics")
@@ -232,5 +232,25 @@ func waitScrape(t *testing.T, url, want string) {
 			t.Fatalf("within %v: no %s in /metrics", e2eDeadline, want)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestProblemLogsAggregate checks that the agent logs problems one line per
+// kind and directory with a count and the first names, not one per file.
+func TestProblemLogsAggregate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	mustCLI(t, "", "init", dir, "--queue", "q")
+	for i := range 200 {
+		writeFile(t, filepath.Join(dir, ".data", fmt.Sprintf("orphan-%03d", i)), "x")
+	}
+	m := testMain(nil, "", nil, nil)
+	_, stderr := runInProcess(t, m, "--spool", "s="+dir, "--web.listen-address", "127.0.0.1:0",
+		"--check-every", "50ms", "--alert-after-cycles", "0")
+	line := waitLine(t, stderr, "spool problems started")
+	if !strings.Contains(line, "count=200") || !strings.Contains(line, "dir=data") {
+		t.Fatalf("want one line for the 200 orphans, got %s", line)
+	}
+	if n := strings.Count(stderr.String(), "orphan-"); n > 5 {
+		t.Errorf("%d names logged for 200 orphans, want the first 5:\n%s", n, stderr.String())
 	}
 }

@@ -53,7 +53,7 @@ func TestStatePath(t *testing.T) {
 			second.DefaultStatePath = tc.def
 			url, stderr = runInProcess(t, second, append(args, "--check-every", "1h")...)
 			waitScrape(t, url, alerting)
-			if strings.Contains(stderr.String(), "spool problem started") {
+			if strings.Contains(stderr.String(), "spool problems started") {
 				t.Errorf("the restart started the problem again:\n%s", stderr.String())
 			}
 		})
