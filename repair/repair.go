@@ -103,6 +103,9 @@ type Repairer struct {
 	WorkersStopped bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// MaxMetadataSize bounds the metadata that repair's checkouts read
+	// (spool.Options.MaxMetadataSize); 0 means the library's default.
+	MaxMetadataSize int64
 }
 
 func (r *Repairer) now() time.Time {
@@ -492,7 +495,7 @@ func (r *Repairer) Apply(ctx context.Context, p *Plan, report func(Result)) erro
 	if len(p.Actions) == 0 {
 		return nil
 	}
-	s, err := spool.Open(p.Dir, &spool.Options{Now: r.Now})
+	s, err := spool.Open(p.Dir, &spool.Options{Now: r.Now, MaxMetadataSize: r.MaxMetadataSize})
 	if err != nil {
 		return err
 	}

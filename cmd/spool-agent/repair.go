@@ -15,7 +15,7 @@ import (
 // RepairCmd repairs what fsck reports, with fsck's limits, never deleting
 // an entry that may have been acknowledged (see package repair).
 type RepairCmd struct {
-	Dir string `arg:"" help:"The spool directory."`
+	Dir string `arg:"" help:"The spool directory, or the name of a spool of the --config file (then repaired with the limits the agent gives it, as fsck checks it; limit flags given here win)."`
 	LimitFlags
 	OutputFlag
 	Apply           bool   `help:"Carry the plan out, print every action, and check again. Without it repair prints its plan and changes nothing."`
@@ -62,11 +62,18 @@ func resultWord(err error) string {
 }
 
 func (c *RepairCmd) run(ctx context.Context, m *Main) error {
-	limits, err := c.limits()
+	// A spool of --config by name, with fsck's limits exactly.
+	dir, sc, err := m.spoolArg(c.Dir)
 	if err != nil {
 		return &exitError{code: exitNotCheck, err: err}
 	}
-	r := &repair.Repairer{Limits: limits, QuarantineQueue: c.QuarantineQueue, WorkersStopped: c.WorkersStopped, Now: m.Now}
+	limits, err := (&FsckCmd{LimitFlags: c.LimitFlags}).limitsFor(m, sc)
+	if err != nil {
+		return &exitError{code: exitNotCheck, err: err}
+	}
+	c.Dir = dir
+	r := &repair.Repairer{Limits: limits, QuarantineQueue: c.QuarantineQueue, WorkersStopped: c.WorkersStopped, Now: m.Now,
+		MaxMetadataSize: int64(m.cli.MaxMetadataSize)}
 	w := bufio.NewWriter(m.Stdout)
 	var done []actionJSON
 	report := func(res repair.Result) {

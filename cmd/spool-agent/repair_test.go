@@ -195,29 +195,45 @@ func TestRepairCommandExitCodes(t *testing.T) {
 		name     string
 		dir      func(t *testing.T) string
 		args     []string
+		config   string // a --config file ($DIR: the spool): repair the spool "mail" of it
 		wantCode int
 		want     string
 	}{
-		{"unexpected left: plan", func(t *testing.T) string { return brokenSpool(t, true) }, nil, 1, "leave unexpected incoming/adir: not a regular file"},
-		{"unexpected left: apply", func(t *testing.T) string { return brokenSpool(t, true) }, []string{"--apply"}, 1, "3 problems left as they are"},
+		{"unexpected left: plan", func(t *testing.T) string { return brokenSpool(t, true) }, nil, "", 1, "leave unexpected incoming/adir: not a regular file"},
+		{"unexpected left: apply", func(t *testing.T) string { return brokenSpool(t, true) }, []string{"--apply"}, "", 1, "3 problems left as they are"},
 		{"young stale checkout needs --workers-stopped", func(t *testing.T) string {
 			dir := brokenSpool(t, false)
 			setMtime(t, dir, "incoming/.checkout/stale", 30*time.Second)
 			return dir
-		}, []string{"--max-checked-out-age", "0s", "--max-tmp-file-age", "0s"}, 1, "--workers-stopped"},
+		}, []string{"--max-checked-out-age", "0s", "--max-tmp-file-age", "0s"}, "", 1, "--workers-stopped"},
 		{"young stale checkout with --workers-stopped", func(t *testing.T) string {
 			dir := brokenSpool(t, false)
 			setMtime(t, dir, "incoming/.checkout/stale", 30*time.Second)
 			return dir
-		}, []string{"--max-checked-out-age", "0s", "--max-tmp-file-age", "0s", "--workers-stopped", "--apply"}, 0, "done recover incoming/.checkout/stale"},
-		{"not a spool", func(t *testing.T) string { return t.TempDir() }, nil, 2, "could not check"},
-		{"negative limit", func(t *testing.T) string { return t.TempDir() }, []string{"--max-tmp-file-age=-1s"}, 2, "negative"},
-		{"bad quarantine queue", func(t *testing.T) string { return brokenSpool(t, false) }, []string{"--quarantine-queue", ".x"}, 2, "quarantine queue"},
+		}, []string{"--max-checked-out-age", "0s", "--max-tmp-file-age", "0s", "--workers-stopped", "--apply"}, "", 0, "done recover incoming/.checkout/stale"},
+		{"spool name from --config: its limits", func(t *testing.T) string {
+			dir := brokenSpool(t, false)
+			setMtime(t, dir, "incoming/.checkout/stale", 30*time.Minute)
+			return dir
+		}, nil, "spools:\n  mail:\n    dir: $DIR\n    max-checked-out-age: 2h\n", 0, "6 actions planned"},
+		{"spool name from --config: a flag given wins", func(t *testing.T) string {
+			dir := brokenSpool(t, false)
+			setMtime(t, dir, "incoming/.checkout/stale", 30*time.Minute)
+			return dir
+		}, []string{"--max-checked-out-age", "10m"}, "spools:\n  mail:\n    dir: $DIR\n    max-checked-out-age: 2h\n", 0, "recover incoming/.checkout/stale"},
+		{"not a spool", func(t *testing.T) string { return t.TempDir() }, nil, "", 2, "could not check"},
+		{"negative limit", func(t *testing.T) string { return t.TempDir() }, []string{"--max-tmp-file-age=-1s"}, "", 2, "negative"},
+		{"bad quarantine queue", func(t *testing.T) string { return brokenSpool(t, false) }, []string{"--quarantine-queue", ".x"}, "", 2, "quarantine queue"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := tc.dir(t)
 			r := cli(t, nil, "", slices.Concat([]string{"repair", dir}, tc.args)...)
+			if tc.config != "" {
+				cfg := filepath.Join(t.TempDir(), "agent.yaml")
+				writeFile(t, cfg, strings.ReplaceAll(tc.config, "$DIR", dir))
+				r = cli(t, nil, "", slices.Concat([]string{"--config", cfg, "repair", "mail"}, tc.args)...)
+			}
 			if r.code != tc.wantCode || !strings.Contains(r.stdout+r.stderr, tc.want) {
 				t.Errorf("exit %d, want %d with %q\nstdout: %s\nstderr: %s", r.code, tc.wantCode, tc.want, r.stdout, r.stderr)
 			}
