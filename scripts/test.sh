@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and static checks, then the whole suite with
-# the race detector, for the library's module and for the nested deploy/
-# module (packaging and Kubernetes checks, with their heavy dependencies).
+# the race detector, for the library's module and for the nested modules
+# (deploy/: packaging and Kubernetes checks; web/browsertest/: the console in
+# a browser), which keep their heavy test-only dependencies out of the
+# library's module graph.
 # This is the README's test command and what CI runs. It needs only Go:
 # staticcheck is pinned in tools/go.mod and run through `go tool`.
 set -euo pipefail
@@ -9,6 +11,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 staticcheck() { go tool -modfile="$root/tools/go.mod" staticcheck "$@"; }
+# The nested modules with tests (tools/ holds only tool directives).
+nested=$( (git ls-files '*/go.mod' 2>/dev/null || find . -mindepth 2 -name go.mod -printf '%P\n') |
+  sed 's|/go.mod$||' | grep -vx tools | sort || true)
 
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
@@ -17,10 +22,14 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 staticcheck ./...
-(cd deploy && go vet ./... && staticcheck ./...)
+for mod in $nested; do
+  (cd "$mod" && go vet ./... && staticcheck ./...)
+done
 # A short fuzzing run of every fuzz target, bounded by count rather than time
 # (a time bound can end mid-input with "context deadline exceeded" on a loaded
 # machine); scripts/soak.sh runs them longer.
 FUZZTIME=${FUZZTIME:-300x} ./scripts/fuzz-short.sh
 go test -race -count=1 -timeout 20m ./...
-(cd deploy && go test -race -count=1 -timeout 15m ./...)
+for mod in $nested; do
+  (cd "$mod" && go test -race -count=1 -timeout 15m ./...)
+done
