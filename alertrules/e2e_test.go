@@ -110,7 +110,9 @@ func start(t *testing.T, dir, name string, bin string, args ...string) *process 
 	}
 	p.cmd = exec.CommandContext(ctx, bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.Env = append(cleanEnv(), "XDG_STATE_HOME="+filepath.Join(dir, "xdg-state"))
+	// A state directory of its own: an agent keeps no state across a
+	// restart unless it is given --state.path.
+	p.cmd.Env = append(cleanEnv(), "XDG_STATE_HOME="+filepath.Join(dir, "xdg-state-"+name))
 	p.cmd.Cancel = func() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
 	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
@@ -426,9 +428,10 @@ scrape_configs:
 	return s
 }
 
-// startAgent starts the agent with the stack's arguments. Its state (once
-// it keeps one) goes under the test's directory: XDG_STATE_HOME is set and
-// STATE_DIRECTORY is not.
+// startAgent starts the agent with the stack's arguments. Its default
+// state file is under the test's directory and its own (XDG_STATE_HOME is
+// set per process and STATE_DIRECTORY is not), so without --state.path a
+// restarted agent starts from no state.
 func (s *e2eStack) startAgent(t *testing.T) *process {
 	t.Helper()
 	name := "spool-agent"
@@ -460,7 +463,7 @@ func (s *e2eStack) restartAgent(t *testing.T, sig syscall.Signal) {
 	s.restarts++
 	s.agent = s.startAgent(t)
 	for _, q := range []string{
-		`spool_problems{job="spool-agent",kind="orphaned",dir="data"} > 0`,
+		`spool_problems{job="spool-agent",kind="orphaned",dir="data"}`,
 		`spool_queue_oldest_checked_out_timestamp_seconds{job="spool-agent",queue="` + e2eQueue + `"}`,
 	} {
 		waitScrapedAfter(t, s.promAddr, q, before)
@@ -470,8 +473,9 @@ func (s *e2eStack) restartAgent(t *testing.T, sig syscall.Signal) {
 	time.Sleep(3 * time.Second)
 }
 
-// waitScrapedAfter waits until the query q has a sample that Prometheus
-// scraped after t0.
+// waitScrapedAfter waits until the series selector q has a sample that
+// Prometheus scraped after t0. (q must be a plain selector: timestamp() of
+// an expression is the evaluation time, not the scrape's.)
 func waitScrapedAfter(t *testing.T, promAddr, q string, t0 time.Time) {
 	t.Helper()
 	deadline := time.Now().Add(e2eDeadline)
@@ -585,8 +589,10 @@ func TestEndToEnd(t *testing.T) {
 	checkDashboardQueries(t, s.promAddr)
 
 	// Restarting the agent, cleanly or by a crash, while the faults persist
-	// is no event: Alertmanager sends no "resolved" (keep_firing_for
-	// bridges the scrape gap and the agent's new debounce).
+	// is no event: Alertmanager sends no "resolved". Here the new agent
+	// starts without the old one's state: keep_firing_for alone bridges the
+	// scrape gap and the new debounce (TestEndToEndStateSurvivesRestart
+	// adds the state file).
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		all, _ := s.hook.snapshot()
 		t0 := time.Now()
