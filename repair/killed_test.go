@@ -108,11 +108,10 @@ func (d *dyingFS) Flock(fd int, how int) error {
 // quarantine queue, and that fsck is clean and a second plan empty.
 func TestRepairKilledLibraryOperations(t *testing.T) {
 	type op struct {
-		name   string
-		setup  bool // enqueue k into incoming first
-		run    func(s *spool.Spool) error
-		mayGo  bool // the operation may remove k
-		wantOK func(t *testing.T, dir string)
+		name  string
+		setup bool // enqueue k into incoming first
+		run   func(s *spool.Spool) error
+		mayGo bool // the operation may remove k
 	}
 	meta, data := []byte("meta of k"), []byte("payload of k")
 	cases := []op{

@@ -105,16 +105,6 @@ func (f *fixture) age(rel string, age time.Duration) {
 	}
 }
 
-func (f *fixture) find(name string) *acked {
-	for i := range f.acked {
-		if f.acked[i].name == name {
-			return &f.acked[i]
-		}
-	}
-	f.t.Fatalf("no acknowledged entry %s", name)
-	return nil
-}
-
 // copies returns the places (queue, or queue/.checkout) that hold name.
 func copies(t *testing.T, dir, name string) []string {
 	t.Helper()
