@@ -142,7 +142,9 @@ func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error)
 	if err := s.fs.Touch(s.reg.fd, name, now); isNotExist(err) {
 		return nil, fmt.Errorf("checkout %s: %w (%s); left in place", src, ErrUnregistered, reg)
 	}
-	if err := s.fs.Touch(qd.dir.fd, name, now); isNotExist(err) {
+	// The queue file is touched through the locked descriptor: a file put
+	// at its name meanwhile (a hard link to a file outside) is not touched.
+	if err := s.fs.TouchFD(fd, now); isNotExist(err) {
 		return nil, notFound()
 	}
 	if err := s.fs.Rename(qd.dir.fd, name, qd.co.fd, name, true); err != nil {
@@ -330,7 +332,7 @@ func (c *Checkout) Touch() error {
 		return err
 	}
 	p := c.qd.co.p(c.name)
-	if err := c.s.fs.Touch(c.qd.co.fd, c.name, c.s.now()); err != nil {
+	if err := c.s.fs.TouchFD(c.fd, c.s.now()); err != nil {
 		return pathErr("touch", p, err)
 	}
 	return nil
@@ -398,7 +400,7 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 	}
 	now := s.now()
 	c.touchRegistry(now)
-	s.fs.Touch(c.qd.co.fd, c.name, now)
+	s.fs.TouchFD(c.fd, now)
 	dst := dq.dir.p(c.name)
 	if err := s.fs.Rename(c.qd.co.fd, c.name, dq.dir.fd, c.name, true); err != nil {
 		if errors.Is(err, unix.EEXIST) {
@@ -722,7 +724,7 @@ func (s *Spool) recoverOne(q string, qd *queueDirs, name string, now time.Time, 
 	if s.fs.Lstat(s.reg.fd, name, &rst) == nil && rst.Nlink <= 1 {
 		s.fs.Touch(s.reg.fd, name, now)
 	}
-	s.fs.Touch(qd.co.fd, name, now)
+	s.fs.TouchFD(fd, now)
 	dst := qd.dir.p(name)
 	if err := s.fs.Rename(qd.co.fd, name, qd.dir.fd, name, true); err != nil {
 		if isNotExist(err) {

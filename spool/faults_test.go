@@ -309,6 +309,14 @@ func (f *faultFS) Touch(dirfd int, name string, t time.Time) error {
 	return f.inner.Touch(dirfd, name, t)
 }
 
+// TouchFD implements spool.FS.
+func (f *faultFS) TouchFD(fd int, t time.Time) error {
+	if err, _ := f.fault("touch", f.fdPath(fd), false, false); err != nil {
+		return err
+	}
+	return f.inner.TouchFD(fd, t)
+}
+
 // ReadDir implements spool.FS.
 func (f *faultFS) ReadDir(dirfd int) ([]spool.DirEntry, error) {
 	if err, _ := f.fault("readdir", f.fdPath(dirfd), false, false); err != nil {

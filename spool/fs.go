@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,6 +49,8 @@ type FS interface {
 	// Touch sets the access and modification times of name relative to
 	// dirfd without following symlinks.
 	Touch(dirfd int, name string, t time.Time) error
+	// TouchFD sets the access and modification times of the open file fd.
+	TouchFD(fd int, t time.Time) error
 	// ReadDir lists the names in the directory dirfd, unsorted, without "."
 	// and "..". It must not disturb dirfd (which others use concurrently).
 	ReadDir(dirfd int) ([]DirEntry, error)
@@ -190,6 +193,19 @@ func (OSFS) Mkdir(dirfd int, name string, perm uint32) error {
 func (OSFS) Touch(dirfd int, name string, t time.Time) error {
 	ts := unix.NsecToTimespec(t.UnixNano())
 	return unix.UtimesNanoAt(dirfd, name, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// TouchFD implements FS with utimensat(fd, NULL, ...), which x/sys does not
+// wrap: it sets the times of the very file open as fd, whatever now stands at
+// its name.
+func (OSFS) TouchFD(fd int, t time.Time) error {
+	ts := unix.NsecToTimespec(t.UnixNano())
+	times := [2]unix.Timespec{ts, ts}
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&times[0])), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // Flock implements FS.

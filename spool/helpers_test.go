@@ -336,3 +336,11 @@ func readDirPath(path string) ([]DirEntry, error) {
 	defer unix.Close(fd)
 	return OSFS{}.ReadDir(fd)
 }
+
+func (h *hookFS) TouchFD(fd int, t time.Time) error {
+	if err := h.enter("touch", h.path(fd)); err != nil {
+		return err
+	}
+	defer h.exit()
+	return OSFS{}.TouchFD(fd, t)
+}
