@@ -89,7 +89,7 @@ func diffTrees(before, after map[string]victimFile) string {
 func makeVictim(t *testing.T, dir string, empty bool) {
 	t.Helper()
 	old := time.Now().Add(-3 * time.Hour)
-	files := []string{".checkout/e1", ".checkout/e2", "e1", "e2", "precious"}
+	files := []string{".checkout/e1", ".checkout/e2", "e1", "e2", orphanTmp, orphanReg, orphanData, "precious"}
 	if empty {
 		files = []string{".checkout/precious", "precious"}
 	}
@@ -107,8 +107,16 @@ func makeVictim(t *testing.T, dir string, empty bool) {
 	os.Chtimes(dir, old, old)
 }
 
+// The old orphans of the attack runs' spools, for repair to act on.
+const (
+	orphanTmp  = "e3.tmp.AbCdEf" // .tmp: a temp file of a write that never completed
+	orphanReg  = "e4"            // .registry: a reservation of no entry
+	orphanData = "e5"            // .data: a payload of no entry
+)
+
 // hostileSpool creates the spool of one attack run: queues in and out; e1
-// waiting in in; e2 checked out of in (without a holder) for three hours.
+// waiting in in; e2 checked out of in (without a holder) for three hours;
+// three orphans, three hours old.
 func hostileSpool(t *testing.T, dir string) {
 	t.Helper()
 	s, err := spool.Create(dir, []string{"in", "out"}, &spool.Options{Durability: spool.DurabilityNone})
@@ -126,6 +134,13 @@ func hostileSpool(t *testing.T, dir string) {
 	}
 	old := time.Now().Add(-3 * time.Hour)
 	os.Chtimes(co, old, old)
+	for _, p := range []string{filepath.Join(spool.TmpDir, orphanTmp), filepath.Join(spool.RegistryDir, orphanReg), filepath.Join(spool.DataDir, orphanData)} {
+		path := filepath.Join(dir, p)
+		if err := os.WriteFile(path, []byte("orphan"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(path, old, old)
+	}
 }
 
 // swapper exchanges two paths with renameat2(RENAME_EXCHANGE) in a tight
@@ -189,23 +204,33 @@ func TestHostileDirectorySwap(t *testing.T) {
 		// done reports whether a command that exited 0 did its job in
 		// the spool.
 		done func(dir, stdout string) bool
+		// always: done must hold whatever the exit status (repair
+		// never loses an entry, even when a swap makes it give up).
+		always bool
 	}{
 		{"rm", func(dir string) []string { return []string{"rm", dir, "e1"} },
-			func(dir, _ string) bool { return !exists(filepath.Join(dir, "in", "e1")) }},
+			func(dir, _ string) bool { return !exists(filepath.Join(dir, "in", "e1")) }, false},
 		{"mv", func(dir string) []string { return []string{"mv", "--to", "out", dir, "e1"} },
-			func(dir, _ string) bool { return exists(filepath.Join(dir, "out", "e1")) }},
+			func(dir, _ string) bool { return exists(filepath.Join(dir, "out", "e1")) }, false},
 		// recover skips a queue or .checkout that is not a directory when
 		// it looks (swapped): e2 is back in its queue or still checked out.
 		{"recover", func(dir string) []string { return []string{"recover", "--older-than", "1m", dir} },
 			func(dir, _ string) bool {
 				return exists(filepath.Join(dir, "in", "e2")) || exists(filepath.Join(dir, "in", spool.CheckoutDir, "e2"))
-			}},
+			}, false},
+		// repair checks the whole spool before and after it acts and
+		// gives up when a check meets a swapped directory.
+		{"repair", func(dir string) []string { return []string{"repair", "--apply", dir} },
+			func(dir, _ string) bool {
+				return exists(filepath.Join(dir, "in", "e1")) &&
+					(exists(filepath.Join(dir, "in", "e2")) || exists(filepath.Join(dir, "in", spool.CheckoutDir, "e2")))
+			}, true},
 		{"enqueue", func(dir string) []string {
 			return []string{"enqueue", dir, "in", "--metadata", "m", "--data-file", payload, "--durability", "none"}
 		}, func(dir, stdout string) bool {
 			name := strings.TrimSpace(stdout)
 			return name != "" && exists(filepath.Join(dir, "in", name)) && exists(filepath.Join(dir, spool.DataDir, name))
-		}},
+		}, false},
 	}
 	// in is the queue the commands act on, out mv's destination.
 	targets := []string{spool.DataDir, spool.RegistryDir, spool.TmpDir, "in", filepath.Join("in", spool.CheckoutDir), "out"}
@@ -214,6 +239,7 @@ func TestHostileDirectorySwap(t *testing.T) {
 			t.Run(c.name+"/"+strings.ReplaceAll(target, "/", "_"), func(t *testing.T) {
 				var swaps int64
 				changed, crashed, succeeded := 0, 0, 0
+				refusal := "" // the first refusal's message
 				for run := range hostileRuns {
 					rundir := filepath.Join(base, fmt.Sprintf("%s-%s-%d", c.name, strings.ReplaceAll(target, "/", "_"), run))
 					dir, victim := filepath.Join(rundir, "spool"), filepath.Join(rundir, "victim")
@@ -235,11 +261,14 @@ func TestHostileDirectorySwap(t *testing.T) {
 					if err != nil {
 						t.Fatalf("swapper: %v", err)
 					}
+					if code != 0 && refusal == "" {
+						refusal = firstLine(stderr)
+					}
 					if code == 0 {
 						succeeded++
-						if !c.done(dir, stdout) {
-							t.Errorf("run %d: %s exited 0 but did not do its job in the spool (%q)", run, c.name, stdout)
-						}
+					}
+					if (code == 0 || c.always) && !c.done(dir, stdout) {
+						t.Errorf("run %d: %s (exit %d) did not do its job in the spool (%q %q)", run, c.name, code, stdout, stderr)
 					}
 					swaps += n
 					if strings.Contains(stderr, "panic:") || strings.Contains(stderr, "fatal error:") {
@@ -259,7 +288,7 @@ func TestHostileDirectorySwap(t *testing.T) {
 				if changed > 0 {
 					t.Errorf("the victim changed in %d of %d runs", changed, hostileRuns)
 				}
-				t.Logf("%d runs (%d succeeded, the others refused), %d swaps in all, victim changed in %d", hostileRuns, succeeded, swaps, changed)
+				t.Logf("%d runs (%d succeeded, the others refused, the first with %q), %d swaps in all, victim changed in %d", hostileRuns, succeeded, refusal, swaps, changed)
 			})
 		}
 	}
