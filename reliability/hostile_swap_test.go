@@ -189,7 +189,7 @@ func (w *swapper) finish() (int64, error) {
 // in a tight renameat2(RENAME_EXCHANGE) loop. Each command runs
 // hostileRuns times against each directory: the victim directory must stay
 // byte-for-byte and mtime-for-mtime unchanged, no command may crash, and a
-// command that succeeds must have done its job inside the spool. About 2.5
+// command that succeeds must have done its job inside the spool. About 3.5
 // minutes on a shared 2-vCPU machine: the attacker's loop keeps the
 // directories' locks busy.
 func TestHostileDirectorySwap(t *testing.T) {
