@@ -505,7 +505,12 @@ func (r *Repairer) Apply(ctx context.Context, p *Plan, report func(Result)) erro
 		return err
 	}
 	defer d.close()
-	x := &applier{r: r, s: s, d: d}
+	x := &applier{r: r, s: s, d: d, planned: map[spool.Recovered]bool{}}
+	for _, a := range p.Actions {
+		if a.Op == OpRecover {
+			x.planned[spool.Recovered{Queue: a.Dir.Queue, Name: a.Name}] = true
+		}
+	}
 	for _, a := range p.Actions {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -561,8 +566,9 @@ type applier struct {
 	r     *Repairer
 	s     *spool.Spool
 	d     *dirs
-	recov map[spool.Recovered]bool // Recover's result, once called
-	extra []spool.Recovered        // recovered but not planned, to report
+	recov   map[spool.Recovered]bool // Recover's result, once called
+	planned map[spool.Recovered]bool // the plan's recover actions
+	extra   []spool.Recovered        // recovered but not planned, to report
 }
 
 func changed(format string, args ...any) error {
@@ -691,8 +697,11 @@ func (x *applier) do(a Action) (string, error) {
 			got, err := x.s.Recover(x.r.recoverAge(), spool.RecoverOptions{WorkersStopped: x.r.WorkersStopped})
 			x.recov = map[spool.Recovered]bool{}
 			for _, g := range got {
-				x.recov[spool.Recovered{Queue: g.Queue, Name: g.Name}] = true
-				x.extra = append(x.extra, g)
+				k := spool.Recovered{Queue: g.Queue, Name: g.Name}
+				x.recov[k] = true
+				if !x.planned[k] {
+					x.extra = append(x.extra, g)
+				}
 			}
 			if err != nil && len(got) == 0 {
 				x.extra = nil
@@ -700,7 +709,6 @@ func (x *applier) do(a Action) (string, error) {
 			}
 		}
 		k := spool.Recovered{Queue: a.Dir.Queue, Name: name}
-		x.extra = slices.DeleteFunc(x.extra, func(g spool.Recovered) bool { return g.Queue == k.Queue && g.Name == k.Name })
 		if !x.recov[k] {
 			return "", changed("not recovered: a live worker holds it, or it was finished or recovered meanwhile")
 		}

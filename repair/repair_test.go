@@ -567,3 +567,32 @@ func TestIsTempName(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairRecoverReportsEach: Recover returns every stale checkout at
+// once, planned or not (one that went stale after the plan): Apply reports
+// each exactly once.
+func TestRepairRecoverReportsEach(t *testing.T) {
+	f := newFixture(t)
+	for _, n := range []string{"x", "y"} {
+		f.enqueue("incoming", n)
+		f.mv("incoming/"+n, "incoming/.checkout/"+n)
+	}
+	r := &Repairer{Limits: monitor.DefaultLimits(), Now: testNow}
+	p, err := r.Plan(context.Background(), f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.enqueue("done", "z")
+	f.mv("done/z", "done/.checkout/z")
+	var got []string
+	if err := r.Apply(context.Background(), p, func(res Result) {
+		got = append(got, fmt.Sprintf("%s %s %v", res.Op, res.Path(), res.Err))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"recover incoming/.checkout/x <nil>", "recover done/.checkout/z <nil>", "recover incoming/.checkout/y <nil>"}
+	if !slices.Equal(got, want) {
+		t.Errorf("reported %q, want %q", got, want)
+	}
+	f.checkAcked()
+}
