@@ -563,9 +563,9 @@ func (r *Repairer) Repair(ctx context.Context, dir string, report func(Result)) 
 }
 
 type applier struct {
-	r     *Repairer
-	s     *spool.Spool
-	d     *dirs
+	r       *Repairer
+	s       *spool.Spool
+	d       *dirs
 	recov   map[spool.Recovered]bool // Recover's result, once called
 	planned map[spool.Recovered]bool // the plan's recover actions
 	extra   []spool.Recovered        // recovered but not planned, to report
