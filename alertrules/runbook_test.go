@@ -396,3 +396,59 @@ func TestRunbookFixes(t *testing.T) {
 		})
 	}
 }
+
+// TestAlertTextCommandsWork runs the command each alert text gives to look
+// at the spool, as generated with agentConfig and with spoolDir, against a
+// spool named by an agent configuration file: each must run (exit 0, or 1
+// for fsck finding problems).
+func TestAlertTextCommandsWork(t *testing.T) {
+	t.Parallel()
+	tmp := t.TempDir()
+	bin := buildAgent(t, tmp)
+	spools := filepath.Join(tmp, "spools")
+	dir := filepath.Join(spools, "mail")
+	if err := os.Mkdir(spools, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, bin, "", "init", dir, "--queue", "work")
+	agentConfig := filepath.Join(tmp, "agent.yml")
+	writeFile(t, agentConfig, "spools:\n  mail:\n    dir: "+dir+"\n")
+
+	lookRE := regexp.MustCompile(`Look: (spool-agent .*?) on \{\{ \$labels\.instance \}\}\.`)
+	labels := strings.NewReplacer("{{ $labels.spool }}", "mail", "{{ $labels.queue }}", "work")
+	for _, cfg := range []Config{
+		func() Config { c := DefaultConfig(); c.AgentConfig = agentConfig; return c }(),
+		func() Config { c := DefaultConfig(); c.SpoolDir = spools + "/{spool}"; return c }(),
+	} {
+		rf, err := Rules(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, r := range rf.Groups[1].Rules {
+			m := lookRE.FindStringSubmatch(r.Annotations["description"])
+			if m == nil {
+				if r.Alert != "SpoolAgentDown" && r.Alert != "SpoolAgentAbsent" {
+					t.Errorf("%s: no command to look in %q", r.Alert, r.Annotations["description"])
+				}
+				continue
+			}
+			command := labels.Replace(m[1])
+			if seen[command] {
+				continue
+			}
+			seen[command] = true
+			args := strings.Fields(command)[1:]
+			cmd := exec.Command(bin, args...)
+			cmd.Env = cleanEnv()
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if err != nil && !(args[0] == "fsck" && errors.As(err, &exit) && exit.ExitCode() == 1) {
+				t.Errorf("%s gives %q, which fails: %v\n%s", r.Alert, command, err, out)
+			}
+		}
+		if len(seen) < 3 {
+			t.Errorf("only %d distinct commands: %v", len(seen), seen)
+		}
+	}
+}
