@@ -26,10 +26,7 @@ import (
 //go:embed templates/*.html static/console.css
 var assets embed.FS
 
-var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"summaryRows":  summaryRows,
-	"spoolSection": func(ss []spoolView, i int) template.HTML { return spoolSection(&ss[i]) },
-}).ParseFS(assets, "templates/*.html"))
+var pages = template.Must(template.ParseFS(assets, "templates/*.html"))
 
 var css = func() []byte {
 	b, err := assets.ReadFile("static/console.css")
@@ -163,7 +160,7 @@ func (c *Console) lookup(r *http.Request, prefix string) *monitor.Snapshot {
 }
 
 func (c *Console) page(title string, one bool) pageView {
-	return pageView{Title: title, Version: c.version, Buckets: shapeLabels, One: one}
+	return pageView{Title: title, Version: c.version, One: one}
 }
 
 func (c *Console) serveOverview(w http.ResponseWriter, r *http.Request) {
@@ -192,13 +189,33 @@ func (c *Console) serveSpool(w http.ResponseWriter, r *http.Request) {
 	c.render(w, p)
 }
 
-// render executes the page into a buffer first: a template error gives a
-// 500, never half a page.
+// render writes the page into a buffer first: an error gives a 500,
+// never half a page. The templates give the frame; rows.go the spools.
 func (c *Console) render(w http.ResponseWriter, p pageView) {
 	buf := c.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer c.bufs.Put(buf)
-	if err := pages.ExecuteTemplate(buf, "page.html", p); err != nil {
+	// The pool loses its buffers at each GC: size the page once rather
+	// than double the buffer a dozen times.
+	size := 4096
+	for i := range p.Spools {
+		size += 2048 + 700*len(p.Spools[i].Queues) + 250*len(p.Spools[i].Problems)
+	}
+	buf.Grow(size)
+	err := pages.ExecuteTemplate(buf, "head", p)
+	if err == nil && !p.One && len(p.Spools) > 0 {
+		summaryRows(html{buf}, p.Spools)
+		err = pages.ExecuteTemplate(buf, "summary-end", p)
+	}
+	for i := range p.Spools {
+		if err == nil {
+			spoolSection(html{buf}, &p.Spools[i])
+		}
+	}
+	if err == nil {
+		err = pages.ExecuteTemplate(buf, "foot", p)
+	}
+	if err != nil {
 		http.Error(w, "rendering the page failed", http.StatusInternalServerError)
 		return
 	}

@@ -95,7 +95,6 @@ type pageView struct {
 	Title   string
 	Version string
 	Now     string // RFC 3339
-	Buckets []string
 	Spools  []spoolView
 	One     bool // a spool's own page
 }
