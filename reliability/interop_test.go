@@ -670,3 +670,59 @@ func TestInteropUncheckoutTakesLiveLibraryCheckout(t *testing.T) {
 		t.Errorf("fsck: %v, %v; want no problem", problems, err)
 	}
 }
+
+// TestInteropReferenceNames: the reference validates no name, so its
+// producers may write entries whose names start with '.' or are longer
+// than the names this library creates (here 236 bytes). Workers of this
+// library beside them consume and remove every such entry exactly once,
+// and fsck of the drained spool reports what the reference's monitor
+// reports: nothing.
+func TestInteropReferenceNames(t *testing.T) {
+	needBinary(t, &bin.worker)
+	needBinary(t, &bin.ref)
+	base := t.TempDir()
+	dir := filepath.Join(base, "spool")
+	if _, err := spool.Create(dir, interopQueues, nil); err != nil {
+		t.Fatal(err)
+	}
+	const perPrefix = 5
+	var ackLogs []string
+	for i, prefix := range []string{".", strings.Repeat("x", 200)} {
+		log := filepath.Join(base, fmt.Sprintf("acks-%d.log", i))
+		ackLogs = append(ackLogs, log)
+		if _, errOut, code := runCmd(t, 30*time.Second, nil, nil, bin.ref, "produce", "-spool", dir, "-queue", "incoming",
+			"-id", fmt.Sprintf("ref%d", i), "-log", log, "-n", fmt.Sprint(perPrefix), "-name-prefix", prefix); code != 0 {
+			t.Fatalf("refworker produce: exit %d: %s", code, errOut)
+		}
+	}
+	w := &mixedWorkers{dir: dir, logDir: base}
+	w.add("lib", "consumer")
+	w.add("lib", "remover")
+	w.start(t)
+	for _, log := range w.workLogs {
+		if strings.Contains(log, "remover") {
+			waitLines(t, log, "removed", 2*perPrefix)
+		}
+	}
+	waitDrained(t, dir, 10*time.Second)
+	w.stop(t, syscall.SIGTERM)
+
+	logs := readInteropLogs(t, ackLogs, w.workLogs)
+	fig := &crashFigures{Test: "interop-names", KillsByRole: map[string]int{}}
+	checkExactlyOnce(t, logs, 0, fig)
+	if fig.Acked != 2*perPrefix || fig.Removed != 2*perPrefix {
+		t.Errorf("%d acknowledged, %d removed; want %d each", fig.Acked, fig.Removed, 2*perPrefix)
+	}
+	for id, name := range logs.acked {
+		if !strings.HasPrefix(name, ".") && len(name) <= spool.MaxNameLen {
+			t.Errorf("entry %s of %s: the name is neither dotted nor long", name, id)
+		}
+		if logs.count("moved", id) != 1 {
+			t.Errorf("entry %s of %s moved %d times, want once", name, id, logs.count("moved", id))
+		}
+	}
+	checkLeftovers(t, dir, logs, 0, fig)
+	if fig.Orphans != 0 {
+		t.Errorf("%d problems in the drained spool, want none", fig.Orphans)
+	}
+}

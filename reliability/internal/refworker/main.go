@@ -10,7 +10,7 @@
 // refworker's logs and spoolworker's alike:
 //
 //	refworker create     -spool DIR -queues Q1,Q2
-//	refworker produce    -spool DIR -queue Q -id PREFIX -log ACKS [-n N] [-size BYTES]
+//	refworker produce    -spool DIR -queue Q -id PREFIX -log ACKS [-n N] [-size BYTES] [-name-prefix P]
 //	refworker consume    -spool DIR -queue Q -to Q2 [-log FILE]
 //	refworker remove     -spool DIR -queue Q -log FILE
 //	refworker hold       -spool DIR -queue Q -n N -log FILE
@@ -89,6 +89,7 @@ func main() {
 	logPath := fl.String("log", "", "log file")
 	fl.IntVar(&c.n, "n", 0, "produce: stop after n entries (0: until stopped); hold: entries to hold")
 	fl.IntVar(&c.size, "size", 256, "payload size in bytes")
+	fl.StringVar(&c.namePrefix, "name-prefix", "", "produce: prefix of the entry names (the reference accepts any, a leading '.' included)")
 	fl.DurationVar(&c.maxCheckedOutAge, "max-checked-out-age", 10*time.Minute, "fsck: the reference's -max-checked-out-age")
 	fl.DurationVar(&c.maxTmpFileAge, "max-tmp-file-age", 10*time.Minute, "fsck: the reference's -max-tmp-file-age")
 	fl.Parse(os.Args[2:])
@@ -119,6 +120,7 @@ func main() {
 
 type config struct {
 	dir, queue, to, id string
+	namePrefix         string
 	queues             []string
 	n, size            int
 	log                *workload.Log
@@ -171,7 +173,7 @@ func run(ctx context.Context, mode string, c *config) error {
 // produce enqueues entries with ids <prefix>-<seq> until stopped or c.n are
 // acknowledged.
 func produce(ctx context.Context, sp refSpool, c *config) error {
-	gen := timeOrderNames{i: os.Getpid()}
+	gen := timeOrderNames{prefix: c.namePrefix, i: os.Getpid()}
 	for i := 0; c.n <= 0 || i < c.n; i++ {
 		if ctx.Err() != nil {
 			return nil
@@ -363,12 +365,16 @@ var errNotFound = errors.New("entry not found")
 
 // timeOrderNames is the reference's For_testing.Lexicographic_time_order_name_generator:
 // the UTC time to the millisecond, the attempt, and the generator's integer
-// (here the process id, as async_smtp's names carry the process).
-type timeOrderNames struct{ i int }
+// (here the process id, as async_smtp's names carry the process), after an
+// optional prefix (the reference validates no name).
+type timeOrderNames struct {
+	prefix string
+	i      int
+}
 
 func (g timeOrderNames) next(attempt int) string {
 	now := time.Now().UTC().Format("2006-01-02_15-04-05.000")
-	return fmt.Sprintf("%s_%06d__%d__", now, attempt, g.i)
+	return fmt.Sprintf("%s%s_%06d__%d__", g.prefix, now, attempt, g.i)
 }
 
 // enqueue is the reference's enqueue with `Reserve: reserve a name in
