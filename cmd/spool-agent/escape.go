@@ -178,14 +178,15 @@ func hexDigit(b byte) byte { return "0123456789abcdef"[b] }
 
 // escapeLogAttr escapes the string values of log attributes for logfmt
 // (slog's text handler quotes C1 controls but leaves DEL raw), as
-// HandlerOptions.ReplaceAttr.
+// HandlerOptions.ReplaceAttr. Backslashes are left to slog's quoting, so
+// that names the collector already quoted are not escaped twice.
 func escapeLogAttr(_ []string, a slog.Attr) slog.Attr {
 	switch a.Value.Kind() {
 	case slog.KindString:
-		a.Value = slog.StringValue(escapeName(a.Value.String()))
+		a.Value = slog.StringValue(safeLine(a.Value.String()))
 	case slog.KindAny:
 		if err, ok := a.Value.Any().(error); ok {
-			a.Value = slog.StringValue(escapeName(err.Error()))
+			a.Value = slog.StringValue(safeLine(err.Error()))
 		}
 	}
 	return a

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -196,6 +198,22 @@ func TestEscapeStream(t *testing.T) {
 		w.Flush()
 		if err != nil || n != int64(len(in)) || out.String() != want {
 			t.Fatalf("escapeStream: n %d err %v, output differs from escapeText: %t", n, err, out.String() != want)
+		}
+	}
+}
+
+// TestLogHandlersEscape checks both log formats on attributes with raw
+// controls (as a glob match's path or an error may carry).
+func TestLogHandlersEscape(t *testing.T) {
+	for _, format := range []string{"logfmt", "json"} {
+		var out bytes.Buffer
+		logger := slog.New(newHandler(&out, format, slog.LevelInfo))
+		for _, n := range hostileNames() {
+			logger.Warn("skipped", "path", "/srv/"+n, "err", errors.New("open /srv/"+n+": denied"))
+		}
+		checkNoControls(t, format+" log", out.String())
+		if !strings.Contains(out.String(), `\x1b]0;owned`) && !strings.Contains(out.String(), `\u001b]0;owned`) {
+			t.Errorf("%s log lost the escaped name:\n%s", format, out.String())
 		}
 	}
 }
