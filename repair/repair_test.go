@@ -430,6 +430,7 @@ func TestRepairCases(t *testing.T) {
 			}
 			r := &Repairer{Limits: lim, WorkersStopped: tc.workersStopped, Now: testNow}
 			ctx := context.Background()
+			before := snapshot(t, f.dir)
 			plan, err := r.Plan(ctx, f.dir)
 			if err != nil {
 				t.Fatal(err)
@@ -440,7 +441,6 @@ func TestRepairCases(t *testing.T) {
 			if got := lefts(plan); !slices.Equal(got, tc.wantLeft) {
 				t.Errorf("left: %q, want %q", got, tc.wantLeft)
 			}
-			before := snapshot(t, f.dir)
 			// Planning changes nothing.
 			if after := snapshot(t, f.dir); after != before {
 				t.Errorf("Plan changed the spool")
