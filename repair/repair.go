@@ -472,15 +472,15 @@ func (pl *planner) whyNotRecovered(age time.Duration) string {
 }
 
 // isTempName reports whether name is an atomic writer's temp file name,
-// "<name>.tmp.XXXXXX" with six ASCII letters (the reference's and this
-// library's).
+// "<name>.tmp.XXXXXX": six letters here, six letters or digits from the
+// reference's mkstemp.
 func isTempName(name string) bool {
 	const suffix = len(".tmp.XXXXXX")
 	if len(name) <= suffix || name[len(name)-suffix:len(name)-6] != ".tmp." {
 		return false
 	}
 	for _, c := range []byte(name[len(name)-6:]) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
 			return false
 		}
 	}

@@ -559,7 +559,7 @@ func TestRepairNotASpool(t *testing.T) {
 
 func TestIsTempName(t *testing.T) {
 	for name, want := range map[string]bool{
-		"x.tmp.abcDEF": true, "a.b.tmp.ZZZZZZ": true, ".tmp.abcdef": false, "x.tmp.abcde1": false,
+		"x.tmp.abcDEF": true, "a.b.tmp.ZZZZZZ": true, ".tmp.abcdef": false, "x.tmp.abcde1": true, "x.tmp.abc-de": false,
 		"x.tmp.abcdefg": false, "x.tmpXabcdef": false, "x": false,
 	} {
 		if got := isTempName(name); got != want {
