@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/reliability/internal/workload"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -131,4 +132,52 @@ func (c sparseCase) run(t *testing.T, size int64) {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return s
+}
+
+// TestHostileSparseMetadataReader: a Reader of this library (spoolworker
+// consume) on a queue holding an entry whose metadata claims a terabyte and
+// an ordinary entry: it processes the ordinary entry, leaves the oversized
+// one waiting in its queue (never stranded in .checkout), and its peak RSS
+// stays under 100 MB.
+func TestHostileSparseMetadataReader(t *testing.T) {
+	needBinary(t, &bin.worker)
+	base := t.TempDir()
+	dir := filepath.Join(base, "spool")
+	s, err := spool.Create(dir, []string{"incoming", "done"}, &spool.Options{Durability: spool.DurabilityNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"huge", "plain"} {
+		if _, err := s.EnqueueBytes("incoming", workload.Metadata(n), workload.Payload(n, 100), spool.EnqueueOptions{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Truncate(filepath.Join(dir, "incoming", "huge"), 1<<40); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(base, "moved.log")
+	cmd := exec.Command(bin.worker, "consume", "-spool", dir, "-queue", "incoming", "-to", "done", "-log", log)
+	var e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &e, &e
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitLines(t, log, "moved", 1)
+	cmd.Process.Signal(syscall.SIGTERM)
+	err = cmd.Wait()
+	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	t.Logf("reader: exit %v, peak RSS %.1f MB, output %q", err, float64(ru.Maxrss)/1024, firstLine(e.String()))
+	if err != nil {
+		t.Errorf("the reader failed: %v: %s", err, e.String())
+	}
+	if ru.Maxrss*1024 > 100<<20 {
+		t.Errorf("peak RSS %.0f MB, want under 100 MB", float64(ru.Maxrss)/1024)
+	}
+	if q, checkedOut, err := s.Find("huge"); err != nil || q != "incoming" || checkedOut {
+		t.Errorf("the oversized entry: in %q (checked out %v, %v), want waiting in incoming", q, checkedOut, err)
+	}
+	if q, _, err := s.Find("plain"); err != nil || q != "done" {
+		t.Errorf("the ordinary entry: in %q (%v), want done", q, err)
+	}
 }
