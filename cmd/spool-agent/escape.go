@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"errors"
 	"io"
 	"log/slog"
 	"strconv"
@@ -46,9 +44,10 @@ type byteWriter interface {
 	WriteRune(r rune) (int, error)
 }
 
-// escapeTo writes b escaped to w (see escapeText). A rune cut at the end of
-// b is escaped byte by byte: callers that stream cut at rune boundaries
-// (escapeStream).
+// escapeTo writes b escaped to w (see escapeText), straight into w's
+// buffer: escaping large metadata never builds a string of it. A rune cut
+// at the end of b is escaped byte by byte, so callers that write in pieces
+// cut at rune boundaries.
 func escapeTo(w byteWriter, b []byte, backslash, keepLines bool) {
 	var num [20]byte
 	hex := func(prefix string, v uint64, digits int) {
@@ -86,40 +85,6 @@ func escapeTo(w byteWriter, b []byte, backslash, keepLines bool) {
 			w.WriteRune(r)
 		}
 		b = b[size:]
-	}
-}
-
-// escapeStream copies r to w escaped as escapeText does, a buffer at a
-// time: memory stays bounded whatever r's size.
-func escapeStream(w *bufio.Writer, r io.Reader, keepLines bool) (int64, error) {
-	buf := make([]byte, 32<<10)
-	var n int64
-	carry := 0
-	for {
-		k, err := r.Read(buf[carry:])
-		n += int64(k)
-		end := carry + k
-		// Keep an incomplete rune at the end for the next read.
-		cut := end
-		for i := end - 1; i >= 0 && i >= end-utf8.UTFMax+1; i-- {
-			if utf8.RuneStart(buf[i]) {
-				if !utf8.FullRune(buf[i:end]) {
-					cut = i
-				}
-				break
-			}
-		}
-		if err != nil {
-			cut = end
-		}
-		escapeTo(w, buf[:cut], true, keepLines)
-		carry = copy(buf, buf[cut:end])
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -184,22 +183,6 @@ func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
-}
-
-// TestEscapeStream checks that streaming escapes as escapeText does,
-// whatever the reads' sizes (a rune cut between two reads stays whole).
-func TestEscapeStream(t *testing.T) {
-	in := strings.Repeat("héllo\x1b[2J\u009b ✓\xff\\\n\ttab", 5000)
-	want := escapeText([]byte(in))
-	for _, r := range []io.Reader{strings.NewReader(in), iotest.OneByteReader(strings.NewReader(in)), iotest.HalfReader(strings.NewReader(in))} {
-		var out bytes.Buffer
-		w := bufio.NewWriter(&out)
-		n, err := escapeStream(w, r, true)
-		w.Flush()
-		if err != nil || n != int64(len(in)) || out.String() != want {
-			t.Fatalf("escapeStream: n %d err %v, output differs from escapeText: %t", n, err, out.String() != want)
-		}
-	}
 }
 
 // TestLogHandlersEscape checks both log formats on attributes with raw
