@@ -406,7 +406,8 @@ func (s *scanner) scan() (*index, error) {
 
 	regDone := make(chan struct{})
 	var regErrs, dataErrs, locErrs []error
-	var dataOrphans, locOrphans []orphan
+	var dataOrphans []orphan
+	var dataDropped int
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -437,7 +438,7 @@ func (s *scanner) scan() (*index, error) {
 		files, ok := s.listDir(path, make([]byte, direntBuf), &ar, statRegular, &dataErrs)
 		ix.dataFailed = !ok
 		<-regDone
-		dataOrphans = s.joinData(ix, files)
+		dataOrphans, dataDropped = s.joinData(ix, files)
 	}()
 	var ar arena
 	tmpPath := s.dir + "/" + spool.TmpDir
@@ -459,7 +460,7 @@ func (s *scanner) scan() (*index, error) {
 	}
 	<-regDone
 	locItems := make([][]item, len(ix.locs))
-	locOrphans = s.joinLocs(ix, locFiles, locItems)
+	locOrphans, locDropped := s.joinLocs(ix, locFiles, locItems)
 	wg.Wait()
 	if err := s.canceled(); err != nil {
 		return nil, err
@@ -468,6 +469,7 @@ func (s *scanner) scan() (*index, error) {
 	errs = append(errs, dataErrs...)
 	errs = append(errs, locErrs...)
 
+	ix.dropped += dataDropped + locDropped
 	for _, o := range dataOrphans {
 		ix.setData(o.name, o.st)
 	}
@@ -591,8 +593,11 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 
 // joinData records the .data files in the entries, returning those whose
 // name is not registered (and the rare sizes too big for entry.size).
-func (s *scanner) joinData(ix *index, files []listedFile) []orphan {
-	var orphans []orphan
+//
+// Past the bound of unregistered names it collects no more of them, but
+// counts them in dropped.
+func (s *scanner) joinData(ix *index, files []listedFile) (orphans []orphan, dropped int) {
+	unreg := 0
 	var total int64
 	for i := range files {
 		f := &files[i]
@@ -604,6 +609,13 @@ func (s *scanner) joinData(ix *index, files []listedFile) []orphan {
 			size = 0
 		}
 		id, ok := ix.ids[f.name]
+		if !ok && s.maxUnreg > 0 && unreg >= s.maxUnreg {
+			dropped++ // over the bound: not even collected
+			continue
+		}
+		if !ok {
+			unreg++
+		}
 		if !ok || size >= 1<<32-1 {
 			st := f.state()
 			st.size = size
@@ -619,14 +631,17 @@ func (s *scanner) joinData(ix *index, files []listedFile) []orphan {
 		total += size
 	}
 	ix.dataBytes += total
-	return orphans
+	return orphans, dropped
 }
 
 // joinLocs records the queue and checkout files in the entries and collects
 // each directory's items, returning the files whose name is not registered
 // or is already in another directory.
-func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item) []orphan {
-	var orphans []orphan
+//
+// Past the bound of unregistered names it collects no more of them, but
+// counts them in dropped.
+func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item) (orphans []orphan, dropped int) {
+	unreg := 0
 	for i, files := range locFiles {
 		l := ix.locs[i]
 		items := make([]item, 0, len(files))
@@ -636,6 +651,13 @@ func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item
 				continue
 			}
 			id, ok := ix.ids[f.name]
+			if !ok && s.maxUnreg > 0 && unreg >= s.maxUnreg {
+				dropped++
+				continue
+			}
+			if !ok {
+				unreg++
+			}
 			if !ok || ix.ents[id].loc != 0 {
 				// Unregistered, or a duplicate: added afterwards through the
 				// general path.
@@ -654,7 +676,7 @@ func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item
 		}
 		locItems[i] = items
 	}
-	return orphans
+	return orphans, dropped
 }
 
 // badFile is the state of a directory, symlink or other non-regular file
