@@ -277,12 +277,13 @@ var (
 	libTempName = regexp.MustCompile(`^.+\.[0-9a-f]{1,16}$`)
 )
 
-// checkLeftovers checks fsck of the quiet, drained spool: it reports
-// exactly what the reference's monitor reports, and only the leftovers that
-// killed workers leave: temp files of interrupted atomic writes (orphaned in
-// .tmp and .data), and registry files of interrupted enqueues (a name
-// reserved and never acknowledged) and of interrupted removes (an entry
-// that a remover had started removing). Anything else fails.
+// checkLeftovers checks fsck (monitor.Check and spool-agent fsck) of the
+// quiet, drained spool: it reports exactly what the reference's monitor
+// reports, and only the leftovers that killed workers leave: temp files of
+// interrupted atomic writes (orphaned in .tmp and .data), and registry
+// files of interrupted enqueues (a name reserved and never acknowledged)
+// and of interrupted removes (an entry that a remover had started
+// removing). Anything else fails.
 func checkLeftovers(t *testing.T, dir string, l *interopLogs, kills int, fig *crashFigures) {
 	t.Helper()
 	ours, err := monitor.Check(dir, monitor.DefaultLimits(), time.Now())
@@ -290,6 +291,16 @@ func checkLeftovers(t *testing.T, dir string, l *interopLogs, kills int, fig *cr
 		t.Fatalf("fsck: %v", err)
 	}
 	refs := refFsck(t, dir)
+	// The CLI's fsck says the same as monitor.Check.
+	out, errOut, code := runCmd(t, 30*time.Second, nil, nil, bin.agent, "fsck", dir, "-o", "json")
+	var cli struct{ Problems []refProblem }
+	if err := json.Unmarshal([]byte(out), &cli); err != nil || code != min(len(ours), 1) {
+		t.Errorf("spool-agent fsck: exit %d, %v: %s %s", code, err, out, errOut)
+	}
+	cliKeys := map[string]bool{}
+	for _, p := range cli.Problems {
+		cliKeys[p.key()] = true
+	}
 	refKeys := map[string]bool{}
 	for _, p := range refs {
 		refKeys[p.key()] = true
@@ -300,6 +311,12 @@ func checkLeftovers(t *testing.T, dir string, l *interopLogs, kills int, fig *cr
 		if !refKeys[problemKey(p)] {
 			t.Errorf("fsck reports %v, which the reference's monitor does not", p)
 		}
+		if !cliKeys[problemKey(p)] {
+			t.Errorf("monitor.Check reports %v, which spool-agent fsck does not", p)
+		}
+	}
+	if len(cliKeys) != len(ourKeys) {
+		t.Errorf("spool-agent fsck reports %d problems, monitor.Check %d", len(cliKeys), len(ourKeys))
 	}
 	for _, p := range refs {
 		if !ourKeys[p.key()] {
@@ -357,6 +374,7 @@ func checkLeftovers(t *testing.T, dir string, l *interopLogs, kills int, fig *cr
 func TestInteropMixedImplementations(t *testing.T) {
 	needBinary(t, &bin.worker)
 	needBinary(t, &bin.ref)
+	needBinary(t, &bin.agent)
 	base := t.TempDir()
 	dir := filepath.Join(base, "spool")
 	s, err := spool.Create(dir, interopQueues, nil)
@@ -680,6 +698,7 @@ func TestInteropUncheckoutTakesLiveLibraryCheckout(t *testing.T) {
 func TestInteropReferenceNames(t *testing.T) {
 	needBinary(t, &bin.worker)
 	needBinary(t, &bin.ref)
+	needBinary(t, &bin.agent)
 	base := t.TempDir()
 	dir := filepath.Join(base, "spool")
 	if _, err := spool.Create(dir, interopQueues, nil); err != nil {
