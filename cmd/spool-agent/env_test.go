@@ -15,15 +15,16 @@ import (
 func TestOneShotFlagsIgnoreEnv(t *testing.T) {
 	dir := fixtureSpool(t)
 	env := map[string]string{
-		"SPOOL_AGENT_NAME":       "foo",
-		"SPOOL_AGENT_TO":         "frozen",
-		"SPOOL_AGENT_OLDER_THAN": "0s",
-		"SPOOL_AGENT_QUEUE":      "frozen",
-		"SPOOL_AGENT_OUTPUT":     "json",
-		"SPOOL_AGENT_METADATA":   "from the environment",
-		"SPOOL_AGENT_ALL":        "true",
-		"SPOOL_AGENT_DRY_RUN":    "true",
-		"SPOOL_AGENT_QUIET":      "true",
+		"SPOOL_AGENT_NAME":            "foo",
+		"SPOOL_AGENT_TO":              "frozen",
+		"SPOOL_AGENT_OLDER_THAN":      "0s",
+		"SPOOL_AGENT_QUEUE":           "frozen",
+		"SPOOL_AGENT_OUTPUT":          "json",
+		"SPOOL_AGENT_METADATA":        "from the environment",
+		"SPOOL_AGENT_ALL":             "true",
+		"SPOOL_AGENT_DRY_RUN":         "true",
+		"SPOOL_AGENT_QUIET":           "true",
+		"SPOOL_AGENT_WORKERS_STOPPED": "true",
 	}
 	for _, tc := range []struct {
 		name  string
@@ -59,12 +60,22 @@ func TestOneShotFlagsIgnoreEnv(t *testing.T) {
 				t.Fatalf("ls with $SPOOL_AGENT_OUTPUT=json and $SPOOL_AGENT_ALL: %+v", r)
 			}
 		}},
-		{"init creates no queue", []string{"init", dir}, func(t *testing.T, r result) {
-			if r.code != 0 {
-				t.Fatalf("init: %+v", r)
+		{"mv is not a dry run", []string{"mv", dir, "a-old", "--to", "outgoing"}, func(t *testing.T, r result) {
+			if r.code != 0 || r.stdout != "" {
+				t.Fatalf("mv with $SPOOL_AGENT_DRY_RUN: %+v", r)
 			}
-			if _, err := os.Stat(filepath.Join(dir, "frozen")); err != nil {
-				t.Fatal(err)
+			if _, err := os.Stat(filepath.Join(dir, "outgoing", "a-old")); err != nil {
+				t.Fatalf("mv with $SPOOL_AGENT_DRY_RUN did not move: %v", err)
+			}
+		}},
+		{"recover is neither quiet nor dry", []string{"recover", dir, "--older-than", "10m"}, func(t *testing.T, r result) {
+			if r.code != 0 || !strings.HasPrefix(r.stdout, "recovered a-held to active") || !strings.Contains(r.stdout, "recovered 1 entry") {
+				t.Fatalf("recover with $SPOOL_AGENT_QUIET and $SPOOL_AGENT_DRY_RUN: %+v", r)
+			}
+		}},
+		{"init creates no queue", []string{"init", filepath.Join(t.TempDir(), "new")}, func(t *testing.T, r result) {
+			if r.code != 0 || !strings.Contains(r.stdout, "(queues: none)") {
+				t.Fatalf("init with $SPOOL_AGENT_QUEUE and $SPOOL_AGENT_QUIET: %+v", r)
 			}
 		}},
 	} {
