@@ -649,6 +649,9 @@ func (s *Spool) Recover(olderThan time.Duration, o RecoverOptions) ([]Recovered,
 	if err := s.writable("recover", ""); err != nil {
 		return nil, err
 	}
+	if err := s.isOpen(); err != nil {
+		return nil, err
+	}
 	var out []Recovered
 	var errs []error
 	now := s.now()

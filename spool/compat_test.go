@@ -547,3 +547,35 @@ func TestWriteData(t *testing.T) {
 		t.Errorf("payload %q after a lost WriteData", got)
 	}
 }
+
+// TestClose: after Close every method fails with ErrSpoolClosed (the
+// descriptor numbers may name other files by then); closing twice is
+// harmless.
+func TestClose(t *testing.T) {
+	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
+	name := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]func() error{
+		"Enqueue":    func() error { _, err := s.EnqueueBytes("q", nil, nil, EnqueueOptions{}); return err },
+		"Reserve":    func() error { _, err := s.Reserve(nil); return err },
+		"List":       func() error { _, err := s.List("q"); return err },
+		"Checkout":   func() error { _, err := s.Checkout("q", name); return err },
+		"Remove":     func() error { return s.Remove("q", name) },
+		"Find":       func() error { _, _, err := s.Find(name); return err },
+		"ReadData":   func() error { _, err := s.ReadData(name); return err },
+		"Recover":    func() error { _, err := s.Recover(0, RecoverOptions{WorkersStopped: true}); return err },
+		"AddQueue":   func() error { return s.AddQueue("r") },
+		"NewReader":  func() error { _, err := s.NewReader("q"); return err },
+		"Rediscover": func() error { return s.Rediscover() },
+	}
+	for n, call := range calls {
+		if err := call(); !errors.Is(err, ErrSpoolClosed) {
+			t.Errorf("%s after Close = %v, want ErrSpoolClosed", n, err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,7 +36,8 @@ type queueDirs struct {
 type dirSet struct {
 	mu      sync.Mutex
 	closed  bool
-	fds     []int // every descriptor opened, to close
+	shut    atomic.Bool // closed, readable without mu
+	fds     []int       // every descriptor opened, to close
 	queues  map[string]*queueDirs
 	cleanup runtime.Cleanup
 }
@@ -54,6 +56,7 @@ func (d *dirSet) closeAll() bool {
 		return false
 	}
 	d.closed = true
+	d.shut.Store(true)
 	for _, fd := range d.fds {
 		unix.Close(fd)
 	}
@@ -189,6 +192,15 @@ func (s *Spool) forgetQueue(q string) {
 func (s *Spool) dirGone(fd int) bool {
 	var st unix.Stat_t
 	return s.fs.Fstat(fd, &st) == nil && st.Nlink == 0
+}
+
+// isOpen fails with ErrSpoolClosed once the spool is closed: its descriptor
+// numbers may then name other files of the process.
+func (s *Spool) isOpen() error {
+	if s.dirs.shut.Load() {
+		return fmt.Errorf("spool %s: %w", s.dir, ErrSpoolClosed)
+	}
+	return nil
 }
 
 // procPath names the directory open as fd through /proc, so that an

@@ -14,6 +14,9 @@ import (
 // to Enqueue as EnqueueOptions.Name, as async_smtp does to hand out ids before
 // the message is written.
 func (s *Spool) Reserve(gen NameGenerator) (string, error) {
+	if err := s.isOpen(); err != nil {
+		return "", err
+	}
 	if err := s.writable("reserve", ""); err != nil {
 		return "", err
 	}

@@ -87,6 +87,9 @@ func (s *Spool) listDir(d dirRef) ([]string, error) {
 // Find returns the queue that holds entry name and whether it is checked
 // out, looking in every queue. It returns ErrNotFound when no queue holds it.
 func (s *Spool) Find(name string) (queue string, checkedOut bool, err error) {
+	if err := s.isOpen(); err != nil {
+		return "", false, err
+	}
 	if err := ValidateExistingName(name); err != nil {
 		return "", false, fmt.Errorf("entry: %w", err)
 	}
@@ -186,6 +189,9 @@ func (s *Spool) DataPath(name string) string {
 
 // ReadData reads entry name's payload.
 func (s *Spool) ReadData(name string) ([]byte, error) {
+	if err := s.isOpen(); err != nil {
+		return nil, err
+	}
 	if err := ValidateExistingName(name); err != nil {
 		return nil, fmt.Errorf("entry: %w", err)
 	}
@@ -203,6 +209,9 @@ func (s *Spool) ReadData(name string) ([]byte, error) {
 
 // OpenData opens entry name's payload for reading (never through a symlink).
 func (s *Spool) OpenData(name string) (*os.File, error) {
+	if err := s.isOpen(); err != nil {
+		return nil, err
+	}
 	if err := ValidateExistingName(name); err != nil {
 		return nil, fmt.Errorf("entry: %w", err)
 	}

@@ -423,6 +423,9 @@ func (s *Spool) AddQueue(q string) error {
 	if err := ValidateName(q); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
+	if err := s.isOpen(); err != nil {
+		return err
+	}
 	if err := s.writable("add queue", q); err != nil {
 		return err
 	}
@@ -461,6 +464,9 @@ func (s *Spool) AddQueue(q string) error {
 // Rediscover re-reads the spool's queues from disk (queues added by another
 // process, queue directories replaced).
 func (s *Spool) Rediscover() error {
+	if err := s.isOpen(); err != nil {
+		return err
+	}
 	if err := s.discover(); err != nil {
 		return err
 	}
@@ -616,6 +622,9 @@ func (s *Spool) checkoutPath(q, name string) string {
 func (s *Spool) checkQueue(q string) error {
 	if err := ValidateName(q); err != nil {
 		return fmt.Errorf("queue: %w", err)
+	}
+	if err := s.isOpen(); err != nil {
+		return err
 	}
 	if !s.HasQueue(q) {
 		// Another process may have added the queue since we looked. As in
