@@ -18,6 +18,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer s.Close()
 	r, err := s.NewReader("active")
 	if err != nil {
 		log.Fatal(err)
@@ -52,6 +53,7 @@ func ExampleTyped() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer s.Close()
 	type job struct {
 		Kind     string
 		Attempts int
@@ -80,6 +82,7 @@ func ExampleSpool_Recover() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer s.Close()
 	// At start-up, return the entries of workers that died holding them.
 	// Live workers' entries are locked and stay where they are.
 	recovered, err := s.Recover(0, spool.RecoverOptions{WorkersStopped: true})
