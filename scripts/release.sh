@@ -42,18 +42,18 @@ build() { # GOOS GOARCH OUT
 }
 
 built=() # the artifacts, relative to $dist
-platforms=${PLATFORMS:-linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 freebsd/amd64 freebsd/arm64}
-for p in $platforms; do
-  goos=${p%/*} goarch=${p#*/}
-  name=spool-agent-$version.$goos-$goarch
+# tarball GOOS/GOARCH: builds the binary and its tarball; only linux must build.
+tarball() {
+  local goos=${1%/*} goarch=${1#*/}
+  local name=spool-agent-$version.$goos-$goarch
   mkdir -p "$work/$name"
   if ! build "$goos" "$goarch" "$work/$name/spool-agent" 2>"$work/build.log"; then
     if [ "$goos" = linux ]; then
       cat "$work/build.log" >&2
       exit 1
     fi
-    echo "release.sh: skipping $p: it does not build yet ($(head -n 2 "$work/build.log" | tail -n 1))" >&2
-    continue
+    echo "release.sh: skipping $1: it does not build yet ($(head -n 2 "$work/build.log" | tail -n 1))" >&2
+    return
   fi
   cp README.md "$work/$name/"
   cp deploy/packaging/spool-agent.service deploy/packaging/spool-agent.yml "$work/$name/"
@@ -61,6 +61,11 @@ for p in $platforms; do
     -czf "$dist/$name.tar.gz" "$name"
   built+=("$name.tar.gz")
   echo "$dist/$name.tar.gz"
+}
+
+platforms=${PLATFORMS:-linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 freebsd/amd64 freebsd/arm64}
+for p in $platforms; do
+  case $p in linux/*) tarball "$p" ;; esac
 done
 
 # The packages hold the linux binaries built above.
@@ -79,6 +84,11 @@ for arch in ${ARCHS:-amd64 arm64}; do
     built+=("$(basename "$pkg")")
     echo "$pkg"
   done
+done
+
+# The other systems last: they are tried, and skipped while they do not build.
+for p in $platforms; do
+  case $p in linux/*) ;; *) tarball "$p" ;; esac
 done
 
 cd "$dist"
