@@ -2,14 +2,14 @@ package collector
 
 import (
 	"bytes"
-	"log/slog"
-	"strconv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
