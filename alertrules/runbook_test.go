@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,13 +17,16 @@ import (
 )
 
 // runbookBlock is a fenced block of RUNBOOK.md marked for testing
-// (```sh test=NAME), with the anchor of the section it sits in.
+// (```sh test=NAME), with the anchor of the section it sits in. A block
+// marked manual (```sh test=NAME manual) may hold the runbook's one manual
+// step (see TestRunbookNoRawCommandsInSpool).
 type runbookBlock struct {
 	name, anchor, script string
+	manual               bool
 }
 
 var (
-	fenceRE  = regexp.MustCompile("^```sh test=([a-z0-9-]+)\\s*$")
+	fenceRE  = regexp.MustCompile("^```sh test=([a-z0-9-]+)( manual)?\\s*$")
 	headerRE = regexp.MustCompile(`^#{2,3} `)
 )
 
@@ -48,7 +52,8 @@ func runbookBlocks(t *testing.T) []runbookBlock {
 				anchor = a
 			}
 		case fenceRE.MatchString(line):
-			cur = &runbookBlock{name: fenceRE.FindStringSubmatch(line)[1], anchor: anchor}
+			m := fenceRE.FindStringSubmatch(line)
+			cur = &runbookBlock{name: m[1], anchor: anchor, manual: m[2] != ""}
 		}
 	}
 	if cur != nil {
@@ -67,6 +72,14 @@ type runbookCase struct {
 	kind, dir string
 	fsck      []string // the agent's limits, when not the defaults
 	build     func(t *testing.T, s *testSpool) map[string]string
+	// leftAlone: the runbook says repair leaves this problem; the test
+	// checks that `repair --apply` exits 1 and fsck still reports it.
+	leftAlone bool
+	// after checks the outcome the runbook documents, once the block ran;
+	// out is the block's output. It may add values for then.
+	after func(t *testing.T, s *testSpool, vars map[string]string, out string)
+	// then is a block run next (in any section), as the runbook says.
+	then string
 }
 
 // testSpool is a spool made with the CLI for one case.
@@ -75,6 +88,37 @@ type testSpool struct {
 }
 
 func (s *testSpool) path(p ...string) string { return filepath.Join(append([]string{s.dir}, p...)...) }
+
+// exists reports whether the spool's file p exists (not following a symlink).
+func (s *testSpool) exists(t *testing.T, p string) bool {
+	t.Helper()
+	_, err := os.Lstat(s.path(p))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+// wantFiles fails unless exactly the files of want exist among those of p.
+func (s *testSpool) wantFiles(t *testing.T, want []string, p ...string) {
+	t.Helper()
+	for _, f := range p {
+		if got := s.exists(t, f); got != slices.Contains(want, f) {
+			t.Errorf("%s exists: %v, want %v", f, got, !got)
+		}
+	}
+}
+
+// quarantined checks that NAME is a whole entry of the quarantine queue
+// with a payload of size bytes, and is nowhere else.
+func (s *testSpool) quarantined(t *testing.T, name string, size int64) {
+	t.Helper()
+	s.wantFiles(t, []string{"quarantine/" + name, ".registry/" + name, ".data/" + name},
+		"quarantine/"+name, ".registry/"+name, ".data/"+name, ".tmp/"+name, "work/"+name, "work/.checkout/"+name, "other/"+name)
+	if fi, err := os.Stat(s.path(".data", name)); err == nil && fi.Size() != size {
+		t.Errorf(".data/%s is %d bytes, want %d", name, fi.Size(), size)
+	}
+}
 
 // enqueue adds an entry to work and returns its name.
 func (s *testSpool) enqueue(t *testing.T) string {
@@ -147,18 +191,54 @@ func unfinishedEnqueue(data, tmp bool) func(*testing.T, *testSpool) map[string]s
 	}
 }
 
+// rolledBack checks that nothing is left of NAME.
+func rolledBack(t *testing.T, s *testSpool, vars map[string]string, _ string) {
+	n := vars["NAME"]
+	s.wantFiles(t, nil, ".registry/"+n, ".data/"+n, ".tmp/"+n, "work/"+n, "quarantine/"+n)
+}
+
+// waiting checks that NAME is a whole entry waiting in work, and nowhere else.
+func waiting(t *testing.T, s *testSpool, vars map[string]string, _ string) {
+	n := vars["NAME"]
+	s.wantFiles(t, []string{"work/" + n, ".registry/" + n, ".data/" + n},
+		"work/"+n, ".registry/"+n, ".data/"+n, "work/.checkout/"+n, "other/"+n, "quarantine/"+n)
+}
+
+// quarantinedEmpty checks that NAME is in quarantine with an empty payload.
+func quarantinedEmpty(t *testing.T, s *testSpool, vars map[string]string, _ string) {
+	s.quarantined(t, vars["NAME"], 0)
+}
+
+var splitRE = regexp.MustCompile(`(?m)^done split (work|other)/(\S+) as quarantine/(\S+):`)
+
 var runbookCases = []runbookCase{
 	{name: "tmp leftover of a save", block: "tmp-leftover", section: "spooltoooldfiles-dirtmp", kind: "too_old", dir: "tmp",
 		build: func(t *testing.T, s *testSpool) map[string]string {
-			f := s.enqueue(t) + ".tmp.QwErTy"
+			n := s.enqueue(t)
+			f := n + ".tmp.QwErTy"
 			s.write(t, ".tmp/"+f, "half a metadata save")
 			s.age(t, ".tmp/"+f)
-			return map[string]string{"FILE": f}
+			return map[string]string{"FILE": f, "NAME": n}
+		},
+		after: func(t *testing.T, s *testSpool, vars map[string]string, out string) {
+			s.wantFiles(t, nil, ".tmp/"+vars["FILE"])
+			waiting(t, s, vars, out)
+		}},
+	{name: "leftover copy of an entry's metadata", block: "tmp-leftover", section: "spooltoooldfiles-dirtmp", kind: "too_old", dir: "tmp",
+		build: func(t *testing.T, s *testSpool) map[string]string {
+			n := s.enqueue(t)
+			s.write(t, ".tmp/"+n, "m")
+			s.age(t, ".tmp/"+n)
+			return map[string]string{"FILE": n, "NAME": n}
+		},
+		after: func(t *testing.T, s *testSpool, vars map[string]string, out string) {
+			s.wantFiles(t, nil, ".tmp/"+vars["NAME"])
+			waiting(t, s, vars, out)
 		}},
 	{name: "producer killed after writing the metadata", block: "unfinished-enqueue", section: "spoolorphanedfiles-dirregistry",
-		kind: "too_old", dir: "tmp", build: unfinishedEnqueue(true, true)},
+		kind: "too_old", dir: "tmp", build: unfinishedEnqueue(true, true), after: rolledBack},
 	{name: "entry waiting too long", block: "park-waiting", section: "spooltoooldfiles-dirqueue", kind: "too_old", dir: "queue",
-		fsck: []string{"--max-queue-age", "work=1h"},
+		fsck: []string{"--max-queue-age", "work=1h"}, leftAlone: true,
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			n := s.enqueue(t)
 			old := time.Now().Add(-2 * time.Hour)
@@ -166,18 +246,22 @@ var runbookCases = []runbookCase{
 				t.Fatal(err)
 			}
 			return map[string]string{"NAME": n}
+		},
+		after: func(t *testing.T, s *testSpool, vars map[string]string, _ string) {
+			s.quarantined(t, vars["NAME"], int64(len("payload\n")))
 		}},
 	{name: "stale checkout", block: "recover", section: "spooltoooldfiles-dircheckout", kind: "too_old", dir: "checkout",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			n := s.enqueue(t)
 			s.checkout(t, n)
 			s.age(t, "work/.checkout/"+n)
-			return nil
-		}},
+			return map[string]string{"NAME": n}
+		},
+		after: waiting},
 	{name: "producer killed while writing the payload", block: "unfinished-enqueue", section: "spoolorphanedfiles-dirregistry",
-		kind: "orphaned", dir: "registry", build: unfinishedEnqueue(true, false)},
+		kind: "orphaned", dir: "registry", build: unfinishedEnqueue(true, false), after: rolledBack},
 	{name: "producer killed after reserving the name", block: "unfinished-enqueue", section: "spoolorphanedfiles-dirregistry",
-		kind: "orphaned", dir: "registry", build: unfinishedEnqueue(false, false)},
+		kind: "orphaned", dir: "registry", build: unfinishedEnqueue(false, false), after: rolledBack},
 	{name: "remove stopped after the queue file", block: "unfinished-enqueue", section: "spoolorphanedfiles-dirregistry",
 		kind: "orphaned", dir: "registry",
 		build: func(t *testing.T, s *testSpool) map[string]string {
@@ -185,83 +269,141 @@ var runbookCases = []runbookCase{
 			s.remove(t, "work/"+n)
 			s.age(t, ".registry/"+n, ".data/"+n)
 			return map[string]string{"NAME": n}
-		}},
+		},
+		after: rolledBack},
 	{name: "tmp file without reservation", block: "tmp-orphan", section: "spoolorphanedfiles-dirtmp", kind: "orphaned", dir: "tmp",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			s.write(t, ".tmp/gone.tmp.AbCdEf", "x")
 			s.age(t, ".tmp/gone.tmp.AbCdEf")
 			return map[string]string{"FILE": "gone.tmp.AbCdEf"}
+		},
+		after: func(t *testing.T, s *testSpool, _ map[string]string, _ string) {
+			s.wantFiles(t, nil, ".tmp/gone.tmp.AbCdEf", "quarantine/gone.tmp.AbCdEf")
+		}},
+	{name: "metadata in .tmp with neither reservation nor entry", block: "tmp-orphan", section: "spoolorphanedfiles-dirtmp",
+		kind: "orphaned", dir: "tmp", then: "drop-adopted",
+		build: func(t *testing.T, s *testSpool) map[string]string {
+			s.write(t, ".tmp/stray", "metadata")
+			s.age(t, ".tmp/stray")
+			return map[string]string{"FILE": "stray", "NAME": "stray"}
+		},
+		after: func(t *testing.T, s *testSpool, vars map[string]string, _ string) {
+			s.quarantined(t, "stray", 0)
 		}},
 	{name: "payload without reservation", block: "data-orphan", section: "spoolorphanedfiles-dirdata", kind: "orphaned", dir: "data",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			s.write(t, ".data/gone.tmp.AbCdEf", "x")
 			s.age(t, ".data/gone.tmp.AbCdEf")
 			return map[string]string{"FILE": "gone.tmp.AbCdEf"}
+		},
+		after: func(t *testing.T, s *testSpool, _ map[string]string, _ string) {
+			s.wantFiles(t, nil, ".data/gone.tmp.AbCdEf", "quarantine/gone.tmp.AbCdEf")
+		}},
+	{name: "payload in .data with neither reservation nor entry", block: "data-orphan", section: "spoolorphanedfiles-dirdata",
+		kind: "orphaned", dir: "data", then: "drop-adopted",
+		build: func(t *testing.T, s *testSpool) map[string]string {
+			s.write(t, ".data/stray", "a payload")
+			s.age(t, ".data/stray")
+			return map[string]string{"FILE": "stray", "NAME": "stray"}
+		},
+		after: func(t *testing.T, s *testSpool, vars map[string]string, _ string) {
+			s.quarantined(t, "stray", int64(len("a payload")))
 		}},
 	{name: "queue file without reservation", block: "reregister", section: "spoolorphanedfiles-dirqueue", kind: "orphaned", dir: "queue",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			n := s.enqueue(t)
 			s.remove(t, ".registry/"+n)
+			s.age(t, "work/"+n, ".data/"+n)
 			return map[string]string{"NAME": n}
-		}},
+		},
+		after: waiting},
+	{name: "queue file without reservation or payload", block: "reregister", section: "spoolorphanedfiles-dirqueue", kind: "orphaned", dir: "queue",
+		build: func(t *testing.T, s *testSpool) map[string]string {
+			n := s.enqueue(t)
+			s.remove(t, ".registry/"+n)
+			s.remove(t, ".data/"+n)
+			s.age(t, "work/"+n)
+			return map[string]string{"NAME": n}
+		},
+		after: quarantinedEmpty},
 	{name: "checkout without reservation", block: "reregister-checkout", section: "spoolorphanedfiles-dircheckout", kind: "orphaned", dir: "checkout",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			n := s.enqueue(t)
 			s.checkout(t, n)
 			s.remove(t, ".registry/"+n)
+			s.age(t, "work/.checkout/"+n, ".data/"+n)
 			return map[string]string{"NAME": n}
-		}},
+		},
+		after: waiting},
 	{name: "entry in two queues", block: "duplicate", section: "spoolduplicatedentries", kind: "duplicated", dir: "registry",
+		then: "duplicate-compare",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			n := s.enqueue(t)
 			s.write(t, "other/"+n, "m")
+			s.age(t, "work/"+n, "other/"+n, ".data/"+n, ".registry/"+n)
 			return map[string]string{"NAME": n, "OTHER": "other"}
+		},
+		after: func(t *testing.T, s *testSpool, vars map[string]string, out string) {
+			m := splitRE.FindStringSubmatch(out)
+			if m == nil || m[2] != vars["NAME"] {
+				t.Fatalf("repair printed no \"done split QUEUE/%s as quarantine/NEW\":\n%s", vars["NAME"], out)
+			}
+			n, kept := vars["NAME"], "work"
+			if m[1] == "work" {
+				kept = "other"
+			}
+			s.wantFiles(t, []string{kept + "/" + n, ".registry/" + n, ".data/" + n}, "work/"+n, "other/"+n, ".registry/"+n, ".data/"+n)
+			s.quarantined(t, m[3], int64(len("payload\n")))
+			vars["NEW"] = m[3]
 		}},
 	{name: "waiting entry without payload", block: "missing-data", section: "spoolmissingdata-dirqueue", kind: "missing_data", dir: "queue",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			n := s.enqueue(t)
 			s.remove(t, ".data/"+n)
+			s.age(t, "work/"+n, ".registry/"+n)
 			return map[string]string{"NAME": n}
-		}},
+		},
+		after: quarantinedEmpty},
 	{name: "checked-out entry without payload", block: "missing-data-checkout", section: "spoolmissingdata-dircheckout", kind: "missing_data", dir: "checkout",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			n := s.enqueue(t)
 			s.checkout(t, n)
 			s.remove(t, ".data/"+n)
-			s.age(t, "work/.checkout/"+n)
+			s.age(t, "work/.checkout/"+n, ".registry/"+n)
 			return map[string]string{"NAME": n}
-		}},
-	{name: "directory in .registry", block: "unexpected-registry", section: "spoolunexpectedfiles-dirregistry", kind: "unexpected", dir: "registry",
+		},
+		after: quarantinedEmpty},
+	{name: "directory in .registry", block: "unexpected-registry", section: "spoolunexpectedfiles-dirregistry", kind: "unexpected", leftAlone: true, dir: "registry",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			s.mkdir(t, ".registry/adir")
 			return map[string]string{"THING": ".registry/adir"}
 		}},
-	{name: "directory in .tmp", block: "unexpected-tmp", section: "spoolunexpectedfiles-dirtmp", kind: "unexpected", dir: "tmp",
+	{name: "directory in .tmp", block: "unexpected-tmp", section: "spoolunexpectedfiles-dirtmp", kind: "unexpected", leftAlone: true, dir: "tmp",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			s.mkdir(t, ".tmp/adir")
 			return map[string]string{"THING": ".tmp/adir"}
 		}},
-	{name: "symlink in .data", block: "unexpected-data", section: "spoolunexpectedfiles-dirdata", kind: "unexpected", dir: "data",
+	{name: "symlink in .data", block: "unexpected-data", section: "spoolunexpectedfiles-dirdata", kind: "unexpected", leftAlone: true, dir: "data",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			s.symlink(t, ".data/alink")
 			return map[string]string{"THING": ".data/alink"}
 		}},
-	{name: "symlink in a queue", block: "unexpected-queue", section: "spoolunexpectedfiles-dirqueue", kind: "unexpected", dir: "queue",
+	{name: "symlink in a queue", block: "unexpected-queue", section: "spoolunexpectedfiles-dirqueue", kind: "unexpected", leftAlone: true, dir: "queue",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			s.symlink(t, "work/alink")
 			return map[string]string{"THING": "work/alink"}
 		}},
-	{name: "directory in a checkout", block: "unexpected-checkout", section: "spoolunexpectedfiles-dircheckout", kind: "unexpected", dir: "checkout",
+	{name: "directory in a checkout", block: "unexpected-checkout", section: "spoolunexpectedfiles-dircheckout", kind: "unexpected", leftAlone: true, dir: "checkout",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			s.mkdir(t, "work/.checkout/adir")
 			return map[string]string{"THING": "work/.checkout/adir"}
 		}},
-	{name: "queue made by hand", block: "queue-by-hand", section: "spoolunexpectedfiles-dirroot", kind: "unexpected", dir: "root",
+	{name: "queue made by hand", block: "queue-by-hand", section: "spoolunexpectedfiles-dirroot", kind: "unexpected", leftAlone: true, dir: "root",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			s.mkdir(t, "handmade")
 			return map[string]string{"THING": "handmade"}
 		}},
-	{name: "symlink at the top", block: "unexpected-root", section: "spoolunexpectedfiles-dirroot", kind: "unexpected", dir: "root",
+	{name: "symlink at the top", block: "unexpected-root", section: "spoolunexpectedfiles-dirroot", kind: "unexpected", leftAlone: true, dir: "root",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			s.symlink(t, "alink")
 			return map[string]string{"THING": "alink"}
@@ -288,6 +430,12 @@ func TestRunbookCoversEveryProblem(t *testing.T) {
 			t.Errorf("case %q: block test=%s is in section #%s, want #%s", c.name, c.block, a, c.section)
 		}
 		tested[c.block] = true
+		if c.then != "" {
+			if _, ok := where[c.then]; !ok {
+				t.Errorf("case %q: RUNBOOK.md has no block test=%s", c.name, c.then)
+			}
+			tested[c.then] = true
+		}
 	}
 	for _, b := range blocks {
 		if !tested[b.name] {
@@ -371,30 +519,65 @@ func TestRunbookFixes(t *testing.T) {
 			if err := os.Mkdir(keep, 0o755); err != nil {
 				t.Fatal(err)
 			}
+			if c.leftAlone {
+				// The runbook says repair leaves this problem: it must.
+				args := append([]string{"repair", s.dir, "--apply"}, c.fsck...)
+				cmd := exec.Command(bin, args...)
+				cmd.Env = cleanEnv()
+				out, err := cmd.CombinedOutput()
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "leave "+c.kind+" ") {
+					t.Errorf("spool-agent repair --apply on a %s problem in %s: %v, want exit 1 and a leave line\n%s", c.kind, c.dir, err, out)
+				}
+				if after := fsck(t, bin, s.dir, c.fsck...); !slices.Equal(after, before) {
+					t.Errorf("repair changed what fsck reports: %+v, before %+v", after, before)
+				}
+			}
 			values := map[string]string{"DIR": s.dir, "KEEP": keep, "QUEUE": "work"}
 			for k, v := range vars {
 				values[k] = v
 			}
-			script := regexp.MustCompile(`\b(DIR|KEEP|QUEUE|OTHER|NAME|FILE|THING)\b`).ReplaceAllStringFunc(blocks[c.block], func(w string) string {
-				v, ok := values[w]
-				if !ok {
-					t.Fatalf("block test=%s uses %s, which case %q does not set", c.block, w, c.name)
-				}
-				return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
-			})
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, sh, "-e", "-c", script)
-			cmd.Dir = root
-			cmd.Env = append(cleanEnv(), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("the runbook's fix failed: %v\n%s\n%s", err, script, out)
-			}
+			out := runBlock(t, sh, root, bin, c.block, blocks[c.block], values)
 			if after := fsck(t, bin, s.dir, c.fsck...); len(after) != 0 {
-				t.Errorf("after the runbook's fix\n%sfsck still finds %+v", script, after)
+				t.Errorf("after the runbook's fix %s, fsck still finds %+v", c.block, after)
+			}
+			if c.after != nil {
+				c.after(t, s, values, out)
+			}
+			if c.then != "" {
+				runBlock(t, sh, root, bin, c.then, blocks[c.then], values)
+				if after := fsck(t, bin, s.dir, c.fsck...); len(after) != 0 {
+					t.Errorf("after the runbook's block %s, fsck still finds %+v", c.then, after)
+				}
 			}
 		})
 	}
+}
+
+var placeholderRE = regexp.MustCompile(`\b(DIR|KEEP|QUEUE|OTHER|NAME|NEW|FILE|THING)\b`)
+
+// runBlock runs a block of the runbook with sh -e in dir, with its
+// placeholders filled in from values and the spool-agent bin first on
+// PATH, and returns its output; it fails the test if the block fails.
+func runBlock(t *testing.T, sh, dir, bin, name, block string, values map[string]string) string {
+	t.Helper()
+	script := placeholderRE.ReplaceAllStringFunc(block, func(w string) string {
+		v, ok := values[w]
+		if !ok {
+			t.Fatalf("block test=%s uses %s, which its case does not set", name, w)
+		}
+		return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sh, "-e", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = append(cleanEnv(), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the runbook's block test=%s failed: %v\n%s\n%s", name, err, script, out)
+	}
+	return string(out)
 }
 
 // TestAlertTextCommandsWork runs the command each alert text gives to look
@@ -451,4 +634,133 @@ func TestAlertTextCommandsWork(t *testing.T) {
 			t.Errorf("only %d distinct commands: %v", len(seen), seen)
 		}
 	}
+}
+
+// rawSpoolCommand says why a shell command line changes a spool by hand
+// (DIR, the spool's directory, is where it writes), or "" if it does not:
+// rm, rmdir, unlink, find, touch, truncate, mv or ln naming a path in DIR,
+// cp or install into DIR, or a redirection (`: >`, `>`, `>>`, tee) into
+// DIR. `spool-agent` commands, and reading (ls, cat, cp out of DIR, cmp),
+// are fine.
+func rawSpoolCommand(line string) string {
+	inDir := func(w string) bool {
+		w = strings.Trim(w, `"'()`)
+		return w == "DIR" || strings.HasPrefix(w, "DIR/")
+	}
+	for _, cmd := range regexp.MustCompile(`&&|\|\||[;|]|\$\(|\bthen\b|\bdo\b|\belse\b`).Split(line, -1) {
+		words := strings.Fields(cmd)
+		for len(words) > 0 && slices.Contains([]string{"sudo", "if", "!", "(", "{", "-n", "[", "command", "xargs"}, words[0]) {
+			words = words[1:]
+		}
+		for i, w := range words {
+			if strings.HasPrefix(w, ">") {
+				target := strings.TrimLeft(w, ">")
+				if target == "" && i+1 < len(words) {
+					target = words[i+1]
+				}
+				if inDir(target) {
+					return "redirects into the spool"
+				}
+			}
+		}
+		if len(words) == 0 {
+			continue
+		}
+		switch words[0] {
+		case "rm", "rmdir", "unlink", "find", "touch", "truncate", "mv", "ln":
+			if slices.ContainsFunc(words[1:], inDir) {
+				return words[0] + " inside the spool"
+			}
+		case "cp", "install", "tee":
+			if inDir(words[len(words)-1]) {
+				return words[0] + " into the spool"
+			}
+		}
+	}
+	return ""
+}
+
+func TestRawSpoolCommand(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		raw  bool
+	}{
+		{"rm -f DIR/.registry/NAME DIR/.data/NAME DIR/.tmp/NAME", true},
+		{"find DIR/.tmp/FILE -mmin +10 -delete", true},
+		{`if [ -n "$(find DIR/.registry/NAME -mmin +10)" ]; then`, true},
+		{"test -f DIR/.data/NAME && touch DIR/.registry/NAME", true},
+		{": > DIR/.data/NAME", true},
+		{"echo x >>DIR/.data/NAME", true},
+		{"mv DIR/OTHER/NAME KEEP/", true},
+		{"sudo mv DIR/THING KEEP/", true},
+		{"cp BACKUP/NAME DIR/.data/NAME", true},
+		{"spool-agent rm DIR NAME", false},
+		{"spool-agent mv DIR NAME --to quarantine", false},
+		{"spool-agent repair DIR --apply", false},
+		{"cp DIR/.data/NAME KEEP/", false},
+		{"ls -l DIR/.registry/NAME DIR/.data/NAME DIR/.tmp/NAME", false},
+		{"cmp DIR/QUEUE/NAME DIR/OTHER/NAME", false},
+		{"mkdir -p /var/tmp/spool-keep", false},
+		{"rm", false},
+	} {
+		if got := rawSpoolCommand(tc.line) != ""; got != tc.raw {
+			t.Errorf("rawSpoolCommand(%q) = %v, want %v", tc.line, got, tc.raw)
+		}
+	}
+}
+
+// TestRunbookNoRawCommandsInSpool: no command of RUNBOOK.md (in a fenced
+// or indented block, or inline code) removes, moves, creates or truncates a
+// file inside a spool by hand; the spool-agent commands do it, claiming
+// first. The one exception is the manual step for unexpected files, which
+// no spool-agent command touches: `mv DIR/THING KEEP/`, in a block marked
+// manual in a SpoolUnexpectedFiles section.
+func TestRunbookNoRawCommandsInSpool(t *testing.T) {
+	b, err := os.ReadFile("RUNBOOK.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inline := regexp.MustCompile("`([^`]+)`")
+	check := func(line int, c string, allowed bool) {
+		if why := rawSpoolCommand(c); why != "" && !allowed {
+			t.Errorf("RUNBOOK.md:%d: %q: %s by hand; use spool-agent repair, rm or mv", line, c, why)
+		}
+	}
+	// Inline code may wrap: a paragraph's text is scanned as one line.
+	var para []string
+	paraLine := 0
+	flush := func() {
+		for _, m := range inline.FindAllStringSubmatch(strings.Join(para, " "), -1) {
+			check(paraLine, m[1], false)
+		}
+		para = nil
+	}
+	fence, manual, anchor := false, false, ""
+	for i, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "```"):
+			flush()
+			fence = !fence
+			m := fenceRE.FindStringSubmatch(line)
+			manual = fence && m != nil && m[2] != ""
+			if manual && !strings.HasPrefix(anchor, "spoolunexpectedfiles-") {
+				t.Errorf("RUNBOOK.md:%d: a manual block outside the SpoolUnexpectedFiles sections (in #%s)", i+1, anchor)
+			}
+		case fence:
+			check(i+1, line, manual && strings.TrimSpace(line) == "mv DIR/THING KEEP/")
+		case strings.HasPrefix(line, "    ") && len(para) == 0:
+			check(i+1, line, false)
+		case strings.TrimSpace(line) == "" || headerRE.MatchString(line):
+			flush()
+			for a := range markdownAnchors(line) {
+				anchor = a
+			}
+		default:
+			if len(para) == 0 {
+				paraLine = i + 1
+			}
+			para = append(para, line)
+		}
+	}
+	flush()
 }
