@@ -250,6 +250,23 @@ var runbookCases = []runbookCase{
 		after: func(t *testing.T, s *testSpool, vars map[string]string, _ string) {
 			s.quarantined(t, vars["NAME"], int64(len("payload\n")))
 		}},
+	{name: "stale checkout seen with the agent's limits", block: "repair-agent-limits", section: "the-agents-problem-alerts",
+		kind: "too_old", dir: "checkout", fsck: []string{"--max-checked-out-age", "1m", "--max-tmp-file-age", "2m"},
+		build: func(t *testing.T, s *testSpool) map[string]string {
+			n := s.enqueue(t)
+			s.checkout(t, n)
+			old := time.Now().Add(-5 * time.Minute)
+			if err := os.Chtimes(s.path("work", ".checkout", n), old, old); err != nil {
+				t.Fatal(err)
+			}
+			if p := fsck(t, s.bin, s.dir); len(p) != 0 {
+				t.Fatalf("with the default limits fsck finds %+v, want nothing", p)
+			}
+			cfg := filepath.Join(filepath.Dir(s.dir), "agent.yml")
+			writeFile(t, cfg, "spools:\n  mail:\n    dir: "+s.dir+"\n    max-checked-out-age: 1m\n    max-tmp-file-age: 2m\n")
+			return map[string]string{"FILE": cfg, "SPOOL": "mail", "NAME": n}
+		},
+		after: waiting},
 	{name: "stale checkout", block: "recover", section: "spooltoooldfiles-dircheckout", kind: "too_old", dir: "checkout",
 		build: func(t *testing.T, s *testSpool) map[string]string {
 			n := s.enqueue(t)
@@ -554,7 +571,7 @@ func TestRunbookFixes(t *testing.T) {
 	}
 }
 
-var placeholderRE = regexp.MustCompile(`\b(DIR|KEEP|QUEUE|OTHER|NAME|NEW|FILE|THING)\b`)
+var placeholderRE = regexp.MustCompile(`\b(DIR|KEEP|QUEUE|OTHER|NAME|NEW|FILE|THING|SPOOL)\b`)
 
 // runBlock runs a block of the runbook with sh -e in dir, with its
 // placeholders filled in from values and the spool-agent bin first on
