@@ -211,7 +211,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 			pending = false
 			w.check()
 		case <-tick.C:
-			w.check()
+			// A change seen by polling may be a file caught between its
+			// truncation and its write: it is reported after the quiet
+			// time, if it still holds.
+			if w.rescan() != w.last {
+				schedule()
+			}
 		}
 	}
 }
@@ -233,7 +238,9 @@ func (w *Watcher) check() {
 	if fp == w.last {
 		return
 	}
+	w.mu.Lock()
 	w.last = fp
+	w.mu.Unlock()
 	select {
 	case w.changes <- struct{}{}:
 	default:

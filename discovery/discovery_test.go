@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"log/slog"
 	"maps"
@@ -47,13 +48,6 @@ func run(t *testing.T, w *Watcher) {
 	})
 }
 
-// drain forgets a change already reported.
-func drain(w *Watcher) {
-	select {
-	case <-w.Changes():
-	default:
-	}
-}
 
 // waitChange waits until a change is reported and cond holds.
 func waitChange(t *testing.T, w *Watcher, what string, cond func() bool) {
@@ -66,7 +60,10 @@ func waitChange(t *testing.T, w *Watcher, what string, cond func() bool) {
 				return
 			}
 		case <-timeout:
-			t.Fatalf("within %v: no change reported for %s", deadline, what)
+			w.mu.Lock()
+			state := fmt.Sprintf("watched %v, polling %v", w.watched, w.pollingNow)
+			w.mu.Unlock()
+			t.Fatalf("within %v: no change reported for %s (%s)", deadline, what, state)
 		}
 	}
 }
@@ -368,7 +365,8 @@ func TestNoLeaks(t *testing.T) {
 		t.Skip("counts /proc/self/fd and fdinfo: Linux only")
 	}
 	root := t.TempDir()
-	w := start(t, Options{Patterns: []string{filepath.Join(root, "*")}, Debounce: time.Millisecond})
+	pattern := filepath.Join(root, "*")
+	w := start(t, Options{Patterns: []string{pattern}, Debounce: time.Millisecond})
 	type counts struct{ goroutines, fds, watches int }
 	measure := func() counts {
 		return counts{runtime.NumGoroutine(), openFDs(t), inotifyWatches(t)}
@@ -387,11 +385,11 @@ func TestNoLeaks(t *testing.T) {
 			s = filepath.Join(root, "t") // alternate names, so that stale watches would show
 		}
 		mkdirs(t, filepath.Join(s, RegistryDir))
-		waitChange(t, w, "a spool", func() bool { return w.watchedCopy()[s] != 0 })
+		waitChange(t, w, "a spool", func() bool { return w.reported(pattern) })
 		if err := os.RemoveAll(s); err != nil {
 			t.Fatal(err)
 		}
-		waitChange(t, w, "a removed spool", func() bool { return w.watchedCopy()[s] == 0 })
+		waitChange(t, w, "a removed spool", func() bool { return w.reported(pattern) })
 	}
 	// Events of the last cycle may still be in flight: wait (bounded) for
 	// the counts to settle back, then compare.

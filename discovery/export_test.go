@@ -8,3 +8,11 @@ func (w *Watcher) watchedCopy() map[string]role {
 	defer w.mu.Unlock()
 	return maps.Clone(w.watched)
 }
+
+// reported reports whether the last change reported is the current state
+// of patterns.
+func (w *Watcher) reported(patterns ...string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last == fingerprint(patterns, "")
+}

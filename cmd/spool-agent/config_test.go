@@ -128,6 +128,7 @@ spool-glob: /srv/*/spool
 				MaxUnregistered:  monitor.DefaultMaxUnregistered,
 				MaxQueues:        monitor.DefaultMaxQueues,
 				MaxWatches:       monitor.DefaultMaxWatches,
+				ConfigAutoReload: true,
 				WebListenAddress: []string{"127.0.0.1:1", "127.0.0.1:2"},
 				WebConfigFile:    "/etc/web.yml",
 			}

@@ -46,6 +46,8 @@ type RunCmd struct {
 	MaxWatches       int           `default:"${max_watches}" placeholder:"N" help:"Use at most N inotify watches per spool; past it a limit problem, and the spool is polled (default: ${default})."`
 	LimitFlags
 
+	ConfigAutoReload bool `name:"config.auto-reload" default:"true" negatable:"" help:"Reload as on SIGHUP, within a second, when the --config file's content or the --spool-glob matches change (a directory that becomes a spool, a spool removed); --no-config.auto-reload leaves reloads to SIGHUP (default: on)."`
+
 	StatePath string `name:"state.path" placeholder:"FILE" help:"Keep each spool's alert state (problem counts, which alert) in FILE, so that a restart neither ends nor delays an alert; never inside a spool (default: $$STATE_DIRECTORY/state.json under systemd, else $$XDG_STATE_HOME/spool-agent/state.json or ~/.local/state/spool-agent/state.json)."`
 
 	WebListenAddress []string `name:"web.listen-address" default:":19317" placeholder:"ADDRESS" help:"Address to serve /metrics on (repeatable; default: ${default})."`
@@ -171,7 +173,8 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 		<-collDone
 	}
 
-	handler, err := c.handler(m, col, events)
+	reloads := newReloadState(skips, defs, time.Now)
+	handler, err := c.handler(m, col, events, reloads.collectors()...)
 	if err != nil {
 		closeListeners()
 		stopColl()
@@ -194,6 +197,7 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 		fmt.Fprintf(m.Stderr, "spool-agent: serving metrics on %s\n", servingLine(scheme, l.Addr()))
 	}
 	logger.Info("spool-agent started", "spools", len(defs), "state", opts.StatePath, "version", m.Version, "revision", m.Revision)
+	changes, stopDiscovery := c.startDiscovery(ctx, m, logger, reloads)
 
 	var runErr error
 loop:
@@ -206,7 +210,9 @@ loop:
 			runErr = fmt.Errorf("serving HTTP: %w", err)
 			break loop
 		case <-m.Reload:
-			c.reload(m, col, level, logger, skips)
+			c.reload(m, col, level, logger, reloads)
+		case <-changes:
+			c.reload(m, col, level, logger, reloads)
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
@@ -215,6 +221,7 @@ loop:
 		runErr = fmt.Errorf("HTTP shutdown: %w", err)
 	}
 	closeListeners()
+	stopDiscovery()
 	stopColl()
 	return runErr
 }
@@ -240,8 +247,9 @@ func (c *RunCmd) statePath(m *Main, logger *slog.Logger) string {
 // file again, and applies the new set of spools; the collector keeps the
 // state of the spools whose settings did not change. A bad configuration
 // is logged and the running one kept. Listen addresses, the web and OTLP
-// settings and the log format take effect at the next start only.
-func (c *RunCmd) reload(m *Main, coll *collector.Collector, level *slog.LevelVar, logger *slog.Logger, skips *skipLog) {
+// settings and the log format take effect at the next start only. SIGHUP
+// and the discovery watcher (reload.go) both come here.
+func (c *RunCmd) reload(m *Main, coll *collector.Collector, level *slog.LevelVar, logger *slog.Logger, rs *reloadState) {
 	logger.Info("reloading the configuration")
 	cli, _, cfg, err := m.parse(m.args)
 	var defs []spoolDef
@@ -249,7 +257,7 @@ func (c *RunCmd) reload(m *Main, coll *collector.Collector, level *slog.LevelVar
 	if err == nil {
 		defs, skipped, err = cli.Run.spoolDefs(cfg)
 	}
-	skips.log(logger, skipped)
+	rs.skips.log(logger, skipped)
 	if err == nil && cli.Run.Create {
 		err = createMissing(defs, cli.Run.CreateQueue)
 	}
@@ -257,23 +265,24 @@ func (c *RunCmd) reload(m *Main, coll *collector.Collector, level *slog.LevelVar
 		err = coll.Apply(collectorSpools(defs))
 	}
 	if err != nil {
-		logger.Error("reload failed; keeping the running configuration", "err", oneLine(err.Error()))
+		rs.failed(logger, err)
 		return
 	}
 	m.cli, m.config = cli, cfg
 	level.Set(parseLevel(cli.LogLevel))
-	logger.Info("configuration reloaded", "spools", len(defs))
+	rs.succeeded(logger, defs, cli.Run.SpoolGlob)
 }
 
 // handler serves the console (package web), its JSON API, /metrics from
 // the collector's snapshots, and the health endpoints.
-func (c *RunCmd) handler(m *Main, coll *collector.Collector, events *console.Events) (http.Handler, error) {
+func (c *RunCmd) handler(m *Main, coll *collector.Collector, events *console.Events, extra ...prometheus.Collector) (http.Handler, error) {
 	// The spool series are written straight from the snapshots (the fast
 	// path, see exporters/promexporter.NewHandler); Go and process metrics
 	// come from their own registry. exp must not be registered there too.
 	exp := promexporter.New(coll.Snapshots, promexporter.Options{Version: m.Version, Revision: m.Revision})
 	others := prometheus.NewRegistry()
 	others.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	others.MustRegister(extra...) // the reload metrics
 	// Every route is GET (and so HEAD): another method gets 405 with Allow.
 	return console.New(console.Options{
 		Snapshots: coll.Snapshots,
