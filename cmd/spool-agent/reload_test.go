@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -260,4 +265,111 @@ func TestConfigAutoReloadEndToEnd(t *testing.T) {
 			})
 		})
 	}
+}
+
+// benchAgent starts `spool-agent run args...` for a benchmark and returns
+// the URL of its /metrics.
+func benchAgent(b *testing.B, args ...string) (*exec.Cmd, string) {
+	b.Helper()
+	cmd := exec.Command(agentBin, append([]string{"run", "--web.listen-address", "127.0.0.1:0"}, args...)...)
+	cmd.Env = agentEnv()
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "spool-agent: serving metrics on "); ok {
+				select {
+				case urls <- u:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case u := <-urls:
+		return cmd, u
+	case <-time.After(e2eDeadline):
+		b.Fatal("the agent did not start serving")
+		return nil, ""
+	}
+}
+
+// waitServed scrapes url until it serves spool's series and returns when.
+func waitServed(b *testing.B, url, spool string) time.Time {
+	b.Helper()
+	want := []byte(`spool_up{spool="` + spool + `"}`)
+	client := http.Client{Timeout: 5 * time.Second}
+	for end := time.Now().Add(e2eDeadline); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+		resp, err := client.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if bytes.Contains(body, want) {
+			return time.Now()
+		}
+	}
+	b.Fatalf("spool %s not served within %v", spool, e2eDeadline)
+	return time.Time{}
+}
+
+// BenchmarkDiscoveryLatency measures, for each iteration, the time from a
+// spool created with `spool-agent init` under --spool-glob DIR/* to its
+// series in /metrics, found by events (--check-every 1h: no polling), and
+// interleaved with it the baseline: the same with SIGHUP sent right after
+// init to an agent with --no-config.auto-reload. It reports the p50 and
+// p99 of both and the ratio of the p50s. Run with -benchtime 20x.
+func BenchmarkDiscoveryLatency(b *testing.B) {
+	evDir, hupDir := b.TempDir(), b.TempDir()
+	_, evURL := benchAgent(b, "--spool-glob", filepath.Join(evDir, "*"), "--check-every", "1h")
+	hup, hupURL := benchAgent(b, "--spool-glob", filepath.Join(hupDir, "*"), "--check-every", "1h", "--no-config.auto-reload")
+	var events, sighup []time.Duration
+	initSpool := func(dir string) {
+		cmd := exec.Command(agentBin, "init", dir, "--queue", "q", "-q")
+		cmd.Env = agentEnv()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("init: %v %s", err, out)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("s%d", i)
+		start := time.Now()
+		initSpool(filepath.Join(evDir, name))
+		events = append(events, waitServed(b, evURL, name).Sub(start))
+
+		start = time.Now()
+		initSpool(filepath.Join(hupDir, name))
+		if err := hup.Process.Signal(syscall.SIGHUP); err != nil {
+			b.Fatal(err)
+		}
+		sighup = append(sighup, waitServed(b, hupURL, name).Sub(start))
+	}
+	b.StopTimer()
+	pct := func(d []time.Duration, p float64) float64 {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return float64(s[min(len(s)-1, int(p*float64(len(s))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(events, 0.50), "events-p50-ms")
+	b.ReportMetric(pct(events, 0.99), "events-p99-ms")
+	b.ReportMetric(pct(sighup, 0.50), "sighup-p50-ms")
+	b.ReportMetric(pct(sighup, 0.99), "sighup-p99-ms")
+	b.ReportMetric(pct(events, 0.50)/pct(sighup, 0.50), "p50-ratio")
+	b.ReportMetric(0, "ns/op")
 }
