@@ -2,8 +2,8 @@ package discovery
 
 import (
 	"bytes"
-	"fmt"
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -47,7 +47,6 @@ func run(t *testing.T, w *Watcher) {
 		<-done
 	})
 }
-
 
 // waitChange waits until a change is reported and cond holds.
 func waitChange(t *testing.T, w *Watcher, what string, cond func() bool) {
