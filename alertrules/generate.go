@@ -201,6 +201,19 @@ func buildAlertSpecs() []alertSpec {
 			},
 		},
 		{
+			// As Prometheus' own PrometheusBadConfig: max_over_time bridges
+			// the scrapes of a restart and of a reload in progress.
+			name: "SpoolAgentConfigReloadFailed", severity: "warning", forDur: 10 * time.Minute,
+			summary: fixed("spool-agent cannot reload its configuration."),
+			expr: func(g *gen) string {
+				return "max_over_time(" + g.sel("spool_agent_config_last_reload_successful") + "[5m]) == 0"
+			},
+			description: func(g *gen, f time.Duration) string {
+				return "spool-agent on {{ $labels.instance }} has been running on an old configuration" + forPhrase(f) +
+					": its last reload (a SIGHUP, or a change of its --config file or of a --spool-glob match) failed, so it keeps watching the spools of its last good configuration and a spool added since is not monitored. Its log says why (\"reload failed\")."
+			},
+		},
+		{
 			name: "SpoolDown", severity: "critical", forDur: 5 * time.Minute, keepFiring: true,
 			summary: fixed("spool-agent cannot read spool {{ $labels.spool }}."),
 			expr:    func(g *gen) string { return g.sel("spool_up") + " == 0" },

@@ -35,6 +35,9 @@ var exportedSeries = []string{
 	"spool_registry_entries",
 	"spool_data_bytes",
 	"spool_queue_arrivals_total",
+	"spool_agent_config_last_reload_successful",
+	"spool_agent_config_last_reload_success_timestamp_seconds",
+	"spool_agent_config_reloads_total",
 }
 
 // recordedSeries returns the record: names of the bundled rule file.
@@ -310,7 +313,8 @@ func TestDashboardFiltersByTheVariables(t *testing.T) {
 			continue
 		}
 		names := seriesNames(q)
-		perSpool := !slices.Contains(names, "spool_agent_build_info")
+		// The agent's own series (spool_agent_*) have no spool label.
+		perSpool := !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "spool_agent_") })
 		if perSpool && !strings.Contains(q, `spool=~"$spool"`) {
 			t.Errorf("%s: %q ignores the spool variable", where, q)
 		}
@@ -388,7 +392,7 @@ func TestDashboardCoversTheIssue(t *testing.T) {
 	}
 	all := strings.Join(titles, "\n")
 	for _, want := range []string{"queue depth", "oldest waiting entry age", "checked-out entries", "problems by kind",
-		"problem events", "check duration", "time since last successful check", "spools up"} {
+		"problem events", "check duration", "time since last successful check", "spools up", "configuration reloads"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no panel titled like %q", want)
 		}
