@@ -114,15 +114,17 @@ type proc struct {
 	failures []string // unexpected exits: what the process said
 }
 
-// tailBuffer keeps the last 64 KiB written to it.
+// tailBuffer keeps the last 64 KiB written to it, and counts every byte.
 type tailBuffer struct {
-	mu sync.Mutex
-	b  []byte
+	mu    sync.Mutex
+	b     []byte
+	total int64 // bytes written in all
 }
 
 func (t *tailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.total += int64(len(p))
 	t.b = append(t.b, p...)
 	if len(t.b) > 64<<10 {
 		t.b = t.b[len(t.b)-64<<10:]
@@ -222,6 +224,18 @@ func (p *proc) output() string {
 		return ""
 	}
 	return p.out.String()
+}
+
+// outputBytes returns how many bytes the current incarnation printed.
+func (p *proc) outputBytes() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.out == nil {
+		return 0
+	}
+	p.out.mu.Lock()
+	defer p.out.mu.Unlock()
+	return p.out.total
 }
 
 // unexpected returns the unexpected exits so far.
