@@ -34,7 +34,7 @@ const DefaultListenAddress = ":19317"
 // RunCmd runs the agent.
 type RunCmd struct {
 	Spool       []string `placeholder:"NAME=DIR" help:"Watch the spool in DIR, called NAME in metrics and logs (repeatable)."`
-	SpoolGlob   []string `placeholder:"PATTERN" help:"Watch every spool directory (one with a .registry directory) that PATTERN matches, named after its base name (repeatable; matched again on SIGHUP)."`
+	SpoolGlob   []string `placeholder:"PATTERN" help:"Watch every spool directory (one with a .registry directory) that PATTERN matches, named after its base name (repeatable; matched again on SIGHUP, and on changes unless --no-config.auto-reload)."`
 	Create      bool     `help:"Create the missing spool directories of --spool and of the configuration file."`
 	CreateQueue []string `default:"active" placeholder:"QUEUE" help:"The queues of the spools that --create creates (repeatable; default: ${default})."`
 
