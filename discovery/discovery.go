@@ -136,6 +136,14 @@ func New(o Options) *Watcher {
 // file changed (several changes before it is read are one value).
 func (w *Watcher) Changes() <-chan struct{} { return w.changes }
 
+// Report reports a change now, for one the caller knows of.
+func (w *Watcher) Report() {
+	select {
+	case w.changes <- struct{}{}:
+	default:
+	}
+}
+
 // SetPatterns replaces the patterns (after a reload changed them); the
 // next rescan, soon, watches their directories.
 func (w *Watcher) SetPatterns(patterns []string) {
@@ -241,10 +249,7 @@ func (w *Watcher) check() {
 	w.mu.Lock()
 	w.last = fp
 	w.mu.Unlock()
-	select {
-	case w.changes <- struct{}{}:
-	default:
-	}
+	w.Report()
 }
 
 func (w *Watcher) close() {

@@ -128,6 +128,13 @@ func (c *RunCmd) startDiscovery(ctx context.Context, m *Main, logger *slog.Logge
 		Logger:     logger,
 	})
 	r.watcher = w
+	// A spool that appeared or went between the start's globbing and the
+	// watches being in place has no event to come: reload for it now.
+	if defs, _, err := c.spoolDefs(m.config); err == nil {
+		if added, removed, changed := diffSpools(r.defs, defs); len(added)+len(removed)+len(changed) > 0 {
+			w.Report()
+		}
+	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
