@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -64,6 +65,11 @@ func TestConfigAutoReloadFlag(t *testing.T) {
 	}
 }
 
+// returnMemory gives the memory of the scrapes back to the system: a
+// child's peak RSS counts this process's until exec, and later tests
+// (sparse_test.go) bound their children's.
+func returnMemory() { debug.FreeOSMemory() }
+
 // hasSpool reports whether /metrics serves spool's series.
 func hasSpool(name string) func(scrape) bool {
 	return func(s scrape) bool { _, ok := s.value("spool_up", "spool", name); return ok }
@@ -85,6 +91,7 @@ func reloadStatus(s scrape) (ok, successes, failures float64) {
 // served without SIGHUP, and a removed one forgotten. --check-every is an
 // hour: only events can find them.
 func TestDiscoveryGlobEndToEnd(t *testing.T) {
+	t.Cleanup(returnMemory)
 	dir := t.TempDir()
 	a := startAgent(t, "--spool-glob", filepath.Join(dir, "*"), "--check-every", "1h",
 		"--web.listen-address", "127.0.0.1:0")
@@ -207,6 +214,7 @@ func kubernetesSwap(t *testing.T, dir, content string) {
 // the file is replaced; a broken edit keeps the running spools and sets
 // spool_agent_config_last_reload_successful to 0, a fixed one back to 1.
 func TestConfigAutoReloadEndToEnd(t *testing.T) {
+	t.Cleanup(returnMemory)
 	for _, tt := range []struct {
 		name  string
 		write configWriter
