@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,14 +72,7 @@ func TestHTTPLimits(t *testing.T) {
 	}
 	// closedByServer reads c until the server closes it (what it answered
 	// first is returned) or e2eDeadline passes.
-	closedByServer := func(c net.Conn) (string, error) {
-		c.SetReadDeadline(time.Now().Add(e2eDeadline))
-		b, err := io.ReadAll(c)
-		if err != nil {
-			return string(b), fmt.Errorf("not closed by the agent within %v: %w", e2eDeadline, err)
-		}
-		return string(b), nil
-	}
+	closedByServer := func(c net.Conn) (string, error) { return closedByServer(c) }
 
 	type client struct {
 		name  string
@@ -161,6 +156,89 @@ func TestHTTPLimits(t *testing.T) {
 	trickling.Wait()
 	if err := <-scraped; err != nil {
 		t.Fatalf("scrape beside hostile clients: %v", err)
+	}
+}
+
+// closedByServer reads c until the server closes it (what it answered
+// first is returned) or e2eDeadline passes. A reset is a close too: the
+// kernel resets a connection closed with unread data in its buffer.
+func closedByServer(c net.Conn) (string, error) {
+	c.SetReadDeadline(time.Now().Add(e2eDeadline))
+	b, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		return string(b), fmt.Errorf("not closed by the agent within %v: %w", e2eDeadline, err)
+	}
+	return string(b), nil
+}
+
+// TestHTTPShedsIdleAndBodies checks, with timeouts far longer than the
+// test, that idle keep-alive connections holding every slot are shed for a
+// scrape, and that a request with a body is answered and closed at once
+// rather than when the read timeout ends.
+func TestHTTPShedsIdleAndBodies(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	mustCLI(t, "", "init", dir, "--queue", "q")
+	m := testMain(nil, "", nil, nil)
+	m.httpLimits = &httpLimits{
+		ReadHeaderTimeout: time.Hour,
+		ReadTimeout:       time.Hour,
+		WriteTimeout:      time.Hour,
+		IdleTimeout:       time.Hour,
+		MaxConns:          4,
+	}
+	url, _ := runInProcess(t, m, "--spool", "s="+dir, "--web.listen-address", "127.0.0.1:0", "--check-every", "50ms")
+	addr := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/metrics")
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	// A body trickled after its headers: 413 and a close, not an hour's wait.
+	c := dial()
+	io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nb")
+	got, err := closedByServer(c)
+	if err != nil {
+		t.Fatalf("slow body: %v", err)
+	}
+	if !strings.Contains(firstLine(got), "413") {
+		t.Fatalf("slow body: answered %q, want 413", firstLine(got))
+	}
+
+	// Idle keep-alive clients take every slot; each has had its answer.
+	idle := make([]net.Conn, m.httpLimits.MaxConns)
+	for i := range idle {
+		idle[i] = dial()
+		io.WriteString(idle[i], "GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+		line, err := bufio.NewReader(idle[i]).ReadString('\n')
+		if err != nil || !strings.Contains(line, "200") {
+			t.Fatalf("idle client %d: %q, %v", i, line, err)
+		}
+	}
+	client := &http.Client{Timeout: e2eDeadline, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("scrape beside %d idle connections: %v", len(idle), err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s", resp.Status)
+	}
+	// The scrape got a slot, so a shed connection was closed before it
+	// was served: its end is already in the client's buffer.
+	shed := 0
+	for _, c := range idle {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := io.ReadAll(c); err == nil || errors.Is(err, syscall.ECONNRESET) {
+			shed++
+		}
+	}
+	if shed == 0 {
+		t.Fatal("no idle connection was shed, yet the scrape was served")
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
-	"golang.org/x/net/netutil"
 	"gopkg.in/yaml.v3"
 
 	"github.com/spool-agent/spool-agent/collector"
@@ -185,12 +184,14 @@ func (c *RunCmd) run(ctx context.Context, m *Main) error {
 		limits = *m.httpLimits
 	}
 	server := limits.server(refuseBodies(handler), slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
+	var conns connLimiter
+	server.ConnState = conns.connState
 	systemd := false
 	flags := &web.FlagConfig{WebListenAddresses: &c.WebListenAddress, WebSystemdSocket: &systemd, WebConfigFile: &c.WebConfigFile}
 	serveDone := make(chan error, 1)
 	limited := make([]net.Listener, len(listeners))
 	for i, l := range listeners {
-		limited[i] = netutil.LimitListener(l, limits.MaxConns)
+		limited[i] = conns.listen(l, limits.MaxConns)
 	}
 	go func() { serveDone <- web.ServeMultiple(limited, server, flags, logger) }()
 	for _, l := range listeners {
@@ -341,7 +342,7 @@ type httpLimits struct {
 	ReadTimeout       time.Duration // a whole request, body included
 	WriteTimeout      time.Duration // a response: far above the slowest scrape measured (12 ms, see README)
 	IdleTimeout       time.Duration // a keep-alive connection between requests
-	MaxConns          int           // connections served at once per listen address; more wait to be accepted
+	MaxConns          int           // connections served at once per listen address; more wait to be accepted, idle ones are shed for them
 }
 
 func defaultHTTPLimits() httpLimits {
@@ -368,10 +369,13 @@ func (l httpLimits) server(h http.Handler, errorLog *log.Logger) *http.Server {
 
 // refuseBodies answers a request that carries a body (every route is a GET)
 // with 413 and closes the connection, without reading the body: a client
-// that sends one slowly cannot hold the connection.
+// that sends one slowly cannot hold the connection. (net/http would read
+// up to 256 KiB of an unread body before closing, at the client's pace:
+// the read deadline in the past stops that.)
 func refuseBodies(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 			w.Header().Set("Connection", "close")
 			http.Error(w, "request bodies are not accepted", http.StatusRequestEntityTooLarge)
 			return
