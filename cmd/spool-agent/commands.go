@@ -174,11 +174,11 @@ func (m *Main) readInput(path string) ([]byte, error) {
 	return b, err
 }
 
-// MvCmd moves an entry to another queue.
+// MvCmd moves entries to another queue.
 type MvCmd struct {
-	Dir  string `arg:"" help:"The spool directory."`
-	Name string `arg:"" help:"The entry's name."`
-	To   string `required:"" placeholder:"QUEUE" help:"The destination queue."`
+	Dir   string   `arg:"" help:"The spool directory."`
+	Names []string `arg:"" name:"name" help:"The entries' names; - reads names from standard input, one per line (blank lines ignored)."`
+	To    string   `required:"" placeholder:"QUEUE" help:"The destination queue."`
 	DryRunFlag
 }
 
@@ -186,7 +186,7 @@ type MvCmd struct {
 // between finding it and claiming it.
 const maxRaceRetries = 3
 
-func (c *MvCmd) run(_ context.Context, m *Main) error {
+func (c *MvCmd) run(ctx context.Context, m *Main) error {
 	s, err := m.openSpool(c.Dir, spool.Options{})
 	if err != nil {
 		return err
@@ -194,23 +194,125 @@ func (c *MvCmd) run(_ context.Context, m *Main) error {
 	if !s.HasQueue(c.To) {
 		return fmt.Errorf("--to: %w", unknownQueue(s, c.To))
 	}
+	return m.eachName(ctx, "mv", c.Dir, c.Names, func(name string) (string, error) {
+		return c.moveOne(s, name)
+	})
+}
+
+// moveOne moves entry name to c.To and returns the line that says so
+// ("" when only several names are reported).
+func (c *MvCmd) moveOne(s *spool.Spool, name string) (string, error) {
 	for attempt := 0; ; attempt++ {
-		q, err := findWaiting(s, c.Name)
+		q, err := findWaiting(s, name)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if c.DryRun {
-			_, err := fmt.Fprintf(m.Stdout, "would move %s from %s to %s\n", escapeName(c.Name), escapeName(q), escapeName(c.To))
-			return err
+			return fmt.Sprintf("would move %s from %s to %s", escapeName(name), escapeName(q), escapeName(c.To)), nil
 		}
-		err = s.Move(q, c.Name, c.To)
+		err = s.Move(q, name, c.To)
 		// A worker (or another operator) moved the entry between Find
 		// and the claim: look for it again.
 		if errors.Is(err, spool.ErrNotFound) && attempt < maxRaceRetries {
 			continue
 		}
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("moved %s from %s to %s", escapeName(name), escapeName(q), escapeName(c.To)), nil
+	}
+}
+
+// eachName runs do on every name of names, in order, with "-" standing
+// for the names on standard input (one per line, blank lines ignored; so
+// a name with a newline cannot come that way). One name alone behaves as
+// before several were accepted: its error is the command's, and only a
+// dry run prints a line. Otherwise every name gets one line, on stdout
+// when done and on stderr when it failed; a failure does not stop the
+// others, and the exit status is 1 if any failed.
+func (m *Main) eachName(ctx context.Context, cmd, dir string, names []string, do func(string) (string, error)) error {
+	if len(names) == 1 && names[0] != "-" {
+		line, err := do(names[0])
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(line, "would ") {
+			_, err = fmt.Fprintln(m.Stdout, line)
+		}
 		return err
 	}
+	if n := countOf(names, "-"); n > 1 {
+		return &exitError{code: exitUsage, err: fmt.Errorf("%s: - (standard input) given %d times", cmd, n)}
+	}
+	p := m.startProgress(cmd+" "+escapeName(dir), 0)
+	defer p.finish()
+	w, flush := m.textWriter()
+	failed := 0
+	one := func(name string) {
+		p.add(1)
+		line, err := do(name)
+		if err != nil {
+			failed++
+			flush() // keep stdout and stderr in order on a terminal
+			fmt.Fprintln(m.Stderr, "spool-agent: "+cmd+" "+escapeName(name)+": "+safeLine(oneLine(err.Error())))
+			return
+		}
+		w.WriteString(line)
+		w.WriteByte('\n')
+	}
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			flush()
+			return err
+		}
+		if n != "-" {
+			one(n)
+			continue
+		}
+		if err := readNames(ctx, m.Stdin, one); err != nil {
+			flush()
+			return fmt.Errorf("%s: standard input: %w", cmd, err)
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}
+
+func countOf(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
+// maxNameLine bounds a line of names on standard input: a name is a file
+// name (255 bytes on Linux), so a longer line is not one.
+const maxNameLine = 4096
+
+// readNames calls f with each non-blank line of r, without its newline.
+func readNames(ctx context.Context, r io.Reader, f func(string)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 512), maxNameLine)
+	for sc.Scan() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if line := sc.Text(); line != "" {
+			f(line)
+		}
+	}
+	if errors.Is(sc.Err(), bufio.ErrTooLong) {
+		return fmt.Errorf("a line of more than %d bytes is not an entry name", maxNameLine)
+	}
+	return sc.Err()
 }
 
 // findWaiting finds the queue in which entry name waits; a checked-out
@@ -226,37 +328,44 @@ func findWaiting(s *spool.Spool, name string) (string, error) {
 	return q, nil
 }
 
-// RmCmd removes an entry.
+// RmCmd removes entries.
 type RmCmd struct {
-	Dir  string `arg:"" help:"The spool directory."`
-	Name string `arg:"" help:"The entry's name."`
+	Dir   string   `arg:"" help:"The spool directory."`
+	Names []string `arg:"" name:"name" help:"The entries' names; - reads names from standard input, one per line (blank lines ignored)."`
 	DryRunFlag
 }
 
-func (c *RmCmd) run(_ context.Context, m *Main) error {
+func (c *RmCmd) run(ctx context.Context, m *Main) error {
 	s, err := m.openSpool(c.Dir, spool.Options{})
 	if err != nil {
 		return err
 	}
+	return m.eachName(ctx, "rm", c.Dir, c.Names, func(name string) (string, error) {
+		return c.removeOne(s, name)
+	})
+}
+
+func (c *RmCmd) removeOne(s *spool.Spool, name string) (string, error) {
+	var from string
 	for attempt := 0; ; attempt++ {
-		q, err := findWaiting(s, c.Name)
+		q, err := findWaiting(s, name)
 		if err != nil {
 			if attempt > 0 && errors.Is(err, spool.ErrNotFound) {
-				return nil // someone else removed it meanwhile
+				return "removed " + escapeName(name) + " from " + escapeName(from), nil // or someone else did meanwhile
 			}
-			return err
+			return "", err
 		}
 		if c.DryRun {
-			_, err := fmt.Fprintf(m.Stdout, "would remove %s from %s\n", escapeName(c.Name), escapeName(q))
-			return err
+			return fmt.Sprintf("would remove %s from %s", escapeName(name), escapeName(q)), nil
 		}
-		if err := s.Remove(q, c.Name); err != nil {
-			return err
+		if err := s.Remove(q, name); err != nil {
+			return "", err
 		}
+		from = q
 		// Remove succeeds when the entry has left q; make sure it did
 		// not just move to another queue meanwhile.
-		if _, _, err := s.Find(c.Name); errors.Is(err, spool.ErrNotFound) || attempt >= maxRaceRetries {
-			return nil
+		if _, _, err := s.Find(name); errors.Is(err, spool.ErrNotFound) || attempt >= maxRaceRetries {
+			return "removed " + escapeName(name) + " from " + escapeName(q), nil
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,7 +35,74 @@ type LsCmd struct {
 	Queue      string `arg:"" optional:"" help:"Only this queue (default: every queue)."`
 	CheckedOut bool   `xor:"which" help:"List the checked-out entries instead of the waiting ones."`
 	All        bool   `xor:"which" help:"List the waiting and the checked-out entries."`
+	lsFilter
+	Limit int  `placeholder:"N" help:"Stop after N entries (0: no limit)."`
+	Count bool `help:"Print only the number of entries (with -o json: {\"count\": N})."`
 	OutputFlag
+}
+
+// lsFilter is the selection of ls beyond queue and state; the filters
+// combine with AND.
+type lsFilter struct {
+	OlderThan   time.Duration `placeholder:"DURATION" help:"Only entries whose file is older than this: now - mtime > DURATION (0: any)."`
+	YoungerThan time.Duration `placeholder:"DURATION" help:"Only entries whose file is younger than this: now - mtime < DURATION (0: any)."`
+	Match       string        `placeholder:"REGEX" help:"Only entries whose metadata matches this RE2 regular expression (bytes that are not UTF-8 match as U+FFFD). An entry with more than --max-metadata-size of metadata is skipped with a warning."`
+
+	re *regexp.Regexp
+}
+
+// active reports whether any filter is set: then entries with an invalid
+// name, which have no mtime or metadata to test, are left out.
+func (f *lsFilter) active() bool { return f.OlderThan != 0 || f.YoungerThan != 0 || f.re != nil }
+
+func (f *lsFilter) compile() error {
+	if f.OlderThan < 0 || f.YoungerThan < 0 {
+		return &exitError{code: exitUsage, err: fmt.Errorf("--older-than %v, --younger-than %v: negative duration", f.OlderThan, f.YoungerThan)}
+	}
+	if f.Match == "" {
+		return nil
+	}
+	re, err := regexp.Compile(f.Match)
+	if err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("--match: %w", err)}
+	}
+	f.re = re
+	return nil
+}
+
+// keep reports whether the entry described by info passes the filters.
+// The age test comes first, since it costs no read. An entry whose
+// metadata is larger than the spool's bound is reported on stderr and
+// not kept; ReadMetadata reads at most that bound whatever stat says.
+func (f *lsFilter) keep(m *Main, s *spool.Spool, info spool.EntryInfo, now time.Time) (bool, error) {
+	age := now.Sub(info.ModTime)
+	if f.OlderThan != 0 && !(age > f.OlderThan) {
+		return false, nil
+	}
+	if f.YoungerThan != 0 && !(age < f.YoungerThan) {
+		return false, nil
+	}
+	if f.re == nil {
+		return true, nil
+	}
+	tooLarge := func() (bool, error) {
+		fmt.Fprintf(m.Stderr, "spool-agent: warning: skipped %s in %s: %d bytes of metadata, more than --max-metadata-size %v (not matched)\n",
+			escapeName(info.Name), escapeName(info.Queue), info.MetadataSize, m.cli.MaxMetadataSize)
+		return false, nil
+	}
+	if info.MetadataSize > int64(m.cli.MaxMetadataSize) {
+		return tooLarge()
+	}
+	meta, err := s.ReadMetadata(info.Queue, info.Name)
+	switch {
+	case errors.Is(err, spool.ErrTooLarge):
+		return tooLarge() // it grew since the stat
+	case errors.Is(err, spool.ErrNotFound):
+		return false, nil // removed since it was listed
+	case err != nil:
+		return false, err
+	}
+	return f.re.Match(meta), nil
 }
 
 // listing is one directory to list: a queue's waiting or checked-out entries.
@@ -138,12 +206,18 @@ func dataSize(info spool.EntryInfo) string {
 	return strconv.FormatInt(info.DataSize, 10)
 }
 
-func (c *LsCmd) run(_ context.Context, m *Main) error {
+func (c *LsCmd) run(ctx context.Context, m *Main) error {
 	dir, _, err := m.spoolArg(c.Dir)
 	if err != nil {
 		return err
 	}
 	c.Dir = dir
+	if c.Limit < 0 {
+		return &exitError{code: exitUsage, err: fmt.Errorf("--limit %d: negative", c.Limit)}
+	}
+	if err := c.compile(); err != nil {
+		return err
+	}
 	s, err := m.openSpool(c.Dir, spool.Options{ReadOnly: true})
 	if err != nil {
 		return err
@@ -163,11 +237,14 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 	if c.json() {
 		w, flush = m.jsonWriter()
 	}
+	now := m.Now()
 	nameW, queueW := len("NAME"), len("QUEUE")
-	if c.json() {
+	switch {
+	case c.Count:
+	case c.json():
 		b, _ := json.Marshal(s.Dir())
 		fmt.Fprintf(w, "{\"spool\":%s,\"entries\":[", b)
-	} else {
+	default:
 		for _, l := range listings {
 			queueW = max(queueW, textWidth(l.queue))
 			for _, n := range l.names {
@@ -176,9 +253,16 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 		}
 		fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, "NAME", queueW, "QUEUE", "STATE", "MTIME", "SIZE")
 	}
-	first := true
+	first, n := true, 0
 	for _, l := range listings {
 		for _, name := range l.names {
+			if c.Limit > 0 && n >= c.Limit {
+				break
+			}
+			if err := ctx.Err(); err != nil {
+				flush()
+				return err
+			}
 			p.add(1)
 			var e entryJSON
 			mtime, size := "-", "-"
@@ -187,6 +271,9 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 			case errors.Is(err, spool.ErrNotFound):
 				continue // removed since it was listed
 			case errors.Is(err, spool.ErrInvalidName):
+				if c.active() {
+					continue
+				}
 				// Made by hand or by other software: the library refuses
 				// the name, but the operator sees the file.
 				e = entryJSON{Name: name, NameBase64: nameBase64(name), Queue: l.queue, State: stateInvalid, Error: "invalid name (see spool-agent fsck)"}
@@ -194,10 +281,22 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 				flush()
 				return err
 			default:
+				ok, err := c.keep(m, s, info, now)
+				if err != nil {
+					flush()
+					return err
+				}
+				if !ok {
+					continue
+				}
 				e = newEntryJSON(info)
 				mtime, size = info.ModTime.UTC().Format(time.RFC3339), dataSize(info)
 			}
-			if c.json() {
+			n++
+			switch {
+			case c.Count:
+				continue
+			case c.json():
 				b, err := json.Marshal(e)
 				if err != nil {
 					return err
@@ -207,13 +306,18 @@ func (c *LsCmd) run(_ context.Context, m *Main) error {
 				}
 				w.WriteByte('\n')
 				w.Write(b)
-			} else {
+			default:
 				fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, escapeName(name), queueW, escapeName(e.Queue), e.State, mtime, size)
 			}
 			first = false
 		}
 	}
-	if c.json() {
+	switch {
+	case c.Count && c.json():
+		fmt.Fprintf(w, "{\"count\": %d}\n", n)
+	case c.Count:
+		fmt.Fprintf(w, "%d\n", n)
+	case c.json():
 		if !first {
 			w.WriteByte('\n')
 		}
