@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,7 +22,7 @@ type measured struct {
 	stdout, stderr string
 	code           int
 	elapsed        time.Duration
-	maxRSS         int64 // bytes: the child's peak resident set (rusage ru_maxrss)
+	maxRSS         int64 // bytes: the child's peak resident set (its ru_maxrss, through rsswrap)
 }
 
 // runMeasured runs the agent binary with args (bounded by timeout) and
@@ -30,7 +31,8 @@ func runMeasured(t *testing.T, timeout time.Duration, args ...string) measured {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin.agent, args...)
+	rssFile := filepath.Join(t.TempDir(), "rss")
+	cmd := exec.CommandContext(ctx, bin.rsswrap, append([]string{rssFile, bin.agent}, args...)...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	start := time.Now()
@@ -46,10 +48,22 @@ func runMeasured(t *testing.T, timeout time.Duration, args ...string) measured {
 		}
 		m.code = ee.ExitCode()
 	}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		m.maxRSS = ru.Maxrss * 1024 // kilobytes on Linux
-	}
+	m.maxRSS = readRSS(t, rssFile)
 	return m
+}
+
+// readRSS reads the peak RSS in bytes that rsswrap wrote to path.
+func readRSS(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("rsswrap wrote no peak RSS: %v", err)
+	}
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		t.Fatalf("rsswrap's peak RSS %q: %v", b, err)
+	}
+	return n
 }
 
 // sparseCase is one command of TestHostileSparseMetadata.
@@ -156,7 +170,8 @@ func TestHostileSparseMetadataReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := filepath.Join(base, "moved.log")
-	cmd := exec.Command(bin.worker, "consume", "-spool", dir, "-queue", "incoming", "-to", "done", "-log", log)
+	rssFile := filepath.Join(base, "rss")
+	cmd := exec.Command(bin.rsswrap, rssFile, bin.worker, "consume", "-spool", dir, "-queue", "incoming", "-to", "done", "-log", log)
 	var e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &e, &e
 	if err := cmd.Start(); err != nil {
@@ -166,13 +181,13 @@ func TestHostileSparseMetadataReader(t *testing.T) {
 	waitLines(t, log, "moved", 1)
 	cmd.Process.Signal(syscall.SIGTERM)
 	err = cmd.Wait()
-	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	t.Logf("reader: exit %v, peak RSS %.1f MB, output %q", err, float64(ru.Maxrss)/1024, firstLine(e.String()))
+	rss := readRSS(t, rssFile)
+	t.Logf("reader: exit %v, peak RSS %.1f MB, output %q", err, float64(rss)/(1<<20), firstLine(e.String()))
 	if err != nil {
 		t.Errorf("the reader failed: %v: %s", err, e.String())
 	}
-	if ru.Maxrss*1024 > 100<<20 {
-		t.Errorf("peak RSS %.0f MB, want under 100 MB", float64(ru.Maxrss)/1024)
+	if rss > 100<<20 {
+		t.Errorf("peak RSS %.0f MB, want under 100 MB", float64(rss)/(1<<20))
 	}
 	if q, checkedOut, err := s.Find("huge"); err != nil || q != "incoming" || checkedOut {
 		t.Errorf("the oversized entry: in %q (checked out %v, %v), want waiting in incoming", q, checkedOut, err)

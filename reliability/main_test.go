@@ -33,6 +33,7 @@ var bin struct {
 	ref     string // reliability/internal/refworker: the OCaml reference's system calls
 	loadgen string // reliability/internal/loadgen
 	agent   string // cmd/spool-agent
+	rsswrap string // reliability/internal/rsswrap: a child's own peak RSS
 }
 
 func TestMain(m *testing.M) {
@@ -62,6 +63,7 @@ func buildBinaries(dir string) {
 	bin.ref = filepath.Join(dir, "refworker")
 	bin.loadgen = filepath.Join(dir, "loadgen")
 	bin.agent = filepath.Join(dir, "spool-agent")
+	bin.rsswrap = filepath.Join(dir, "rsswrap")
 	for _, b := range []struct {
 		out *string
 		pkg string
@@ -69,6 +71,7 @@ func buildBinaries(dir string) {
 		{&bin.worker, "./internal/spoolworker"},
 		{&bin.ref, "./internal/refworker"},
 		{&bin.loadgen, "./internal/loadgen"},
+		{&bin.rsswrap, "./internal/rsswrap"},
 		{&bin.agent, "../cmd/spool-agent"},
 	} {
 		if b.out == &bin.agent {
