@@ -66,8 +66,9 @@ func TestConfigAutoReloadFlag(t *testing.T) {
 }
 
 // returnMemory gives the memory of the scrapes back to the system: a
-// child's peak RSS counts this process's until exec, and later tests
-// (sparse_test.go) bound their children's.
+// child's peak RSS counts this process's until exec, and other tests
+// (sparse_test.go) bound their children's. The end-to-end tests of this
+// file also run in parallel, so after every sequential test.
 func returnMemory() { debug.FreeOSMemory() }
 
 // hasSpool reports whether /metrics serves spool's series.
@@ -91,6 +92,7 @@ func reloadStatus(s scrape) (ok, successes, failures float64) {
 // served without SIGHUP, and a removed one forgotten. --check-every is an
 // hour: only events can find them.
 func TestDiscoveryGlobEndToEnd(t *testing.T) {
+	t.Parallel() // after the sequential tests, see returnMemory
 	t.Cleanup(returnMemory)
 	dir := t.TempDir()
 	a := startAgent(t, "--spool-glob", filepath.Join(dir, "*"), "--check-every", "1h",
@@ -214,6 +216,7 @@ func kubernetesSwap(t *testing.T, dir, content string) {
 // the file is replaced; a broken edit keeps the running spools and sets
 // spool_agent_config_last_reload_successful to 0, a fixed one back to 1.
 func TestConfigAutoReloadEndToEnd(t *testing.T) {
+	t.Parallel() // after the sequential tests, see returnMemory
 	t.Cleanup(returnMemory)
 	for _, tt := range []struct {
 		name  string
