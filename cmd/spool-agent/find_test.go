@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -356,5 +358,30 @@ func TestFindPipeline(t *testing.T) {
 	}
 	if got, _ := lsNames(t, dir, "frozen"); !slices.Equal(got, []string{"a-new", "a-old", "f-ancient", "f-recent"}) {
 		t.Errorf("frozen holds %q", got)
+	}
+}
+
+// TestFindPipelineBinary runs the README's pipeline through the real
+// binary, a shell and jq.
+func TestFindPipelineBinary(t *testing.T) {
+	jq, err := exec.LookPath("jq")
+	if err != nil {
+		t.Skip("jq not found: install the jq package")
+	}
+	dir := fixtureSpool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), e2eDeadline)
+	defer cancel()
+	script := `"$SA" ls "$DIR" active --match '(?m)^to: .*@example\.com$' -o json | "$JQ" -r '.entries[].name' | "$SA" mv "$DIR" - --to frozen`
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", "set -e; "+script)
+	cmd.Env = append(agentEnv(), "SA="+agentBin, "DIR="+dir, "JQ="+jq)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v", script, err)
+	}
+	if string(out) != "moved a-new from active to frozen\n" {
+		t.Errorf("pipeline printed %q", out)
+	}
+	if got := where(t, dir); got["a-new"] != "frozen/waiting" || got["a-old"] != "active/waiting" {
+		t.Errorf("after the pipeline: %v", got)
 	}
 }
