@@ -1113,9 +1113,15 @@ var configCases = []badInputCase{
 		dir := filepath.Join(t.TempDir(), "spool")
 		goodSpool(t, dir)
 		needBinary(t, &bin.agent)
-		_, errOut, code := runCmd(t, 30*time.Second, nil, []string{"SPOOL_AGENT_OUTPUT=xml"}, bin.agent, "ls", dir)
-		if code != 2 || !strings.Contains(errOut, "SPOOL_AGENT_OUTPUT") {
+		// A global flag's variable is read, and a bad value refused...
+		_, errOut, code := runCmd(t, 30*time.Second, nil, []string{"SPOOL_AGENT_MAX_METADATA_SIZE=lots"}, bin.agent, "ls", dir)
+		if code != 2 || !strings.Contains(errOut, "SPOOL_AGENT_MAX_METADATA_SIZE") {
 			t.Fatalf("bad environment value: exit %d: %q", code, errOut)
+		}
+		// ...while a one-shot command's flags are never read from the
+		// environment (issue 12), so a bad -o there changes nothing.
+		if _, errOut, code := runCmd(t, 30*time.Second, nil, []string{"SPOOL_AGENT_OUTPUT=xml"}, bin.agent, "ls", dir); code != 0 {
+			t.Fatalf("SPOOL_AGENT_OUTPUT reached ls: exit %d: %q", code, errOut)
 		}
 	}},
 }

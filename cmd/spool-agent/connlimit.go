@@ -4,14 +4,21 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
+// newGrace is how long a connection may stay silent after it was accepted
+// before it may be shed for a new one when every slot is taken: a client
+// that connects sends its request at once.
+const newGrace = time.Second
+
 // connLimiter caps the connections the agent serves at once on each listen
-// address, and sheds idle keep-alive connections to make room: without
-// that, as many idle clients as the cap (each sending one request, then
-// nothing) would hold every slot for the whole idle timeout, renew them,
-// and starve Prometheus' scrapes. A connection that is reading a request
-// is bounded by the server's read timeouts instead.
+// address, and when every slot is taken it sheds the connections that are
+// doing nothing to make room: idle keep-alive connections, and connections
+// that have sent nothing for newGrace. Without that, as many silent or idle
+// clients as the cap would hold every slot for the whole header or idle
+// timeout, renew them, and starve Prometheus' scrapes. A connection that is
+// sending a request is bounded by the server's read timeouts instead.
 type connLimiter struct {
 	mu        sync.Mutex
 	listeners []*limitListener
@@ -19,7 +26,7 @@ type connLimiter struct {
 
 // listen wraps l so that it holds at most max connections at once.
 func (cl *connLimiter) listen(l net.Listener, max int) net.Listener {
-	ll := &limitListener{Listener: l, slots: make(chan struct{}, max), idle: map[net.Conn]bool{}}
+	ll := &limitListener{Listener: l, slots: make(chan struct{}, max), conns: map[net.Conn]connState{}}
 	cl.mu.Lock()
 	cl.listeners = append(cl.listeners, ll)
 	cl.mu.Unlock()
@@ -47,18 +54,30 @@ type limitListener struct {
 	net.Listener
 	slots chan struct{} // one token per open connection
 
-	mu   sync.Mutex
-	idle map[net.Conn]bool // this listener's open connections: true while idle
+	mu    sync.Mutex
+	conns map[net.Conn]connState // this listener's open connections
 }
 
-// Accept waits for a free slot, first shedding the idle connections when
-// every slot is taken.
+type connState struct {
+	state http.ConnState
+	since time.Time // when it entered state
+}
+
+// Accept waits for a free slot, shedding the connections that do nothing
+// while every slot is taken.
 func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	default:
-		l.shedIdle()
-		l.slots <- struct{}{}
+	for acquired := false; !acquired; {
+		select {
+		case l.slots <- struct{}{}:
+			acquired = true
+		default:
+			l.shed(time.Now())
+			select {
+			case l.slots <- struct{}{}:
+				acquired = true
+			case <-time.After(newGrace / 4):
+			}
+		}
 	}
 	c, err := l.Listener.Accept()
 	if err != nil {
@@ -67,24 +86,25 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 	lc := &limitedConn{Conn: c, l: l}
 	l.mu.Lock()
-	l.idle[lc] = false
+	l.conns[lc] = connState{http.StateNew, time.Now()}
 	l.mu.Unlock()
 	return lc, nil
 }
 
 func (l *limitListener) full() bool { return len(l.slots) == cap(l.slots) }
 
-// shedIdle closes every idle connection of the listener.
-func (l *limitListener) shedIdle() {
+// shed closes the listener's idle connections and those that have sent
+// nothing since newGrace before now.
+func (l *limitListener) shed(now time.Time) {
 	l.mu.Lock()
-	var idle []net.Conn
-	for c, isIdle := range l.idle {
-		if isIdle {
-			idle = append(idle, c)
+	var shed []net.Conn
+	for c, cs := range l.conns {
+		if cs.state == http.StateIdle || cs.state == http.StateNew && now.Sub(cs.since) >= newGrace {
+			shed = append(shed, c)
 		}
 	}
 	l.mu.Unlock()
-	for _, c := range idle {
+	for _, c := range shed {
 		c.Close()
 	}
 }
@@ -93,9 +113,9 @@ func (l *limitListener) shedIdle() {
 // reports whether it was.
 func (l *limitListener) setState(c net.Conn, state http.ConnState) bool {
 	l.mu.Lock()
-	_, ours := l.idle[c]
+	_, ours := l.conns[c]
 	if ours && state != http.StateClosed && state != http.StateHijacked {
-		l.idle[c] = state == http.StateIdle
+		l.conns[c] = connState{state, time.Now()}
 	}
 	l.mu.Unlock()
 	if ours && state == http.StateIdle && l.full() {
@@ -115,7 +135,7 @@ func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.l.mu.Lock()
-		delete(c.l.idle, c)
+		delete(c.l.conns, c)
 		c.l.mu.Unlock()
 		<-c.l.slots
 	})

@@ -172,9 +172,9 @@ func closedByServer(c net.Conn) (string, error) {
 }
 
 // TestHTTPShedsIdleAndBodies checks, with timeouts far longer than the
-// test, that idle keep-alive connections holding every slot are shed for a
-// scrape, and that a request with a body is answered and closed at once
-// rather than when the read timeout ends.
+// test, that idle keep-alive and silent connections holding every slot are
+// shed for a scrape, and that a request with a body is answered and closed
+// at once rather than when the read timeout ends.
 func TestHTTPShedsIdleAndBodies(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spool")
 	mustCLI(t, "", "init", dir, "--queue", "q")
@@ -239,6 +239,20 @@ func TestHTTPShedsIdleAndBodies(t *testing.T) {
 	}
 	if shed == 0 {
 		t.Fatal("no idle connection was shed, yet the scrape was served")
+	}
+
+	// Silent clients (connected, nothing sent) take every slot: those
+	// silent for newGrace are shed for a scrape too.
+	for range m.httpLimits.MaxConns {
+		dial()
+	}
+	resp, err = client.Get(url)
+	if err != nil {
+		t.Fatalf("scrape beside %d silent connections: %v", m.httpLimits.MaxConns, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s", resp.Status)
 	}
 }
 
