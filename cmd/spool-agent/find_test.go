@@ -366,7 +366,10 @@ func TestFindPipeline(t *testing.T) {
 func TestFindPipelineBinary(t *testing.T) {
 	jq, err := exec.LookPath("jq")
 	if err != nil {
-		t.Skip("jq not found: install the jq package")
+		if os.Getenv("CI") == "true" {
+			t.Fatal("jq is not installed (apt-get install jq)")
+		}
+		t.Skip("jq is not installed (apt-get install jq)")
 	}
 	dir := fixtureSpool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), e2eDeadline)
