@@ -39,8 +39,8 @@ type CLI struct {
 	Show    ShowCmd    `cmd:"" help:"Show one entry with its metadata."`
 	Shape   ShapeCmd   `cmd:"" help:"Show the age distribution of each queue's entries and checkouts (like Postfix's qshape)."`
 	Fsck    FsckCmd    `cmd:"" help:"Check a spool once; exit 0 when clean, 1 when problems were found, 2 when it could not check."`
-	Mv      MvCmd      `cmd:"" help:"Move an entry to another queue (claiming it first, so never under a worker's feet)."`
-	Rm      RmCmd      `cmd:"" help:"Remove an entry (claiming it first, so never one a worker holds)."`
+	Mv      MvCmd      `cmd:"" help:"Move entries to another queue (claiming each first, so never under a worker's feet; names from standard input with -)."`
+	Rm      RmCmd      `cmd:"" help:"Remove entries (claiming each first, so never one a worker holds; names from standard input with -)."`
 	Recover RecoverCmd `cmd:"" help:"Return checked-out entries older than a duration to their queues."`
 	Repair  RepairCmd  `cmd:"" help:"Repair what fsck reports without deleting an entry that may have been acknowledged; prints the plan unless --apply."`
 
