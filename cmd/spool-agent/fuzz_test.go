@@ -137,7 +137,8 @@ func FuzzShowJSON(f *testing.F) {
 			}
 			return stdout.String()
 		}
-		out := run("show", dir, name, "-o", "json")
+		// "--" ends the flags: a name may start with '-'.
+		out := run("show", "-o", "json", "--", dir, name)
 		var doc struct {
 			Name           string  `json:"name"`
 			Metadata       *string `json:"metadata"`
@@ -170,10 +171,10 @@ func FuzzShowJSON(f *testing.F) {
 		}
 		// Text output escapes the name; a name of printable UTF-8 appears as it is.
 		if utf8.ValidString(name) && strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) || r == '\\' }) < 0 &&
-			!strings.Contains(run("show", dir, name), name) {
+			!strings.Contains(run("show", "--", dir, name), name) {
 			t.Fatalf("show does not print the name %q", name)
 		}
-		for _, args := range [][]string{{"show", dir, name}, {"ls", dir}} {
+		for _, args := range [][]string{{"show", "--", dir, name}, {"ls", dir}} {
 			for _, r := range run(args...) {
 				if r != '\n' && r != '\t' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0)) {
 					t.Fatalf("spool-agent %q prints control character %U", args, r)
