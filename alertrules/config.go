@@ -36,6 +36,12 @@ import (
 // runbookURL to it; there is no public copy to point at.
 const DefaultRunbookURL = "file:///etc/prometheus/rules/RUNBOOK.md"
 
+// DefaultConsoleURL is the console_url annotation of the spool alerts: the
+// page of the alert's spool in the agent's read-only console, served on the
+// address Prometheus scrapes. urlquery writes a space as "+", which the
+// console reads back as a space.
+const DefaultConsoleURL = "http://{{ $labels.instance }}/spools/{{ $labels.spool | urlquery }}"
+
 // DefaultParkingQueues are queues where entries wait on purpose (frozen by
 // an operator, quarantined by repair, kept after removal): a queue that
 // fills up there is not a queue whose consumers stopped.
@@ -54,6 +60,12 @@ type Config struct {
 	// RunbookURL is the address of RUNBOOK.md; "#" and the anchor of the
 	// alert's section are appended for each alert.
 	RunbookURL string `yaml:"runbookURL"`
+	// ConsoleURL is the console_url annotation of every alert about one
+	// spool, a Prometheus template (set it for agents behind a proxy or
+	// TLS). The agent alerts that have an instance label link the part
+	// before "spools/" (the console's home page), or nothing when the
+	// address has no "/spools/". Empty drops the annotation.
+	ConsoleURL string `yaml:"consoleURL"`
 	// SpoolDir, when the spools' directories follow a pattern, names a
 	// spool's directory in alert texts: "{spool}" stands for the spool
 	// label, as in /var/spool/app/{spool}.
@@ -135,6 +147,7 @@ func DefaultConfig() Config {
 	return Config{
 		Selector:      DefaultSelector,
 		RunbookURL:    DefaultRunbookURL,
+		ConsoleURL:    DefaultConsoleURL,
 		ParkingQueues: slices.Clone(DefaultParkingQueues),
 		Thresholds: Thresholds{
 			QueueOldestEntryAge: Duration(time.Hour),
@@ -190,6 +203,10 @@ func (c Config) Validate() error {
 	}
 	if u, err := url.Parse(c.RunbookURL); err != nil || u.Scheme == "" || u.Fragment != "" {
 		return fmt.Errorf("runbookURL %q must be an absolute URL without a #fragment", c.RunbookURL)
+	}
+	if c.ConsoleURL != "" && !(strings.HasPrefix(c.ConsoleURL, "http://") || strings.HasPrefix(c.ConsoleURL, "https://")) ||
+		strings.ContainsAny(c.ConsoleURL, "\n\r") {
+		return fmt.Errorf("consoleURL %q must be an http:// or https:// address on one line, or empty", c.ConsoleURL)
 	}
 	if strings.Contains(c.SpoolDir, "{{") || strings.Contains(c.AgentConfig, "{{") {
 		return errors.New("spoolDir and agentConfig must not contain {{")

@@ -279,3 +279,53 @@ func TestAgentConfigAndSpoolDirInTexts(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestConsoleURL: every spool alert links the spool's console page, the
+// agent alert with an instance the console's home, and the thresholds file
+// can point both through a proxy or drop them.
+func TestConsoleURL(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		spool      string // console_url of the spool alerts, "" for none
+		home       string // of SpoolAgentConfigReloadFailed
+	}{
+		{"default", "",
+			"http://{{ $labels.instance }}/spools/{{ $labels.spool | urlquery }}", "http://{{ $labels.instance }}/"},
+		{"behind a proxy", `consoleURL: "https://agents.example/{{ $labels.instance }}/spools/{{ $labels.spool | urlquery }}"`,
+			"https://agents.example/{{ $labels.instance }}/spools/{{ $labels.spool | urlquery }}", "https://agents.example/{{ $labels.instance }}/"},
+		{"no /spools/ in the address", `consoleURL: "https://console.example/?agent={{ $labels.instance }}&spool={{ $labels.spool | urlquery }}"`,
+			"https://console.example/?agent={{ $labels.instance }}&spool={{ $labels.spool | urlquery }}", ""},
+		{"dropped", `consoleURL: ""`, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := LoadConfig(strings.NewReader(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rf, err := Rules(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rf.Groups[1].Rules {
+				want := tc.spool
+				switch r.Alert {
+				case "SpoolAgentConfigReloadFailed":
+					want = tc.home
+				case "SpoolAgentDown", "SpoolAgentAbsent": // no console to reach, or no instance
+					want = ""
+				}
+				got, ok := r.Annotations["console_url"]
+				if got != want || ok != (want != "") {
+					t.Errorf("%s: console_url %q (set %v), want %q", r.Alert, got, ok, want)
+				}
+			}
+		})
+	}
+	for _, bad := range []string{"ftp://x/{{ $labels.spool }}", "/spools/{{ $labels.spool }}", "http://x/\nfoo"} {
+		cfg := DefaultConfig()
+		cfg.ConsoleURL = bad
+		if _, err := Rules(cfg); err == nil {
+			t.Errorf("consoleURL %q accepted", bad)
+		}
+	}
+}

@@ -66,7 +66,18 @@ type alertSpec struct {
 	// anchor returns the fragment of runbook_url, a template when the
 	// section depends on the alert's labels.
 	anchor func() string
+	// console says which console page the alert links (console_url).
+	console consolePage
 }
+
+// consolePage is the page of the agent's console an alert links.
+type consolePage int
+
+const (
+	consoleSpool consolePage = iota // the alert's spool: Config.ConsoleURL
+	consoleHome                     // the console's home page, for agent alerts
+	consoleNone                     // no link: no instance, or no console to reach
+)
 
 // problemKind is one value of spool_problems' kind label and its alert.
 type problemKind struct {
@@ -127,6 +138,24 @@ var problemKinds = []problemKind{
 		{"root", "Unexpected directories or symlinks in the top directory of spool SP.",
 			"N thing(s) in the top directory of SPOOL are neither a queue nor .registry, .tmp or .data: a directory that is not a queue (no .checkout inside), or a symlink."},
 	}},
+	// The agent reports one limit problem per bound exceeded, so the texts
+	// give the bound (the agent's flag and its default) rather than the
+	// count, which is always 1.
+	{"limit", "SpoolMonitorLimitReached", "warning", []dirText{
+		{"unregistered", "Too many files without a reservation in spool SP.",
+			"More files with no .registry file are in SPOOL (in .tmp, or in .data, the queues and their checkouts) than the agent's --max-unregistered (100000 by default) lets it track: a flood of files, from a runaway producer or from someone who can write in the spool." + limitText("--max-unregistered", "files")},
+		{"queues", "Too many queues in spool SP.",
+			"More queues and other directories are at the top of SPOOL than the agent's --max-queues (1000 by default) lets it track: a flood of directories, from a runaway producer or from someone who can write in the spool. The queues past the bound (by name) are not monitored at all." + limitText("--max-queues", "queues")},
+		{"watches", "Too many inotify watches needed for spool SP.",
+			"Watching SPOOL would take more inotify watches (one for each of its directories: the top, .registry, .tmp, .data, each queue and each checkout directory) than the agent's --max-watches (4096 by default) allows: a flood of queues, from a runaway producer or from someone who can write in the spool, or a spool that is legitimately that large. The agent keeps its watches flat: it does not watch this spool but polls it (a full scan every cycle, more disk reads, changes seen up to a cycle late); its problems and statistics stay complete. Remove the flood, or raise --max-watches (mind the host's fs.inotify.max_user_watches) if the spool legitimately has that many queues."},
+	}},
+}
+
+// limitText ends the description of a limit problem on a tracking bound:
+// what the agent does past it, and when to raise it.
+func limitText(flag, what string) string {
+	return " The agent keeps its memory and watches flat: it tracks this spool only up to the bound, so its problems and statistics are partial, and polls it (a full scan every cycle) instead of watching it. Remove the flood, or raise " +
+		flag + " if the spool legitimately holds that many " + what + "."
 }
 
 func unexpectedText(where string) string {
@@ -183,7 +212,8 @@ func fixed(s string) func(*gen) string { return func(*gen) string { return s } }
 func buildAlertSpecs() []alertSpec {
 	specs := []alertSpec{
 		{
-			name: "SpoolAgentDown", severity: "critical", forDur: 5 * time.Minute,
+			// The console is served where the metrics are: no link.
+			name: "SpoolAgentDown", severity: "critical", forDur: 5 * time.Minute, console: consoleNone,
 			summary: fixed("spool-agent cannot be scraped."),
 			expr:    func(g *gen) string { return g.sel("up") + " == 0" },
 			description: func(g *gen, f time.Duration) string {
@@ -192,7 +222,7 @@ func buildAlertSpecs() []alertSpec {
 			},
 		},
 		{
-			name: "SpoolAgentAbsent", severity: "critical", forDur: 15 * time.Minute,
+			name: "SpoolAgentAbsent", severity: "critical", forDur: 15 * time.Minute, console: consoleNone,
 			summary: fixed("spool-agent is not scraped at all."),
 			expr:    func(g *gen) string { return "absent(" + g.sel("up") + ")" },
 			description: func(g *gen, f time.Duration) string {
@@ -203,7 +233,7 @@ func buildAlertSpecs() []alertSpec {
 		{
 			// As Prometheus' own PrometheusBadConfig: max_over_time bridges
 			// the scrapes of a restart and of a reload in progress.
-			name: "SpoolAgentConfigReloadFailed", severity: "warning", forDur: 10 * time.Minute,
+			name: "SpoolAgentConfigReloadFailed", severity: "warning", forDur: 10 * time.Minute, console: consoleHome,
 			summary: fixed("spool-agent cannot reload its configuration."),
 			expr: func(g *gen) string {
 				return "max_over_time(" + g.sel("spool_agent_config_last_reload_successful") + "[5m]) == 0"
@@ -375,6 +405,20 @@ func (g *gen) look(sub, rest string) string {
 		return "Look: spool-agent " + sub + " " + g.spoolDir() + rest + " on {{ $labels.instance }}."
 	}
 	return "Look: spool-agent " + sub + " DIR" + rest + " on {{ $labels.instance }}, DIR being the directory of spool {{ $labels.spool }} (the agent's --spool {{ $labels.spool }}=DIR, or its entry in the agent's --config)."
+}
+
+// consoleURL returns the console_url annotation for page, or "".
+func (g *gen) consoleURL(page consolePage) string {
+	u := g.cfg.ConsoleURL
+	switch page {
+	case consoleSpool:
+		return u
+	case consoleHome:
+		if i := strings.Index(u, "/spools/"); i >= 0 {
+			return u[:i+1]
+		}
+	}
+	return ""
 }
 
 // AlertNames returns the names of every alert the generator knows, in
@@ -643,6 +687,9 @@ func Rules(c Config) (RuleFile, error) {
 				"description": a.description(g, forDur),
 				"runbook_url": c.RunbookURL + "#" + anchor,
 			},
+		}
+		if u := g.consoleURL(a.console); u != "" {
+			r.Annotations["console_url"] = u
 		}
 		if forDur > 0 {
 			r.For = Duration(forDur).String()

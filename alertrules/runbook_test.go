@@ -427,6 +427,18 @@ var runbookCases = []runbookCase{
 		}},
 }
 
+// untestedFixes are the runbook sections of problems that no fsck can show,
+// so no case can check a fix by fsck coming clean, with the reason.
+var untestedFixes = map[string]string{
+	// fsck and repair are one-shot and unbounded (the monitor's bounds are
+	// the running agent's): they never report limit, and show a flood as
+	// the orphaned and unexpected problems of its files, whose fixes are
+	// tested above.
+	RunbookAnchor("SpoolMonitorLimitReached", "unregistered"): "fsck has no --max-unregistered and never reports limit",
+	RunbookAnchor("SpoolMonitorLimitReached", "queues"):       "fsck has no --max-queues and never reports limit",
+	RunbookAnchor("SpoolMonitorLimitReached", "watches"):      "fsck watches nothing and never reports limit",
+}
+
 // TestRunbookCoversEveryProblem: every (kind, dir) the agent reports has
 // its section with a tested fix, and every tested block has a case.
 func TestRunbookCoversEveryProblem(t *testing.T) {
@@ -468,6 +480,12 @@ func TestRunbookCoversEveryProblem(t *testing.T) {
 			dirs = []string{""}
 		}
 		for _, d := range dirs {
+			if why, ok := untestedFixes[RunbookAnchor(alert, d)]; ok {
+				if sections[RunbookAnchor(alert, d)] {
+					t.Errorf("%s dir=%s has a tested fix: take it out of untestedFixes (%s)", alert, d, why)
+				}
+				continue
+			}
 			if !sections[RunbookAnchor(alert, d)] {
 				t.Errorf("%s dir=%s: no tested fix in section #%s", alert, d, RunbookAnchor(alert, d))
 			}
