@@ -582,6 +582,17 @@ func TestEndToEnd(t *testing.T) {
 		if d := a.Annotations["description"]; !strings.Contains(d, "spool "+e2eSpool) || !strings.Contains(d, s.agentAddr) {
 			t.Errorf("%s: description %q does not name the spool and instance", a.Labels["alertname"], d)
 		}
+		// The console link leads to the spool's page of the real agent.
+		if u := a.Annotations["console_url"]; u != "http://"+s.agentAddr+"/spools/"+e2eSpool {
+			t.Errorf("%s: console_url %q, want the spool's page on %s", a.Labels["alertname"], u, s.agentAddr)
+		} else if resp, err := http.Get(u); err != nil {
+			t.Errorf("%s: console_url: %v", a.Labels["alertname"], err)
+		} else {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("%s: console_url %s: %s", a.Labels["alertname"], u, resp.Status)
+			}
+		}
 	}
 
 	// Every query of the dashboard is valid PromQL and finds data in this
