@@ -61,15 +61,7 @@ func TestHTTPLimits(t *testing.T) {
 	url, _ := runInProcess(t, m, "--spool", "s="+dir, "--web.listen-address", "127.0.0.1:0", "--check-every", "50ms")
 	addr := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/metrics")
 
-	dial := func() net.Conn {
-		t.Helper()
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := func() net.Conn { return dialTCP(t, addr) }
 	// closedByServer reads c until the server closes it (what it answered
 	// first is returned) or e2eDeadline passes.
 	closedByServer := func(c net.Conn) (string, error) { return closedByServer(c) }
@@ -188,15 +180,7 @@ func TestHTTPShedsIdleAndBodies(t *testing.T) {
 	}
 	url, _ := runInProcess(t, m, "--spool", "s="+dir, "--web.listen-address", "127.0.0.1:0", "--check-every", "50ms")
 	addr := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/metrics")
-	dial := func() net.Conn {
-		t.Helper()
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := func() net.Conn { return dialTCP(t, addr) }
 
 	// A body trickled after its headers: 413 and a close, not an hour's wait.
 	c := dial()
@@ -254,6 +238,17 @@ func TestHTTPShedsIdleAndBodies(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("scrape: %s", resp.Status)
 	}
+}
+
+// dialTCP connects to addr, closing the connection at the end of the test.
+func dialTCP(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func firstLine(s string) string {
