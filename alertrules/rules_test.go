@@ -114,12 +114,10 @@ func TestPromtoolTestRules(t *testing.T) {
 	}
 }
 
-// TestPromtoolCatchesBrokenRules makes sure the two promtool tests above can
-// fail: a rule file with a wrong threshold must fail the unit tests.
-func TestPromtoolCatchesBrokenRules(t *testing.T) {
-	t.Parallel()
-	cfg := DefaultConfig()
-	cfg.Thresholds.CheckedOutAge = Duration(20 * time.Minute)
+// promtoolTestWith runs the promtool test file against the rules that cfg
+// generates (in place of the bundled ones) and returns promtool's output.
+func promtoolTestWith(t *testing.T, cfg Config, testFile string) ([]byte, error) {
+	t.Helper()
 	b, err := Generate(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +126,7 @@ func TestPromtoolCatchesBrokenRules(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, bundledRules), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tests, err := os.ReadFile("tests/spool-agent.test.yml")
+	tests, err := os.ReadFile(testFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +135,16 @@ func TestPromtoolCatchesBrokenRules(t *testing.T) {
 	if err := os.WriteFile(tf, tests, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(promtool(t), "test", "rules", tf).CombinedOutput()
+	return exec.Command(promtool(t), "test", "rules", tf).CombinedOutput()
+}
+
+// TestPromtoolCatchesBrokenRules makes sure the two promtool tests above can
+// fail: a rule file with a wrong threshold must fail the unit tests.
+func TestPromtoolCatchesBrokenRules(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultConfig()
+	cfg.Thresholds.CheckedOutAge = Duration(20 * time.Minute)
+	out, err := promtoolTestWith(t, cfg, "tests/spool-agent.test.yml")
 	if err == nil {
 		t.Fatalf("promtool test rules passed with a 20m checkout threshold:\n%s", out)
 	}
@@ -290,24 +297,7 @@ func TestRestartTestNeedsKeepFiringFor(t *testing.T) {
 	t.Parallel()
 	cfg := DefaultConfig()
 	cfg.Thresholds.KeepFiringFor = 0
-	b, err := Generate(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, bundledRules), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tests, err := os.ReadFile("tests/restart.test.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests = bytes.Replace(tests, []byte("../"+bundledRules), []byte(bundledRules), 1)
-	tf := filepath.Join(dir, "t.test.yml")
-	if err := os.WriteFile(tf, tests, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(promtool(t), "test", "rules", tf).CombinedOutput()
+	out, err := promtoolTestWith(t, cfg, "tests/restart.test.yml")
 	if err == nil {
 		t.Fatalf("promtool test rules passed without keep_firing_for:\n%s", out)
 	}
