@@ -372,15 +372,7 @@ func checkLeftovers(t *testing.T, dir string, l *interopLogs, kills int, fig *cr
 // workers run, a Recover with spool.MinRecoverAge beside their young
 // checkouts must take none, and one with a shorter age is refused.
 func TestInteropMixedImplementations(t *testing.T) {
-	needBinary(t, &bin.worker)
-	needBinary(t, &bin.ref)
-	needBinary(t, &bin.agent)
-	base := t.TempDir()
-	dir := filepath.Join(base, "spool")
-	s, err := spool.Create(dir, interopQueues, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, dir, s := interopSpool(t)
 	start := time.Now()
 	w := &mixedWorkers{dir: dir, logDir: base}
 	for _, impl := range []string{"ref", "lib"} {
@@ -486,15 +478,7 @@ func TestInteropMixedImplementations(t *testing.T) {
 // exits 2 naming --workers-stopped), and the reference workers then remove
 // their entries without error.
 func TestInteropRecoverSparesReferenceCheckouts(t *testing.T) {
-	needBinary(t, &bin.worker)
-	needBinary(t, &bin.ref)
-	needBinary(t, &bin.agent)
-	base := t.TempDir()
-	dir := filepath.Join(base, "spool")
-	s, err := spool.Create(dir, interopQueues, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, dir, s := interopSpool(t)
 	const holders, perHolder, free = 2, 4, 5
 	for i := range holders*perHolder + free {
 		id := fmt.Sprintf("e-%d", i)
@@ -744,4 +728,20 @@ func TestInteropReferenceNames(t *testing.T) {
 	if fig.Orphans != 0 {
 		t.Errorf("%d problems in the drained spool, want none", fig.Orphans)
 	}
+}
+
+// interopSpool needs the three worker binaries and creates the interop
+// tests' spool under a fresh base directory.
+func interopSpool(t *testing.T) (base, dir string, s *spool.Spool) {
+	t.Helper()
+	needBinary(t, &bin.worker)
+	needBinary(t, &bin.ref)
+	needBinary(t, &bin.agent)
+	base = t.TempDir()
+	dir = filepath.Join(base, "spool")
+	s, err := spool.Create(dir, interopQueues, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base, dir, s
 }

@@ -227,15 +227,7 @@ func TestRepairKilled(t *testing.T) {
 // payload, fsck and the reference's monitor must find the spool clean, and
 // a second run must plan nothing.
 func TestRepairAfterMixedCrash(t *testing.T) {
-	needBinary(t, &bin.worker)
-	needBinary(t, &bin.ref)
-	needBinary(t, &bin.agent)
-	base := t.TempDir()
-	dir := filepath.Join(base, "spool")
-	s, err := spool.Create(dir, interopQueues, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, dir, s := interopSpool(t)
 	s.Close()
 	w := &mixedWorkers{dir: dir, logDir: base}
 	for _, impl := range []string{"ref", "lib"} {
