@@ -13,6 +13,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -22,9 +23,10 @@ import (
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
-// AgeBuckets are the upper bounds of spool_queue_entry_age_seconds:
-// minute, hour and day boundaries, as Postfix queue exporters use.
-var AgeBuckets = []time.Duration{
+// ageBuckets are the upper bounds of spool_queue_entry_age_seconds:
+// minute, hour and day boundaries, as Postfix queue exporters use. An array,
+// so that nothing outside can shorten it under a running exporter.
+var ageBuckets = [...]time.Duration{
 	time.Minute,
 	5 * time.Minute,
 	10 * time.Minute,
@@ -36,6 +38,12 @@ var AgeBuckets = []time.Duration{
 	24 * time.Hour,
 	48 * time.Hour,
 	7 * 24 * time.Hour,
+}
+
+// AgeBuckets returns the upper bounds of spool_queue_entry_age_seconds'
+// buckets (without +Inf); the slice is the caller's own.
+func AgeBuckets() []time.Duration {
+	return slices.Clone(ageBuckets[:])
 }
 
 // Options configure an Exporter.
@@ -53,10 +61,13 @@ type Exporter struct {
 	version   string
 	revision  string
 	spare     atomic.Pointer[textSink] // WriteText's buffers, kept between scrapes
-	// ageBounds is AgeBuckets plus a last bound no age exceeds, whose
-	// cumulative count is the histogram's total count.
+	// ageBounds is the buckets' bounds plus a last bound no age exceeds,
+	// whose cumulative count is the histogram's total count; ageLe and
+	// ageLeText are the bounds' le labels for Collect and WriteText (with
+	// "+Inf" last). All are computed in New and never change.
 	ageBounds []time.Duration
 	ageLe     []float64
+	ageLeText []string
 }
 
 // family describes one metric family: its client_golang descriptor and
@@ -133,13 +144,16 @@ func New(snapshots func() []*monitor.Snapshot, o Options) *Exporter {
 	if now == nil {
 		now = time.Now
 	}
-	bounds := make([]time.Duration, 0, len(AgeBuckets)+1)
-	bounds = append(bounds, AgeBuckets...)
+	bounds := make([]time.Duration, 0, len(ageBuckets)+1)
+	bounds = append(bounds, ageBuckets[:]...)
 	bounds = append(bounds, time.Duration(math.MaxInt64))
-	le := make([]float64, len(AgeBuckets))
-	for i, b := range AgeBuckets {
+	le := make([]float64, len(ageBuckets))
+	leText := make([]string, len(ageBuckets)+1)
+	for i, b := range ageBuckets {
 		le[i] = b.Seconds()
+		leText[i] = strconv.FormatFloat(b.Seconds(), 'g', -1, 64)
 	}
+	leText[len(ageBuckets)] = "+Inf"
 	return &Exporter{
 		snapshots: snapshots,
 		now:       now,
@@ -147,6 +161,7 @@ func New(snapshots func() []*monitor.Snapshot, o Options) *Exporter {
 		revision:  o.Revision,
 		ageBounds: bounds,
 		ageLe:     le,
+		ageLeText: leText,
 	}
 }
 
@@ -166,7 +181,7 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 // family's label order.
 type sink interface {
 	sample(f *family, v float64, lvs lv)
-	// histogram gets cumulative counts for the bounds AgeBuckets, then the
+	// histogram gets cumulative counts for the buckets' bounds, then the
 	// total count (the +Inf bucket).
 	histogram(f *family, cum []uint64, sum float64, lvs lv)
 }

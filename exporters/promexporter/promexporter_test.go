@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -405,5 +406,56 @@ spool_queue_entry_age_seconds_count{queue="outbox",spool="mail"} 3
 `
 	if err := testutil.CollectAndCompare(later, strings.NewReader(wantLater), "spool_queue_entry_age_seconds"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAgeBucketsCallersCopy checks that what AgeBuckets returns is the
+// caller's: shortening or changing it, before or after New, changes neither
+// scrape path (a shortened package slice once made every scrape panic).
+func TestAgeBucketsCallersCopy(t *testing.T) {
+	want := AgeBuckets()
+	if len(want) == 0 {
+		t.Fatal("AgeBuckets is empty")
+	}
+	scrape := func(e *Exporter) (collected, text string) {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := e.WriteText(&buf); err != nil {
+			t.Fatal(err)
+		}
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(e)
+		srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		defer srv.Close()
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(body), buf.String()
+	}
+	wantCollected, wantText := scrape(newTestExporter(mailSnapshot()))
+
+	got := AgeBuckets()
+	got[0] = 42 * time.Hour
+	before := newTestExporter(mailSnapshot())
+	got = got[:1]
+	got[0] = 0
+	after := newTestExporter(mailSnapshot())
+	for name, e := range map[string]*Exporter{"before": before, "after": after} {
+		collected, text := scrape(e)
+		if collected != wantCollected || text != wantText {
+			t.Errorf("exporter made %s changing AgeBuckets' result scrapes differently:\n%s\nwant:\n%s", name, text, wantText)
+		}
+	}
+	if again := AgeBuckets(); !slices.Equal(again, want) {
+		t.Errorf("AgeBuckets() = %v after a caller changed its copy, want %v", again, want)
+	}
+	if n := strings.Count(wantText, `spool_queue_entry_age_seconds_bucket{queue="outbox"`); n != len(want)+1 {
+		t.Errorf("%d buckets per queue in the scrape, want %d (AgeBuckets and +Inf)", n, len(want)+1)
 	}
 }

@@ -25,21 +25,14 @@ import (
 type textSink struct {
 	bufs    [][]byte // per family, by family.index
 	scratch []byte   // a histogram's label pairs, written once for its 14 lines
+	le      []string // the histogram's le values, Exporter.ageLeText
 }
 
-// Precomputed names of the histogram's series and its le labels.
+// Precomputed names of the histogram's series.
 var (
 	ageBucketName = famQueueAge.name + "_bucket"
 	ageSumName    = famQueueAge.name + "_sum"
 	ageCountName  = famQueueAge.name + "_count"
-	ageLeValues   = func() []string {
-		out := make([]string, len(AgeBuckets)+1)
-		for i, b := range AgeBuckets {
-			out[i] = strconv.FormatFloat(b.Seconds(), 'g', -1, 64)
-		}
-		out[len(AgeBuckets)] = "+Inf"
-		return out
-	}()
 )
 
 // appendLabelValue appends v escaped for a text-format label value.
@@ -105,7 +98,7 @@ func (t *textSink) histogram(f *family, cum []uint64, sum float64, lvs lv) {
 	pairs := appendLabelPairs(t.scratch[:0], f, &lvs)
 	t.scratch = pairs
 	b := t.bufs[f.index]
-	for i, le := range ageLeValues {
+	for i, le := range t.le {
 		b = append(b, ageBucketName...)
 		b = append(b, '{')
 		b = append(b, pairs...)
@@ -149,7 +142,7 @@ func (e *Exporter) WriteText(w io.Writer) error {
 	// makes its own.
 	t := e.spare.Swap(nil)
 	if t == nil {
-		t = &textSink{bufs: make([][]byte, len(families))}
+		t = &textSink{bufs: make([][]byte, len(families)), le: e.ageLeText}
 	}
 	defer e.spare.Store(t)
 	for i := range t.bufs {
