@@ -4,54 +4,53 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/spool-agent/spool-agent/internal/inotifyev"
 )
 
-// Reader consumes one queue. Blocking dequeues sleep until inotify reports
-// an entry arriving in the queue directory, or, where the
-// directory cannot be watched (inotify limits, a file system without
-// inotify), until the spool's poll interval passes; the fall-back is logged
-// once per spool. A Reader is meant for one goroutine (Close may come from
+// Reader consumes one queue. A blocking Dequeue sleeps until an entry
+// arrives: the spool's readers share one watcher of the queue directories
+// (inotify on Linux, fsnotify elsewhere); where a directory cannot be
+// watched, readers poll every Options.PollInterval instead and the spool
+// logs it once. A Reader is meant for one goroutine (Close may come from
 // another); run several Readers to consume in parallel. Close it to release
 // its watch.
 //
-// Order: a Reader consumes sorted snapshots of the queue head first, as the
-// reference does. Beyond the reference, a watching Reader's Dequeue takes
-// only names up to the greatest name that inotify has announced (or that was
-// in the queue before its first Dequeue), so that an entry that arrives
-// while readdir(3) runs is never taken before an older one that the same
-// readdir may have missed. For one producer whose names sort in creation
-// order (the default TimeNames) and one Reader, entries are therefore
-// dequeued exactly in creation order. After an inotify overflow, and when
-// polling, each snapshot is taken whole.
-//
-// Cost: inotify events are hints, but complete ones (an overflow is
-// reported), so after its first listing a watching Reader takes the names
-// that events announce: the entries it knows of are those of its last
-// listing plus those announced since. It lists the queue again (after
-// draining the events, as the reference does) only when that knowledge may
-// be incomplete: after an overflow, or after it dropped names (more than
-// maxAnnounced between two drains). In a steady flow a Reader therefore
-// lists nothing at all. An entry that another worker holds locked while it
-// is still in the queue (a competitor claiming it, or a worker handing it
-// back) is passed over and tried again before the Reader waits, and after
-// each wait (which then lasts at most busyRetry).
+// A Reader takes the queue's oldest names first, in sorted snapshots as
+// the reference does: for one producer whose names sort in creation order
+// (the default TimeNames) and one Reader, entries are dequeued exactly in
+// creation order. In a steady flow a watching Reader does not list the
+// queue at all.
 type Reader struct {
 	s     *Spool
 	queue string
 	dir   string
 
-	watching bool          // fixed at creation: false means polling
-	maxNames int           // maxAnnounced when the reader was made
+	// How it works. Events are hints, but complete ones (an overflow is
+	// reported), so after its first listing a watching Reader takes the
+	// names that events announce: the entries it knows of are those of its
+	// last listing plus those announced since. It lists the queue again
+	// (after catching up with the events, as the reference drains them
+	// before listing) only when that knowledge may be incomplete: after an
+	// overflow, or after it dropped names (more than maxNames between two
+	// drains). Its Dequeue takes only names up to the greatest name that
+	// has been announced (or that was in the queue before its first
+	// Dequeue), so that an entry that arrives while readdir(3) runs is never
+	// taken before an older one that the same readdir may have missed. After
+	// an overflow, and when polling, each snapshot is taken whole. An entry
+	// that another worker holds locked while it is still in the queue (a
+	// competitor claiming it, or a worker handing it back) is passed over
+	// and tried again before the Reader waits, and after each wait (which
+	// then lasts at most busyRetry).
+
+	w        queueWatcher  // fixed at creation: nil means polling
+	maxNames int           // the hub's maxNames when the reader was made
 	wake     chan struct{} // has a token when an event arrived since the last drain
 	done     chan struct{} // closed by Close
+	onWait   func()        // tests: called each time Dequeue is about to block
 
 	evMu    sync.Mutex
 	evNames []string // entry names that arrived since the last drain, in arrival order
@@ -71,10 +70,6 @@ type Reader struct {
 	busy   []string // names passed over because another worker held them in the queue
 }
 
-// maxAnnounced bounds the names a Reader keeps between drains; beyond it the
-// Reader forgets them and lists the queue instead. (A variable for tests.)
-var maxAnnounced = 1 << 16
-
 // busyRetry is how soon a waiting Reader tries again an entry that another
 // worker held locked while it stayed in the queue.
 const busyRetry = 5 * time.Millisecond
@@ -92,14 +87,18 @@ func (s *Spool) NewReader(queue string) (*Reader, error) {
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 
-		maxNames: maxAnnounced,
+		maxNames: s.hub.maxNames(),
 	}
-	watching, err := s.hub.subscribe(r)
-	if err != nil {
-		return nil, err
+	if w := s.hub.watcher(); w != nil {
+		watching, err := w.subscribe(r)
+		if err != nil {
+			return nil, err
+		}
+		if watching {
+			r.w = w
+		}
 	}
-	r.watching = watching
-	if !watching {
+	if r.w == nil {
 		qd, err := s.qdirs(queue)
 		if err != nil {
 			return nil, err
@@ -115,7 +114,7 @@ func (s *Spool) NewReader(queue string) (*Reader, error) {
 func (r *Reader) Queue() string { return r.queue }
 
 // Polling reports whether the reader fell back to polling.
-func (r *Reader) Polling() bool { return !r.watching }
+func (r *Reader) Polling() bool { return r.w == nil }
 
 // notify records that name arrived in the queue (or, with all, that the
 // next snapshot must be taken whole) and raises a wake-up. The hub calls it.
@@ -147,7 +146,7 @@ func (r *Reader) list() ([]string, error) {
 
 // refill drains the wake-ups and the announced names, then fills the cache:
 // from the tail of the last listing and the announced names when it can
-// (see Reader), otherwise from a new listing. Draining comes before listing
+// (see the comment in Reader), otherwise from a new listing. Draining comes before listing
 // (the reference's "DO NOT CHANGE"): an entry that arrives after the drain
 // raises a new wake-up, so it is never missed. With cut, only names up to
 // r.hi are taken; without, the listing is taken whole.
@@ -156,9 +155,9 @@ func (r *Reader) refill(cut bool) error {
 	case <-r.wake:
 	default:
 	}
-	if r.watching {
-		// What the kernel holds now, not only what the poller forwarded.
-		rewatched, err := r.s.hub.drainFor(r)
+	if r.w != nil {
+		// What the watcher knows now, not only what it forwarded.
+		rewatched, err := r.w.catchUp(r)
 		if err != nil {
 			if isNotExist(err) {
 				return queueGone(r.queue, r.dir, err)
@@ -180,7 +179,7 @@ func (r *Reader) refill(cut bool) error {
 	if lost {
 		r.based = false
 	}
-	cut = cut && r.watching && !all
+	cut = cut && r.w != nil && !all
 	if cut && r.based {
 		// Every arrival since the last listing has been announced, or is
 		// about to be (and will raise a wake-up): no need to list.
@@ -215,7 +214,7 @@ func (r *Reader) refill(cut bool) error {
 		}
 		r.cache, r.tail = names, nil
 	}
-	r.based = r.watching
+	r.based = r.w != nil
 	return nil
 }
 
@@ -251,7 +250,7 @@ func (r *Reader) next() (*Checkout, error) {
 	for len(r.cache) > 0 {
 		name := r.cache[0]
 		r.cache = r.cache[1:]
-		if r.watching && r.s.hub.taken(r.dir, name) {
+		if r.w != nil && r.w.taken(r.dir, name) {
 			continue
 		}
 		r.s.acquire()
@@ -259,8 +258,8 @@ func (r *Reader) next() (*Checkout, error) {
 		r.s.release()
 		switch {
 		case err == nil:
-			if r.watching {
-				r.s.hub.markTaken(r.dir, name)
+			if r.w != nil {
+				r.w.markTaken(r.dir, name)
 			}
 			return c, nil
 		case errors.Is(err, ErrNotFound), errors.Is(err, errNotRegular):
@@ -330,7 +329,7 @@ func (r *Reader) Dequeue(ctx context.Context) (*Checkout, error) {
 		}
 		retried = false
 		var wait time.Duration
-		if !r.watching {
+		if r.w == nil {
 			wait = r.s.poll
 		}
 		if len(r.busy) > 0 && (wait == 0 || wait > busyRetry) {
@@ -354,9 +353,12 @@ func (r *Reader) Dequeue(ctx context.Context) (*Checkout, error) {
 // wait blocks until an event wakes the reader, tick fires, ctx is done or
 // the reader is closed.
 func (r *Reader) wait(ctx context.Context, tick <-chan time.Time) error {
-	if r.watching {
-		r.s.hub.wait(+1)
-		defer r.s.hub.wait(-1)
+	if r.w != nil {
+		r.w.countWaiter(+1)
+		defer r.w.countWaiter(-1)
+	}
+	if r.onWait != nil {
+		r.onWait()
 	}
 	select {
 	case <-ctx.Done():
@@ -480,489 +482,8 @@ func (r *Reader) Close() error {
 	r.closed = true
 	close(r.done)
 	r.mu.Unlock()
-	if r.watching {
-		r.s.hub.unsubscribe(r)
+	if r.w != nil {
+		r.w.unsubscribe(r)
 	}
 	return nil
-}
-
-// watchHub shares one inotify instance among a spool's readers, with one
-// watch per queue directory however many readers consume it: inotify
-// instances are few (fs.inotify.max_user_instances is often 128 per user).
-// The instance exists while some reader is subscribed.
-//
-// The hub reads inotify itself (with golang.org/x/sys/unix, as fsnotify's
-// Linux backend does) rather than through fsnotify, because a reader must be
-// able to drain the events synchronously before it lists: fsnotify delivers
-// them from its own goroutine, so a reader that has just enqueued an entry
-// cannot tell "no event" from "event not forwarded yet", and the hand-off
-// through two goroutines cost a blocking enqueue-dequeue cycle a third of
-// its throughput (see the benchmarks). A goroutine listening in the
-// runtime's poller wakes readers that wait; a reader that drains reads what
-// the kernel holds at that moment. The descriptor is in the poller only
-// while some reader waits: otherwise every event would wake an idle thread,
-// which cost the same cycle a fifth of its throughput.
-type watchHub struct {
-	s *Spool
-
-	mu        sync.Mutex
-	fd        int      // the inotify descriptor, non-blocking; valid while stop is not nil
-	listening *os.File // a duplicate of fd in the runtime's poller while a reader waits
-	buf       []byte
-	waiting   int                             // readers blocked in Dequeue
-	arm       chan struct{}                   // tells the poll goroutine that a reader waits
-	stop      chan struct{}                   // closed when the instance is stopped; nil when there is none
-	stopped   chan struct{}                   // closed when the poll goroutine has closed the descriptors
-	wds       map[int32]string                // watch descriptor -> directory
-	dirs      map[string]int32                // directory -> watch descriptor
-	subs      map[string]map[*Reader]struct{} // directory -> its readers
-	gone      map[string]*goneSet             // directory -> names this process's readers saw leave it
-	rootWd    int32                           // the watch of the spool root (0: none)
-}
-
-// goneSet remembers the names that readers of this process took from a
-// queue, so that the other readers of the queue do not try them again one by
-// one: readers learn names from inotify, and without it every reader would
-// try every name. A name that arrives again is dropped from the set (its
-// holder is in this process, so it cannot arrive again before it is marked).
-// It is bounded: a forgotten name costs one failed open.
-type goneSet struct {
-	names map[string]struct{}
-	ring  []string
-	next  int
-}
-
-const goneCap = 8192
-
-func (g *goneSet) add(name string) {
-	if _, ok := g.names[name]; ok {
-		return
-	}
-	if len(g.ring) < goneCap {
-		g.ring = append(g.ring, name)
-	} else {
-		delete(g.names, g.ring[g.next])
-		g.ring[g.next] = name
-		g.next = (g.next + 1) % goneCap
-	}
-	g.names[name] = struct{}{}
-}
-
-// taken reports whether a reader of this process took name from dir since
-// it last arrived there.
-func (h *watchHub) taken(dir, name string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	g := h.gone[dir]
-	if g == nil {
-		return false
-	}
-	_, ok := g.names[name]
-	return ok
-}
-
-// markTaken records that a reader of this process took name from dir.
-func (h *watchHub) markTaken(dir, name string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.gone == nil {
-		return // detached
-	}
-	g := h.gone[dir]
-	if g == nil {
-		g = &goneSet{names: map[string]struct{}{}}
-		h.gone[dir] = g
-	}
-	g.add(name)
-}
-
-// watchMask selects arrivals (a creation, or a rename into the directory)
-// and the directory's own removal or rename. Departures, writes and touches
-// create no work for a reader, so they are not watched.
-const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW
-
-// rootMask selects directories leaving or arriving at the spool root.
-const rootMask = unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_ONLYDIR
-
-// Seams for tests: where inotify is unavailable these fail.
-var (
-	inotifyInit = func() (int, error) { return unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC) }
-	// inotifyAdd watches the directory at path: /proc/self/fd/N of the
-	// queue's open directory (a magic link, so the mask must follow it),
-	// or, without /proc, the queue's path once checked to be that directory.
-	inotifyAdd = func(fd int, path string) (int, error) {
-		return unix.InotifyAddWatch(fd, path, watchMask&^unix.IN_DONT_FOLLOW)
-	}
-	// dupForPoller duplicates the inotify descriptor for the runtime's poller.
-	dupForPoller = func(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
-)
-
-// subscribe registers r for wake-ups about r.dir. It reports false when the
-// directory cannot be watched (r then polls, and the spool logs it once).
-// A missing directory is an error.
-func (h *watchHub) subscribe(r *Reader) (bool, error) {
-	h.mu.Lock()
-	var stopped chan struct{}
-	defer func() {
-		h.mu.Unlock()
-		if stopped != nil {
-			<-stopped
-		}
-	}()
-	if h.stop == nil {
-		fd, err := inotifyInit()
-		if err != nil {
-			h.s.warnPolling(r.dir, err)
-			return false, nil
-		}
-		h.fd, h.buf = fd, make([]byte, 64<<10)
-		h.wds, h.dirs, h.subs = map[int32]string{}, map[string]int32{}, map[string]map[*Reader]struct{}{}
-		// The spool root is watched for queue directories that leave or
-		// arrive: the spool holds each queue directory open, so the kernel
-		// reports a removed one's IN_DELETE_SELF only once it is closed.
-		// Without this watch, readers learn it at their next listing.
-		if wd, err := unix.InotifyAddWatch(fd, procPath(h.s.root.fd), rootMask); err == nil {
-			h.rootWd = int32(wd)
-		}
-		h.gone = map[string]*goneSet{}
-		h.arm, h.stop, h.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-		go h.poll(fd, h.arm, h.stop, h.stopped)
-	}
-	if _, ok := h.dirs[r.dir]; !ok {
-		wd, err := h.addWatch(r)
-		if err != nil {
-			stopped = h.detachIfIdle()
-			if isNotExist(err) {
-				return false, queueGone(r.queue, r.dir, err)
-			}
-			h.s.warnPolling(r.dir, err)
-			return false, nil
-		}
-		h.dirs[r.dir] = int32(wd)
-		h.wds[int32(wd)] = r.dir
-	}
-	m := h.subs[r.dir]
-	if m == nil {
-		m = map[*Reader]struct{}{}
-		h.subs[r.dir] = m
-	}
-	m[r] = struct{}{}
-	return true, nil
-}
-
-// unsubscribe removes r, dropping the directory's watch with its last
-// reader and the inotify instance with the spool's last reader (it returns
-// once the instance's descriptors are closed).
-func (h *watchHub) unsubscribe(r *Reader) {
-	h.mu.Lock()
-	var stopped chan struct{}
-	defer func() {
-		h.mu.Unlock()
-		if stopped != nil {
-			<-stopped
-		}
-	}()
-	m := h.subs[r.dir]
-	if _, ok := m[r]; !ok {
-		return
-	}
-	delete(m, r)
-	if len(m) == 0 {
-		delete(h.subs, r.dir)
-		if wd, ok := h.dirs[r.dir]; ok {
-			unix.InotifyRmWatch(h.fd, uint32(wd)) // an error means the kernel dropped it already
-			delete(h.dirs, r.dir)
-			delete(h.wds, wd)
-		}
-	}
-	stopped = h.detachIfIdle()
-}
-
-// detachIfIdle stops the inotify instance when no reader is subscribed. The
-// poll goroutine owns the descriptor and closes it on its way out; the
-// returned channel is closed when it has, and the caller waits for it after
-// releasing h.mu (the goroutine may need h.mu to notice). Callers hold h.mu.
-func (h *watchHub) detachIfIdle() chan struct{} {
-	if len(h.subs) > 0 || h.stop == nil {
-		return nil
-	}
-	close(h.stop)
-	if h.listening != nil {
-		h.listening.SetReadDeadline(time.Unix(1, 0)) // wake it
-	}
-	stopped := h.stopped
-	h.wds, h.dirs, h.subs, h.gone, h.arm, h.stop, h.stopped = nil, nil, nil, nil, nil, nil, nil
-	h.rootWd = 0
-	h.fd = -1
-	return stopped
-}
-
-// poll listens on the inotify descriptor fd while some reader waits, and
-// hands the events it reads to the readers, until the instance is stopped;
-// then it closes fd, and only then: the hub reads fd until stop is closed.
-// While no reader waits it does not listen, and fd is not in the runtime's
-// poller at all: there every event would wake an idle thread even with no
-// reader waiting, and readers that are busy drain the events themselves. To
-// listen, it puts a duplicate of fd in the poller for as long as some reader
-// waits; when it cannot (no descriptor to spare), it reads fd every
-// listenRetry instead while readers wait.
-func (h *watchHub) poll(fd int, arm, stop, stopped chan struct{}) {
-	defer close(stopped)
-	defer unix.Close(fd)
-	for {
-		select {
-		case <-stop:
-			return
-		case <-arm:
-		}
-		if !h.listen(fd, stop) {
-			// Read by hand, and try listening again, while readers wait.
-			select {
-			case <-stop:
-				return
-			case <-time.After(listenRetry):
-			}
-			h.mu.Lock()
-			if h.stop == stop {
-				h.readLocked()
-			}
-			waiting := h.waiting > 0
-			h.mu.Unlock()
-			if waiting {
-				select {
-				case arm <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}
-}
-
-// listenRetry is how often poll reads inotify by hand while readers wait
-// and it cannot listen.
-const listenRetry = 10 * time.Millisecond
-
-// listen puts a duplicate of fd in the runtime's poller and dispatches the
-// events it reads until no reader waits or the instance is stopped. It
-// reports false when it could not listen.
-func (h *watchHub) listen(fd int, stop chan struct{}) bool {
-	dup, err := dupForPoller(fd)
-	if err != nil {
-		return false
-	}
-	f := os.NewFile(uintptr(dup), "inotify")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return false
-	}
-	defer f.Close()
-	h.mu.Lock()
-	if h.stop != stop {
-		h.mu.Unlock()
-		return true
-	}
-	h.listening = f
-	h.mu.Unlock()
-	// Read calls the function first, so events that arrived before the
-	// duplicate was in the poller are read at once.
-	err = rc.Read(func(uintptr) bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if h.stop != stop {
-			return true
-		}
-		h.readLocked()
-		return h.waiting == 0 // nobody waits: stop listening
-	})
-	h.mu.Lock()
-	if h.listening == f {
-		h.listening = nil
-	}
-	h.mu.Unlock()
-	return err == nil || isClosed(stop)
-}
-
-// isClosed reports whether ch is closed.
-func isClosed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait records that a reader starts (+1) or stops (-1) waiting for events.
-func (h *watchHub) wait(delta int) {
-	h.mu.Lock()
-	h.waiting += delta
-	arm := h.arm
-	h.mu.Unlock()
-	if delta > 0 && arm != nil {
-		select {
-		case arm <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// drain reads and dispatches whatever events the kernel holds now.
-func (h *watchHub) drain() {
-	h.mu.Lock()
-	if h.stop != nil {
-		h.readLocked()
-	}
-	h.mu.Unlock()
-}
-
-// drainFor is drain for a reader of dir. If dir lost its watch (it was
-// removed or renamed, and something may now stand at its path), it watches
-// the path again and reports true; a missing directory is an error.
-func (h *watchHub) drainFor(r *Reader) (bool, error) {
-	dir := r.dir
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stop == nil {
-		return false, nil
-	}
-	h.readLocked()
-	if _, ok := h.dirs[dir]; ok {
-		return false, nil
-	}
-	// The directory we had open may have been replaced through this spool
-	// (AddQueue) or by another process: look at what is there now.
-	h.s.forgetQueue(r.queue)
-	wd, err := h.addWatch(r)
-	if err != nil {
-		return false, err
-	}
-	h.dirs[dir] = int32(wd)
-	h.wds[int32(wd)] = dir
-	return true, nil
-}
-
-// addWatch adds a watch on r's queue directory: the one the spool has open
-// (never whatever a swapped path leads to). A removed directory is ENOENT.
-// Callers hold h.mu.
-func (h *watchHub) addWatch(r *Reader) (int, error) {
-	qd, err := h.s.qdirs(r.queue)
-	if err != nil {
-		if errors.Is(err, ErrUnknownQueue) {
-			return -1, unix.ENOENT
-		}
-		return -1, err
-	}
-	if h.s.dirGone(qd.dir.fd) {
-		return -1, unix.ENOENT
-	}
-	wd, err := inotifyAdd(h.fd, procPath(qd.dir.fd))
-	if !isNotExist(err) {
-		return wd, err
-	}
-	// No /proc: watch the path if it leads to the directory we hold.
-	var a, b unix.Stat_t
-	if h.s.fs.Lstat(h.s.root.fd, r.queue, &a) != nil || h.s.fs.Fstat(qd.dir.fd, &b) != nil || a.Ino != b.Ino || a.Dev != b.Dev {
-		return -1, unix.ENOENT
-	}
-	return unix.InotifyAddWatch(h.fd, qd.dir.path, watchMask)
-}
-
-// readLocked reads the inotify descriptor until it is empty and hands each
-// event to the readers it concerns. Callers hold h.mu.
-func (h *watchHub) readLocked() {
-	for {
-		n, err := unix.Read(h.fd, h.buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if n <= 0 || err != nil {
-			return // EAGAIN: empty
-		}
-		h.dispatchLocked(h.buf[:n])
-		if n < len(h.buf)-(unix.SizeofInotifyEvent+unix.NAME_MAX+1) {
-			// The kernel returns every event that fits: there was room
-			// for another, so there was none. Spare the read that would
-			// say EAGAIN.
-			return
-		}
-	}
-}
-
-// dispatchLocked hands the events in buf to the readers. An overflow (some
-// events lost) makes every reader take its next snapshot whole; a change to
-// a watched directory itself (removed, renamed, unmounted) wakes its
-// readers, whose next listing reports it.
-func (h *watchHub) dispatchLocked(buf []byte) {
-	inotifyev.Each(buf, func(ev inotifyev.Event) {
-		if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
-			// Arrivals were lost: what readers saw leave may be back.
-			h.gone = map[string]*goneSet{}
-			for _, m := range h.subs {
-				for r := range m {
-					r.notify("", true)
-				}
-			}
-			return
-		}
-		if ev.Wd == h.rootWd && h.rootWd != 0 {
-			// A directory left or arrived at the top of the spool: if it
-			// is a watched queue's, its readers look at what is there now.
-			if ev.Mask&unix.IN_ISDIR == 0 || len(ev.Name) == 0 {
-				return
-			}
-			dir := h.s.queueDir(string(ev.Name))
-			wd, ok := h.dirs[dir]
-			if !ok {
-				return
-			}
-			unix.InotifyRmWatch(h.fd, uint32(wd))
-			delete(h.wds, wd)
-			delete(h.dirs, dir)
-			delete(h.gone, dir)
-			for r := range h.subs[dir] {
-				r.notify("", true)
-			}
-			return
-		}
-		dir, ok := h.wds[ev.Wd]
-		if !ok {
-			return
-		}
-		if ev.Mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED|unix.IN_UNMOUNT) != 0 {
-			if ev.Mask&unix.IN_IGNORED == 0 {
-				unix.InotifyRmWatch(h.fd, uint32(ev.Wd))
-			}
-			delete(h.wds, ev.Wd)
-			delete(h.dirs, dir)
-			delete(h.gone, dir)
-			for r := range h.subs[dir] {
-				r.notify("", true)
-			}
-			return
-		}
-		if ev.Mask&(unix.IN_CREATE|unix.IN_MOVED_TO) == 0 || len(ev.Name) == 0 || string(ev.Name) == CheckoutDir {
-			return
-		}
-		entry := string(ev.Name)
-		if g := h.gone[dir]; g != nil {
-			delete(g.names, entry) // it is back
-		}
-		for r := range h.subs[dir] {
-			r.notify(entry, false)
-		}
-	})
-}
-
-// warnPolling logs, once per spool, that readers poll instead of watching.
-func (s *Spool) warnPolling(dir string, err error) {
-	s.pollWarn.Do(func() {
-		s.logger.Warn("spool readers cannot watch their queues with inotify; polling instead",
-			"spool", s.dir, "dir", dir, "interval", s.poll, "err", err)
-	})
-}
-
-// queueGone is the error for a queue whose directory has disappeared.
-func queueGone(queue, dir string, err error) error {
-	return fmt.Errorf("%w %q: its directory %s is gone: %w", ErrUnknownQueue, queue, dir, err)
 }

@@ -2,97 +2,14 @@ package spool
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
-
-	"github.com/spool-agent/spool-agent/internal/syncbuf"
 )
-
-// inotifyFDs counts this process's inotify instances.
-func inotifyFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "anon_inode:inotify" {
-			n++
-		}
-	}
-	return n
-}
-
-// TestReaderPollingFallback: where inotify cannot be used (no instance left,
-// or no watch left), readers poll at the spool's interval, still dequeue
-// what arrives, and the spool logs the fall-back once however many readers
-// fall back.
-func TestReaderPollingFallback(t *testing.T) {
-	cases := []struct {
-		name string
-		init func() (int, error)
-		add  func(int, string) (int, error)
-	}{
-		{"no inotify instance", func() (int, error) { return -1, unix.EMFILE }, inotifyAdd},
-		{"no watch left", inotifyInit, func(int, string) (int, error) { return -1, unix.ENOSPC }},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			oldInit, oldAdd := inotifyInit, inotifyAdd
-			inotifyInit, inotifyAdd = c.init, c.add
-			defer func() { inotifyInit, inotifyAdd = oldInit, oldAdd }()
-			before := inotifyFDs(t)
-			var logs syncbuf.Buffer
-			logger := slog.New(slog.NewTextHandler(&logs, nil))
-			s := newTestSpool(t, []string{"q1", "q2"}, &Options{Durability: DurabilityNone, Logger: logger, PollInterval: 10 * time.Millisecond})
-			var readers []*Reader
-			for _, q := range []string{"q1", "q1", "q2"} {
-				r, err := s.NewReader(q)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer r.Close()
-				if !r.Polling() {
-					t.Fatal("reader watches although inotify fails")
-				}
-				readers = append(readers, r)
-			}
-			if n := strings.Count(logs.String(), "polling instead"); n != 1 {
-				t.Errorf("%d log records for 3 readers falling back, want 1:\n%s", n, logs.String())
-			}
-			if n := inotifyFDs(t); n != before {
-				t.Errorf("%d inotify instances left open", n-before)
-			}
-			got := dequeueLater(readers[2])
-			time.Sleep(30 * time.Millisecond) // let the reader find the queue empty and poll
-			mustEnqueue(t, s, "q2", "late", "", EnqueueOptions{})
-			if m := <-got; m != "late" {
-				t.Fatalf("polling reader got %q", m)
-			}
-			// A second spool logs its own fall-back once.
-			s2 := newTestSpool(t, []string{"q"}, &Options{Logger: logger})
-			r, err := s2.NewReader("q")
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Close()
-			if n := strings.Count(logs.String(), "polling instead"); n != 2 {
-				t.Errorf("%d log records for 2 spools, want 2", n)
-			}
-		})
-	}
-}
 
 // dequeueLater starts a blocking Dequeue of r (for at most 10 s) and
 // returns a channel that gets the entry's metadata (the entry is removed)
@@ -113,38 +30,26 @@ func dequeueLater(r *Reader) <-chan string {
 	return got
 }
 
-// TestReaderCannotListen: when no descriptor is left to put inotify in the
-// runtime's poller, a watching reader that waits is still woken (the hub
-// reads inotify every few milliseconds instead), and the hub's descriptor
-// stays open for the readers until the last one closes.
-func TestReaderCannotListen(t *testing.T) {
-	old := dupForPoller
-	dupForPoller = func(int) (int, error) { return -1, unix.EMFILE }
-	defer func() { dupForPoller = old }()
-	before := inotifyFDs(t)
-	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
-	r, err := s.NewReader("q")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Polling() {
-		t.Fatal("reader polls although inotify works")
-	}
-	for i := range 3 {
-		got := dequeueLater(r)
-		time.Sleep(30 * time.Millisecond) // let the reader find the queue empty and wait
-		want := fmt.Sprint("late ", i)
-		mustEnqueue(t, s, "q", want, "", EnqueueOptions{})
-		if m := <-got; m != want {
-			t.Fatalf("waiting reader got %q, want %q", m, want)
+// blockedSignal makes r send on the returned channel each time its Dequeue
+// is about to block (found nothing to take). Call it before r dequeues.
+func blockedSignal(r *Reader) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	r.onWait = func() {
+		select {
+		case ch <- struct{}{}:
+		default:
 		}
 	}
-	if n := inotifyFDs(t); n != before+1 {
-		t.Errorf("%d inotify instances open beside the test's, want the hub's 1", n-before)
-	}
-	r.Close()
-	if n := inotifyFDs(t); n != before {
-		t.Errorf("%d inotify instances left open after the last reader", n-before)
+	return ch
+}
+
+// waitBlocked waits until a Dequeue signals on ch that it blocks.
+func waitBlocked(t *testing.T, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Dequeue never blocked")
 	}
 }
 
@@ -158,23 +63,25 @@ func TestReaderQueueRemoved(t *testing.T) {
 			name = "polling"
 		}
 		t.Run(name, func(t *testing.T) {
-			if polling {
-				old := inotifyInit
-				inotifyInit = func() (int, error) { return -1, unix.EMFILE }
-				defer func() { inotifyInit = old }()
-			}
 			s := newTestSpool(t, []string{"q", "other"}, &Options{Durability: DurabilityNone, PollInterval: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+			if polling {
+				s.hub.kind = watchNone
+			}
 			r, err := s.NewReader("q")
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer r.Close()
+			if r.Polling() != polling {
+				t.Fatalf("Polling() = %v", r.Polling())
+			}
+			blocked := blockedSignal(r)
 			errc := make(chan error, 1)
 			go func() {
 				_, err := r.Dequeue(context.Background())
 				errc <- err
 			}()
-			time.Sleep(30 * time.Millisecond)
+			waitBlocked(t, blocked)
 			if err := os.RemoveAll(s.queueDir("q")); err != nil {
 				t.Fatal(err)
 			}
@@ -211,10 +118,9 @@ func TestReaderQueueRemoved(t *testing.T) {
 }
 
 // TestReaderClose: Close wakes a Dequeue blocked in another goroutine
-// (ErrClosed), releases the watch (the spool's inotify instance goes with
-// its last reader), and later calls fail with ErrClosed.
+// (ErrClosed), later calls fail with ErrClosed, and once every reader is
+// closed a new reader watches again.
 func TestReaderClose(t *testing.T) {
-	before := inotifyFDs(t)
 	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
 	r1, err := s.NewReader("q")
 	if err != nil {
@@ -224,15 +130,13 @@ func TestReaderClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := inotifyFDs(t) - before; n != 1 {
-		t.Fatalf("two readers of one spool use %d inotify instances, want 1", n)
-	}
+	blocked := blockedSignal(r1)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := r1.Dequeue(context.Background())
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitBlocked(t, blocked)
 	if err := r1.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -256,26 +160,16 @@ func TestReaderClose(t *testing.T) {
 	if err := r1.Close(); err != nil {
 		t.Errorf("second Close = %v", err)
 	}
-	s.hub.mu.Lock()
-	if s.hub.stop == nil {
-		t.Error("the hub stopped its inotify instance while a reader is left")
-	}
-	s.hub.mu.Unlock()
 	r2.Close()
-	if n := inotifyFDs(t) - before; n != 0 {
-		t.Errorf("with every reader closed, %d inotify instances left", n)
-	}
-	s.hub.mu.Lock()
-	if s.hub.stop != nil {
-		t.Error("the hub still has an inotify instance")
-	}
-	s.hub.mu.Unlock()
 	// A new reader starts a new watcher.
 	r3, err := s.NewReader("q")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r3.Close()
+	if r3.Polling() {
+		t.Fatal("a new reader polls")
+	}
 	mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -288,7 +182,7 @@ func TestReaderClose(t *testing.T) {
 
 // TestReaderListings: in a steady enqueue-dequeue loop a reader lists the
 // queue at most once per entry (before it waits), taking announced names
-// from inotify; when it cannot trust its knowledge (names dropped, an entry
+// from events; when it cannot trust its knowledge (names dropped, an entry
 // busy) it lists again, and it still dequeues everything in order.
 func TestReaderListings(t *testing.T) {
 	hfs := &hookFS{}
@@ -330,10 +224,9 @@ func TestReaderListings(t *testing.T) {
 	t.Logf("%d cycles, %d listings", cycles, listings.Load())
 
 	// More arrivals than the reader keeps names for: it lists instead.
-	old := maxAnnounced
-	maxAnnounced = 3
+	s.hub.maxAnnounced = 3 // read by NewReader only
 	r, err = s.NewReader("q")
-	maxAnnounced = old
+	s.hub.maxAnnounced = 0
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +258,9 @@ func TestReaderListings(t *testing.T) {
 func waitAnnounced(t *testing.T, r *Reader, name string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		r.s.hub.drain()
+		if _, err := r.w.catchUp(r); err != nil {
+			t.Fatal(err)
+		}
 		r.evMu.Lock()
 		hi := r.evHi
 		r.evMu.Unlock()
@@ -374,94 +269,6 @@ func waitAnnounced(t *testing.T, r *Reader, name string) {
 		}
 	}
 	t.Fatalf("%s never announced", name)
-}
-
-// TestReaderOverflow: after an inotify overflow (events lost) a reader
-// lists the queue whole and forgets which names it saw leave, so an entry
-// that came back unannounced is dequeued.
-func TestReaderOverflow(t *testing.T) {
-	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
-	r, err := s.NewReader("q")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	name := mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
-	c, err := r.Dequeue(ctx)
-	if err != nil || c.Name() != name {
-		t.Fatalf("Dequeue = %v, %v", c, err)
-	}
-	// The entry comes back, but its arrival is lost in an overflow.
-	if err := c.Release(); err != nil {
-		t.Fatal(err)
-	}
-	s.hub.drain()
-	r.evMu.Lock()
-	r.evNames, r.evHi = nil, ""
-	r.evMu.Unlock()
-	s.hub.markTaken(r.dir, name)
-	ev := make([]byte, unix.SizeofInotifyEvent)
-	binary.NativeEndian.PutUint32(ev[0:4], ^uint32(0)) // wd -1
-	binary.NativeEndian.PutUint32(ev[4:8], unix.IN_Q_OVERFLOW)
-	s.hub.mu.Lock()
-	s.hub.dispatchLocked(ev)
-	s.hub.mu.Unlock()
-	c, err = r.Dequeue(ctx)
-	if err != nil || c.Name() != name {
-		t.Fatalf("Dequeue after an overflow = %v, %v", c, err)
-	}
-	c.Remove()
-}
-
-// TestReaderEntryBackBeforeMark: a reader that fails to claim an entry
-// because another process holds it must not take it for gone: the other
-// process may put it back at once, even before the failed claim returns.
-func TestReaderEntryBackBeforeMark(t *testing.T) {
-	hfs := &hookFS{}
-	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
-	r, err := s.NewReader("q")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	first := mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
-	c, err := r.Dequeue(ctx) // primes the reader
-	if err != nil || c.Name() != first {
-		t.Fatal(c, err)
-	}
-	c.Remove()
-	name := mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
-	var once sync.Once
-	hfs.hook = func(op, path string) error {
-		if op != "open" || path != s.queuePath("q", name) {
-			return nil
-		}
-		var err error
-		once.Do(func() {
-			// Another process had it checked out when this open ran, and
-			// puts it back before the failed claim returns; the arrival
-			// is dispatched at once.
-			co := s.checkoutPath("q", name)
-			if err := os.Rename(path, co); err != nil {
-				t.Error(err)
-			}
-			if err := os.Rename(co, path); err != nil {
-				t.Error(err)
-			}
-			s.hub.drain()
-			err = unix.ENOENT
-		})
-		return err
-	}
-	c, err = r.Dequeue(ctx)
-	if err != nil || c.Name() != name {
-		t.Fatalf("Dequeue of an entry that came back = %v, %v", c, err)
-	}
-	c.Remove()
 }
 
 // TestReaderQueueReplaced: when the queue's directory is renamed away and
@@ -494,6 +301,7 @@ func TestReaderQueueReplaced(t *testing.T) {
 		t.Fatalf("Dequeue after the queue was replaced = %v, %v", c, err)
 	}
 	c.Remove()
+	blocked := blockedSignal(r)
 	later := make(chan string, 1)
 	go func() {
 		c, err := r.Dequeue(ctx2)
@@ -504,7 +312,7 @@ func TestReaderQueueReplaced(t *testing.T) {
 		later <- c.Name()
 		c.Remove()
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitBlocked(t, blocked)
 	name = mustEnqueue(t, s, "q", "newer", "", EnqueueOptions{})
 	if got := <-later; got != name {
 		t.Fatalf("blocked Dequeue in the new queue got %s", got)
