@@ -7,6 +7,7 @@ package collector
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -139,7 +140,7 @@ func BenchmarkAgentEnqueueVisible(b *testing.B) {
 		visible, scrape = visible[:0], scrape[:0]
 		base, _ := scrapeValue(client, url, prefix)
 		for i := 1; i <= n; i++ {
-			if _, err := sp.EnqueueBytes("q", []byte("m"), []byte("d"), spool.EnqueueOptions{}); err != nil {
+			if _, err := sp.EnqueueBytes(context.Background(), "q", []byte("m"), []byte("d"), spool.EnqueueOptions{}); err != nil {
 				b.Fatal(err)
 			}
 			start := time.Now()

@@ -95,7 +95,7 @@ func (w *equivWorld) op() string {
 	switch k := rng.IntN(20); {
 	case k < 4:
 		q := w.pick(w.queues())
-		name, err := w.s.EnqueueBytes(q, []byte("meta"), make([]byte, rng.IntN(100)), spool.EnqueueOptions{})
+		name, err := w.s.EnqueueBytes(context.Background(), q, []byte("meta"), make([]byte, rng.IntN(100)), spool.EnqueueOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +107,7 @@ func (w *equivWorld) op() string {
 			return "checkout: nothing in " + q
 		}
 		name := w.pick(names)
-		c, err := w.s.Checkout(q, name)
+		c, err := w.s.Checkout(context.Background(), q, name)
 		if err != nil {
 			return "checkout " + q + "/" + name + ": " + err.Error()
 		}

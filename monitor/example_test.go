@@ -24,7 +24,7 @@ func newSpool(now time.Time) (string, func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := s.EnqueueBytes("active", []byte("meta"), []byte("payload"), spool.EnqueueOptions{Name: "msg1"}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "active", []byte("meta"), []byte("payload"), spool.EnqueueOptions{Name: "msg1"}); err != nil {
 		log.Fatal(err)
 	}
 	left := filepath.Join(dir, spool.TmpDir, "msg0")

@@ -164,13 +164,13 @@ func TestStatistics(t *testing.T) {
 	mustCycle(t, m)
 	var names []string
 	for i := range 3 {
-		name, err := s.EnqueueBytes("queue2", []byte("m"), make([]byte, 10*(i+1)), spool.EnqueueOptions{})
+		name, err := s.EnqueueBytes(context.Background(), "queue2", []byte("m"), make([]byte, 10*(i+1)), spool.EnqueueOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		names = append(names, name)
 	}
-	c, err := s.Checkout("queue2", names[0])
+	c, err := s.Checkout(context.Background(), "queue2", names[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestStatistics(t *testing.T) {
 func TestEntriesCountRegularFiles(t *testing.T) {
 	now := time.Now()
 	dir, s := newTestSpool(t)
-	if _, err := s.EnqueueBytes("queue2", []byte("m"), nil, spool.EnqueueOptions{}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "queue2", []byte("m"), nil, spool.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	symlink(t, dir, "nowhere", "queue2/before")
@@ -326,7 +326,7 @@ func TestSpoolRecreated(t *testing.T) {
 		}
 	}
 	// Watching again: an enqueue shows without a cycle.
-	if _, err := s.EnqueueBytes("queue9", nil, nil, spool.EnqueueOptions{}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "queue9", nil, nil, spool.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(waitDeadline)
@@ -348,7 +348,7 @@ func TestNewQueue(t *testing.T) {
 	if err := s.AddQueue("extra"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.EnqueueBytes("extra", nil, nil, spool.EnqueueOptions{}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "extra", nil, nil, spool.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(waitDeadline)
@@ -426,7 +426,7 @@ func TestWatcherReadFails(t *testing.T) {
 	mustCycle(t, m)
 	before := m.Snapshot().FullScans
 	// The first event is read, and the read fails.
-	if _, err := s.EnqueueBytes("queue1", nil, nil, spool.EnqueueOptions{}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "queue1", nil, nil, spool.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(waitDeadline)
@@ -440,7 +440,7 @@ func TestWatcherReadFails(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	// Watching again: an enqueue shows without a cycle.
-	if _, err := s.EnqueueBytes("queue1", nil, nil, spool.EnqueueOptions{}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "queue1", nil, nil, spool.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(waitDeadline)

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,7 +142,7 @@ func goodSpool(t *testing.T, dir string) (*spool.Spool, []string) {
 	}
 	var names []string
 	for i := range 3 {
-		n, err := s.EnqueueBytes("in", []byte(fmt.Sprintf("meta %d", i)), []byte(fmt.Sprintf("data %d", i)), spool.EnqueueOptions{})
+		n, err := s.EnqueueBytes(context.Background(), "in", []byte(fmt.Sprintf("meta %d", i)), []byte(fmt.Sprintf("data %d", i)), spool.EnqueueOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,11 +223,11 @@ var spoolCases = []badInputCase{
 			t.Fatalf("a symlinked queue directory was taken as a queue: %v", s2.Queues())
 		}
 		for _, sp := range []*spool.Spool{s, s2} {
-			_, err = sp.EnqueueBytes("evil", []byte("m"), []byte("d"), spool.EnqueueOptions{})
+			_, err = sp.EnqueueBytes(context.Background(), "evil", []byte("m"), []byte("d"), spool.EnqueueOptions{})
 			wantErr(t, "enqueue into the symlinked queue", err, spool.ErrUnknownQueue)
 			wantErr(t, "remove through the symlinked queue", sp.Remove("evil", "victim"), nil)
 			wantErr(t, "move into the symlinked queue", sp.Move("in", names[0], "evil"), spool.ErrUnknownQueue)
-			if _, err := sp.Recover(-time.Hour, spool.RecoverOptions{WorkersStopped: true}); err != nil {
+			if _, err := sp.Recover(context.Background(), -time.Hour, spool.RecoverOptions{WorkersStopped: true}); err != nil {
 				t.Logf("recover: %v", err)
 			}
 		}
@@ -250,7 +251,7 @@ var spoolCases = []badInputCase{
 		if ls, _ := s.List("in"); slices.Contains(ls, link) {
 			t.Fatalf("List returned the symlink: %v", ls)
 		}
-		_, err := s.Checkout("in", link)
+		_, err := s.Checkout(context.Background(), "in", link)
 		wantErr(t, "checkout of the symlink", err, nil)
 		wantErr(t, "remove of the symlink", s.Remove("in", link), nil)
 		wantErr(t, "move of the symlink", s.Move("in", link, "out"), nil)
@@ -271,7 +272,7 @@ var spoolCases = []badInputCase{
 		os.WriteFile(filepath.Join(dir, spool.RegistryDir, "stuck"), nil, 0o644)
 		old := time.Now().Add(-time.Hour)
 		os.Chtimes(filepath.Join(dir, spool.RegistryDir, "stuck"), old, old)
-		rec, err := s.Recover(-time.Hour, spool.RecoverOptions{WorkersStopped: true})
+		rec, err := s.Recover(context.Background(), -time.Hour, spool.RecoverOptions{WorkersStopped: true})
 		if err != nil {
 			t.Logf("recover: %v", err)
 		}
@@ -344,7 +345,7 @@ var spoolCases = []badInputCase{
 		if ls, _ := s.List("in"); slices.Contains(ls, victim) {
 			t.Fatalf("List returned a directory: %v", ls)
 		}
-		_, err := s.Checkout("in", victim)
+		_, err := s.Checkout(context.Background(), "in", victim)
 		wantErr(t, "checkout of a directory", err, nil)
 		wantErr(t, "remove of a directory", s.Remove("in", victim), nil)
 		if _, err := os.Stat(filepath.Join(p, "inside")); err != nil {
@@ -382,13 +383,13 @@ var spoolCases = []badInputCase{
 		}
 		os.RemoveAll(filepath.Join(dir, "broken"))
 		os.WriteFile(filepath.Join(dir, "broken"), []byte("a file"), 0o644)
-		_, err := s.EnqueueBytes("broken", []byte("m"), []byte("d"), spool.EnqueueOptions{})
+		_, err := s.EnqueueBytes(context.Background(), "broken", []byte("m"), []byte("d"), spool.EnqueueOptions{})
 		wantErr(t, "enqueue into a queue that is a file", err, nil)
 		s2, err := spool.Open(dir, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = s2.EnqueueBytes("broken", []byte("m"), []byte("d"), spool.EnqueueOptions{})
+		_, err = s2.EnqueueBytes(context.Background(), "broken", []byte("m"), []byte("d"), spool.EnqueueOptions{})
 		wantErr(t, "enqueue into a queue that is a file (fresh open)", err, spool.ErrUnknownQueue)
 		if b, _ := os.ReadFile(filepath.Join(dir, "broken")); string(b) != "a file" {
 			t.Fatalf("the file was changed: %q", b)
@@ -403,7 +404,7 @@ var spoolCases = []badInputCase{
 		}
 		// Remove must not call an entry removed when it could not claim it.
 		wantErr(t, "remove without a .checkout directory", s.Remove("in", names[0]), nil)
-		_, err := s.Checkout("in", names[0])
+		_, err := s.Checkout(context.Background(), "in", names[0])
 		wantErr(t, "checkout without a .checkout directory", err, nil)
 		if _, err := os.Stat(filepath.Join(dir, "in", names[0])); err != nil {
 			t.Fatalf("entry gone: %v", err)
@@ -415,7 +416,7 @@ var spoolCases = []badInputCase{
 		dir := filepath.Join(t.TempDir(), "spool")
 		s, names := goodSpool(t, dir)
 		for _, bad := range []string{"a\nb", "esc\x1b[2J", "nul\x00", "tab\t", "del\x7f", "../escape", ".registry", "a/b"} {
-			_, err := s.EnqueueBytes("in", nil, nil, spool.EnqueueOptions{Name: bad})
+			_, err := s.EnqueueBytes(context.Background(), "in", nil, nil, spool.EnqueueOptions{Name: bad})
 			wantErr(t, fmt.Sprintf("enqueue named %q", bad), err, spool.ErrInvalidName)
 			// Names another implementation can write are read (issue 10):
 			// removing one that is not there succeeds.
@@ -426,7 +427,7 @@ var spoolCases = []badInputCase{
 			} else {
 				wantErr(t, fmt.Sprintf("remove of %q", bad), s.Remove("in", bad), spool.ErrInvalidName)
 			}
-			_, err = s.EnqueueBytes(bad, nil, nil, spool.EnqueueOptions{})
+			_, err = s.EnqueueBytes(context.Background(), bad, nil, nil, spool.EnqueueOptions{})
 			wantErr(t, fmt.Sprintf("enqueue into queue %q", bad), err, spool.ErrInvalidName)
 		}
 		// A file with such a name put there by something else is listed
@@ -437,7 +438,7 @@ var spoolCases = []badInputCase{
 		for _, d := range []string{"in", spool.RegistryDir, spool.DataDir} {
 			os.WriteFile(filepath.Join(dir, d, weird), []byte("x"), 0o644)
 		}
-		c, err := s.Checkout("in", weird)
+		c, err := s.Checkout(context.Background(), "in", weird)
 		if err != nil {
 			t.Fatalf("checkout of a control-character name: %v", err)
 		}
@@ -451,7 +452,7 @@ var spoolCases = []badInputCase{
 		dir := filepath.Join(t.TempDir(), "spool")
 		s, names := goodSpool(t, dir)
 		meta := bytes.Repeat([]byte("0123456789abcdef"), 10<<20/16)
-		name, err := s.EnqueueBytes("in", meta, []byte("small payload"), spool.EnqueueOptions{})
+		name, err := s.EnqueueBytes(context.Background(), "in", meta, []byte("small payload"), spool.EnqueueOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -459,7 +460,7 @@ var spoolCases = []badInputCase{
 		if err != nil || !bytes.Equal(got, meta) {
 			t.Fatalf("read back %d bytes, %v", len(got), err)
 		}
-		c, err := s.Checkout("in", name)
+		c, err := s.Checkout(context.Background(), "in", name)
 		if err != nil || !bytes.Equal(c.Metadata(), meta) {
 			t.Fatalf("checkout: %v", err)
 		}
@@ -670,7 +671,7 @@ func testFullDisk(t *testing.T) {
 	var ferr error
 	for i := range 1000 {
 		id := fmt.Sprintf("full-%d", i)
-		name, err := s.EnqueueBytes("in", workload.Metadata(id), workload.Payload(id, 32<<10), spool.EnqueueOptions{})
+		name, err := s.EnqueueBytes(context.Background(), "in", workload.Metadata(id), workload.Payload(id, 32<<10), spool.EnqueueOptions{})
 		if err != nil {
 			ferr = err
 			break
@@ -694,7 +695,7 @@ func testFullDisk(t *testing.T) {
 			t.Fatalf("remove on a full disk: %v", err)
 		}
 	}
-	if _, err := s.EnqueueBytes("in", workload.Metadata("again"), workload.Payload("again", 1024), spool.EnqueueOptions{}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "in", workload.Metadata("again"), workload.Payload("again", 1024), spool.EnqueueOptions{}); err != nil {
 		t.Fatalf("enqueue after freeing space: %v", err)
 	}
 	checkIDs(t, dir, append(ids[2:], "again"))
@@ -1259,7 +1260,7 @@ var agentCases = []badInputCase{
 		}
 		// Changes are still seen, by full scans.
 		for range 5 {
-			if _, err := s.EnqueueBytes("in", []byte("m"), []byte("d"), spool.EnqueueOptions{}); err != nil {
+			if _, err := s.EnqueueBytes(context.Background(), "in", []byte("m"), []byte("d"), spool.EnqueueOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -1278,7 +1279,7 @@ var agentCases = []badInputCase{
 			os.Symlink(file.path, filepath.Join(bad, "in", "link"))
 			os.Symlink(file.path, filepath.Join(bad, "in", spool.CheckoutDir, "stuck"))
 			os.Symlink(file.path, filepath.Join(bad, spool.DataDir, "dangling"))
-			if _, err := s.EnqueueBytes("in", bytes.Repeat([]byte("h"), 10<<20), nil, spool.EnqueueOptions{}); err != nil {
+			if _, err := s.EnqueueBytes(context.Background(), "in", bytes.Repeat([]byte("h"), 10<<20), nil, spool.EnqueueOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		})

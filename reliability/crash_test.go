@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -109,7 +110,7 @@ func verifyCrash(t *testing.T, w *crashWorkers, fig *crashFigures) {
 		t.Fatal(err)
 	}
 	// The workers are dead: their checkouts are stranded; return them.
-	rec, err := s.Recover(-time.Hour, spool.RecoverOptions{WorkersStopped: true})
+	rec, err := s.Recover(context.Background(), -time.Hour, spool.RecoverOptions{WorkersStopped: true})
 	if err != nil {
 		t.Fatalf("recover: %v", err)
 	}

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -285,7 +286,7 @@ func TestHostileAgentSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"huge", "plain", "hugeco"} {
-		if _, err := s.EnqueueBytes("in", []byte("meta"), []byte("data"), spool.EnqueueOptions{Name: n}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "in", []byte("meta"), []byte("data"), spool.EnqueueOptions{Name: n}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"path/filepath"
@@ -107,7 +108,7 @@ func TestHostileAgentFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.EnqueueBytes("in", []byte("m"), []byte("d"), spool.EnqueueOptions{}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "in", []byte("m"), []byte("d"), spool.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

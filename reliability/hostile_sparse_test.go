@@ -103,7 +103,7 @@ func (c sparseCase) run(t *testing.T, size int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.EnqueueBytes("in", []byte("meta"), []byte("data"), spool.EnqueueOptions{Name: "e1"}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "in", []byte("meta"), []byte("data"), spool.EnqueueOptions{Name: "e1"}); err != nil {
 		t.Fatal(err)
 	}
 	meta := filepath.Join(dir, "in", "e1")
@@ -162,7 +162,7 @@ func TestHostileSparseMetadataReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"huge", "plain"} {
-		if _, err := s.EnqueueBytes("incoming", workload.Metadata(n), workload.Payload(n, 100), spool.EnqueueOptions{Name: n}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "incoming", workload.Metadata(n), workload.Payload(n, 100), spool.EnqueueOptions{Name: n}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -116,7 +117,7 @@ func hostileSpool(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"e1", "e2"} {
-		if _, err := s.EnqueueBytes("in", []byte("meta "+n), []byte("data "+n), spool.EnqueueOptions{Name: n}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "in", []byte("meta "+n), []byte("data "+n), spool.EnqueueOptions{Name: n}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -387,7 +388,7 @@ func TestInteropMixedImplementations(t *testing.T) {
 	// Beside the live workers: Recover refuses a short age without
 	// WorkersStopped, and with MinRecoverAge takes nothing, since every
 	// checkout is younger than the test.
-	if _, err := s.Recover(0, spool.RecoverOptions{}); !errors.Is(err, spool.ErrRecoverTooYoung) {
+	if _, err := s.Recover(context.Background(), 0, spool.RecoverOptions{}); !errors.Is(err, spool.ErrRecoverTooYoung) {
 		t.Errorf("Recover(0) without WorkersStopped: %v, want ErrRecoverTooYoung", err)
 	}
 	var recoverMu sync.Mutex
@@ -406,7 +407,7 @@ func TestInteropMixedImplementations(t *testing.T) {
 			if time.Since(start) > spool.MinRecoverAge-5*time.Second {
 				return // checkouts left by killed workers may be old enough now
 			}
-			rec, err := s.Recover(spool.MinRecoverAge, spool.RecoverOptions{})
+			rec, err := s.Recover(context.Background(), spool.MinRecoverAge, spool.RecoverOptions{})
 			recoverMu.Lock()
 			recoverRuns++
 			stolen = append(stolen, rec...)
@@ -482,7 +483,7 @@ func TestInteropRecoverSparesReferenceCheckouts(t *testing.T) {
 	const holders, perHolder, free = 2, 4, 5
 	for i := range holders*perHolder + free {
 		id := fmt.Sprintf("e-%d", i)
-		if _, err := s.EnqueueBytes("incoming", workload.Metadata(id), workload.Payload(id, 300), spool.EnqueueOptions{}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "incoming", workload.Metadata(id), workload.Payload(id, 300), spool.EnqueueOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -511,11 +512,11 @@ func TestInteropRecoverSparesReferenceCheckouts(t *testing.T) {
 	}
 
 	for _, age := range []time.Duration{0, time.Second, spool.MinRecoverAge - time.Millisecond} {
-		if _, err := s.Recover(age, spool.RecoverOptions{}); !errors.Is(err, spool.ErrRecoverTooYoung) {
+		if _, err := s.Recover(context.Background(), age, spool.RecoverOptions{}); !errors.Is(err, spool.ErrRecoverTooYoung) {
 			t.Errorf("Recover(%v) without WorkersStopped: %v, want ErrRecoverTooYoung", age, err)
 		}
 	}
-	rec, err := s.Recover(spool.MinRecoverAge, spool.RecoverOptions{})
+	rec, err := s.Recover(context.Background(), spool.MinRecoverAge, spool.RecoverOptions{})
 	if err != nil || len(rec) != 0 {
 		t.Errorf("Recover(MinRecoverAge) beside young reference checkouts: took %+v, %v; want none", rec, err)
 	}
@@ -639,11 +640,11 @@ func TestInteropUncheckoutTakesLiveLibraryCheckout(t *testing.T) {
 		{"touch", func(c *spool.Checkout) error { return c.Touch() }},
 	} {
 		id := "held-" + finish.name
-		name, err := s.EnqueueBytes("incoming", workload.Metadata(id), workload.Payload(id, 100), spool.EnqueueOptions{})
+		name, err := s.EnqueueBytes(context.Background(), "incoming", workload.Metadata(id), workload.Payload(id, 100), spool.EnqueueOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := s.Checkout("incoming", name)
+		c, err := s.Checkout(context.Background(), "incoming", name)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -76,7 +77,7 @@ func TestLoad(t *testing.T) {
 	}
 	fig := &loadFigures{Test: "load", QuietEntries: 1000, LoadgenConns: 4}
 	for i := range fig.QuietEntries {
-		if _, err := quiet.EnqueueBytes([]string{"a", "b", "c"}[i%3], []byte("m"), []byte("d"), spool.EnqueueOptions{}); err != nil {
+		if _, err := quiet.EnqueueBytes(context.Background(), []string{"a", "b", "c"}[i%3], []byte("m"), []byte("d"), spool.EnqueueOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -177,7 +178,7 @@ func TestRepairKilled(t *testing.T) {
 	const n = 480
 	for i := range n {
 		name, id := fmt.Sprintf("e%03d", i), fmt.Sprintf("id%03d", i)
-		_, err := s.EnqueueBytes("incoming", workload.Metadata(id), workload.Payload(id, 300), spool.EnqueueOptions{Name: name})
+		_, err := s.EnqueueBytes(context.Background(), "incoming", workload.Metadata(id), workload.Payload(id, 300), spool.EnqueueOptions{Name: name})
 		must(err)
 		w := mustSurvive{name: name, id: id}
 		switch i % 8 {

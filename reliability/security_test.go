@@ -3,6 +3,7 @@ package reliability
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -206,12 +207,12 @@ func TestPayloadNeverLogged(t *testing.T) {
 	s, _ := goodSpool(t, dir)
 	payloadMarker := "PAYLOAD-MARKER-" + randomHex(t)
 	metaMarker := "METADATA-MARKER-" + randomHex(t)
-	name, err := s.EnqueueBytes("in", []byte("subject: "+metaMarker), []byte("secret body "+payloadMarker), spool.EnqueueOptions{})
+	name, err := s.EnqueueBytes(context.Background(), "in", []byte("subject: "+metaMarker), []byte("secret body "+payloadMarker), spool.EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A second entry, checked out by a "crashed" worker long ago.
-	stuck, err := s.EnqueueBytes("in", []byte(metaMarker+" stuck"), []byte(payloadMarker+" stuck"), spool.EnqueueOptions{})
+	stuck, err := s.EnqueueBytes(context.Background(), "in", []byte(metaMarker+" stuck"), []byte(payloadMarker+" stuck"), spool.EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

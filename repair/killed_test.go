@@ -116,18 +116,18 @@ func TestRepairKilledLibraryOperations(t *testing.T) {
 	meta, data := []byte("meta of k"), []byte("payload of k")
 	cases := []op{
 		{name: "enqueue", run: func(s *spool.Spool) error {
-			_, err := s.EnqueueBytes("incoming", meta, data, spool.EnqueueOptions{Name: "k"})
+			_, err := s.EnqueueBytes(context.Background(), "incoming", meta, data, spool.EnqueueOptions{Name: "k"})
 			return err
 		}, mayGo: true},
 		{name: "remove", setup: true, mayGo: true, run: func(s *spool.Spool) error { return s.Remove("incoming", "k") }},
 		{name: "move", setup: true, run: func(s *spool.Spool) error { return s.Move("incoming", "k", "done") }},
 		{name: "save new metadata", setup: true, run: func(s *spool.Spool) error {
-			return s.WithEntry("incoming", "k", func(*spool.Checkout) (spool.Action, error) {
+			return s.WithEntry(context.Background(), "incoming", "k", func(*spool.Checkout) (spool.Action, error) {
 				return spool.SaveTo("done", []byte("new meta of k")), nil
 			})
 		}},
 		{name: "write payload", setup: true, run: func(s *spool.Spool) error {
-			return s.WithEntry("incoming", "k", func(c *spool.Checkout) (spool.Action, error) {
+			return s.WithEntry(context.Background(), "incoming", "k", func(c *spool.Checkout) (spool.Action, error) {
 				return spool.SaveTo("", nil), c.WriteData(bytes.NewReader([]byte("new payload of k")))
 			})
 		}},

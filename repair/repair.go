@@ -516,7 +516,7 @@ func (r *Repairer) Apply(ctx context.Context, p *Plan, report func(Result)) erro
 			return ctx.Err()
 		}
 		res := Result{Action: a}
-		res.Detail, res.Err = x.do(a)
+		res.Detail, res.Err = x.do(ctx, a)
 		if report != nil {
 			report(res)
 		}
@@ -619,7 +619,7 @@ func (x *applier) quarantineDirs() (*queueDirs, error) {
 	return qd, nil
 }
 
-func (x *applier) do(a Action) (string, error) {
+func (x *applier) do(ctx context.Context, a Action) (string, error) {
 	name := a.Name
 	switch a.Op {
 	case OpCreateQueue:
@@ -694,7 +694,7 @@ func (x *applier) do(a Action) (string, error) {
 
 	case OpRecover:
 		if x.recov == nil {
-			got, err := x.s.Recover(x.r.recoverAge(), spool.RecoverOptions{WorkersStopped: x.r.WorkersStopped})
+			got, err := x.s.Recover(ctx, x.r.recoverAge(), spool.RecoverOptions{WorkersStopped: x.r.WorkersStopped})
 			x.recov = map[spool.Recovered]bool{}
 			for _, g := range got {
 				k := spool.Recovered{Queue: g.Queue, Name: g.Name}
@@ -715,7 +715,7 @@ func (x *applier) do(a Action) (string, error) {
 		return "", nil
 
 	case OpQuarantine:
-		return "", x.quarantineEntry(a.Dir.Queue, name)
+		return "", x.quarantineEntry(ctx, a.Dir.Queue, name)
 	}
 	return "", fmt.Errorf("unknown action %q", a.Op)
 }
@@ -832,7 +832,7 @@ func (x *applier) split(queue, name string) (string, error) {
 // into the quarantine queue (a claim, as mv) and gives it an empty payload
 // there (a checkout, as any worker). Killed between the two, the entry waits
 // in quarantine without payload, which the next plan completes.
-func (x *applier) quarantineEntry(queue, name string) error {
+func (x *applier) quarantineEntry(ctx context.Context, queue, name string) error {
 	q := x.r.quarantine()
 	if queue != q {
 		x.d.addQueue(queue)
@@ -861,7 +861,7 @@ func (x *applier) quarantineEntry(queue, name string) error {
 			return err
 		}
 	}
-	c, err := x.s.Checkout(q, name)
+	c, err := x.s.Checkout(ctx, q, name)
 	if err != nil {
 		if errors.Is(err, spool.ErrCheckedOut) || errors.Is(err, spool.ErrBusy) || errors.Is(err, spool.ErrNotFound) {
 			return changed("%v", err)

@@ -57,7 +57,7 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) enqueue(queue, name string) *acked {
 	f.t.Helper()
 	meta, data := "meta of "+name, "payload of "+name
-	if _, err := f.s.EnqueueBytes(queue, []byte(meta), []byte(data), spool.EnqueueOptions{Name: name}); err != nil {
+	if _, err := f.s.EnqueueBytes(context.Background(), queue, []byte(meta), []byte(data), spool.EnqueueOptions{Name: name}); err != nil {
 		f.t.Fatal(err)
 	}
 	f.acked = append(f.acked, acked{name: name, meta: meta, data: data, queue: queue})
@@ -517,7 +517,7 @@ func snapshot(t *testing.T, dir string) string {
 func TestRepairLiveCheckout(t *testing.T) {
 	f := newFixture(t)
 	f.enqueue("incoming", "x").queue = "incoming/.checkout"
-	c, err := f.s.Checkout("incoming", "x")
+	c, err := f.s.Checkout(context.Background(), "incoming", "x")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,14 +47,14 @@ func TestInvalidNamesChangeNothing(t *testing.T) {
 		{"Create queue", func(bad string) error { _, err := Create(s.Dir(), []string{"q", bad}, nil); return err }},
 		{"AddQueue", func(bad string) error { return s.AddQueue(bad) }},
 		{"Enqueue queue", func(bad string) error {
-			_, err := s.Enqueue(bad, []byte("m"), strings.NewReader("d"), EnqueueOptions{})
+			_, err := s.Enqueue(context.Background(), bad, []byte("m"), strings.NewReader("d"), EnqueueOptions{})
 			return err
 		}},
 		{"EnqueueBytes name", func(bad string) error {
 			if bad == "" {
 				return ErrInvalidName // the empty name means "generate one": not a bad input
 			}
-			_, err := s.EnqueueBytes("q", []byte("m"), []byte("d"), EnqueueOptions{Name: bad})
+			_, err := s.EnqueueBytes(context.Background(), "q", []byte("m"), []byte("d"), EnqueueOptions{Name: bad})
 			return err
 		}},
 		{"Reserve generator", func(bad string) error {
@@ -62,7 +62,7 @@ func TestInvalidNamesChangeNothing(t *testing.T) {
 			return err
 		}},
 		{"Enqueue generator", func(bad string) error {
-			_, err := s.EnqueueBytes("q", nil, nil, EnqueueOptions{Names: NameGeneratorFunc(func(int) (string, error) { return bad, nil })})
+			_, err := s.EnqueueBytes(context.Background(), "q", nil, nil, EnqueueOptions{Names: NameGeneratorFunc(func(int) (string, error) { return bad, nil })})
 			return err
 		}},
 		{"List", func(bad string) error { _, err := s.List(bad); return err }},
@@ -81,9 +81,9 @@ func TestInvalidNamesChangeNothing(t *testing.T) {
 		{"Move src", func(bad string) error { return s.Move(bad, name, "r") }},
 		{"Move dst", func(bad string) error { return s.Move("q", name, bad) }},
 		{"Move name", func(bad string) error { return s.Move("q", bad, "r") }},
-		{"Checkout queue", func(bad string) error { _, err := s.Checkout(bad, name); return err }},
-		{"Checkout name", func(bad string) error { _, err := s.Checkout("q", bad); return err }},
-		{"WithEntry", func(bad string) error { return s.WithEntry("q", bad, noop) }},
+		{"Checkout queue", func(bad string) error { _, err := s.Checkout(context.Background(), bad, name); return err }},
+		{"Checkout name", func(bad string) error { _, err := s.Checkout(context.Background(), "q", bad); return err }},
+		{"WithEntry", func(bad string) error { return s.WithEntry(context.Background(), "q", bad, noop) }},
 		{"NewReader", func(bad string) error { _, err := s.NewReader(bad); return err }},
 	}
 	// Calls that read or check an existing entry accept every name that
@@ -128,7 +128,7 @@ func TestInvalidNamesChangeNothing(t *testing.T) {
 	}
 
 	// Saving a checkout into an invalid queue fails and keeps the checkout.
-	c, err := s.Checkout("q", name)
+	c, err := s.Checkout(context.Background(), "q", name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,17 +295,17 @@ func readOnlyChecks(dir, name string) []string {
 	if _, err := s.Stat("q", name); err != nil {
 		problems = append(problems, "Stat: "+err.Error())
 	}
-	_, err = s.EnqueueBytes("q", []byte("m"), nil, EnqueueOptions{})
+	_, err = s.EnqueueBytes(context.Background(), "q", []byte("m"), nil, EnqueueOptions{})
 	want("EnqueueBytes", err, ErrReadOnly)
 	_, err = s.Reserve(nil)
 	want("Reserve", err, ErrReadOnly)
-	_, err = s.Checkout("q", name)
+	_, err = s.Checkout(context.Background(), "q", name)
 	want("Checkout", err, ErrReadOnly)
 	want("Remove", s.Remove("q", name), ErrReadOnly)
 	want("Move", s.Move("q", name, "q"), ErrReadOnly)
 	want("WriteMetadata", s.WriteMetadata("q", name, []byte("x")), ErrReadOnly)
 	want("AddQueue", s.AddQueue("r"), ErrReadOnly)
-	_, err = s.Recover(0, RecoverOptions{WorkersStopped: true})
+	_, err = s.Recover(context.Background(), 0, RecoverOptions{WorkersStopped: true})
 	want("Recover", err, ErrReadOnly)
 	r, err := s.NewReader("q")
 	if err != nil {

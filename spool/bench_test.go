@@ -130,10 +130,10 @@ func fill(b *testing.B, s *Spool, n int) (q, f []string) {
 	}
 	q, f = make([]string, n), make([]string, n)
 	for i := range n {
-		if q[i], err = fast.EnqueueBytes("q", benchMeta, benchData, EnqueueOptions{}); err != nil {
+		if q[i], err = fast.EnqueueBytes(context.Background(), "q", benchMeta, benchData, EnqueueOptions{}); err != nil {
 			b.Fatal(err)
 		}
-		if f[i], err = fast.EnqueueBytes("f", benchMeta, benchData, EnqueueOptions{}); err != nil {
+		if f[i], err = fast.EnqueueBytes(context.Background(), "f", benchMeta, benchData, EnqueueOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -146,7 +146,7 @@ func BenchmarkEnqueue(b *testing.B) {
 		s := benchSpool(b, d)
 		f := newFloor(s)
 		compare(b, g, func(int, int) {
-			if _, err := s.EnqueueBytes("q", benchMeta, benchData, EnqueueOptions{}); err != nil {
+			if _, err := s.EnqueueBytes(context.Background(), "q", benchMeta, benchData, EnqueueOptions{}); err != nil {
 				b.Error(err)
 			}
 		}, func(int, int) {
@@ -161,7 +161,7 @@ func BenchmarkCheckoutRemove(b *testing.B) {
 		f := newFloor(s)
 		libNames, floorNames := fill(b, s, b.N)
 		compare(b, g, func(_, i int) {
-			c, err := s.Checkout("q", libNames[i])
+			c, err := s.Checkout(context.Background(), "q", libNames[i])
 			if err == nil {
 				err = c.Remove()
 			}
@@ -199,7 +199,7 @@ func BenchmarkCycle(b *testing.B) {
 		}
 		ctx := context.Background()
 		compare(b, g, func(w, _ int) {
-			if _, err := s.EnqueueBytes("q", benchMeta, benchData, EnqueueOptions{}); err != nil {
+			if _, err := s.EnqueueBytes(context.Background(), "q", benchMeta, benchData, EnqueueOptions{}); err != nil {
 				b.Error(err)
 				return
 			}

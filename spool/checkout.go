@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -63,16 +64,19 @@ const claimWait = 100 * time.Millisecond
 // file (as in the reference), ErrTooLarge when its metadata exceeds
 // Options.MaxMetadataSize, ErrLinked when its metadata or registry file has
 // another hard link (touching it would touch a file outside the spool).
-func (s *Spool) Checkout(queue, name string) (*Checkout, error) {
+// A done ctx ends the waits (for a slot, for the lock) with ctx.Err().
+func (s *Spool) Checkout(ctx context.Context, queue, name string) (*Checkout, error) {
 	if err := s.checkEntry(queue, name); err != nil {
 		return nil, err
 	}
 	if err := s.writable("checkout", name); err != nil {
 		return nil, err
 	}
-	s.acquire()
+	if err := s.acquireCtx(ctx); err != nil {
+		return nil, fmt.Errorf("checkout %s in %s/%s: %w", name, s.dir, queue, err)
+	}
 	defer s.release()
-	return s.checkout(queue, name, true, true)
+	return s.checkoutCtx(ctx, queue, name, true, true)
 }
 
 // checkout is Checkout without the argument checks and the throttle. Without
@@ -81,6 +85,11 @@ func (s *Spool) Checkout(queue, name string) (*Checkout, error) {
 // soon). Without read, the metadata is neither read nor bounded (Remove and
 // Move need none).
 func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error) {
+	return s.checkoutCtx(context.Background(), queue, name, wait, read)
+}
+
+// checkoutCtx is checkout whose wait for the lock ends when ctx is done.
+func (s *Spool) checkoutCtx(ctx context.Context, queue, name string, wait, read bool) (*Checkout, error) {
 	qd, err := s.qdirs(queue)
 	if err != nil {
 		return nil, err
@@ -118,7 +127,7 @@ func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error)
 	if read && st.Size > s.maxMeta {
 		return nil, fmt.Errorf("checkout: %w; left in place", tooLarge(src, st.Size, s.maxMeta))
 	}
-	if err := s.lockClaim(fd, qd.dir, name, st.Ino, wait); err != nil {
+	if err := s.lockClaim(ctx, fd, qd.dir, name, st.Ino, wait); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, notFound()
 		}
@@ -180,8 +189,9 @@ func (s *Spool) checkout(queue, name string, wait, read bool) (*Checkout, error)
 // lockClaim takes the flock on fd, the queue file at src with inode ino, and
 // checks that the file is still at src. It returns ErrNotFound when another
 // worker took the file first, and ErrBusy when the lock stayed held (for
-// claimWait with wait) while the file stayed in the queue.
-func (s *Spool) lockClaim(fd int, dir dirRef, name string, ino uint64, wait bool) error {
+// claimWait with wait) while the file stayed in the queue, and ctx.Err()
+// when ctx is done during the wait.
+func (s *Spool) lockClaim(ctx context.Context, fd int, dir dirRef, name string, ino uint64, wait bool) error {
 	src := dir.p(name)
 	var deadline time.Time
 	backoff := 20 * time.Microsecond
@@ -217,7 +227,13 @@ func (s *Spool) lockClaim(fd int, dir dirRef, name string, ino uint64, wait bool
 		} else if now.After(deadline) {
 			return fmt.Errorf("checkout %s: %w: locked by another worker for %v", src, ErrBusy, claimWait)
 		}
-		time.Sleep(backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("checkout %s: %w", src, ctx.Err())
+		}
 		backoff = min(2*backoff, 5*time.Millisecond)
 	}
 	// The previous holder may have moved the file elsewhere (or replaced
@@ -594,9 +610,9 @@ func (c *Checkout) run(f func(*Checkout) (Action, error)) error {
 // WithEntry checks entry name out of queue, runs f, and then saves or removes
 // the entry as f's Action says. If f returns an error (or panics) the entry
 // is released unchanged and the error returned. An entry another worker took
-// first gives ErrNotFound.
-func (s *Spool) WithEntry(queue, name string, f func(*Checkout) (Action, error)) error {
-	c, err := s.Checkout(queue, name)
+// first gives ErrNotFound. ctx bounds the checkout's waits, as in Checkout.
+func (s *Spool) WithEntry(ctx context.Context, queue, name string, f func(*Checkout) (Action, error)) error {
+	c, err := s.Checkout(ctx, queue, name)
 	if err != nil {
 		return err
 	}
@@ -641,7 +657,10 @@ type RecoverOptions struct {
 // async_smtp's start-up recovery, uncheckout_all_entries, which takes every
 // checkout whoever holds it, or by hand) gets ErrLost from Save, Remove and
 // Touch: it never moves or deletes the entry that someone else now holds.
-func (s *Spool) Recover(olderThan time.Duration, o RecoverOptions) ([]Recovered, error) {
+//
+// A done ctx stops the walk before the next entry: the entries returned so
+// far stay returned, and the error wraps ctx.Err().
+func (s *Spool) Recover(ctx context.Context, olderThan time.Duration, o RecoverOptions) ([]Recovered, error) {
 	if olderThan < MinRecoverAge && !o.WorkersStopped {
 		return nil, fmt.Errorf("recover in %s: %w: %v is below %v; workers of other implementations (the OCaml multispool) take no lock, so only the age protects their checkouts; set RecoverOptions.WorkersStopped when every such worker is stopped",
 			s.dir, ErrRecoverTooYoung, olderThan, MinRecoverAge)
@@ -656,6 +675,9 @@ func (s *Spool) Recover(olderThan time.Duration, o RecoverOptions) ([]Recovered,
 	var errs []error
 	now := s.now()
 	for _, q := range s.Queues() {
+		if err := ctx.Err(); err != nil {
+			return out, errors.Join(append(errs, fmt.Errorf("recover in %s: %w", s.dir, err))...)
+		}
 		qd, err := s.qdirs(q)
 		if err != nil {
 			errs = append(errs, err)
@@ -667,6 +689,9 @@ func (s *Spool) Recover(olderThan time.Duration, o RecoverOptions) ([]Recovered,
 			continue
 		}
 		for _, name := range names {
+			if err := ctx.Err(); err != nil {
+				return out, errors.Join(append(errs, fmt.Errorf("recover in %s: %w", s.dir, err))...)
+			}
 			r, ok, err := s.recoverOne(q, qd, name, now, olderThan)
 			if err != nil {
 				errs = append(errs, err)

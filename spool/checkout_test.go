@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -79,7 +80,7 @@ func TestCheckoutLockHandoff(t *testing.T) {
 				<-waiting
 				c.act(t, s, name, unlock)
 			}()
-			co, err := s.Checkout("q", name)
+			co, err := s.Checkout(context.Background(), "q", name)
 			once.Do(func() { close(waiting) })
 			<-done
 			if c.want == nil {
@@ -106,7 +107,7 @@ func TestCheckoutLockHandoff(t *testing.T) {
 func TestSaveKeepsLock(t *testing.T) {
 	s := newTestSpool(t, []string{"q1", "q2"}, &Options{Durability: DurabilityNone})
 	name := mustEnqueue(t, s, "q1", "original", "data", EnqueueOptions{})
-	c, err := s.Checkout("q1", name)
+	c, err := s.Checkout(context.Background(), "q1", name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestSaveKeepsLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rs, err := other.Recover(-time.Hour, RecoverOptions{WorkersStopped: true}); err != nil || len(rs) != 0 {
+	if rs, err := other.Recover(context.Background(), -time.Hour, RecoverOptions{WorkersStopped: true}); err != nil || len(rs) != 0 {
 		t.Fatalf("Recover took a held checkout: %v %v", rs, err)
 	}
 	os.Remove(s.queuePath("q2", name))
@@ -171,14 +172,14 @@ func TestRecoverUnlocksBeforeFsync(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		rs, err := s.Recover(-time.Hour, RecoverOptions{WorkersStopped: true})
+		rs, err := s.Recover(context.Background(), -time.Hour, RecoverOptions{WorkersStopped: true})
 		if err == nil && len(rs) != 1 {
 			err = fmt.Errorf("recovered %v", rs)
 		}
 		errc <- err
 	}()
 	<-reached
-	c, err := plain.Checkout("q", name)
+	c, err := plain.Checkout(context.Background(), "q", name)
 	close(resume)
 	if err != nil {
 		t.Fatalf("Checkout during Recover's fsync = %v", err)
@@ -300,7 +301,7 @@ func TestRemove(t *testing.T) {
 					return
 				default:
 				}
-				c, err := s.Checkout("q", name)
+				c, err := s.Checkout(context.Background(), "q", name)
 				if errors.Is(err, ErrNotFound) {
 					return // removed
 				}
@@ -333,7 +334,7 @@ func TestRemove(t *testing.T) {
 
 func mustCheckout(t *testing.T, s *Spool, queue, name string) *Checkout {
 	t.Helper()
-	c, err := s.Checkout(queue, name)
+	c, err := s.Checkout(context.Background(), queue, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +366,7 @@ func TestFailedInternalCheckoutsAreReleased(t *testing.T) {
 			return op == "rename" && bytes.Contains([]byte(path), []byte("-> "+s.dir+"/q2/"))
 		},
 			func(s *Spool, name string) error {
-				return s.WithEntry("q1", name, func(*Checkout) (Action, error) { return SaveTo("q2", []byte("new")), nil })
+				return s.WithEntry(context.Background(), "q1", name, func(*Checkout) (Action, error) { return SaveTo("q2", []byte("new")), nil })
 			}},
 		{"WithEntry panic", func(s *Spool, op, path string) bool { return false },
 			func(s *Spool, name string) (err error) {
@@ -374,7 +375,7 @@ func TestFailedInternalCheckoutsAreReleased(t *testing.T) {
 						err = errors.New("panicked")
 					}
 				}()
-				return s.WithEntry("q1", name, func(*Checkout) (Action, error) { panic("boom") })
+				return s.WithEntry(context.Background(), "q1", name, func(*Checkout) (Action, error) { panic("boom") })
 			}},
 	}
 	for _, c := range cases {
@@ -402,7 +403,7 @@ func TestFailedInternalCheckoutsAreReleased(t *testing.T) {
 			if co, _ := s.ListCheckedOut("q1"); len(co) != 0 {
 				t.Fatalf("still checked out: %v", co)
 			}
-			co, err := s.Checkout("q1", name)
+			co, err := s.Checkout(context.Background(), "q1", name)
 			if err != nil {
 				t.Fatalf("Checkout after the failure = %v", err)
 			}
@@ -424,7 +425,7 @@ func TestEnqueueCallerNames(t *testing.T) {
 	for _, name := range []string{waiting, held, "stray"} {
 		for _, q := range []string{"q", "r"} {
 			before := treeState(t, s.Dir())
-			_, err := s.EnqueueBytes(q, []byte("intruder"), []byte("intruder"), EnqueueOptions{Name: name})
+			_, err := s.EnqueueBytes(context.Background(), q, []byte("intruder"), []byte("intruder"), EnqueueOptions{Name: name})
 			if !errors.Is(err, ErrExists) {
 				t.Errorf("Enqueue %s into %s = %v, want ErrExists", name, q, err)
 			}
@@ -440,7 +441,7 @@ func TestEnqueueCallerNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.EnqueueBytes("r", []byte("m"), nil, EnqueueOptions{Name: reserved}); err != nil || got != reserved {
+	if got, err := s.EnqueueBytes(context.Background(), "r", []byte("m"), nil, EnqueueOptions{Name: reserved}); err != nil || got != reserved {
 		t.Fatalf("Enqueue under a reserved name = %q, %v", got, err)
 	}
 }
@@ -457,7 +458,7 @@ func TestEnqueueCallerNameRace(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, err := s.EnqueueBytes("q", []byte(fmt.Sprint(g)), []byte(fmt.Sprint(g)), EnqueueOptions{Name: name})
+				_, err := s.EnqueueBytes(context.Background(), "q", []byte(fmt.Sprint(g)), []byte(fmt.Sprint(g)), EnqueueOptions{Name: name})
 				if err == nil {
 					wins <- g
 				} else if !errors.Is(err, ErrExists) {
@@ -508,7 +509,7 @@ func TestNonRegularNamesInQueue(t *testing.T) {
 		t.Errorf("List = %v, want just %s", got, name)
 	}
 	for _, bad := range []string{"adir", "alink", "afifo"} {
-		if _, err := s.Checkout("q", bad); !errors.Is(err, errNotRegular) {
+		if _, err := s.Checkout(context.Background(), "q", bad); !errors.Is(err, errNotRegular) {
 			t.Errorf("Checkout(%s) = %v, want not a regular file", bad, err)
 		}
 	}

@@ -50,7 +50,7 @@ func TestRecoverAgeRule(t *testing.T) {
 			}
 		}
 		before := treeState(t, s.Dir())
-		rs, err := s.Recover(tt.age, RecoverOptions{WorkersStopped: tt.stopped})
+		rs, err := s.Recover(context.Background(), tt.age, RecoverOptions{WorkersStopped: tt.stopped})
 		if tt.refused {
 			if !errors.Is(err, ErrRecoverTooYoung) || !strings.Contains(err.Error(), "WorkersStopped") || len(rs) != 0 {
 				t.Errorf("Recover(%v, stopped=%v) = %v, %v; want ErrRecoverTooYoung naming WorkersStopped", tt.age, tt.stopped, rs, err)
@@ -191,7 +191,7 @@ func TestReadingNames(t *testing.T) {
 	// Checkout, then a save that rewrites the metadata (a temp file named
 	// after a 230-byte name must fit), then Move and back.
 	for _, name := range names {
-		c, err := s.Checkout("q", name)
+		c, err := s.Checkout(context.Background(), "q", name)
 		if err != nil {
 			t.Fatalf("Checkout(%q): %v", name, err)
 		}
@@ -204,7 +204,7 @@ func TestReadingNames(t *testing.T) {
 		if err := s.Move("q", name, "r"); err != nil {
 			t.Fatalf("Move(%q): %v", name, err)
 		}
-		if err := s.WithEntry("r", name, func(c *Checkout) (Action, error) {
+		if err := s.WithEntry(context.Background(), "r", name, func(c *Checkout) (Action, error) {
 			return SaveTo("q", nil), nil
 		}); err != nil {
 			t.Fatalf("WithEntry(%q): %v", name, err)
@@ -214,7 +214,7 @@ func TestReadingNames(t *testing.T) {
 	if err := os.Rename(s.queuePath("q", ".hidden"), s.checkoutPath("q", ".hidden")); err != nil {
 		t.Fatal(err)
 	}
-	if rs, err := s.Recover(0, RecoverOptions{WorkersStopped: true}); err != nil || len(rs) != 1 || rs[0].Name != ".hidden" {
+	if rs, err := s.Recover(context.Background(), 0, RecoverOptions{WorkersStopped: true}); err != nil || len(rs) != 1 || rs[0].Name != ".hidden" {
 		t.Fatalf("Recover = %v, %v; want .hidden", rs, err)
 	}
 	// Readers take every one of them, in order.
@@ -276,9 +276,9 @@ func TestUnregisteredNotClaimable(t *testing.T) {
 	}
 	good := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{Names: PrefixNames("z")})
 	calls := map[string]func() error{
-		"Checkout": func() error { _, err := s.Checkout("q", "orphan"); return err },
+		"Checkout": func() error { _, err := s.Checkout(context.Background(), "q", "orphan"); return err },
 		"WithEntry": func() error {
-			return s.WithEntry("q", "orphan", func(*Checkout) (Action, error) { return Action{}, nil })
+			return s.WithEntry(context.Background(), "q", "orphan", func(*Checkout) (Action, error) { return Action{}, nil })
 		},
 		"Remove":        func() error { return s.Remove("q", "orphan") },
 		"Move":          func() error { return s.Move("q", "orphan", "r") },
@@ -343,8 +343,10 @@ func TestSparseMetadata(t *testing.T) {
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	refused := map[string]func() error{
-		"Checkout":      func() error { _, err := s.Checkout("q", "big"); return err },
-		"WithEntry":     func() error { return s.WithEntry("q", "big", func(*Checkout) (Action, error) { return Action{}, nil }) },
+		"Checkout": func() error { _, err := s.Checkout(context.Background(), "q", "big"); return err },
+		"WithEntry": func() error {
+			return s.WithEntry(context.Background(), "q", "big", func(*Checkout) (Action, error) { return Action{}, nil })
+		},
 		"WriteMetadata": func() error { return s.WriteMetadata("q", "big", []byte("x")) },
 		"ReadMetadata":  func() error { _, err := s.ReadMetadata("q", "big"); return err },
 	}
@@ -398,13 +400,13 @@ func TestMetadataGrowsAfterCheck(t *testing.T) {
 	}
 	mustEnqueue(t, s, "q", strings.Repeat("m", 100), "", EnqueueOptions{Name: "fits"})
 	mustEnqueue(t, s, "q", "small", "", EnqueueOptions{Name: "grows"})
-	if _, err := s.EnqueueBytes("q", nil, nil, EnqueueOptions{Name: "x"}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "q", nil, nil, EnqueueOptions{Name: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(s.queuePath("q", "x"), []byte(strings.Repeat("m", 101)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Checkout("q", "x"); !errors.Is(err, ErrTooLarge) {
+	if _, err := s.Checkout(context.Background(), "q", "x"); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("Checkout of 101 bytes with a bound of 100 = %v, want ErrTooLarge", err)
 	}
 	hfs.hook = func(op, path string) error {
@@ -414,13 +416,13 @@ func TestMetadataGrowsAfterCheck(t *testing.T) {
 		}
 		return nil
 	}
-	if _, err := s.Checkout("q", "grows"); !errors.Is(err, ErrTooLarge) {
+	if _, err := s.Checkout(context.Background(), "q", "grows"); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("Checkout of metadata that grew = %v, want ErrTooLarge", err)
 	}
 	if _, err := os.Lstat(s.queuePath("q", "grows")); err != nil {
 		t.Errorf("the grown entry is not back in its queue: %v", err)
 	}
-	c, err := s.Checkout("q", "fits")
+	c, err := s.Checkout(context.Background(), "q", "fits")
 	if err != nil || len(c.Metadata()) != 100 {
 		t.Fatalf("Checkout of 100 bytes = %v, %v", c, err)
 	}
@@ -448,7 +450,7 @@ func TestHardLinkedNotTouched(t *testing.T) {
 				t.Fatal(err)
 			}
 			calls := map[string]func() error{
-				"Checkout": func() error { _, err := s.Checkout("q", "e"); return err },
+				"Checkout": func() error { _, err := s.Checkout(context.Background(), "q", "e"); return err },
 				"Remove":   func() error { return s.Remove("q", "e") },
 				"Move":     func() error { return s.Move("q", "e", "r") },
 				"Reader": func() error {
@@ -561,14 +563,20 @@ func TestClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := map[string]func() error{
-		"Enqueue":    func() error { _, err := s.EnqueueBytes("q", nil, nil, EnqueueOptions{}); return err },
-		"Reserve":    func() error { _, err := s.Reserve(nil); return err },
-		"List":       func() error { _, err := s.List("q"); return err },
-		"Checkout":   func() error { _, err := s.Checkout("q", name); return err },
-		"Remove":     func() error { return s.Remove("q", name) },
-		"Find":       func() error { _, _, err := s.Find(name); return err },
-		"ReadData":   func() error { _, err := s.ReadData(name); return err },
-		"Recover":    func() error { _, err := s.Recover(0, RecoverOptions{WorkersStopped: true}); return err },
+		"Enqueue": func() error {
+			_, err := s.EnqueueBytes(context.Background(), "q", nil, nil, EnqueueOptions{})
+			return err
+		},
+		"Reserve":  func() error { _, err := s.Reserve(nil); return err },
+		"List":     func() error { _, err := s.List("q"); return err },
+		"Checkout": func() error { _, err := s.Checkout(context.Background(), "q", name); return err },
+		"Remove":   func() error { return s.Remove("q", name) },
+		"Find":     func() error { _, _, err := s.Find(name); return err },
+		"ReadData": func() error { _, err := s.ReadData(name); return err },
+		"Recover": func() error {
+			_, err := s.Recover(context.Background(), 0, RecoverOptions{WorkersStopped: true})
+			return err
+		},
 		"AddQueue":   func() error { return s.AddQueue("r") },
 		"NewReader":  func() error { _, err := s.NewReader("q"); return err },
 		"Rediscover": func() error { return s.Rediscover() },

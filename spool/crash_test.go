@@ -88,7 +88,7 @@ func crashProducer() int {
 	for i := 0; ; i++ {
 		data := fmt.Sprintf("payload-%d-%d", os.Getpid(), i)
 		h.phase.Store("enqueue")
-		name, err := h.s.EnqueueBytes("a", []byte("orig"), []byte(data), EnqueueOptions{})
+		name, err := h.s.EnqueueBytes(context.Background(), "a", []byte("orig"), []byte(data), EnqueueOptions{})
 		if err != nil {
 			return helperFail(err)
 		}
@@ -102,7 +102,7 @@ func crashProducer() int {
 // hold locks) and returns a reader of queue.
 func (h *crashHelper) startConsumer(queue string) (*Reader, error) {
 	h.phase.Store("recover")
-	if _, err := h.s.Recover(0, RecoverOptions{WorkersStopped: true}); err != nil {
+	if _, err := h.s.Recover(context.Background(), 0, RecoverOptions{WorkersStopped: true}); err != nil {
 		return nil, err
 	}
 	h.phase.Store("open")
@@ -343,7 +343,7 @@ func checkAfterCrashes(t *testing.T, dir, logs string) {
 			}
 		}
 	}
-	rs, err := s.Recover(0, RecoverOptions{WorkersStopped: true})
+	rs, err := s.Recover(context.Background(), 0, RecoverOptions{WorkersStopped: true})
 	if err != nil {
 		t.Fatalf("Recover: %v", err)
 	}

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -81,16 +82,39 @@ type EnqueueOptions struct {
 // directories after it, so a visible entry is never without its registry file
 // or payload after a power loss. On failure Enqueue removes only the files
 // that this call created.
-func (s *Spool) Enqueue(queue string, metadata []byte, data io.Reader, o EnqueueOptions) (string, error) {
-	return s.enqueue(queue, metadata, nil, data, o)
+//
+// A done ctx stops Enqueue while it waits for a slot, between chunks of data
+// and before the rename; it then removes what it wrote and returns an error
+// wrapping ctx.Err(). Once the entry is visible it is not taken back.
+func (s *Spool) Enqueue(ctx context.Context, queue string, metadata []byte, data io.Reader, o EnqueueOptions) (string, error) {
+	if data != nil {
+		data = ctxReader{ctx, data}
+	}
+	return s.enqueue(ctx, queue, metadata, nil, data, o)
 }
 
-// EnqueueBytes is Enqueue with the payload in memory.
-func (s *Spool) EnqueueBytes(queue string, metadata, data []byte, o EnqueueOptions) (string, error) {
-	return s.enqueue(queue, metadata, data, nil, o)
+// EnqueueBytes is Enqueue with the payload in memory. It takes a ctx like
+// Enqueue because it waits the same way (for a slot under
+// Options.MaxConcurrentOps, and for fsyncs), so the two stay interchangeable.
+func (s *Spool) EnqueueBytes(ctx context.Context, queue string, metadata, data []byte, o EnqueueOptions) (string, error) {
+	return s.enqueue(ctx, queue, metadata, data, nil, o)
 }
 
-func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader, o EnqueueOptions) (string, error) {
+// ctxReader ends a stream once ctx is done. writeAll reads in chunks, so
+// this is the check between chunks.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes []byte, data io.Reader, o EnqueueOptions) (string, error) {
 	if err := s.checkQueue(queue); err != nil {
 		return "", err
 	}
@@ -101,7 +125,9 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 	if err != nil {
 		return "", err
 	}
-	s.acquire()
+	if err := s.acquireCtx(ctx); err != nil {
+		return "", fmt.Errorf("enqueue into %s/%s: %w", s.dir, queue, err)
+	}
 	defer s.release()
 
 	var name string
@@ -175,6 +201,10 @@ func (s *Spool) enqueue(queue string, metadata, dataBytes []byte, data io.Reader
 	created = append(created, s.tmp)
 
 	if err := s.syncDirs(s.reg, s.data); err != nil {
+		return fail(err)
+	}
+	// The last moment the entry can still be withdrawn unseen.
+	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
 	qpath := qd.dir.p(name)

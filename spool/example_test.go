@@ -11,6 +11,7 @@ import (
 )
 
 func Example() {
+	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
 
@@ -25,11 +26,11 @@ func Example() {
 	}
 	defer r.Close()
 
-	if _, err := s.EnqueueBytes("active", []byte("send_now"), []byte("Subject: hi\r\n\r\nhello\r\n"), spool.EnqueueOptions{}); err != nil {
+	if _, err := s.EnqueueBytes(ctx, "active", []byte("send_now"), []byte("Subject: hi\r\n\r\nhello\r\n"), spool.EnqueueOptions{}); err != nil {
 		log.Fatal(err)
 	}
 
-	c, err := r.Dequeue(context.Background())
+	c, err := r.Dequeue(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -47,6 +48,7 @@ func Example() {
 }
 
 func ExampleTyped() {
+	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
 	s, err := spool.Create(filepath.Join(dir, "spool"), []string{"jobs"}, nil)
@@ -59,11 +61,11 @@ func ExampleTyped() {
 		Attempts int
 	}
 	jobs := spool.NewTyped[job](s, spool.JSONCodec[job]{})
-	name, err := jobs.EnqueueBytes("jobs", job{Kind: "resize"}, nil, spool.EnqueueOptions{})
+	name, err := jobs.EnqueueBytes(ctx, "jobs", job{Kind: "resize"}, nil, spool.EnqueueOptions{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	err = jobs.WithEntry("jobs", name, func(c *spool.TypedCheckout[job]) (spool.TypedAction[job], error) {
+	err = jobs.WithEntry(ctx, "jobs", name, func(c *spool.TypedCheckout[job]) (spool.TypedAction[job], error) {
 		c.Meta.Attempts++
 		return spool.TypedSaveTo("jobs", c.Meta), nil
 	})
@@ -85,7 +87,7 @@ func ExampleSpool_Recover() {
 	defer s.Close()
 	// At start-up, return the entries of workers that died holding them.
 	// Live workers' entries are locked and stay where they are.
-	recovered, err := s.Recover(0, spool.RecoverOptions{WorkersStopped: true})
+	recovered, err := s.Recover(context.Background(), 0, spool.RecoverOptions{WorkersStopped: true})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -68,7 +69,7 @@ func FuzzValidateName(f *testing.F) {
 			// A rejected name is rejected by every operation that takes one
 			// (an empty EnqueueOptions.Name means "generate one").
 			if name != "" {
-				if _, err := s.EnqueueBytes("q", nil, nil, EnqueueOptions{Name: name}); !errors.Is(err, ErrInvalidName) {
+				if _, err := s.EnqueueBytes(context.Background(), "q", nil, nil, EnqueueOptions{Name: name}); !errors.Is(err, ErrInvalidName) {
 					t.Fatalf("Enqueue with name %q: %v, want ErrInvalidName", name, err)
 				}
 			}
@@ -92,7 +93,7 @@ func FuzzValidateName(f *testing.F) {
 			t.Fatalf("accepted name %q is not a single component of %s: %s", name, reg, p)
 		}
 		meta, data := []byte("m:"+name), []byte("d:"+name)
-		got, err := s.EnqueueBytes("q", meta, data, EnqueueOptions{Name: name})
+		got, err := s.EnqueueBytes(context.Background(), "q", meta, data, EnqueueOptions{Name: name})
 		if err != nil || got != name {
 			t.Fatalf("Enqueue with accepted name %q: %q, %v", name, got, err)
 		}

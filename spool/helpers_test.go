@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -108,7 +109,7 @@ func newTestSpool(t testing.TB, queues []string, o *Options) *Spool {
 // mustEnqueue enqueues metadata and data into queue.
 func mustEnqueue(t testing.TB, s *Spool, queue, metadata, data string, o EnqueueOptions) string {
 	t.Helper()
-	name, err := s.EnqueueBytes(queue, []byte(metadata), []byte(data), o)
+	name, err := s.EnqueueBytes(context.Background(), queue, []byte(metadata), []byte(data), o)
 	if err != nil {
 		t.Fatal(err)
 	}

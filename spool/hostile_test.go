@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -49,7 +50,7 @@ func TestSwappedDirectoriesStayInside(t *testing.T) {
 				var names []string
 				for i := range 8 {
 					name := fmt.Sprintf("e%d", i)
-					if _, err := s.EnqueueBytes("q", []byte("m"), []byte("d"), EnqueueOptions{Name: name}); err != nil {
+					if _, err := s.EnqueueBytes(context.Background(), "q", []byte("m"), []byte("d"), EnqueueOptions{Name: name}); err != nil {
 						t.Fatalf("round %d: enqueue %s: %v", round, name, err)
 					}
 					names = append(names, name)
@@ -76,19 +77,19 @@ func TestSwappedDirectoriesStayInside(t *testing.T) {
 						}
 					}
 				}()
-				s.Recover(0, RecoverOptions{WorkersStopped: true})
+				s.Recover(context.Background(), 0, RecoverOptions{WorkersStopped: true})
 				for _, name := range names[2:4] {
 					s.Remove("q", name)
 				}
 				for _, name := range names[4:6] {
 					s.Move("q", name, "r")
 				}
-				if c, err := s.Checkout("q", names[6]); err == nil {
+				if c, err := s.Checkout(context.Background(), "q", names[6]); err == nil {
 					c.WriteData(strings.NewReader("new payload"))
 					c.Save("r", []byte("new metadata"))
 				}
-				s.EnqueueBytes("q", []byte("m"), []byte("d"), EnqueueOptions{Name: "tmp"})
-				s.EnqueueBytes("r", []byte("m"), []byte("d"), EnqueueOptions{})
+				s.EnqueueBytes(context.Background(), "q", []byte("m"), []byte("d"), EnqueueOptions{Name: "tmp"})
+				s.EnqueueBytes(context.Background(), "r", []byte("m"), []byte("d"), EnqueueOptions{})
 				s.Remove("r", names[4])
 				s.Remove("q", "tmp")
 				close(stop)
@@ -105,7 +106,7 @@ func TestSwappedDirectoriesStayInside(t *testing.T) {
 				if after := treeState(t, victim); after != before {
 					t.Fatalf("round %d: the victim directory changed:\nbefore:\n%s\nafter:\n%s", round, before, after)
 				}
-				s.Recover(0, RecoverOptions{WorkersStopped: true})
+				s.Recover(context.Background(), 0, RecoverOptions{WorkersStopped: true})
 				for _, q := range []string{"q", "r"} {
 					ns, err := s.List(q)
 					if err != nil {

@@ -1,6 +1,7 @@
 package spool_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -97,14 +98,14 @@ var lifecycles = []lifecycle{
 		name: "worker", // enqueue, checkout, save to another queue, checkout, remove
 		steps: []lcStep{
 			{op: "enqueue", after: place{"q1", meta1}, run: func(st *lcState) error {
-				name, err := st.s.EnqueueBytes("q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
+				name, err := st.s.EnqueueBytes(context.Background(), "q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
 				if name != "" {
 					st.name = name
 				}
 				return err
 			}},
 			{op: "checkout", after: place{"q1/.checkout", meta1}, run: func(st *lcState) error {
-				c, err := st.s.Checkout("q1", st.name)
+				c, err := st.s.Checkout(context.Background(), "q1", st.name)
 				if err == nil {
 					st.c = c
 				}
@@ -114,7 +115,7 @@ var lifecycles = []lifecycle{
 				return st.c.Save("q2", []byte(meta2))
 			}},
 			{op: "checkout", after: place{"q2/.checkout", meta2}, run: func(st *lcState) error {
-				c, err := st.s.Checkout("q2", st.name)
+				c, err := st.s.Checkout(context.Background(), "q2", st.name)
 				if err == nil {
 					st.c = c
 				}
@@ -139,7 +140,7 @@ var lifecycles = []lifecycle{
 				if st.name == "" {
 					return errors.New("no reserved name")
 				}
-				_, err := st.s.EnqueueBytes("q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{Name: st.name})
+				_, err := st.s.EnqueueBytes(context.Background(), "q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{Name: st.name})
 				return err
 			}},
 			{op: "write-metadata", after: place{"q1", meta2}, also: []place{{"q1/.checkout", meta1}, {"q1/.checkout", meta2}}, run: func(st *lcState) error {
@@ -156,7 +157,7 @@ var lifecycles = []lifecycle{
 	{
 		name: "recover", // a holder crashed (no flock): recover, process with WithEntry, remove
 		setup: func(st *lcState) place {
-			name, err := st.s.EnqueueBytes("q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
+			name, err := st.s.EnqueueBytes(context.Background(), "q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
 			if err != nil {
 				st.t.Fatal(err)
 			}
@@ -174,14 +175,14 @@ var lifecycles = []lifecycle{
 		},
 		steps: []lcStep{
 			{op: "recover", after: place{"q1", meta1}, run: func(st *lcState) error {
-				rs, err := st.s.Recover(time.Minute, spool.RecoverOptions{})
+				rs, err := st.s.Recover(context.Background(), time.Minute, spool.RecoverOptions{})
 				if err == nil && (len(rs) != 1 || rs[0].Name != st.name) {
 					return fmt.Errorf("recover returned %v, want just %s", rs, st.name)
 				}
 				return err
 			}},
 			{op: "with-entry", after: place{"q2", meta2}, also: []place{{"q1/.checkout", meta1}, {"q1/.checkout", meta2}}, run: func(st *lcState) error {
-				return st.s.WithEntry("q1", st.name, func(c *spool.Checkout) (spool.Action, error) {
+				return st.s.WithEntry(context.Background(), "q1", st.name, func(c *spool.Checkout) (spool.Action, error) {
 					if string(c.Metadata()) != meta1 {
 						return spool.Action{}, fmt.Errorf("metadata %q", c.Metadata())
 					}
@@ -318,7 +319,7 @@ func finish(st *lcState) error {
 			}
 		}
 	}
-	if _, err := st.s.Recover(-time.Hour, spool.RecoverOptions{WorkersStopped: true}); err != nil {
+	if _, err := st.s.Recover(context.Background(), -time.Hour, spool.RecoverOptions{WorkersStopped: true}); err != nil {
 		return fmt.Errorf("recover after fault: %w", err)
 	}
 	if st.name != "" {
@@ -350,7 +351,7 @@ func finish(st *lcState) error {
 		return fmt.Errorf("after finishing: %w", err)
 	}
 	// The spool still works: a fresh entry goes through.
-	name, err := st.s.EnqueueBytes("q1", []byte("again"), []byte(payload), spool.EnqueueOptions{Names: spool.PrefixNames("again")})
+	name, err := st.s.EnqueueBytes(context.Background(), "q1", []byte("again"), []byte(payload), spool.EnqueueOptions{Names: spool.PrefixNames("again")})
 	if err != nil {
 		return fmt.Errorf("enqueue after fault: %w", err)
 	}

@@ -156,7 +156,7 @@ func mpProducer() int {
 	fmt.Println("ready")
 	for i := 0; i < n; i++ {
 		m := []byte(fmt.Sprintf("%d-%d", os.Getpid(), i))
-		name, err := s.EnqueueBytes("q", m, m, EnqueueOptions{})
+		name, err := s.EnqueueBytes(context.Background(), "q", m, m, EnqueueOptions{})
 		if err != nil {
 			return helperFail(err)
 		}

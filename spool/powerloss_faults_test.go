@@ -1,6 +1,7 @@
 package spool_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -169,7 +170,7 @@ func TestPowerLossFsyncOrder(t *testing.T) {
 
 	t.Run("enqueue", func(t *testing.T) {
 		l := r.do("enqueue", func() (err error) {
-			name, err = r.s.EnqueueBytes("q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
+			name, err = r.s.EnqueueBytes(context.Background(), "q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
 			return err
 		})
 		l.t = t
@@ -195,7 +196,7 @@ func TestPowerLossFsyncOrder(t *testing.T) {
 	var c *spool.Checkout
 	t.Run("checkout", func(t *testing.T) {
 		l := r.do("checkout", func() (err error) {
-			c, err = r.s.Checkout("q1", name)
+			c, err = r.s.Checkout(context.Background(), "q1", name)
 			return err
 		})
 		l.t = t
@@ -252,7 +253,7 @@ func TestPowerLossFsyncOrder(t *testing.T) {
 		old := time.Now().Add(-time.Hour)
 		os.Chtimes(co, old, old)
 		l := r.do("recover", func() error {
-			rs, err := r.s.Recover(time.Minute, spool.RecoverOptions{})
+			rs, err := r.s.Recover(context.Background(), time.Minute, spool.RecoverOptions{})
 			if err == nil && len(rs) != 1 {
 				err = fmt.Errorf("recovered %v", rs)
 			}
@@ -305,7 +306,7 @@ func TestDurabilityLevelsFsyncs(t *testing.T) {
 			r := newRecorder(t, tc.d)
 			var name string
 			l := r.do("enqueue", func() (err error) {
-				name, err = r.s.EnqueueBytes("q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
+				name, err = r.s.EnqueueBytes(context.Background(), "q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
 				return err
 			})
 			l.t = t

@@ -63,14 +63,14 @@ func TestReferenceFileBehavior(t *testing.T) {
 	check("a")
 
 	// b. enqueue into Queue1 with the prefix "q1_co_test_".
-	name, err := ts.EnqueueBytes("queue1", widget{Cog: 1}, partBytes(12345, "Acme Incorporated"), EnqueueOptions{Names: PrefixNames("q1_co_test_")})
+	name, err := ts.EnqueueBytes(context.Background(), "queue1", widget{Cog: 1}, partBytes(12345, "Acme Incorporated"), EnqueueOptions{Names: PrefixNames("q1_co_test_")})
 	if err != nil || name != "q1_co_test_000000" {
 		t.Fatalf("b: enqueue = %q, %v", name, err)
 	}
 	check("b", entry("queue1", name)...)
 
 	// c. checkout moves the queue file into .checkout; data and registry stay.
-	c, err := ts.Checkout("queue1", name)
+	c, err := ts.Checkout(context.Background(), "queue1", name)
 	if err != nil || c.Meta.Cog != 1 {
 		t.Fatalf("c: checkout = %+v, %v", c, err)
 	}
@@ -104,7 +104,7 @@ func TestReferenceFileBehavior(t *testing.T) {
 	var all []string
 	for k, e := range six {
 		meta := widget{Sprocket: fmt.Sprintf("Hello, world %d! %s", k+1, e.want)}
-		got, err := ts.EnqueueBytes(e.queue, meta, partBytes(e.sn, "Customer"), EnqueueOptions{Names: PrefixNames(e.prefix)})
+		got, err := ts.EnqueueBytes(context.Background(), e.queue, meta, partBytes(e.sn, "Customer"), EnqueueOptions{Names: PrefixNames(e.prefix)})
 		if err != nil || got != e.want {
 			t.Fatalf("f: enqueue %d = %q, %v; want %q", k+1, got, err, e.want)
 		}
@@ -121,7 +121,7 @@ func TestReferenceFileBehavior(t *testing.T) {
 	}
 
 	// h. checkout from Queue1 and save into Queue2.
-	c, err = ts.Checkout("queue1", "q1prefix1_000000")
+	c, err = ts.Checkout(context.Background(), "queue1", "q1prefix1_000000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestReferenceFileBehavior(t *testing.T) {
 	})
 
 	// j. with-entry replaces the content; name and position are unchanged.
-	err = ts.WithEntry("queue2", "q2prefix1_000000", func(c *TypedCheckout[widget]) (TypedAction[widget], error) {
+	err = ts.WithEntry(context.Background(), "queue2", "q2prefix1_000000", func(c *TypedCheckout[widget]) (TypedAction[widget], error) {
 		if c.Meta.Sprocket != "Hello, world 4! q2prefix1_000000" {
 			t.Errorf("j: with-entry sees %+v", c.Meta)
 		}
@@ -521,7 +521,7 @@ func TestRecover(t *testing.T) {
 	// Not an entry.
 	mkdir(t, s.checkoutPath("q", "adir"))
 
-	rs, err := s.Recover(10*time.Minute, RecoverOptions{})
+	rs, err := s.Recover(context.Background(), 10*time.Minute, RecoverOptions{})
 	if err == nil || !strings.Contains(err.Error(), "dup") {
 		t.Errorf("Recover did not report the duplicate: %v", err)
 	}
@@ -570,7 +570,7 @@ func TestThrottle(t *testing.T) {
 			}
 			defer r.Close()
 			for i := 0; i < 4; i++ {
-				name, err := s.EnqueueBytes("q", []byte("m"), []byte("d"), EnqueueOptions{})
+				name, err := s.EnqueueBytes(context.Background(), "q", []byte("m"), []byte("d"), EnqueueOptions{})
 				if err != nil {
 					errc <- err
 					return
@@ -595,7 +595,7 @@ func TestThrottle(t *testing.T) {
 						return
 					}
 				}
-				s.Recover(time.Hour, RecoverOptions{})
+				s.Recover(context.Background(), time.Hour, RecoverOptions{})
 			}
 			errc <- nil
 		}()
@@ -653,7 +653,7 @@ func TestCreateOpen(t *testing.T) {
 	if err := s.AddQueue("q3"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := o.EnqueueBytes("q3", nil, nil, EnqueueOptions{}); err != nil {
+	if _, err := o.EnqueueBytes(context.Background(), "q3", nil, nil, EnqueueOptions{}); err != nil {
 		t.Errorf("enqueue into a queue added elsewhere: %v", err)
 	}
 	if !o.HasQueue("q3") {

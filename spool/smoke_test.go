@@ -12,7 +12,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, err := s.EnqueueBytes("queue1", []byte("meta"), []byte("data"), EnqueueOptions{Names: PrefixNames("q1_")})
+	name, err := s.EnqueueBytes(context.Background(), "queue1", []byte("meta"), []byte("data"), EnqueueOptions{Names: PrefixNames("q1_")})
 	if err != nil || name != "q1_000000" {
 		t.Fatal(name, err)
 	}
@@ -43,7 +43,7 @@ func TestSmoke(t *testing.T) {
 	r3, _ := s.NewReader("queue1")
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		s.EnqueueBytes("queue1", []byte("late"), nil, EnqueueOptions{})
+		s.EnqueueBytes(context.Background(), "queue1", []byte("late"), nil, EnqueueOptions{})
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -606,6 +607,20 @@ func pathErr(op, path string, err error) error {
 
 // acquire takes a slot of the spool's throttle; release gives it back.
 func (s *Spool) acquire() { s.throttle <- struct{}{} }
+
+// acquireCtx is acquire for callers with a context: it gives up with
+// ctx.Err() when ctx is done first (a done ctx never takes a slot).
+func (s *Spool) acquireCtx(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case s.throttle <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 func (s *Spool) release() { <-s.throttle }
 
 // Paths of an entry's files.

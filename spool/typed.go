@@ -69,21 +69,21 @@ func (t *Typed[M]) encode(m M) ([]byte, error) {
 }
 
 // Enqueue is Spool.Enqueue with typed metadata.
-func (t *Typed[M]) Enqueue(queue string, m M, data io.Reader, o EnqueueOptions) (string, error) {
+func (t *Typed[M]) Enqueue(ctx context.Context, queue string, m M, data io.Reader, o EnqueueOptions) (string, error) {
 	b, err := t.encode(m)
 	if err != nil {
 		return "", err
 	}
-	return t.Spool.Enqueue(queue, b, data, o)
+	return t.Spool.Enqueue(ctx, queue, b, data, o)
 }
 
 // EnqueueBytes is Spool.EnqueueBytes with typed metadata.
-func (t *Typed[M]) EnqueueBytes(queue string, m M, data []byte, o EnqueueOptions) (string, error) {
+func (t *Typed[M]) EnqueueBytes(ctx context.Context, queue string, m M, data []byte, o EnqueueOptions) (string, error) {
 	b, err := t.encode(m)
 	if err != nil {
 		return "", err
 	}
-	return t.Spool.EnqueueBytes(queue, b, data, o)
+	return t.Spool.EnqueueBytes(ctx, queue, b, data, o)
 }
 
 // ReadMetadata reads and decodes the metadata of entry name in queue without
@@ -139,8 +139,8 @@ func decode[M any](codec Codec[M], c *Checkout) (*TypedCheckout[M], error) {
 
 // Checkout is Spool.Checkout with the metadata decoded. A *DecodeError
 // holds the checkout, which the caller must finish.
-func (t *Typed[M]) Checkout(queue, name string) (*TypedCheckout[M], error) {
-	c, err := t.Spool.Checkout(queue, name)
+func (t *Typed[M]) Checkout(ctx context.Context, queue, name string) (*TypedCheckout[M], error) {
+	c, err := t.Spool.Checkout(ctx, queue, name)
 	if err != nil {
 		return nil, err
 	}
@@ -194,8 +194,8 @@ func typedFunc[M any](codec Codec[M], f func(*TypedCheckout[M]) (TypedAction[M],
 }
 
 // WithEntry is Spool.WithEntry with typed metadata.
-func (t *Typed[M]) WithEntry(queue, name string, f func(*TypedCheckout[M]) (TypedAction[M], error)) error {
-	return t.Spool.WithEntry(queue, name, typedFunc(t.Codec, f))
+func (t *Typed[M]) WithEntry(ctx context.Context, queue, name string, f func(*TypedCheckout[M]) (TypedAction[M], error)) error {
+	return t.Spool.WithEntry(ctx, queue, name, typedFunc(t.Codec, f))
 }
 
 // TypedReader is a Reader that decodes metadata.

@@ -39,7 +39,7 @@ func cutPrefix(s, p string) (string, bool) {
 func TestTyped(t *testing.T) {
 	s := newTestSpool(t, []string{"q1", "q2"}, &Options{Durability: DurabilityNone})
 	ts := NewTyped[widget](s, JSONCodec[widget]{})
-	a, err := ts.EnqueueBytes("q1", widget{Sprocket: "Hello"}, []byte("data a"), EnqueueOptions{Names: PrefixNames("a")})
+	a, err := ts.EnqueueBytes(context.Background(), "q1", widget{Sprocket: "Hello"}, []byte("data a"), EnqueueOptions{Names: PrefixNames("a")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,14 +52,14 @@ func TestTyped(t *testing.T) {
 	if err := ts.WriteMetadata("q1", a, widget{Cog: 1}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := ts.Checkout("q1", a)
+	c, err := ts.Checkout(context.Background(), "q1", a)
 	if err != nil || c.Meta.Cog != 1 {
 		t.Fatalf("Checkout = %+v, %v", c, err)
 	}
 	if err := c.Save("q2", widget{Cog: 2}); err != nil {
 		t.Fatal(err)
 	}
-	err = ts.WithEntry("q2", a, func(c *TypedCheckout[widget]) (TypedAction[widget], error) {
+	err = ts.WithEntry(context.Background(), "q2", a, func(c *TypedCheckout[widget]) (TypedAction[widget], error) {
 		if c.Meta.Cog != 2 {
 			t.Errorf("WithEntry sees %+v", c.Meta)
 		}
@@ -74,7 +74,7 @@ func TestTyped(t *testing.T) {
 
 	// A reader decodes; an entry that does not decode comes back as a
 	// *DecodeError that holds the checkout.
-	if _, err := s.EnqueueBytes("q1", []byte("not json"), nil, EnqueueOptions{Names: PrefixNames("b")}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), "q1", []byte("not json"), nil, EnqueueOptions{Names: PrefixNames("b")}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := ts.NewReader("q1")
@@ -123,11 +123,11 @@ func TestTyped(t *testing.T) {
 
 	// Another codec on the same raw API.
 	tc := NewTyped[int](s, cogCodec{})
-	n, err := tc.Enqueue("q1", 7, nil, EnqueueOptions{})
+	n, err := tc.Enqueue(context.Background(), "q1", 7, nil, EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tc.WithEntry("q1", n, func(c *TypedCheckout[int]) (TypedAction[int], error) {
+	if err := tc.WithEntry(context.Background(), "q1", n, func(c *TypedCheckout[int]) (TypedAction[int], error) {
 		if c.Meta != 7 {
 			t.Errorf("cog %d", c.Meta)
 		}

@@ -60,7 +60,7 @@ func benchQueueStats(b *testing.B) (time.Time, []monitor.QueueStats) {
 		for _, q := range queues {
 			for j := range benchEntries {
 				name := fmt.Sprintf("%s-e%04d", q, j)
-				if _, err := s.EnqueueBytes(q, nil, nil, spool.EnqueueOptions{Name: name}); err != nil {
+				if _, err := s.EnqueueBytes(context.Background(), q, nil, nil, spool.EnqueueOptions{Name: name}); err != nil {
 					benchOnce.err = err
 					return
 				}

@@ -381,7 +381,7 @@ func TestQshape(t *testing.T) {
 	ages := []time.Duration{time.Minute, 5*time.Minute - time.Second, 7 * time.Minute, 30 * time.Minute, 2 * time.Hour, 30 * time.Hour}
 	for i, a := range ages {
 		name := fmt.Sprintf("e%d", i)
-		if _, err := s.EnqueueBytes("active", []byte("m"), []byte("d"), spool.EnqueueOptions{Name: name}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "active", []byte("m"), []byte("d"), spool.EnqueueOptions{Name: name}); err != nil {
 			t.Fatal(err)
 		}
 		at := now.Add(-a)

@@ -18,12 +18,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
 	"github.com/spool-agent/spool-agent/collector"
 	"github.com/spool-agent/spool-agent/exporters/promexporter"
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/spool"
 )
@@ -39,14 +39,14 @@ func problemSpool(t *testing.T, dir string) {
 	}
 	hourAgo := time.Now().Add(-time.Hour)
 	for _, name := range []string{"msg1", "msg2", "<script>alert(1)", "held"} {
-		if _, err := s.EnqueueBytes("active", []byte("m"), []byte("d"), spool.EnqueueOptions{Name: name}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "active", []byte("m"), []byte("d"), spool.EnqueueOptions{Name: name}); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Chtimes(filepath.Join(dir, "active", name), hourAgo, hourAgo); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Checkout("active", "held"); err != nil { // left checked out
+	if _, err := s.Checkout(context.Background(), "active", "held"); err != nil { // left checked out
 		t.Fatal(err)
 	}
 	for _, p := range []string{".data/<img src=x onerror=alert(2)>", ".tmp/left-over"} {
@@ -215,7 +215,7 @@ func TestAPIAgainstMetrics(t *testing.T) {
 		}
 		got := map[[3]string]float64{}
 		for _, m := range families["spool_problems"].GetMetric() {
-			l := labelMap(m)
+			l := testkit.Labels(m)
 			if l["spool"] == s.Name && m.GetGauge().GetValue() != 0 {
 				got[[3]string{l["kind"], l["dir"], l["queue"]}] = m.GetGauge().GetValue()
 			}
@@ -234,12 +234,4 @@ func TestAPIAgainstMetrics(t *testing.T) {
 			t.Errorf("no %q in the spool's page", want)
 		}
 	}
-}
-
-func labelMap(m *dto.Metric) map[string]string {
-	l := map[string]string{}
-	for _, p := range m.GetLabel() {
-		l[p.GetName()] = p.GetValue()
-	}
-	return l
 }

@@ -24,7 +24,7 @@ func bigSpool(b *testing.B, n int) string {
 		b.Fatal(err)
 	}
 	for i := range n {
-		if _, err := s.EnqueueBytes("active", []byte("m"), []byte("data"), spool.EnqueueOptions{Name: "e" + strconv.Itoa(i)}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "active", []byte("m"), []byte("data"), spool.EnqueueOptions{Name: "e" + strconv.Itoa(i)}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -107,7 +108,7 @@ func problemSpool(t *testing.T) string {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"ok", "dup", "nodata", "held"} {
-		if _, err := s.EnqueueBytes("active", []byte("m"), []byte("d"), spool.EnqueueOptions{Name: n}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "active", []byte("m"), []byte("d"), spool.EnqueueOptions{Name: n}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -467,7 +468,7 @@ func TestTextOutputsEscapeNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := "n\x80\x9b2J"
-	if _, err := s.EnqueueBytes(queue, nil, nil, spool.EnqueueOptions{Name: name}); err != nil {
+	if _, err := s.EnqueueBytes(context.Background(), queue, nil, nil, spool.EnqueueOptions{Name: name}); err != nil {
 		t.Fatal(err)
 	}
 	bad := "bad\u0085" // refused by spool.ValidateName, read by everything

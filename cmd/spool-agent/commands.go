@@ -107,7 +107,7 @@ type EnqueueCmd struct {
 	Durability   string `default:"full" enum:"none,files,full" placeholder:"LEVEL" help:"What to fsync before returning: none, files or full (files and directories; default: ${default})."`
 }
 
-func (c *EnqueueCmd) run(_ context.Context, m *Main) error {
+func (c *EnqueueCmd) run(ctx context.Context, m *Main) error {
 	if c.MetadataFile == "-" && c.DataFile == "-" {
 		return errors.New("--metadata-file and --data-file cannot both read standard input")
 	}
@@ -146,7 +146,7 @@ func (c *EnqueueCmd) run(_ context.Context, m *Main) error {
 	if !s.HasQueue(c.Queue) {
 		return unknownQueue(s, c.Queue)
 	}
-	name, err := s.Enqueue(c.Queue, meta, data, spool.EnqueueOptions{Name: c.Name})
+	name, err := s.Enqueue(ctx, c.Queue, meta, data, spool.EnqueueOptions{Name: c.Name})
 	if err != nil {
 		return err
 	}
@@ -379,7 +379,7 @@ type RecoverCmd struct {
 	QuietFlag
 }
 
-func (c *RecoverCmd) run(_ context.Context, m *Main) error {
+func (c *RecoverCmd) run(ctx context.Context, m *Main) error {
 	if c.OlderThan < 0 {
 		return fmt.Errorf("--older-than %v: negative duration", c.OlderThan)
 	}
@@ -395,7 +395,7 @@ func (c *RecoverCmd) run(_ context.Context, m *Main) error {
 	if c.DryRun {
 		recovered, err = staleCheckouts(s, m.Now(), c.OlderThan)
 	} else {
-		recovered, err = s.Recover(c.OlderThan, spool.RecoverOptions{WorkersStopped: c.WorkersStopped})
+		recovered, err = s.Recover(ctx, c.OlderThan, spool.RecoverOptions{WorkersStopped: c.WorkersStopped})
 	}
 	p.finish()
 	if errors.Is(err, spool.ErrRecoverTooYoung) {

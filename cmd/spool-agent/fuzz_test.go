@@ -126,7 +126,7 @@ func FuzzShowJSON(f *testing.F) {
 		if spool.ValidateName(name) != nil {
 			return
 		}
-		if _, err := s.EnqueueBytes("in", metadata, []byte("payload"), spool.EnqueueOptions{Name: name}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "in", metadata, []byte("payload"), spool.EnqueueOptions{Name: name}); err != nil {
 			t.Fatalf("enqueue %q: %v", name, err)
 		}
 		defer s.Remove("in", name)

@@ -129,7 +129,7 @@ func fixtureSpool(t *testing.T) string {
 		{"frozen", "f-recent", "", "r", 30 * time.Second, false},
 	}
 	for _, e := range ents {
-		name, err := s.EnqueueBytes(e.queue, []byte(e.meta), []byte(e.data), spool.EnqueueOptions{Name: e.name})
+		name, err := s.EnqueueBytes(context.Background(), e.queue, []byte(e.meta), []byte(e.data), spool.EnqueueOptions{Name: e.name})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,7 +78,7 @@ func TestZeroLimitChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, err := s.EnqueueBytes("q", []byte("m"), nil, spool.EnqueueOptions{})
+	name, err := s.EnqueueBytes(context.Background(), "q", []byte("m"), nil, spool.EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

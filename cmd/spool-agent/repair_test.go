@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io/fs"
 	"os"
@@ -30,7 +31,7 @@ func brokenSpool(t *testing.T, unexpected bool) string {
 	}
 	defer s.Close()
 	for _, n := range []string{"ok", "orphan", "nodata", "stale", "esc\x1b[31m"} {
-		if _, err := s.EnqueueBytes("incoming", []byte("meta "+n), []byte("data "+n), spool.EnqueueOptions{Name: n}); err != nil && n != "esc\x1b[31m" {
+		if _, err := s.EnqueueBytes(context.Background(), "incoming", []byte("meta "+n), []byte("data "+n), spool.EnqueueOptions{Name: n}); err != nil && n != "esc\x1b[31m" {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,7 +25,7 @@ func TestSparseMetadata(t *testing.T) {
 	}
 	sizes := map[string]int64{"huge": 100e6, "tera": 1 << 40}
 	for name, size := range sizes {
-		if _, err := s.EnqueueBytes("active", []byte("m"), nil, spool.EnqueueOptions{Name: name}); err != nil {
+		if _, err := s.EnqueueBytes(context.Background(), "active", []byte("m"), nil, spool.EnqueueOptions{Name: name}); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Truncate(filepath.Join(dir, "active", name), size); err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spool-agent/spool-agent/internal/syncbuf"
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -64,7 +65,7 @@ func TestE2EAgentOTLP(t *testing.T) {
 				t.Fatal(err)
 			}
 			for range 2 {
-				if _, err := sp.EnqueueBytes("outbox", []byte("meta"), []byte("data"), spool.EnqueueOptions{}); err != nil {
+				if _, err := sp.EnqueueBytes(context.Background(), "outbox", []byte("meta"), []byte("data"), spool.EnqueueOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -103,7 +104,7 @@ func TestE2EAgentOTLP(t *testing.T) {
 				}
 			}()
 
-			waitFor(t, 30*time.Second, "queue metrics over OTLP", func() bool {
+			testkit.WaitFor(t, 30*time.Second, "queue metrics over OTLP", func() bool {
 				p, ok := rcv.findPoint("spool.queue.entries", map[string]string{AttrSpool: "mail", AttrQueue: "outbox", AttrEntryState: StateWaiting})
 				return ok && p.value == 2
 			})
@@ -124,7 +125,7 @@ func TestE2EAgentOTLP(t *testing.T) {
 			for k, v := range want {
 				start[k] = v
 			}
-			waitFor(t, 30*time.Second, "a Start log record for the orphan", func() bool { _, ok := rcv.findRecord(start); return ok })
+			testkit.WaitFor(t, 30*time.Second, "a Start log record for the orphan", func() bool { _, ok := rcv.findRecord(start); return ok })
 			rec, _ := rcv.findRecord(start)
 			if rec.severityText != "WARN" || rec.eventName != EventNameStart || rec.attrs[AttrEntryMtime] == "" {
 				t.Errorf("start record %+v", rec)
@@ -144,7 +145,7 @@ func TestE2EAgentOTLP(t *testing.T) {
 			for k, v := range want {
 				end[k] = v
 			}
-			waitFor(t, 30*time.Second, "an End log record for the orphan", func() bool { _, ok := rcv.findRecord(end); return ok })
+			testkit.WaitFor(t, 30*time.Second, "an End log record for the orphan", func() bool { _, ok := rcv.findRecord(end); return ok })
 			if rec, _ := rcv.findRecord(end); rec.severityText != "INFO" || rec.eventName != EventNameEnd {
 				t.Errorf("end record %+v", rec)
 			}
@@ -176,17 +177,9 @@ func TestE2EAgentOTLP(t *testing.T) {
 }
 
 // promtoolCheck runs `promtool check metrics` on a real scrape of url (with
-// a problem alerting). Under CI=true a missing promtool fails the test.
+// a problem alerting); see testkit.CheckMetrics for a missing promtool.
 func promtoolCheck(t *testing.T, url string) {
 	t.Helper()
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool not found; CI must install Debian's prometheus package")
-		}
-		t.Log("promtool not installed (Debian package prometheus): not checking the scrape")
-		return
-	}
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -199,9 +192,5 @@ func promtoolCheck(t *testing.T, url string) {
 	if !bytes.Contains(body, []byte(`spool_problems{dir="data",kind="orphaned",queue="",spool="mail"} 1`)) {
 		t.Errorf("scrape lacks the alerting orphan:\n%s", body)
 	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics on a real scrape: %v\n%s", err, out)
-	}
+	testkit.CheckMetrics(t, body)
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/spool"
 )
@@ -303,15 +303,9 @@ func TestSnapshotsReadOncePerScrape(t *testing.T) {
 }
 
 // TestPromtoolCheckMetrics runs `promtool check metrics` over a real scrape
-// through promhttp. Under CI=true a missing promtool fails the test.
+// through promhttp (skipped without promtool, failed under CI=true).
 func TestPromtoolCheckMetrics(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool not found; CI must install Debian's prometheus package")
-		}
-		t.Skip("promtool not installed (Debian package prometheus)")
-	}
+	testkit.Promtool(t)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(newTestExporter(downSnapshot(), mailSnapshot()))
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -325,12 +319,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(body)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s\nexposition:\n%s", err, out, body)
-	}
+	testkit.CheckMetrics(t, body)
 }
 
 // TestAgeHistogramFromMonitor builds a real snapshot (the age index is the
@@ -342,7 +331,7 @@ func TestAgeHistogramFromMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, age := range []time.Duration{30 * time.Second, 2 * time.Hour, 72 * time.Hour} {
-		name, err := sp.EnqueueBytes("outbox", []byte("m"), nil, spool.EnqueueOptions{})
+		name, err := sp.EnqueueBytes(context.Background(), "outbox", []byte("m"), nil, spool.EnqueueOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

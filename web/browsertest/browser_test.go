@@ -73,7 +73,7 @@ func makeSpools(t *testing.T, dir string) (mail, outbound string) {
 				if a == 2*time.Hour {
 					entry = scriptName
 				}
-				if _, err := s.EnqueueBytes(q, []byte("m"), []byte("d"), spool.EnqueueOptions{Name: entry}); err != nil {
+				if _, err := s.EnqueueBytes(context.Background(), q, []byte("m"), []byte("d"), spool.EnqueueOptions{Name: entry}); err != nil {
 					t.Fatal(err)
 				}
 				at := now.Add(-a)
@@ -93,7 +93,7 @@ func makeSpools(t *testing.T, dir string) (mail, outbound string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Checkout("active", "active-001"); err != nil {
+	if _, err := s.Checkout(context.Background(), "active", "active-001"); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

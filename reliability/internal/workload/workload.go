@@ -149,7 +149,10 @@ func Produce(ctx context.Context, s *spool.Spool, queue, prefix string, n, size 
 			}
 		}
 		id := fmt.Sprintf("%s-%d", prefix, i)
-		name, err := s.EnqueueBytes(queue, Metadata(id), Payload(id, size), spool.EnqueueOptions{})
+		name, err := s.EnqueueBytes(ctx, queue, Metadata(id), Payload(id, size), spool.EnqueueOptions{})
+		if err != nil && ctx.Err() != nil {
+			return nil // stopped before the entry was visible: nothing to acknowledge
+		}
 		if err != nil {
 			return fmt.Errorf("enqueue %s: %w", id, err)
 		}
@@ -228,7 +231,7 @@ func consumeChecked(ctx context.Context, s *spool.Spool, queue string, o Options
 	if o.BesideReference {
 		age, ro = spool.MinRecoverAge, spool.RecoverOptions{}
 	}
-	if _, err := s.Recover(age, ro); err != nil {
+	if _, err := s.Recover(ctx, age, ro); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	r, err := s.NewReader(queue)
