@@ -1,0 +1,215 @@
+package spool
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+
+	"golang.org/x/sys/unix"
+)
+
+// gate is a fake barrier: each call counts itself, reports that it has
+// started, and returns the error sent on release.
+type gate struct {
+	calls   atomic.Int32
+	release chan error
+}
+
+func newGate() *gate { return &gate{release: make(chan error)} }
+
+func (g *gate) barrier() error {
+	g.calls.Add(1)
+	return <-g.release
+}
+
+// TestCommitGroupAlone: with nobody else waiting the barrier runs at once,
+// once per call, on the caller's goroutine (no hand-off, no added delay).
+func TestCommitGroupAlone(t *testing.T) {
+	var g commitGroup
+	runs := 0
+	for i := range 3 {
+		err := g.do(func() error { runs++; return nil })
+		if err != nil || runs != i+1 {
+			t.Fatalf("call %d: err %v, %d barriers", i, err, runs)
+		}
+	}
+	if r, s := g.rounds.Load(), g.shared.Load(); r != 3 || s != 0 {
+		t.Errorf("rounds %d shared %d, want 3 and 0", r, s)
+	}
+	if g.busy() {
+		t.Error("group busy after the calls returned")
+	}
+}
+
+// TestCommitGroupBatch: operations that arrive while a barrier is in flight
+// share the next one, which starts only after they arrived; its result,
+// success or error, reaches every one of them.
+func TestCommitGroupBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		waiters int
+		err     error
+	}{
+		{"one waiter", 1, nil},
+		{"seven waiters", 7, nil},
+		{"seven waiters, EIO", 7, unix.EIO},
+		{"thirty-one waiters, ENOSPC", 31, unix.ENOSPC},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var g commitGroup
+				gt := newGate()
+				leader := make(chan error, 1)
+				go func() { leader <- g.do(gt.barrier) }()
+				synctest.Wait() // the first barrier is in flight
+				if n := gt.calls.Load(); n != 1 {
+					t.Fatalf("%d barriers in flight, want 1", n)
+				}
+				errs := make(chan error, tc.waiters)
+				var arrived atomic.Int32
+				for range tc.waiters {
+					go func() {
+						arrived.Add(1) // the change is done: from here a barrier must start
+						errs <- g.do(gt.barrier)
+					}()
+				}
+				synctest.Wait() // every waiter has joined the next round
+				if n := gt.calls.Load(); n != 1 {
+					t.Fatalf("%d barriers started while the first was in flight, want 1", n)
+				}
+				g.mu.Lock()
+				if g.next == nil || g.next.waiters != tc.waiters {
+					t.Errorf("next round has %v, want %d waiters", g.next, tc.waiters)
+				}
+				g.mu.Unlock()
+				// The barrier in flight returns: it covers none of the waiters.
+				gt.release <- nil
+				if err := <-leader; err != nil {
+					t.Fatal(err)
+				}
+				synctest.Wait()
+				if len(errs) != 0 {
+					t.Fatalf("%d waiters acknowledged by a barrier that started before they arrived", len(errs))
+				}
+				if n := gt.calls.Load(); n != 2 {
+					t.Fatalf("%d barriers, want 2: the waiters share one", n)
+				}
+				gt.release <- tc.err
+				for range tc.waiters {
+					if err := <-errs; !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+						t.Errorf("waiter got %v, want %v", err, tc.err)
+					}
+				}
+				if r, s := g.rounds.Load(), g.shared.Load(); r != 2 || s != uint64(tc.waiters-1) {
+					t.Errorf("rounds %d shared %d, want 2 and %d", r, s, tc.waiters-1)
+				}
+				if g.busy() {
+					t.Error("group busy after every call returned")
+				}
+			})
+		})
+	}
+}
+
+// TestCommitGroupErrorNotSticky: the round after a failed one runs its own
+// barrier and reports its own result.
+func TestCommitGroupErrorNotSticky(t *testing.T) {
+	var g commitGroup
+	if err := g.do(func() error { return unix.EIO }); !errors.Is(err, unix.EIO) {
+		t.Fatalf("got %v, want EIO", err)
+	}
+	if err := g.do(func() error { return nil }); err != nil {
+		t.Fatalf("the next round reported %v", err)
+	}
+}
+
+// TestCommitGroupLateArrival: an operation that arrives after the barrier
+// in flight returned, but before its waiters woke up to start the next
+// one, starts that round itself, for them as well.
+func TestCommitGroupLateArrival(t *testing.T) {
+	var g commitGroup
+	pending := &round{done: make(chan struct{}), waiters: 1}
+	g.next = pending // a waiter of the finished round has not woken yet
+	runs := 0
+	if err := g.do(func() error { runs++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-pending.done:
+	default:
+		t.Fatal("the waiting round was not run")
+	}
+	if runs != 1 || pending.waiters != 2 || g.next != nil || g.running != nil {
+		t.Errorf("runs %d, waiters %d, next %v, running %v", runs, pending.waiters, g.next, g.running)
+	}
+}
+
+// TestCommitGroupCovers runs many goroutines that each make a change and
+// wait for a barrier, and checks that every one was acknowledged by a
+// barrier that started after its change (the barrier records how many
+// changes were done when it started). It runs with real concurrency (no
+// synctest) so that -race sees the hand-offs.
+func TestCommitGroupCovers(t *testing.T) {
+	var g commitGroup
+	var changes atomic.Int64 // changes done
+	var mu sync.Mutex
+	durable := int64(0) // changes covered by the last barrier that returned
+	barrier := func() error {
+		start := changes.Load()
+		runtime.Gosched() // let others arrive meanwhile
+		mu.Lock()
+		durable = max(durable, start)
+		mu.Unlock()
+		return nil
+	}
+	var wg sync.WaitGroup
+	var bad atomic.Int32
+	for range 16 {
+		wg.Go(func() {
+			for range 200 {
+				mine := changes.Add(1)
+				if err := g.do(barrier); err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				if durable < mine {
+					bad.Add(1)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Errorf("%d operations acknowledged before a barrier covered their change", bad.Load())
+	}
+	r, s := g.rounds.Load(), g.shared.Load()
+	t.Logf("16x200 operations: %d barriers, %d operations served by another's", r, s)
+	if r+s != 16*200 {
+		t.Errorf("rounds %d + shared %d != %d operations", r, s, 16*200)
+	}
+}
+
+func TestKernelAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		release string
+		want    bool
+	}{
+		{"5.8.0", true},
+		{"5.7.19", false},
+		{"6.1.0-13-amd64", true},
+		{"4.19.0", false},
+		{"5.10", true},
+		{"5.8-rc1", true},
+		{"10.0.0", true},
+		{"", false},
+		{"garbage", false},
+	} {
+		if got := kernelAtLeast(tc.release, 5, 8); got != tc.want {
+			t.Errorf("kernelAtLeast(%q, 5, 8) = %v, want %v", tc.release, got, tc.want)
+		}
+	}
+}
