@@ -30,6 +30,17 @@ func dequeueLater(r *Reader) <-chan string {
 	return got
 }
 
+// watcherKinds are the watchers that a test of readers runs with: the
+// default (SPOOL_AGENT_WATCHER or the platform's), fsnotify forced and,
+// with polling, none.
+func watcherKinds(polling bool) map[string]watcherKind {
+	m := map[string]watcherKind{"default": watchDefault, "fsnotify": watchFsnotify}
+	if polling {
+		m["polling"] = watchNone
+	}
+	return m
+}
+
 // blockedSignal makes r send on the returned channel each time its Dequeue
 // is about to block (found nothing to take). Call it before r dequeues.
 func blockedSignal(r *Reader) <-chan struct{} {
@@ -57,16 +68,13 @@ func waitBlocked(t *testing.T, ch <-chan struct{}) {
 // blocked on it returns at once with an error wrapping ErrUnknownQueue, and
 // so do later calls, polling or not; a new reader of it fails likewise.
 func TestReaderQueueRemoved(t *testing.T) {
-	for _, polling := range []bool{false, true} {
-		name := "watching"
-		if polling {
-			name = "polling"
-		}
+	t.Parallel()
+	for name, kind := range watcherKinds(true) {
+		polling := kind == watchNone
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			s := newTestSpool(t, []string{"q", "other"}, &Options{Durability: DurabilityNone, PollInterval: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-			if polling {
-				s.hub.kind = watchNone
-			}
+			s.hub.kind = kind
 			r, err := s.NewReader("q")
 			if err != nil {
 				t.Fatal(err)
@@ -121,7 +129,18 @@ func TestReaderQueueRemoved(t *testing.T) {
 // (ErrClosed), later calls fail with ErrClosed, and once every reader is
 // closed a new reader watches again.
 func TestReaderClose(t *testing.T) {
+	t.Parallel()
+	for name, kind := range watcherKinds(false) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testReaderClose(t, kind)
+		})
+	}
+}
+
+func testReaderClose(t *testing.T, kind watcherKind) {
 	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
+	s.hub.kind = kind
 	r1, err := s.NewReader("q")
 	if err != nil {
 		t.Fatal(err)
@@ -185,8 +204,19 @@ func TestReaderClose(t *testing.T) {
 // from events; when it cannot trust its knowledge (names dropped, an entry
 // busy) it lists again, and it still dequeues everything in order.
 func TestReaderListings(t *testing.T) {
+	t.Parallel()
+	for name, kind := range watcherKinds(false) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testReaderListings(t, kind)
+		})
+	}
+}
+
+func testReaderListings(t *testing.T, kind watcherKind) {
 	hfs := &hookFS{}
 	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
+	s.hub.kind = kind
 	var listings atomic.Int64
 	hfs.hook = func(op, path string) error {
 		if op == "readdir" && path == s.queueDir("q") {
@@ -275,7 +305,18 @@ func waitAnnounced(t *testing.T, r *Reader, name string) {
 // a new one made in its place, a reader watches the new one and dequeues
 // what arrives there.
 func TestReaderQueueReplaced(t *testing.T) {
+	t.Parallel()
+	for name, kind := range watcherKinds(false) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testReaderQueueReplaced(t, kind)
+		})
+	}
+}
+
+func testReaderQueueReplaced(t *testing.T, kind watcherKind) {
 	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
+	s.hub.kind = kind
 	r, err := s.NewReader("q")
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // watchHub picks, once per spool, the watcher that the spool's readers
@@ -171,6 +173,13 @@ func (g goneSets) back(dir, name string) {
 	if s := g[dir]; s != nil {
 		delete(s.names, name)
 	}
+}
+
+// pathLeadsTo reports whether the path of queue in the spool root leads to
+// the directory open as fd (used to watch by path where there is no /proc).
+func (s *Spool) pathLeadsTo(queue string, fd int) bool {
+	var a, b unix.Stat_t
+	return s.fs.Lstat(s.root.fd, queue, &a) == nil && s.fs.Fstat(fd, &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev
 }
 
 // isClosed reports whether ch is closed.

@@ -349,8 +349,7 @@ func (h *inotifyHub) addWatch(r *Reader) (int, error) {
 		return wd, err
 	}
 	// No /proc: watch the path if it leads to the directory we hold.
-	var a, b unix.Stat_t
-	if h.s.fs.Lstat(h.s.root.fd, r.queue, &a) != nil || h.s.fs.Fstat(qd.dir.fd, &b) != nil || a.Ino != b.Ino || a.Dev != b.Dev {
+	if !h.s.pathLeadsTo(r.queue, qd.dir.fd) {
 		return -1, unix.ENOENT
 	}
 	return unix.InotifyAddWatch(h.fd, qd.dir.path, watchMask)

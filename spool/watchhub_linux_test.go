@@ -280,3 +280,32 @@ func TestInotifyEntryBackBeforeMark(t *testing.T) {
 	}
 	c.Remove()
 }
+
+// TestFsnotifyInstances: the portable watcher, forced on Linux, also
+// shares one inotify instance among a spool's readers and releases it with
+// the last one.
+func TestFsnotifyInstances(t *testing.T) {
+	before := inotifyFDs(t)
+	s := newTestSpool(t, []string{"q1", "q2"}, &Options{Durability: DurabilityNone})
+	s.hub.kind = watchFsnotify
+	var readers []*Reader
+	for _, q := range []string{"q1", "q1", "q2"} {
+		r, err := s.NewReader(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Polling() {
+			t.Fatal("reader polls although fsnotify works")
+		}
+		readers = append(readers, r)
+	}
+	if n := inotifyFDs(t) - before; n != 1 {
+		t.Errorf("three readers of one spool use %d inotify instances, want 1", n)
+	}
+	for _, r := range readers {
+		r.Close()
+	}
+	if n := inotifyFDs(t) - before; n != 0 {
+		t.Errorf("with every reader closed, %d inotify instances left", n)
+	}
+}
