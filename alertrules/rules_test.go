@@ -13,23 +13,12 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
 // bundledRules is the rule file shipped in the repository.
 const bundledRules = "spool-agent.rules.yml"
-
-// promtool returns the path of promtool. Without it the test is skipped
-// with one line naming the package to install, except under CI=true (set
-// by .ci/run, which installs Debian's prometheus package), where a missing
-// promtool fails the test rather than let it pass without running.
-func promtool(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		missingTool(t, "promtool is not installed (apt-get install prometheus)")
-	}
-	return p
-}
 
 // missingTool skips the test outside CI and fails it under CI=true.
 func missingTool(t *testing.T, msg string) {
@@ -42,7 +31,7 @@ func missingTool(t *testing.T, msg string) {
 
 func runPromtool(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(promtool(t), args...)
+	cmd := exec.Command(testkit.Promtool(t), args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -135,7 +124,7 @@ func promtoolTestWith(t *testing.T, cfg Config, testFile string) ([]byte, error)
 	if err := os.WriteFile(tf, tests, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return exec.Command(promtool(t), "test", "rules", tf).CombinedOutput()
+	return exec.Command(testkit.Promtool(t), "test", "rules", tf).CombinedOutput()
 }
 
 // TestPromtoolCatchesBrokenRules makes sure the two promtool tests above can

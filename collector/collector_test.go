@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spool-agent/spool-agent/internal/syncbuf"
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/spool"
 )
@@ -48,17 +49,8 @@ func snapshotOf(c *Collector, name string) *monitor.Snapshot {
 	return nil
 }
 
-// waitFor polls cond every 5ms until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitTimeout bounds every wait of these tests for a condition.
+const waitTimeout = 10 * time.Second
 
 // runCollector runs c until the test ends.
 func runCollector(t *testing.T, c *Collector) {
@@ -130,7 +122,7 @@ func TestIsolationDeletedSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "both spools up", func() bool {
+	testkit.WaitFor(t, waitTimeout, "both spools up", func() bool {
 		sa, sb := snapshotOf(c, "a"), snapshotOf(c, "b")
 		return sa.Up && sb.Up
 	})
@@ -138,15 +130,15 @@ func TestIsolationDeletedSpool(t *testing.T) {
 	if err := os.RemoveAll(a); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a down with an error", func() bool { s := snapshotOf(c, "a"); return !s.Up && s.LastError != "" })
+	testkit.WaitFor(t, waitTimeout, "a down with an error", func() bool { s := snapshotOf(c, "a"); return !s.Up && s.LastError != "" })
 	before := snapshotOf(c, "b").Cycles
-	waitFor(t, "b still cycling while a is down", func() bool {
+	testkit.WaitFor(t, waitTimeout, "b still cycling while a is down", func() bool {
 		s := snapshotOf(c, "b")
 		return s.Up && s.Cycles >= before+3
 	})
 
 	makeSpool(t, a)
-	waitFor(t, "a back up", func() bool { return snapshotOf(c, "a").Up })
+	testkit.WaitFor(t, waitTimeout, "a back up", func() bool { return snapshotOf(c, "a").Up })
 	if !strings.Contains(logs.String(), "spool=a") {
 		t.Errorf("no log line about spool a:\n%s", logs.String())
 	}
@@ -163,9 +155,9 @@ func TestMissingSpoolRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "a failed cycle", func() bool { s := snapshotOf(c, "later"); return s.FailedCycles > 0 && !s.Up })
+	testkit.WaitFor(t, waitTimeout, "a failed cycle", func() bool { s := snapshotOf(c, "later"); return s.FailedCycles > 0 && !s.Up })
 	makeSpool(t, dir)
-	waitFor(t, "spool up once created", func() bool { return snapshotOf(c, "later").Up })
+	testkit.WaitFor(t, waitTimeout, "spool up once created", func() bool { return snapshotOf(c, "later").Up })
 }
 
 func plantOrphan(t *testing.T, dir string) {
@@ -207,7 +199,7 @@ func TestApplyKeepsState(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "orphan and stale tmp file alerting in a", func() bool {
+	testkit.WaitFor(t, waitTimeout, "orphan and stale tmp file alerting in a", func() bool {
 		s := snapshotOf(c, "a")
 		return alerting(s, monitor.KindOrphaned) && alerting(s, monitor.KindTooOld)
 	})
@@ -224,7 +216,7 @@ func TestApplyKeepsState(t *testing.T) {
 	if err := c.Apply([]Spool{{Name: "b", Dir: b, Config: fastConfig()}, {Name: "a", Dir: a + "/", Config: cfg}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b up", func() bool { s := snapshotOf(c, "b"); return s != nil && s.Up })
+	testkit.WaitFor(t, waitTimeout, "b up", func() bool { s := snapshotOf(c, "b"); return s != nil && s.Up })
 	sa := snapshotOf(c, "a")
 	if sa.Cycles < cyclesBefore || !alerting(sa, monitor.KindOrphaned) {
 		t.Errorf("a lost its state: cycles %d (before %d), alerting %v", sa.Cycles, cyclesBefore, sa.Alerting)
@@ -243,9 +235,9 @@ func TestApplyKeepsState(t *testing.T) {
 	if err := c.Apply([]Spool{{Name: "a", Dir: a, Config: changed}, {Name: "b", Dir: b, Config: fastConfig()}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the stale tmp file's alert ended", func() bool { return events.count("a", monitor.End) == 1 })
+	testkit.WaitFor(t, waitTimeout, "the stale tmp file's alert ended", func() bool { return events.count("a", monitor.End) == 1 })
 	cycles := snapshotOf(c, "a").Cycles
-	waitFor(t, "a few cycles of the new monitor", func() bool { return snapshotOf(c, "a").Cycles >= cycles+3 })
+	testkit.WaitFor(t, waitTimeout, "a few cycles of the new monitor", func() bool { return snapshotOf(c, "a").Cycles >= cycles+3 })
 	s := snapshotOf(c, "a")
 	if n, e := events.count("a", monitor.Start), events.count("a", monitor.End); n != 3 || e != 1 {
 		t.Errorf("after the configuration change: %d start and %d end events, want still 3 and 1", n, e)
@@ -267,7 +259,7 @@ func TestApplyKeepsState(t *testing.T) {
 	if s := c.Snapshots(); len(s) != 1 || s[0].Name != "b" {
 		t.Errorf("after removing a: %d snapshots", len(s))
 	}
-	waitFor(t, "the removed spool's orphans ended", func() bool { return events.count("a", monitor.End) == 3 })
+	testkit.WaitFor(t, waitTimeout, "the removed spool's orphans ended", func() bool { return events.count("a", monitor.End) == 3 })
 	if n := events.count("a", monitor.Start); n != 3 {
 		t.Errorf("%d start events after removing a, want still 3", n)
 	}
@@ -289,11 +281,11 @@ func TestApplyMovesSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "the orphan alerting", func() bool { return events.count("x", monitor.Start) == 1 })
+	testkit.WaitFor(t, waitTimeout, "the orphan alerting", func() bool { return events.count("x", monitor.Start) == 1 })
 	if err := c.Apply([]Spool{{Name: "x", Dir: b, Config: fastConfig()}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the orphan alerting in the new directory", func() bool { return events.count("x", monitor.Start) == 2 })
+	testkit.WaitFor(t, waitTimeout, "the orphan alerting in the new directory", func() bool { return events.count("x", monitor.Start) == 2 })
 	if got, want := events.types("x"), []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
 	}
@@ -432,15 +424,15 @@ func TestPanicIsolated(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "bad up before its panic", func() bool { return snapshotOf(c, "bad").Up })
+	testkit.WaitFor(t, waitTimeout, "bad up before its panic", func() bool { return snapshotOf(c, "bad").Up })
 	close(release)
-	waitFor(t, "bad down after its panic", func() bool { return !snapshotOf(c, "bad").Up })
+	testkit.WaitFor(t, waitTimeout, "bad down after its panic", func() bool { return !snapshotOf(c, "bad").Up })
 	if s := snapshotOf(c, "bad"); !strings.Contains(s.LastError, "monitor panicked: index out of range") {
 		t.Errorf("LastError %q, want the panic", s.LastError)
 	}
 	before := snapshotOf(c, "good").Cycles
-	waitFor(t, "good cycling during bad's backoff", func() bool { return snapshotOf(c, "good").Cycles > before+5 })
-	waitFor(t, "bad restarted", func() bool { s := snapshotOf(c, "bad"); return s.Up && s.LastError == "" })
+	testkit.WaitFor(t, waitTimeout, "good cycling during bad's backoff", func() bool { return snapshotOf(c, "good").Cycles > before+5 })
+	testkit.WaitFor(t, waitTimeout, "bad restarted", func() bool { s := snapshotOf(c, "bad"); return s.Up && s.LastError == "" })
 	v, _ := made.Load("bad")
 	mons := v.([]*fakeMonitor)
 	if len(mons) != 2 || !mons[0].closed.Load() {
@@ -473,7 +465,7 @@ func TestStuckMonitor(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	waitFor(t, "both up", func() bool {
+	testkit.WaitFor(t, waitTimeout, "both up", func() bool {
 		s := c.Snapshots()
 		return len(s) == 2 && s[0].Up && s[1].Up
 	})
@@ -516,7 +508,7 @@ func TestEventsAndCallbackPanic(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "events after the panicking one", func() bool { return calls.Load() > 3 })
+	testkit.WaitFor(t, waitTimeout, "events after the panicking one", func() bool { return calls.Load() > 3 })
 	if !strings.Contains(logs.String(), "event callback panicked") {
 		t.Errorf("no log of the callback panic:\n%s", logs.String())
 	}
@@ -560,7 +552,7 @@ func TestFailedMonitorEndsItsAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "the fresh monitor's start", func() bool { return events.count("s", monitor.Start) == 2 })
+	testkit.WaitFor(t, waitTimeout, "the fresh monitor's start", func() bool { return events.count("s", monitor.Start) == 2 })
 	if got, want := events.types("s"), []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
 	}
@@ -587,14 +579,14 @@ func TestApplyRemoveThenAddBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "the orphan alerting", func() bool { return events.count("x", monitor.Start) == 1 })
+	testkit.WaitFor(t, waitTimeout, "the orphan alerting", func() bool { return events.count("x", monitor.Start) == 1 })
 	if err := c.Apply(nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Apply(spools); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the orphan alerting again", func() bool { return events.count("x", monitor.Start) == 2 })
+	testkit.WaitFor(t, waitTimeout, "the orphan alerting again", func() bool { return events.count("x", monitor.Start) == 2 })
 	if got, want := events.types("x"), []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
 	}

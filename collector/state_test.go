@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spool-agent/spool-agent/collector/statefile"
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -107,8 +108,8 @@ func TestStateSurvivesRestart(t *testing.T) {
 
 			var ev1 eventLog
 			c1, stop1 := startCollector(t, dir, path, &ev1)
-			waitFor(t, "both problems alerting", func() bool { return len(snapshotOf(c1, "s").Alerting) == 2 })
-			waitFor(t, "the state file to hold them", func() bool { return len(savedAlerting(path)) == 2 })
+			testkit.WaitFor(t, waitTimeout, "both problems alerting", func() bool { return len(snapshotOf(c1, "s").Alerting) == 2 })
+			testkit.WaitFor(t, waitTimeout, "the state file to hold them", func() bool { return len(savedAlerting(path)) == 2 })
 			var killed []byte
 			if kill {
 				var err error
@@ -138,9 +139,9 @@ func TestStateSurvivesRestart(t *testing.T) {
 				t.Fatalf("first snapshot after the restart alerts %q, want both problems (log: %s)", got, logs)
 			}
 			runCollector(t, c2)
-			waitFor(t, "the fixed problem to end", func() bool { return ev2.count("s", monitor.End) == 1 })
+			testkit.WaitFor(t, waitTimeout, "the fixed problem to end", func() bool { return ev2.count("s", monitor.End) == 1 })
 			cycles := snapshotOf(c2, "s").Cycles
-			waitFor(t, "five more cycles", func() bool { return snapshotOf(c2, "s").Cycles >= cycles+5 })
+			testkit.WaitFor(t, waitTimeout, "five more cycles", func() bool { return snapshotOf(c2, "s").Cycles >= cycles+5 })
 			if got := ev2.types("s"); len(got) != 1 || got[0] != monitor.End {
 				t.Fatalf("events after the restart %v, want one End", got)
 			}
@@ -154,8 +155,8 @@ func TestStateSurvivesRestart(t *testing.T) {
 			if err := os.Remove(filepath.Join(dir, ".data", "orphan")); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the orphan to end", func() bool { return ev2.count("s", monitor.End) == 2 })
-			waitFor(t, "the state file to hold nothing alerting", func() bool { return len(savedAlerting(path)) == 0 })
+			testkit.WaitFor(t, waitTimeout, "the orphan to end", func() bool { return ev2.count("s", monitor.End) == 2 })
+			testkit.WaitFor(t, waitTimeout, "the state file to hold nothing alerting", func() bool { return len(savedAlerting(path)) == 0 })
 		})
 	}
 }
@@ -171,13 +172,13 @@ func TestStateNotRewrittenWhenUnchanged(t *testing.T) {
 	var ev eventLog
 	var ahead atomic.Int64
 	c, _ := startCollectorAt(t, dir, path, &ev, func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) })
-	waitFor(t, "the state file to hold the problem", func() bool { return len(savedAlerting(path)) == 1 })
+	testkit.WaitFor(t, waitTimeout, "the state file to hold the problem", func() bool { return len(savedAlerting(path)) == 1 })
 	before, err := statefile.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cycles := snapshotOf(c, "s").Cycles
-	waitFor(t, "ten more cycles", func() bool { return snapshotOf(c, "s").Cycles >= cycles+10 })
+	testkit.WaitFor(t, waitTimeout, "ten more cycles", func() bool { return snapshotOf(c, "s").Cycles >= cycles+10 })
 	c.saveState(false) // as the writer does, once more after those cycles
 	after, err := statefile.Read(path)
 	if err != nil {
@@ -264,7 +265,7 @@ func TestStateIgnored(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.json")
 			var ev1 eventLog
 			c1, stop1 := startCollector(t, dir, path, &ev1)
-			waitFor(t, "the state file to hold the problem", func() bool { return len(savedAlerting(path)) == 1 })
+			testkit.WaitFor(t, waitTimeout, "the state file to hold the problem", func() bool { return len(savedAlerting(path)) == 1 })
 			_ = c1
 			stop1()
 			spoolDir := tc.spoil(t, path, dir)
@@ -369,7 +370,7 @@ func TestEventLogAggregates(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	waitFor(t, "the problems to alert", func() bool { return ev.count("s", monitor.Start) == 600 })
+	testkit.WaitFor(t, waitTimeout, "the problems to alert", func() bool { return ev.count("s", monitor.Start) == 600 })
 	var lines []string
 	for _, l := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(l, "spool problems started") {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/spool-agent/spool-agent/internal/syncbuf"
+	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
 // agentBin is the spool-agent binary that TestMain builds once.
@@ -180,18 +181,9 @@ func (s scrape) value(name string, labels ...string) (float64, bool) {
 	if !ok {
 		return 0, false
 	}
-next:
 	for _, m := range f.GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-				}
-			}
-			if !found {
-				continue next
-			}
+		if !testkit.HasLabels(m, labels...) {
+			continue
 		}
 		switch {
 		case m.Gauge != nil:
@@ -464,30 +456,10 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 	}
 
-	checkPromtool(t, s.body)
+	testkit.CheckMetrics(t, []byte(s.body))
 
 	if err := a.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: the agent exited with %v, want status 0", err)
-	}
-}
-
-// checkPromtool runs `promtool check metrics` on a real scrape.
-func checkPromtool(t *testing.T, body string) {
-	t.Helper()
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool is not installed (apt-get install prometheus)")
-		}
-		t.Log("promtool is not installed: skipping promtool check metrics (CI=true fails instead)")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), e2eDeadline)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, promtool, "check", "metrics")
-	cmd.Stdin = strings.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }
 

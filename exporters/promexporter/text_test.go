@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -57,22 +56,12 @@ func TestWriteTextMatchesCollect(t *testing.T) {
 }
 
 func TestWriteTextPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool not found; CI must install Debian's prometheus package")
-		}
-		t.Skip("promtool not installed (Debian package prometheus)")
-	}
+	testkit.Promtool(t)
 	var buf bytes.Buffer
 	if err := newTestExporter(downSnapshot(), mailSnapshot(), oddSnapshot()).WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = &buf
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s", err, out)
-	}
+	testkit.CheckMetrics(t, buf.Bytes())
 }
 
 const prometheusAccept = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
