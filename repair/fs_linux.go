@@ -119,6 +119,7 @@ func retry(f func() (int, error)) (int, error) {
 type file struct {
 	exists  bool
 	regular bool
+	dir     bool
 	mtime   time.Time
 	ino     uint64
 	size    int64
@@ -141,6 +142,7 @@ func stat(dirfd int, name string) (file, error) {
 	return file{
 		exists:  true,
 		regular: st.Mode&unix.S_IFMT == unix.S_IFREG,
+		dir:     st.Mode&unix.S_IFMT == unix.S_IFDIR,
 		mtime:   time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
 		ino:     st.Ino,
 		size:    st.Size,

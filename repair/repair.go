@@ -155,7 +155,16 @@ func (r *Repairer) Plan(ctx context.Context, dir string) (*Plan, error) {
 	pl := planner{r: r, d: d, now: now, queues: s.Queues(), p: p}
 	byName := map[string][]monitor.Problem{}
 	var names []string
+	var halfMade *monitor.Problem
 	for _, pr := range problems {
+		if pr.Dir.Kind == monitor.DirRoot && pr.Name == r.quarantine() && !s.HasQueue(pr.Name) {
+			// Repair's own queue without its .checkout/: a repair killed
+			// between AddQueue's two mkdirs. AddQueue completes it.
+			if f, err := stat(d.root, pr.Name); err == nil && f.dir {
+				halfMade = &pr
+				continue
+			}
+		}
 		if pr.Dir.Kind == monitor.DirRoot {
 			p.Left = append(p.Left, Left{pr, "not part of the spool's layout: reported, never touched"})
 			continue
@@ -173,7 +182,11 @@ func (r *Repairer) Plan(ctx context.Context, dir string) (*Plan, error) {
 		pl.name(n, byName[n])
 	}
 	slices.SortStableFunc(p.Actions, func(a, b Action) int { return cmp.Compare(opOrder[a.Op], opOrder[b.Op]) })
-	if pl.needQuarantine && !s.HasQueue(r.quarantine()) {
+	switch {
+	case halfMade != nil:
+		p.Actions = slices.Insert(p.Actions, 0, Action{Op: OpCreateQueue, Kind: halfMade.Kind, Dir: monitor.Dir{Kind: monitor.DirRoot}, Name: r.quarantine(),
+			Reason: "the quarantine queue has no .checkout/ (a repair was killed creating it): completed"})
+	case pl.needQuarantine && !s.HasQueue(r.quarantine()):
 		p.Actions = slices.Insert(p.Actions, 0, Action{Op: OpCreateQueue, Dir: monitor.Dir{Kind: monitor.DirRoot}, Name: r.quarantine(),
 			Reason: "the quarantine queue is missing"})
 	}

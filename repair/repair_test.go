@@ -269,6 +269,40 @@ func TestRepairCases(t *testing.T) {
 			},
 		},
 		{
+			// A repair killed between the two mkdirs of the quarantine
+			// queue left its directory without .checkout/: not a queue yet,
+			// and the next repair completes it.
+			name: "payload with nothing else, quarantine half made",
+			build: func(f *fixture) {
+				if err := os.Mkdir(f.path("quarantine"), 0o777); err != nil {
+					f.t.Fatal(err)
+				}
+				f.write(".data/z", "payload of z")
+			},
+			wantPlan: []string{"create-queue quarantine", "adopt .data/z"},
+			check: func(f *fixture, _ *Plan) {
+				f.acked = append(f.acked, acked{name: "z", meta: "", data: "payload of z", queue: "quarantine"})
+			},
+		},
+		{
+			name: "half-made quarantine alone",
+			build: func(f *fixture) {
+				if err := os.Mkdir(f.path("quarantine"), 0o777); err != nil {
+					f.t.Fatal(err)
+				}
+			},
+			wantPlan: []string{"create-queue quarantine"},
+		},
+		{
+			name: "half-made directory of another name",
+			build: func(f *fixture) {
+				if err := os.Mkdir(f.path("other"), 0o777); err != nil {
+					f.t.Fatal(err)
+				}
+			},
+			wantLeft: []string{"unexpected other"},
+		},
+		{
 			name: "metadata in .tmp with nothing else",
 			build: func(f *fixture) {
 				f.write(".tmp/y", "meta of y")

@@ -419,7 +419,9 @@ func (s *Spool) HasQueue(q string) bool {
 	return ok
 }
 
-// AddQueue creates queue q (its directory and .checkout/) if it is missing.
+// AddQueue creates queue q (its directory and .checkout/) if it is missing,
+// and completes a queue directory that lacks its .checkout/ (a process
+// killed between the two mkdirs leaves one; until then it is no queue).
 func (s *Spool) AddQueue(q string) error {
 	if err := ValidateName(q); err != nil {
 		return fmt.Errorf("queue: %w", err)
@@ -445,6 +447,13 @@ func (s *Spool) AddQueue(q string) error {
 		}
 		if err := s.mkdirIfMissing(dir, CheckoutDir); err != nil {
 			return err
+		}
+		// The queue directory may be a half-made one whose creator died
+		// before its mkdir was made durable: make it durable now.
+		if s.durability == DurabilityFull {
+			if err := s.syncDir(s.root); err != nil {
+				return err
+			}
 		}
 		qd, err = s.qdirs(q)
 		if err != nil {
@@ -494,6 +503,12 @@ func (s *Spool) discover() error {
 			continue // a symlinked queue directory is never used
 		}
 		if err := s.fs.Lstat(s.root.fd, e.Name+"/"+CheckoutDir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			// No .checkout/: not a queue (yet). A process killed between
+			// AddQueue's two mkdirs leaves such a directory; AddQueue or
+			// Create naming it completes it. The reference differs: its
+			// queues are a fixed list, and loading a spool either creates
+			// what is missing (create_if_missing) or fails on it; it never
+			// skips one.
 			continue
 		}
 		qs = append(qs, e.Name)
