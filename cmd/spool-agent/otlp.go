@@ -36,7 +36,14 @@ func (f OTLPFlags) setupOTLP(ctx context.Context, m *Main, snapshots func() []*m
 		// the day an endpoint is set.
 		return nil, fmt.Errorf("--otlp.protocol %q: %w", f.OTLPProtocol, otelexporter.ErrUnsupportedProtocol)
 	}
+	// The OTEL_* variables come from Main's environment, as SPOOL_AGENT_*
+	// do (none when Main has none).
+	lookupEnv := m.LookupEnv
+	if lookupEnv == nil {
+		lookupEnv = func(string) (string, bool) { return "", false }
+	}
 	return otelexporter.Setup(ctx, otelexporter.Options{
+		LookupEnv:      lookupEnv,
 		Enabled:        f.OTLPEnabled,
 		Protocol:       f.OTLPProtocol,
 		Endpoint:       f.OTLPEndpoint,

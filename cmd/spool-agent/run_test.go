@@ -111,15 +111,39 @@ func waitLine(t *testing.T, w *syncbuf.Buffer, prefix string) string {
 	}
 }
 
-// TestRunOTLPFlags checks that the --otlp.* flags switch OTLP on and point
-// it at an endpoint: metrics arrive on /v1/metrics, and a problem's start
-// event on /v1/logs; cancelling run flushes what is left.
+// TestRunOTLPFlags checks that the --otlp.* flags, or the OTEL_* variables
+// of Main's environment, switch OTLP on and point it at an endpoint: metrics
+// arrive on /v1/metrics, and a problem's start event on /v1/logs;
+// cancelling run flushes what is left.
 func TestRunOTLPFlags(t *testing.T) {
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "OTEL_") {
 			t.Fatalf("the test environment sets %s, which would change the OTLP setup under test", kv)
 		}
 	}
+	tests := []struct {
+		name string
+		args func(url string) []string
+		env  func(url string) map[string]string
+	}{
+		{name: "flags", args: func(url string) []string {
+			return []string{"--otlp.endpoint", url, "--otlp.protocol", "http/protobuf", "--otlp.headers", "X-Tenant=t1",
+				"--otlp.export-interval", "100ms", "--otlp.service-name", "flags-test"}
+		}},
+		{name: "environment", env: func(url string) map[string]string {
+			return map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+				"OTEL_EXPORTER_OTLP_HEADERS": "X-Tenant=t1", "OTEL_METRIC_EXPORT_INTERVAL": "100", "OTEL_SERVICE_NAME": "env-test"}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			testRunOTLP(t, tt.args, tt.env)
+		})
+	}
+}
+
+func testRunOTLP(t *testing.T, args func(string) []string, env func(string) map[string]string) {
 	var mu sync.Mutex
 	posts := map[string]int{}
 	headers := map[string]string{}
@@ -142,16 +166,22 @@ func TestRunOTLPFlags(t *testing.T) {
 	mustCLI(t, "", "init", dir, "--queue", "q")
 	writeFile(t, filepath.Join(dir, ".data", "orphan"), "x")
 	var stderr syncbuf.Buffer
-	m := testMain(nil, "", nil, nil)
+	var envVars map[string]string
+	if env != nil {
+		envVars = env(srv.URL)
+	}
+	m := testMain(envVars, "", nil, nil)
 	m.Stdout, m.Stderr = io.Discard, &stderr
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	exit := make(chan int, 1)
 	go func() {
-		exit <- m.Main(ctx, []string{"run", "--spool", "s=" + dir, "--web.listen-address", "127.0.0.1:0",
-			"--check-every", "50ms", "--alert-after-cycles", "0",
-			"--otlp.endpoint", srv.URL, "--otlp.protocol", "http/protobuf", "--otlp.headers", "X-Tenant=t1",
-			"--otlp.export-interval", "100ms", "--otlp.service-name", "flags-test"})
+		a := []string{"run", "--spool", "s=" + dir, "--web.listen-address", "127.0.0.1:0",
+			"--check-every", "50ms", "--alert-after-cycles", "0"}
+		if args != nil {
+			a = append(a, args(srv.URL)...)
+		}
+		exit <- m.Main(ctx, a)
 	}()
 	waitLine(t, &stderr, "spool problems started")
 	deadline := time.Now().Add(e2eDeadline)

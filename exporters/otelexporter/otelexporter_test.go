@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -264,16 +267,15 @@ func TestEventRecords(t *testing.T) {
 	}
 }
 
-// clearOTelEnv unsets every variable that would steer Setup.
-func clearOTelEnv(t *testing.T) {
-	for _, v := range []string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-		"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
-		"OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_INSECURE",
-		"OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
-		"OTEL_METRIC_EXPORT_INTERVAL", "OTEL_BLRP_SCHEDULE_DELAY",
-	} {
-		t.Setenv(v, "")
+// noProcessOTelEnv fails the test when the process's environment sets an
+// OTEL_* variable: Setup reads the variables through Options.LookupEnv, but
+// the SDK reads some (certificates, OTEL_BLRP_*) from the process.
+func noProcessOTelEnv(t *testing.T) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "OTEL_") {
+			t.Fatalf("the test environment sets %s, which would change the OTLP setup under test", kv)
+		}
 	}
 }
 
@@ -298,13 +300,14 @@ func TestSetupEnablement(t *testing.T) {
 		{name: "unsupported protocol from env", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"},
 			opts: Options{Enabled: true}, wantErr: ErrUnsupportedProtocol, wantErrContain: "OTEL_EXPORTER_OTLP_PROTOCOL"},
 		{name: "grpc by env", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, opts: Options{Enabled: true}, metrics: true, logs: true},
+		{name: "resource attribute without =", env: map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "a=b,novalue"}, opts: Options{Enabled: true},
+			wantErr: ErrResourceAttributes, wantErrContain: "novalue"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clearOTelEnv(t)
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
+			t.Parallel()
+			noProcessOTelEnv(t)
+			tt.opts.LookupEnv = envMap(tt.env)
 			p, err := Setup(context.Background(), tt.opts)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.wantErrContain) {
@@ -328,8 +331,8 @@ func TestSetupEnablement(t *testing.T) {
 }
 
 func TestDisabledProvidersAreNoOps(t *testing.T) {
-	clearOTelEnv(t)
-	p, err := Setup(context.Background(), Options{})
+	t.Parallel()
+	p, err := Setup(context.Background(), Options{LookupEnv: envMap(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +373,7 @@ func TestOTLP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clearOTelEnv(t)
+			noProcessOTelEnv(t)
 			var rcv *receiver
 			var endpoint string
 			if tt.grpc {
@@ -378,10 +381,12 @@ func TestOTLP(t *testing.T) {
 			} else {
 				rcv, endpoint = startHTTPReceiver(t)
 			}
-			for k, v := range tt.env {
-				t.Setenv(k, v)
+			env := maps.Clone(tt.env)
+			if env == nil {
+				env = map[string]string{}
 			}
 			opts := Options{
+				LookupEnv:      envMap(env),
 				ExportInterval: 50 * time.Millisecond,
 				ServiceVersion: "1.2.3",
 				Snapshots:      func() []*monitor.Snapshot { return []*monitor.Snapshot{testSnapshot()} },
@@ -394,7 +399,7 @@ func TestOTLP(t *testing.T) {
 				}
 				opts.Insecure = true
 			} else {
-				t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+				env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
 			}
 			p, err := Setup(context.Background(), opts)
 			if err != nil {
@@ -413,7 +418,7 @@ func TestOTLP(t *testing.T) {
 				}
 			}()
 
-			waitFor(t, 10*time.Second, "queue metrics", func() bool {
+			testkit.WaitFor(t, 10*time.Second, "queue metrics", func() bool {
 				_, ok := rcv.findPoint("spool.queue.entries", map[string]string{AttrSpool: "mail", AttrQueue: "outbox", AttrEntryState: StateWaiting})
 				return ok
 			})

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,12 +43,22 @@ const (
 var (
 	ErrUnsupportedProtocol = errors.New("unsupported OTLP protocol (want grpc or http/protobuf)")
 	ErrUnsupportedExporter = errors.New("unsupported exporter (want otlp or none)")
+	ErrResourceAttributes  = errors.New("resource attributes without '=' (want key=value,...)")
 )
 
 // Options configure Setup. Every zero field leaves the setting to the
 // standard OTEL_* environment variables (and then to the SDK's defaults), so
 // a field set here overrides the environment and an unset one never does.
+//
+// Setup reads the variables through LookupEnv and passes what they say to
+// the SDK as options: OTEL_{METRICS,LOGS}_EXPORTER, and
+// OTEL_EXPORTER_OTLP_{,METRICS_,LOGS_}{ENDPOINT,PROTOCOL,HEADERS,INSECURE,
+// TIMEOUT,COMPRESSION}, OTEL_METRIC_EXPORT_INTERVAL, OTEL_SERVICE_NAME and
+// OTEL_RESOURCE_ATTRIBUTES. The SDK reads the others it knows (certificates,
+// OTEL_BLRP_*, OTEL_METRIC_EXPORT_TIMEOUT) from the process's environment.
 type Options struct {
+	// LookupEnv reads the OTEL_* variables; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
 	// Enabled switches OTLP on even when no OTEL_EXPORTER_OTLP_*ENDPOINT
 	// variable is set (the exporters then use their default endpoint,
 	// localhost:4318 or localhost:4317).
@@ -103,7 +117,7 @@ var (
 // OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_<SIG>_ENDPOINT, unless
 // OTEL_<SIG>S_EXPORTER=none.
 func (o *Options) enabled(sig signal) (bool, error) {
-	switch e := strings.TrimSpace(os.Getenv(sig.exporter)); e {
+	switch e := o.getenv(sig.exporter); e {
 	case "", "otlp":
 	case "none":
 		return false, nil
@@ -111,8 +125,102 @@ func (o *Options) enabled(sig signal) (bool, error) {
 		return false, fmt.Errorf("%s=%q: %w", sig.exporter, e, ErrUnsupportedExporter)
 	}
 	return o.Enabled || o.Endpoint != "" ||
-		os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" ||
-		os.Getenv("OTEL_EXPORTER_OTLP_"+sig.name+"_ENDPOINT") != "", nil
+		o.getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" ||
+		o.getenv("OTEL_EXPORTER_OTLP_"+sig.name+"_ENDPOINT") != "", nil
+}
+
+// getenv returns the variable name, trimmed, through LookupEnv.
+func (o *Options) getenv(name string) string {
+	lookup := o.LookupEnv
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	v, _ := lookup(name)
+	return strings.TrimSpace(v)
+}
+
+// otlpEnv returns OTEL_EXPORTER_OTLP_<SIG>_<x>, or else OTEL_EXPORTER_OTLP_<x>.
+func (o *Options) otlpEnv(sig signal, x string) string {
+	if v := o.getenv("OTEL_EXPORTER_OTLP_" + sig.name + "_" + x); v != "" {
+		return v
+	}
+	return o.getenv("OTEL_EXPORTER_OTLP_" + x)
+}
+
+// envMillis parses a variable that holds milliseconds, as the OTel
+// specification defines them; 0 when unset or invalid (the SDK's default).
+func envMillis(v string) time.Duration {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Millisecond
+}
+
+// keyValues parses "k1=v1,k2=v2" with URL-encoded values, as
+// OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES spell them; it
+// returns the pairs without '=' apart.
+func keyValues(s string) (kv map[string]string, invalid []string) {
+	kv = map[string]string{}
+	for _, p := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			invalid = append(invalid, p)
+			continue
+		}
+		if u, err := url.PathUnescape(strings.TrimSpace(v)); err == nil {
+			v = u
+		}
+		kv[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return kv, invalid
+}
+
+// export is the configuration of one signal's exporter: Options over the
+// environment.
+type export struct {
+	endpoint    string // host:port, no scheme
+	endpointURL string // a URL, used as it is
+	insecure    bool
+	headers     map[string]string
+	timeout     time.Duration
+	gzip        bool
+}
+
+// export resolves sig's exporter configuration. signalPath is the path
+// appended to an HTTP base endpoint (/v1/metrics, /v1/logs), "" for gRPC.
+func (o *Options) export(sig signal, signalPath string) export {
+	var e export
+	base, perSignal := o.Endpoint, ""
+	if base == "" {
+		perSignal = o.getenv("OTEL_EXPORTER_OTLP_" + sig.name + "_ENDPOINT")
+		base = o.getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
+	switch {
+	case perSignal != "":
+		// A signal's own endpoint is the full URL of its signal path.
+		e.endpointURL = perSignal
+	case base == "":
+	case !strings.Contains(base, "://"):
+		e.endpoint = base
+	case signalPath != "":
+		e.endpointURL = httpEndpoint(base, signalPath)
+	default:
+		e.endpointURL = base
+	}
+	e.insecure = o.Insecure || strings.EqualFold(o.otlpEnv(sig, "INSECURE"), "true")
+	e.headers = o.Headers
+	if e.headers == nil {
+		if h := o.otlpEnv(sig, "HEADERS"); h != "" {
+			e.headers, _ = keyValues(h)
+		}
+	}
+	e.timeout = o.Timeout
+	if e.timeout <= 0 {
+		e.timeout = envMillis(o.otlpEnv(sig, "TIMEOUT"))
+	}
+	e.gzip = o.otlpEnv(sig, "COMPRESSION") == "gzip"
+	return e
 }
 
 // protocol returns the OTLP protocol of sig.
@@ -123,7 +231,7 @@ func (o *Options) protocol(sig signal) (string, error) {
 		if p != "" {
 			break
 		}
-		p, source = strings.TrimSpace(os.Getenv(v)), v
+		p, source = o.getenv(v), v
 	}
 	switch p {
 	case "":
@@ -168,8 +276,12 @@ func Setup(ctx context.Context, opts Options) (*Providers, error) {
 			return nil, err
 		}
 		var readerOpts []sdkmetric.PeriodicReaderOption
-		if opts.ExportInterval > 0 {
-			readerOpts = append(readerOpts, sdkmetric.WithInterval(opts.ExportInterval))
+		interval := opts.ExportInterval
+		if interval <= 0 {
+			interval = envMillis(opts.getenv("OTEL_METRIC_EXPORT_INTERVAL"))
+		}
+		if interval > 0 {
+			readerOpts = append(readerOpts, sdkmetric.WithInterval(interval))
 		}
 		p.MeterProvider = sdkmetric.NewMeterProvider(
 			sdkmetric.WithResource(res),
@@ -210,15 +322,29 @@ func newResource(ctx context.Context, opts Options) (*resource.Resource, error) 
 	if opts.ServiceVersion != "" {
 		attrs = append(attrs, attribute.String("service.version", opts.ServiceVersion))
 	}
-	// Later detectors win: the environment overrides the defaults.
+	// Later attributes win: the environment overrides the defaults, and
+	// OTEL_SERVICE_NAME overrides OTEL_RESOURCE_ATTRIBUTES.
+	var invalid []string
+	if s := opts.getenv("OTEL_RESOURCE_ATTRIBUTES"); s != "" {
+		var kv map[string]string
+		kv, invalid = keyValues(s)
+		for _, k := range slices.Sorted(maps.Keys(kv)) {
+			attrs = append(attrs, attribute.String(k, kv[k]))
+		}
+	}
+	if s := opts.getenv("OTEL_SERVICE_NAME"); s != "" {
+		attrs = append(attrs, attribute.String("service.name", s))
+	}
+	if len(invalid) > 0 {
+		return nil, fmt.Errorf("building the OTel resource: OTEL_RESOURCE_ATTRIBUTES: %w: %q", ErrResourceAttributes, invalid)
+	}
 	res, err := resource.New(ctx,
 		resource.WithTelemetrySDK(),
 		resource.WithHost(),
 		resource.WithAttributes(attrs...),
-		resource.WithFromEnv(),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("building the OTel resource from OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME: %w", err)
+		return nil, fmt.Errorf("building the OTel resource: %w", err)
 	}
 	return res, nil
 }
@@ -238,12 +364,14 @@ func newMetricExporter(ctx context.Context, opts Options) (sdkmetric.Exporter, e
 		exp, err = otlpmetricgrpc.New(ctx, otlpOptionSet[otlpmetricgrpc.Option]{
 			otlpmetricgrpc.WithEndpoint, otlpmetricgrpc.WithEndpointURL, otlpmetricgrpc.WithInsecure,
 			otlpmetricgrpc.WithHeaders, otlpmetricgrpc.WithTimeout,
-		}.from(opts, "")...)
+			func() otlpmetricgrpc.Option { return otlpmetricgrpc.WithCompressor("gzip") },
+		}.from(opts.export(metricsSignal, ""))...)
 	} else {
 		exp, err = otlpmetrichttp.New(ctx, otlpOptionSet[otlpmetrichttp.Option]{
 			otlpmetrichttp.WithEndpoint, otlpmetrichttp.WithEndpointURL, otlpmetrichttp.WithInsecure,
 			otlpmetrichttp.WithHeaders, otlpmetrichttp.WithTimeout,
-		}.from(opts, "/v1/metrics")...)
+			func() otlpmetrichttp.Option { return otlpmetrichttp.WithCompression(otlpmetrichttp.GzipCompression) },
+		}.from(opts.export(metricsSignal, "/v1/metrics"))...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating the OTLP %s metric exporter: %w", proto, err)
@@ -261,12 +389,14 @@ func newLogExporter(ctx context.Context, opts Options) (sdklog.Exporter, error) 
 		exp, err = otlploggrpc.New(ctx, otlpOptionSet[otlploggrpc.Option]{
 			otlploggrpc.WithEndpoint, otlploggrpc.WithEndpointURL, otlploggrpc.WithInsecure,
 			otlploggrpc.WithHeaders, otlploggrpc.WithTimeout,
-		}.from(opts, "")...)
+			func() otlploggrpc.Option { return otlploggrpc.WithCompressor("gzip") },
+		}.from(opts.export(logsSignal, ""))...)
 	} else {
 		exp, err = otlploghttp.New(ctx, otlpOptionSet[otlploghttp.Option]{
 			otlploghttp.WithEndpoint, otlploghttp.WithEndpointURL, otlploghttp.WithInsecure,
 			otlploghttp.WithHeaders, otlploghttp.WithTimeout,
-		}.from(opts, "/v1/logs")...)
+			func() otlploghttp.Option { return otlploghttp.WithCompression(otlploghttp.GzipCompression) },
+		}.from(opts.export(logsSignal, "/v1/logs"))...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating the OTLP %s log exporter: %w", proto, err)
@@ -276,37 +406,36 @@ func newLogExporter(ctx context.Context, opts Options) (sdklog.Exporter, error) 
 
 // otlpOptionSet holds one OTLP exporter package's option constructors, so
 // the four exporters (metrics and logs, over gRPC and HTTP) share one
-// translation of Options into options.
+// translation of an export configuration into options.
 type otlpOptionSet[O any] struct {
 	endpoint    func(string) O
 	endpointURL func(string) O
 	insecure    func() O
 	headers     func(map[string]string) O
 	timeout     func(time.Duration) O
+	gzip        func() O
 }
 
-// from returns the options that carry opts' non-zero fields. signalPath is
-// the path appended to an HTTP endpoint URL (/v1/metrics, /v1/logs), "" for
-// gRPC, whose endpoint URL is used as it is.
-func (set otlpOptionSet[O]) from(opts Options, signalPath string) []O {
+// from returns the options that carry e's non-zero fields.
+func (set otlpOptionSet[O]) from(e export) []O {
 	var o []O
 	switch {
-	case opts.Endpoint == "":
-	case !strings.Contains(opts.Endpoint, "://"):
-		o = append(o, set.endpoint(opts.Endpoint))
-	case signalPath != "":
-		o = append(o, set.endpointURL(httpEndpoint(opts.Endpoint, signalPath)))
-	default:
-		o = append(o, set.endpointURL(opts.Endpoint))
+	case e.endpoint != "":
+		o = append(o, set.endpoint(e.endpoint))
+	case e.endpointURL != "":
+		o = append(o, set.endpointURL(e.endpointURL))
 	}
-	if opts.Insecure {
+	if e.insecure {
 		o = append(o, set.insecure())
 	}
-	if opts.Headers != nil {
-		o = append(o, set.headers(opts.Headers))
+	if e.headers != nil {
+		o = append(o, set.headers(e.headers))
 	}
-	if opts.Timeout > 0 {
-		o = append(o, set.timeout(opts.Timeout))
+	if e.timeout > 0 {
+		o = append(o, set.timeout(e.timeout))
+	}
+	if e.gzip {
+		o = append(o, set.gzip())
 	}
 	return o
 }
