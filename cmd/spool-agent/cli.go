@@ -12,6 +12,8 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/spool-agent/spool-agent/monitor"
+	"github.com/spool-agent/spool-agent/repair"
+	"github.com/spool-agent/spool-agent/spool"
 )
 
 // envPrefix prefixes the environment variable of every flag:
@@ -30,7 +32,7 @@ type CLI struct {
 	Version   versionFlag `help:"Print the version and revision, then exit."`
 	// MaxMetadataSize bounds what is read of an entry's metadata: a larger
 	// (or sparse) file is refused before the entry is claimed.
-	MaxMetadataSize byteSize `default:"16MiB" placeholder:"SIZE" help:"Refuse to read metadata files larger than this (KiB, MiB, GiB units); such an entry is left where it is (default: ${default})."`
+	MaxMetadataSize byteSize `default:"${max_metadata_size}" placeholder:"SIZE" help:"Refuse to read metadata files larger than this (KiB, MiB, GiB units); such an entry is left where it is (default: ${default})."`
 
 	Run     RunCmd     `cmd:"" help:"Run the agent: watch spools, serve /metrics, export over OTLP."`
 	Init    InitCmd    `cmd:"" help:"Create a spool, or add queues to an existing one."`
@@ -86,11 +88,12 @@ func (c *CLI) run(ctx context.Context, m *Main) error {
 	return cmd.run(ctx, m)
 }
 
-// LimitFlags are the monitor's age limits, shared by run and fsck.
+// LimitFlags are the monitor's age limits, shared by run and fsck (and
+// settable per spool, see RunCmd).
 type LimitFlags struct {
-	MaxCheckedOutAge time.Duration            `default:"10m" placeholder:"DURATION" help:"A checked-out entry older than this is a too_old problem (default: ${default})."`
-	MaxTmpFileAge    time.Duration            `default:"10m" placeholder:"DURATION" help:"A file in .tmp older than this is a too_old problem (default: ${default})."`
-	MaxQueueAge      map[string]time.Duration `mapsep:"," placeholder:"QUEUE=DURATION" help:"An entry waiting in QUEUE longer than DURATION is a too_old problem (repeatable; default: no limit)."`
+	MaxCheckedOutAge time.Duration            `spool:"" default:"${max_checked_out_age}" placeholder:"DURATION" help:"A checked-out entry older than this is a too_old problem (default: ${default})."`
+	MaxTmpFileAge    time.Duration            `spool:"" default:"${max_tmp_file_age}" placeholder:"DURATION" help:"A file in .tmp older than this is a too_old problem (default: ${default})."`
+	MaxQueueAge      map[string]time.Duration `spool:"" mapsep:"," placeholder:"QUEUE=DURATION" help:"An entry waiting in QUEUE longer than DURATION is a too_old problem (repeatable; default: no limit)."`
 }
 
 func (l LimitFlags) limits() (monitor.Limits, error) {
@@ -118,6 +121,38 @@ type OutputFlag struct {
 }
 
 func (o OutputFlag) json() bool { return o.Output == "json" }
+
+// defaultVars are the defaults of the flags, taken from the packages that
+// own them, for the tags' ${...}: each default is written once.
+func defaultVars() kong.Vars {
+	return kong.Vars{
+		"max_metadata_size":   byteSize(spool.DefaultMaxMetadataSize).String(),
+		"durability":          spool.DefaultDurability.String(),
+		"check_every":         flagDuration(monitor.DefaultCheckEvery),
+		"alert_after_cycles":  strconv.Itoa(monitor.DefaultAlertAfterCycles),
+		"full_rescan_every":   flagDuration(monitor.DefaultFullRescanEvery),
+		"max_checked_out_age": flagDuration(monitor.DefaultMaxCheckedOutAge),
+		"max_tmp_file_age":    flagDuration(monitor.DefaultMaxTmpFileAge),
+		"max_unregistered":    strconv.Itoa(monitor.DefaultMaxUnregistered),
+		"max_queues":          strconv.Itoa(monitor.DefaultMaxQueues),
+		"max_watches":         strconv.Itoa(monitor.DefaultMaxWatches),
+		"listen_address":      DefaultListenAddress,
+		"quarantine_queue":    repair.DefaultQuarantineQueue,
+	}
+}
+
+// flagDuration formats d as a person writes it in a flag: 10m rather than
+// time.Duration's 10m0s.
+func flagDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
 
 // versionFlag prints the version line and exits.
 type versionFlag bool
@@ -148,12 +183,7 @@ func (m *Main) newParser(cli *CLI, res *resolvers) (*kong.Kong, error) {
 		kong.Description(description),
 		kong.Writers(m.Stdout, m.Stderr),
 		kong.Exit(func(code int) { panic(exitPanic(code)) }),
-		kong.Vars{
-			"version":          versionLine(m.Version, m.Revision),
-			"max_unregistered": strconv.Itoa(monitor.DefaultMaxUnregistered),
-			"max_queues":       strconv.Itoa(monitor.DefaultMaxQueues),
-			"max_watches":      strconv.Itoa(monitor.DefaultMaxWatches),
-		},
+		defaultVars().CloneWith(kong.Vars{"version": versionLine(m.Version, m.Revision)}),
 		kong.ValueFormatter(helpWithEnv),
 		kong.ConfigureHelp(kong.HelpOptions{WrapUpperBound: 100}),
 		kong.Resolvers(res.config, res.env),

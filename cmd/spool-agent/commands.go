@@ -104,7 +104,7 @@ type EnqueueCmd struct {
 	Metadata     string `xor:"metadata" placeholder:"STRING" help:"The entry's metadata."`
 	MetadataFile string `xor:"metadata" placeholder:"FILE|-" help:"Read the entry's metadata from FILE, or from standard input for -."`
 	DataFile     string `placeholder:"FILE|-" help:"Read the entry's payload from FILE, or from standard input for - (default: empty payload)."`
-	Durability   string `default:"full" enum:"none,files,full" placeholder:"LEVEL" help:"What to fsync before returning: none, files or full (files and directories; default: ${default})."`
+	Durability   string `default:"${durability}" enum:"none,files,full" placeholder:"LEVEL" help:"What to fsync before returning: none, files or full (files and directories; default: ${default})."`
 }
 
 func (c *EnqueueCmd) run(ctx context.Context, m *Main) error {

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/alecthomas/kong"
 	"gopkg.in/yaml.v3"
@@ -33,17 +32,13 @@ type configFile struct {
 }
 
 // spoolConfig is one entry of the spools: section: a spool (when Dir is
-// set) and its monitor settings, which override the global ones.
+// set) and the run flags set for it alone, which override the global ones.
 type spoolConfig struct {
 	Name string
 	Dir  string // "" for settings of a spool defined elsewhere (--spool, --spool-glob)
-
-	CheckEvery       *time.Duration
-	AlertAfterCycles *int
-	MaxCheckedOutAge *time.Duration
-	MaxTmpFileAge    *time.Duration
-	FullRescanEvery  *time.Duration
-	MaxQueueAge      map[string]time.Duration // merged over the global --max-queue-age
+	// settings are values of run's flags tagged spool:"" (see RunCmd), by
+	// long name, decoded as the flag decodes its value.
+	settings map[string]reflect.Value
 }
 
 // resolvers are the configuration-file and environment resolvers of one parse.
@@ -85,7 +80,7 @@ func (r *resolvers) load(kctx *kong.Context) {
 	if path == "" {
 		return
 	}
-	r.cfg, r.cfgErr = loadConfig(path, flagNames(kctx.Model.Node))
+	r.cfg, r.cfgErr = loadConfig(path, flagNames(kctx.Model.Node), spoolFlags(kctx.Model.Node))
 }
 
 func (r *resolvers) resolveConfig(kctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
@@ -129,18 +124,25 @@ func (r *resolvers) resolveEnv(_ *kong.Context, path *kong.Path, flag *kong.Flag
 // checkValue decodes v as flag's value into a scratch variable, so that a
 // bad value is reported with where it came from.
 func checkValue(flag *kong.Flag, v any) error {
+	_, err := decodeValue(flag, v)
+	return err
+}
+
+// decodeValue decodes v (a string, or a list of strings for a repeatable
+// flag) as flag decodes its value, into a new variable of the flag's type.
+func decodeValue(flag *kong.Flag, v any) (reflect.Value, error) {
 	scratch := reflect.New(flag.Target.Type()).Elem()
 	scan := kong.ScanFromTokens(kong.Token{Type: kong.FlagValueToken, Value: v})
 	if err := flag.Mapper.Decode(&kong.DecodeContext{Value: flag.Value, Scan: scan}, scratch); err != nil {
-		return err
+		return reflect.Value{}, err
 	}
 	if flag.Enum != "" {
 		s := fmt.Sprint(scratch.Interface())
 		if !slices.Contains(strings.Split(flag.Enum, ","), s) {
-			return fmt.Errorf("must be one of %s but got %q", flag.Enum, s)
+			return reflect.Value{}, fmt.Errorf("must be one of %s but got %q", flag.Enum, s)
 		}
 	}
-	return nil
+	return scratch, nil
 }
 
 // configValue turns a value decoded from YAML into what kong decodes for
@@ -221,8 +223,9 @@ func flagNames(node *kong.Node) map[string]bool {
 // loadConfig reads and checks the configuration file at path. Its keys are
 // long flag names of any command (a file can serve run and fsck alike),
 // either dotted ("web.listen-address") or nested ("web: {listen-address:
-// ...}"), with '_' accepted for '-'; plus the spools: section.
-func loadConfig(path string, names map[string]bool) (*configFile, error) {
+// ...}"), with '_' accepted for '-'; plus the spools: section, whose keys
+// are dir and the names of perSpool.
+func loadConfig(path string, names map[string]bool, perSpool spoolFlagSet) (*configFile, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
@@ -239,7 +242,7 @@ func loadConfig(path string, names map[string]bool) (*configFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config file %s: top level: %w", path, err)
 	}
-	if err := c.walk("", top, names); err != nil {
+	if err := c.walk("", top, names, perSpool); err != nil {
 		return nil, fmt.Errorf("config file %s: %w", path, err)
 	}
 	return c, nil
@@ -264,13 +267,13 @@ func stringMap(v any) (map[string]any, error) {
 	return nil, fmt.Errorf("want a mapping, got %T", v)
 }
 
-func (c *configFile) walk(prefix string, m map[string]any, names map[string]bool) error {
+func (c *configFile) walk(prefix string, m map[string]any, names map[string]bool, perSpool spoolFlagSet) error {
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		v := m[k]
 		key := prefix + strings.ReplaceAll(k, "_", "-")
 		switch {
 		case key == "spools" && prefix == "":
-			spools, err := parseSpools(v)
+			spools, err := parseSpools(v, perSpool)
 			if err != nil {
 				return fmt.Errorf("spools: %w", err)
 			}
@@ -287,7 +290,7 @@ func (c *configFile) walk(prefix string, m map[string]any, names map[string]bool
 			if err != nil {
 				return fmt.Errorf("%s: %w", key, err)
 			}
-			if err := c.walk(key+".", sub, names); err != nil {
+			if err := c.walk(key+".", sub, names, perSpool); err != nil {
 				return err
 			}
 		default:
@@ -306,9 +309,34 @@ func hasPrefix(names map[string]bool, prefix string) bool {
 	return false
 }
 
+// spoolFlagSet is the run flags that a spool of the spools: section can
+// set for itself (the fields of RunCmd tagged spool:""), by long name, and
+// their names in the order of RunCmd.
+type spoolFlagSet struct {
+	flags map[string]*kong.Flag
+	names []string
+}
+
+// spoolFlags returns the flags of the run command tagged spool:"".
+func spoolFlags(root *kong.Node) spoolFlagSet {
+	set := spoolFlagSet{flags: map[string]*kong.Flag{}}
+	for _, n := range root.Children {
+		if n.Type != kong.CommandNode || n.Name != "run" {
+			continue
+		}
+		for _, f := range n.Flags {
+			if f.Tag.Has("spool") {
+				set.flags[f.Name] = f
+				set.names = append(set.names, f.Name)
+			}
+		}
+	}
+	return set
+}
+
 // parseSpools parses the spools: section, a mapping from spool name to its
-// directory and monitor settings.
-func parseSpools(v any) ([]spoolConfig, error) {
+// directory and settings.
+func parseSpools(v any, perSpool spoolFlagSet) ([]spoolConfig, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -327,7 +355,7 @@ func parseSpools(v any) ([]spoolConfig, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
-			if err := sc.parse(fields); err != nil {
+			if err := sc.parse(fields, perSpool); err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 		}
@@ -336,115 +364,47 @@ func parseSpools(v any) ([]spoolConfig, error) {
 	return out, nil
 }
 
-func (sc *spoolConfig) parse(fields map[string]any) error {
-	duration := func(key string, v any) (*time.Duration, error) {
-		s, err := scalar(v)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", key, err)
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", key, err)
-		}
-		if d < 0 {
-			return nil, fmt.Errorf("%s: negative duration %v", key, d)
-		}
-		return &d, nil
-	}
+// parse reads a spool's dir and settings, each decoded as its flag decodes
+// a value, and checks them as run checks its flags.
+func (sc *spoolConfig) parse(fields map[string]any, perSpool spoolFlagSet) error {
 	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		v := fields[k]
 		key := strings.ReplaceAll(k, "_", "-")
-		var err error
-		switch key {
-		case "dir":
+		if key == "dir" {
+			var err error
 			sc.Dir, err = scalar(v)
 			if err == nil && sc.Dir == "" {
-				err = errors.New("dir: empty")
-			}
-		case "check-every":
-			sc.CheckEvery, err = duration(key, v)
-			if err == nil && *sc.CheckEvery == 0 {
-				err = errors.New("check-every: must be positive")
-			}
-		case "max-checked-out-age":
-			sc.MaxCheckedOutAge, err = duration(key, v)
-		case "max-tmp-file-age":
-			sc.MaxTmpFileAge, err = duration(key, v)
-		case "full-rescan-every":
-			sc.FullRescanEvery, err = duration(key, v)
-		case "alert-after-cycles":
-			var s string
-			if s, err = scalar(v); err == nil {
-				var n int
-				n, err = strconv.Atoi(s)
-				if err == nil && n < 0 {
-					err = fmt.Errorf("negative %d", n)
-				}
-				sc.AlertAfterCycles = &n
+				err = errors.New("empty")
 			}
 			if err != nil {
-				err = fmt.Errorf("alert-after-cycles: %w", err)
+				return fmt.Errorf("dir: %w", err)
 			}
-		case "max-queue-age":
-			sc.MaxQueueAge, err = parseQueueAges(v)
-			if err != nil {
-				err = fmt.Errorf("max-queue-age: %w", err)
-			}
-		default:
-			err = fmt.Errorf("unknown key %q (want dir, check-every, alert-after-cycles, max-checked-out-age, max-tmp-file-age, max-queue-age or full-rescan-every)", key)
+			continue
+		}
+		flag, ok := perSpool.flags[key]
+		if !ok {
+			return fmt.Errorf("unknown key %q (want dir, %s)", key, strings.Join(perSpool.names, ", "))
+		}
+		raw, err := configValue(flag, v)
+		var val reflect.Value
+		if err == nil {
+			val, err = decodeValue(flag, raw)
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", key, err)
 		}
+		if sc.settings == nil {
+			sc.settings = map[string]reflect.Value{}
+		}
+		sc.settings[key] = val
+	}
+	// Checked over a base that is valid, so that an error is the spool's,
+	// and said now rather than when the spool would be started.
+	valid := RunCmd{CheckEvery: 1, FullRescanEvery: 1, MaxUnregistered: 1, MaxQueues: 1, MaxWatches: 1}
+	if _, err := valid.withSettings(*sc).baseConfig(); err != nil {
+		return err
 	}
 	return nil
-}
-
-// parseQueueAges parses a mapping {queue: duration} or a list of
-// "queue=duration" strings.
-func parseQueueAges(v any) (map[string]time.Duration, error) {
-	pairs := map[string]string{}
-	switch x := v.(type) {
-	case []any:
-		for _, it := range x {
-			s, err := scalar(it)
-			if err != nil {
-				return nil, err
-			}
-			q, d, ok := strings.Cut(s, "=")
-			if !ok {
-				return nil, fmt.Errorf("%q: want QUEUE=DURATION", s)
-			}
-			pairs[q] = d
-		}
-	default:
-		m, err := stringMap(v)
-		if err != nil {
-			return nil, err
-		}
-		for q, dv := range m {
-			d, err := scalar(dv)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", q, err)
-			}
-			pairs[q] = d
-		}
-	}
-	out := make(map[string]time.Duration, len(pairs))
-	for q, s := range pairs {
-		if err := validQueue(q); err != nil {
-			return nil, err
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", q, err)
-		}
-		if d < 0 {
-			return nil, fmt.Errorf("%s: negative duration %v", q, d)
-		}
-		out[q] = d
-	}
-	return out, nil
 }
 
 // validQueue checks a queue name given in a flag or the configuration.

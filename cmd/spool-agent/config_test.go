@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spool-agent/spool-agent/monitor"
+	"github.com/spool-agent/spool-agent/repair"
+	"github.com/spool-agent/spool-agent/spool"
 )
 
 // parseOK parses args with env and fails the test on an error.
@@ -280,4 +282,95 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestSpoolSettingsAreRunFlags checks that the keys of a spool in the
+// spools: section are the run flags tagged spool:"" (the configuration
+// file's contract), and that each tagged field names a flag of run.
+func TestSpoolSettingsAreRunFlags(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	m := testMain(nil, "", &stdout, &stderr)
+	parser, err := m.newParser(&CLI{}, m.newResolvers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := spoolFlags(parser.Model.Node)
+	want := []string{"check-every", "alert-after-cycles", "full-rescan-every", "max-checked-out-age", "max-tmp-file-age", "max-queue-age"}
+	if !reflect.DeepEqual(set.names, want) {
+		t.Errorf("per-spool keys %q, want %q", set.names, want)
+	}
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[RunCmd]()) {
+		if _, ok := f.Tag.Lookup("spool"); ok && set.flags[flagName(f)] == nil {
+			t.Errorf("field %s is tagged spool but %q is no run flag", f.Name, flagName(f))
+		}
+	}
+}
+
+// TestSpoolSettingsChecked checks that a spool's settings are decoded and
+// checked as the flags are, when the file is read.
+func TestSpoolSettingsChecked(t *testing.T) {
+	tests := []struct {
+		name, spool, want string
+	}{
+		{"unknown key", "chek-every: 1s", `unknown key "chek-every" (want dir, check-every, alert-after-cycles, full-rescan-every, max-checked-out-age, max-tmp-file-age, max-queue-age)`},
+		{"zero check-every", "check-every: 0s", "--check-every 0s: must be positive"},
+		{"zero full-rescan-every", "full-rescan-every: 0", "--full-rescan-every 0s: must be positive"},
+		{"negative alert-after-cycles", "alert-after-cycles: -1", "must not be negative"},
+		{"not a number", "alert-after-cycles: two", "alert-after-cycles"},
+		{"negative age", "max-tmp-file-age: -1m", "must not be negative"},
+		{"not a duration", "max-checked-out-age: 1d", "max-checked-out-age"},
+		{"bad queue", "max-queue-age: {.x: 1m}", "queue"},
+		{"negative queue age", "max-queue-age: [q=-1m]", "negative duration"},
+		{"empty dir", "dir: ''", "dir: empty"},
+		{"list for a value", "check-every: [1s]", "check-every: want a single value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := filepath.Join(t.TempDir(), "agent.yaml")
+			writeFile(t, cfg, "spools:\n  s:\n    "+tt.spool+"\n")
+			var stdout, stderr bytes.Buffer
+			err := testMain(nil, "", &stdout, &stderr).ParseFlags([]string{"--config", cfg, "run"})
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "spools: s: ") {
+				t.Errorf("err = %v, want one about spool s containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestDefaultsFromPackages checks that run's defaults are the constants of
+// the packages that own them.
+func TestDefaultsFromPackages(t *testing.T) {
+	m := parseOK(t, nil, "run")
+	r := m.cli.Run
+	want := monitor.DefaultConfig()
+	got := monitor.Config{
+		Limits:           monitor.Limits{MaxCheckedOutAge: r.MaxCheckedOutAge, MaxTmpFileAge: r.MaxTmpFileAge},
+		CheckEvery:       r.CheckEvery,
+		AlertAfterCycles: r.AlertAfterCycles,
+		FullRescanEvery:  r.FullRescanEvery,
+		MaxUnregistered:  r.MaxUnregistered,
+		MaxQueues:        r.MaxQueues,
+		MaxWatches:       r.MaxWatches,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("run's defaults %+v, want monitor.DefaultConfig() %+v", got, want)
+	}
+	if m.cli.MaxMetadataSize != spool.DefaultMaxMetadataSize {
+		t.Errorf("--max-metadata-size default %d, want spool.DefaultMaxMetadataSize", m.cli.MaxMetadataSize)
+	}
+	if !reflect.DeepEqual(r.WebListenAddress, []string{DefaultListenAddress}) {
+		t.Errorf("--web.listen-address default %q, want %q", r.WebListenAddress, DefaultListenAddress)
+	}
+	if d := parseOK(t, nil, "enqueue", "/x", "q").cli.Enqueue.Durability; d != spool.DefaultDurability.String() {
+		t.Errorf("enqueue --durability default %q, want %q", d, spool.DefaultDurability)
+	}
+	if q := parseOK(t, nil, "repair", "/x").cli.Repair.QuarantineQueue; q != repair.DefaultQuarantineQueue {
+		t.Errorf("--quarantine-queue default %q, want %q", q, repair.DefaultQuarantineQueue)
+	}
+	for d, want := range map[time.Duration]string{15 * time.Second: "15s", 10 * time.Minute: "10m", time.Hour: "1h", 90 * time.Minute: "1h30m", 1500 * time.Millisecond: "1.5s"} {
+		if got := flagDuration(d); got != want {
+			t.Errorf("flagDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
 }

@@ -19,7 +19,7 @@ type RepairCmd struct {
 	LimitFlags
 	OutputFlag
 	Apply           bool   `help:"Carry the plan out, print every action, and check again. Without it repair prints its plan and changes nothing."`
-	QuarantineQueue string `default:"quarantine" placeholder:"QUEUE" help:"The queue that receives entries in doubt, as proper entries (created if missing; default: ${default})."`
+	QuarantineQueue string `default:"${quarantine_queue}" placeholder:"QUEUE" help:"The queue that receives entries in doubt, as proper entries (created if missing; default: ${default})."`
 	WorkersStopped  bool   `help:"Every worker of another implementation is stopped: stale checkouts younger than 1m may be recovered too, as recover's --workers-stopped."`
 }
 

@@ -37,9 +37,11 @@ type RunCmd struct {
 	Create      bool     `help:"Create the missing spool directories of --spool and of the configuration file."`
 	CreateQueue []string `default:"active" placeholder:"QUEUE" help:"The queues of the spools that --create creates (repeatable; default: ${default})."`
 
-	CheckEvery       time.Duration `default:"15s" placeholder:"DURATION" help:"Check each spool this often (default: ${default})."`
-	AlertAfterCycles int           `default:"2" placeholder:"N" help:"A problem alerts once seen in more than N consecutive checks, so from the third with 2 (default: ${default})."`
-	FullRescanEvery  time.Duration `default:"10m" placeholder:"DURATION" help:"List every directory of a spool this often even when inotify reports its changes (default: ${default})."`
+	// The fields tagged spool:"" can also be set per spool, in the
+	// spools: section of the configuration file (under their long names).
+	CheckEvery       time.Duration `spool:"" default:"${check_every}" placeholder:"DURATION" help:"Check each spool this often (default: ${default})."`
+	AlertAfterCycles int           `spool:"" default:"${alert_after_cycles}" placeholder:"N" help:"A problem alerts once seen in more than N consecutive checks, so from the third with 2 (default: ${default})."`
+	FullRescanEvery  time.Duration `spool:"" default:"${full_rescan_every}" placeholder:"DURATION" help:"List every directory of a spool this often even when inotify reports its changes (default: ${default})."`
 	MaxUnregistered  int           `default:"${max_unregistered}" placeholder:"N" help:"Track at most N files with no registry file per spool (in queues, checkouts, .data); past it a limit problem, and the spool is scanned in full each cycle instead of watched (default: ${default})."`
 	MaxQueues        int           `default:"${max_queues}" placeholder:"N" help:"Track at most N queues (and other root directories) per spool; past it a limit problem (default: ${default})."`
 	MaxWatches       int           `default:"${max_watches}" placeholder:"N" help:"Use at most N inotify watches per spool; past it a limit problem, and the spool is polled (default: ${default})."`
@@ -49,7 +51,7 @@ type RunCmd struct {
 
 	StatePath string `name:"state.path" placeholder:"FILE" help:"Keep each spool's alert state (problem counts, which alert) in FILE, so that a restart neither ends nor delays an alert; never inside a spool (default: $$STATE_DIRECTORY/state.json under systemd, else $$XDG_STATE_HOME/spool-agent/state.json or ~/.local/state/spool-agent/state.json)."`
 
-	WebListenAddress []string `name:"web.listen-address" default:":19317" placeholder:"ADDRESS" help:"Address to serve /metrics on (repeatable; default: ${default})."`
+	WebListenAddress []string `name:"web.listen-address" default:"${listen_address}" placeholder:"ADDRESS" help:"Address to serve /metrics on (repeatable; default: ${default})."`
 	WebConfigFile    string   `name:"web.config.file" placeholder:"FILE" help:"Web configuration file (exporter-toolkit format) for TLS and basic authentication."`
 
 	OTLPFlags

@@ -7,9 +7,10 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
-	"time"
+	"unicode"
 
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/spool"
@@ -70,8 +71,7 @@ func (c *RunCmd) baseConfig() (monitor.Config, error) {
 // returned in skipped, for the caller to log: one bad directory must not
 // stop the agent from watching the others.
 func (c *RunCmd) spoolDefs(cfg *configFile) (defs []spoolDef, skipped []skippedMatch, err error) {
-	base, err := c.baseConfig()
-	if err != nil {
+	if _, err := c.baseConfig(); err != nil {
 		return nil, nil, err
 	}
 	byName := map[string]*spoolDef{}
@@ -126,38 +126,63 @@ func (c *RunCmd) spoolDefs(cfg *configFile) (defs []spoolDef, skipped []skippedM
 	for _, name := range slices.Sorted(maps.Keys(byName)) {
 		d := byName[name]
 		d.Dir = filepath.Clean(d.Dir)
-		d.Config = applySettings(base, settings[name])
+		if d.Config, err = c.withSettings(settings[name]).baseConfig(); err != nil {
+			return nil, nil, fmt.Errorf("spool %s: %w", name, err)
+		}
 		defs = append(defs, *d)
 	}
 	return defs, skipped, nil
 }
 
-// applySettings returns base with the per-spool settings of sc over it.
-func applySettings(base monitor.Config, sc spoolConfig) monitor.Config {
-	cfg := base
-	if sc.CheckEvery != nil {
-		cfg.CheckEvery = *sc.CheckEvery
-	}
-	if sc.AlertAfterCycles != nil {
-		cfg.AlertAfterCycles = *sc.AlertAfterCycles
-	}
-	if sc.MaxCheckedOutAge != nil {
-		cfg.Limits.MaxCheckedOutAge = *sc.MaxCheckedOutAge
-	}
-	if sc.MaxTmpFileAge != nil {
-		cfg.Limits.MaxTmpFileAge = *sc.MaxTmpFileAge
-	}
-	if sc.FullRescanEvery != nil {
-		cfg.FullRescanEvery = *sc.FullRescanEvery
-	}
-	cfg.Limits.MaxQueueAge = maps.Clone(base.Limits.MaxQueueAge)
-	if len(sc.MaxQueueAge) > 0 {
-		if cfg.Limits.MaxQueueAge == nil {
-			cfg.Limits.MaxQueueAge = map[string]time.Duration{}
+// withSettings returns c with the settings of sc over its flags: a value
+// replaces the flag's, a mapping (max-queue-age) is merged over it.
+func (c *RunCmd) withSettings(sc spoolConfig) *RunCmd {
+	rc := *c
+	rc.MaxQueueAge = maps.Clone(c.MaxQueueAge)
+	rv := reflect.ValueOf(&rc).Elem()
+	for _, f := range reflect.VisibleFields(rv.Type()) {
+		if _, ok := f.Tag.Lookup("spool"); !ok || f.Anonymous {
+			continue
 		}
-		maps.Copy(cfg.Limits.MaxQueueAge, sc.MaxQueueAge)
+		v, ok := sc.settings[flagName(f)]
+		if !ok {
+			continue
+		}
+		field := rv.FieldByIndex(f.Index)
+		if field.Kind() != reflect.Map {
+			field.Set(v)
+			continue
+		}
+		if v.Len() == 0 {
+			continue
+		}
+		if field.IsNil() {
+			field.Set(reflect.MakeMap(field.Type()))
+		}
+		for it := v.MapRange(); it.Next(); {
+			field.SetMapIndex(it.Key(), it.Value())
+		}
 	}
-	return cfg
+	return &rc
+}
+
+// flagName is the long name kong gives the flag of a struct field: its
+// name: tag, or its name in lower case with - between words.
+func flagName(f reflect.StructField) string {
+	if n := f.Tag.Get("name"); n != "" {
+		return n
+	}
+	var b strings.Builder
+	for i, r := range f.Name {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('-')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // skippedMatch is a glob match that is not watched, and why.
