@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -71,18 +72,14 @@ func startAgent(b *testing.B, bin string, args ...string) (*exec.Cmd, string) {
 		logf.Close()
 	})
 	url := "http://" + addr + "/metrics"
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.WaitFor(b, 30*time.Second, "the agent serving "+url, func() bool {
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			return cmd, url
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("agent did not serve %s: %v", url, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	})
+	return cmd, url
 }
 
 // scrapeValue scrapes url and returns the value of the sample whose line
@@ -124,16 +121,10 @@ func BenchmarkAgentEnqueueVisible(b *testing.B) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	prefix := `spool_queue_entries{queue="q",spool="s"} `
 	// Wait for the first cycle (it sets the watches up).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if v, err := scrapeValue(client, url, prefix); err == nil && v == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("the spool's queue never showed in /metrics")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(b, 30*time.Second, "the spool's queue in /metrics", func() bool {
+		v, err := scrapeValue(client, url, prefix)
+		return err == nil && v == 0
+	})
 	var visible, scrape []time.Duration
 	b.ResetTimer()
 	for range b.N {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/spool-agent/spool-agent/internal/syncbuf"
@@ -221,7 +222,8 @@ func TestApplyKeepsState(t *testing.T) {
 	if sa.Cycles < cyclesBefore || !alerting(sa, monitor.KindOrphaned) {
 		t.Errorf("a lost its state: cycles %d (before %d), alerting %v", sa.Cycles, cyclesBefore, sa.Alerting)
 	}
-	time.Sleep(50 * time.Millisecond) // a few more cycles of a
+	kept := sa.Cycles
+	testkit.WaitFor(t, waitTimeout, "a few more cycles of a", func() bool { return snapshotOf(c, "a").Cycles >= kept+3 })
 	if n := events.count("a", monitor.Start); n != 3 {
 		t.Errorf("%d start events for a after a keeping Apply, want still 3", n)
 	}
@@ -406,93 +408,118 @@ func fakeCollector(logger *slog.Logger, onEvent func(string, monitor.Event), run
 }
 
 // TestPanicIsolated: a monitor that panics shows Up=false with the panic,
-// is restarted, and never stops the other spool.
+// is restarted after its restart delay, and never stops the other spool.
+// It runs in a synctest bubble: the fake monitors' clock is the bubble's,
+// so the restart happens at exactly its delay.
 func TestPanicIsolated(t *testing.T) {
-	logger, logs := testLogger()
-	release := make(chan struct{})
-	panicky := func(ctx context.Context, m *fakeMonitor, _ func(monitor.Event)) error {
-		m.snap.Store(&monitor.Snapshot{Name: m.name, Up: true, Cycles: 1})
-		<-release
-		panic("index out of range")
-	}
-	c, made := fakeCollector(logger, nil, map[string][]func(context.Context, *fakeMonitor, func(monitor.Event)) error{
-		"bad":  {panicky, healthy},
-		"good": {healthy},
+	synctest.Test(t, func(t *testing.T) {
+		logger, logs := testLogger()
+		release := make(chan struct{})
+		panicky := func(ctx context.Context, m *fakeMonitor, _ func(monitor.Event)) error {
+			m.snap.Store(&monitor.Snapshot{Name: m.name, Up: true, Cycles: 1})
+			<-release
+			panic("index out of range")
+		}
+		c, made := fakeCollector(logger, nil, map[string][]func(context.Context, *fakeMonitor, func(monitor.Event)) error{
+			"bad":  {panicky, healthy},
+			"good": {healthy},
+		})
+		const delay = 200 * time.Millisecond
+		c.restartDelay = func(int) time.Duration { return delay }
+		if err := c.Apply([]Spool{{Name: "bad", Dir: "/x"}, {Name: "good", Dir: "/y"}}); err != nil {
+			t.Fatal(err)
+		}
+		runCollector(t, c)
+		synctest.Wait()
+		if !snapshotOf(c, "bad").Up {
+			t.Fatal("bad not up before its panic")
+		}
+		close(release)
+		synctest.Wait()
+		if s := snapshotOf(c, "bad"); s.Up || !strings.Contains(s.LastError, "monitor panicked: index out of range") {
+			t.Errorf("bad after its panic: up %v, LastError %q, want down with the panic", s.Up, s.LastError)
+		}
+		before := snapshotOf(c, "good").Cycles
+		time.Sleep(delay - time.Millisecond) // the bubble's clock: just before the restart
+		synctest.Wait()
+		if s := snapshotOf(c, "bad"); s.Up {
+			t.Error("bad restarted before its restart delay")
+		}
+		if n := snapshotOf(c, "good").Cycles; n < before+100 {
+			t.Errorf("good cycled %d times during bad's backoff of %v, want one a millisecond", n-before, delay)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if s := snapshotOf(c, "bad"); !s.Up || s.LastError != "" {
+			t.Errorf("bad at its restart delay: up %v, LastError %q, want restarted", s.Up, s.LastError)
+		}
+		v, _ := made.Load("bad")
+		mons := v.([]*fakeMonitor)
+		if len(mons) != 2 || !mons[0].closed.Load() {
+			t.Errorf("bad has %d monitors, first closed %v; want 2, closed", len(mons), mons[0].closed.Load())
+		}
+		if !strings.Contains(logs.String(), "spool monitor panicked") {
+			t.Errorf("no log of the panic:\n%s", logs.String())
+		}
 	})
-	c.restartDelay = func(int) time.Duration { return 200 * time.Millisecond }
-	if err := c.Apply([]Spool{{Name: "bad", Dir: "/x"}, {Name: "good", Dir: "/y"}}); err != nil {
-		t.Fatal(err)
-	}
-	runCollector(t, c)
-	testkit.WaitFor(t, waitTimeout, "bad up before its panic", func() bool { return snapshotOf(c, "bad").Up })
-	close(release)
-	testkit.WaitFor(t, waitTimeout, "bad down after its panic", func() bool { return !snapshotOf(c, "bad").Up })
-	if s := snapshotOf(c, "bad"); !strings.Contains(s.LastError, "monitor panicked: index out of range") {
-		t.Errorf("LastError %q, want the panic", s.LastError)
-	}
-	before := snapshotOf(c, "good").Cycles
-	testkit.WaitFor(t, waitTimeout, "good cycling during bad's backoff", func() bool { return snapshotOf(c, "good").Cycles > before+5 })
-	testkit.WaitFor(t, waitTimeout, "bad restarted", func() bool { s := snapshotOf(c, "bad"); return s.Up && s.LastError == "" })
-	v, _ := made.Load("bad")
-	mons := v.([]*fakeMonitor)
-	if len(mons) != 2 || !mons[0].closed.Load() {
-		t.Errorf("bad has %d monitors, first closed %v; want 2, closed", len(mons), mons[0].closed.Load())
-	}
-	if !strings.Contains(logs.String(), "spool monitor panicked") {
-		t.Errorf("no log of the panic:\n%s", logs.String())
-	}
 }
 
 // TestStuckMonitor: a monitor stuck in a system call (it ignores ctx)
-// stalls neither Snapshots, nor Apply removing it, nor Run's return
-// beyond the stop timeout.
+// stalls neither Snapshots, nor Apply removing it, and holds Run's return
+// for the stop timeout exactly (the bubble's clock measures both).
 func TestStuckMonitor(t *testing.T) {
-	logger, logs := testLogger()
-	unstick := make(chan struct{})
-	defer close(unstick)
-	stuck := func(ctx context.Context, m *fakeMonitor, _ func(monitor.Event)) error {
-		m.snap.Store(&monitor.Snapshot{Name: m.name, Up: true, Cycles: 1})
-		<-unstick // a read on a dead NFS mount
-		return nil
-	}
-	c, _ := fakeCollector(logger, nil, map[string][]func(context.Context, *fakeMonitor, func(monitor.Event)) error{
-		"nfs": {stuck}, "local": {healthy},
+	synctest.Test(t, func(t *testing.T) {
+		logger, logs := testLogger()
+		unstick := make(chan struct{})
+		defer close(unstick)
+		stuck := func(ctx context.Context, m *fakeMonitor, _ func(monitor.Event)) error {
+			m.snap.Store(&monitor.Snapshot{Name: m.name, Up: true, Cycles: 1})
+			<-unstick // a read on a dead NFS mount
+			return nil
+		}
+		c, _ := fakeCollector(logger, nil, map[string][]func(context.Context, *fakeMonitor, func(monitor.Event)) error{
+			"nfs": {stuck}, "local": {healthy},
+		})
+		c.stopTimeout = 100 * time.Millisecond
+		if err := c.Apply([]Spool{{Name: "nfs", Dir: "/nfs"}, {Name: "local", Dir: "/l"}}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		synctest.Wait()
+		if s := c.Snapshots(); len(s) != 2 || !s[0].Up || !s[1].Up {
+			t.Fatalf("snapshots %+v, want both up", s)
+		}
+		start := time.Now()
+		for range 100 {
+			c.Snapshots()
+		}
+		if err := c.Apply([]Spool{{Name: "local", Dir: "/l"}}); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("Snapshots and Apply waited %v beside a stuck monitor", d)
+		}
+		start = time.Now()
+		cancel()
+		<-done
+		if d := time.Since(start); d != c.stopTimeout {
+			t.Errorf("Run returned %v after its cancel, want the stop timeout %v", d, c.stopTimeout)
+		}
+		if !strings.Contains(logs.String(), "did not stop in time") {
+			t.Errorf("no log of the stuck monitor:\n%s", logs.String())
+		}
 	})
-	c.stopTimeout = 100 * time.Millisecond
-	if err := c.Apply([]Spool{{Name: "nfs", Dir: "/nfs"}, {Name: "local", Dir: "/l"}}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	testkit.WaitFor(t, waitTimeout, "both up", func() bool {
-		s := c.Snapshots()
-		return len(s) == 2 && s[0].Up && s[1].Up
-	})
-	start := time.Now()
-	for range 100 {
-		c.Snapshots()
-	}
-	if err := c.Apply([]Spool{{Name: "local", Dir: "/l"}}); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Snapshots and Apply took %v beside a stuck monitor", d)
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return past the stop timeout")
-	}
-	if !strings.Contains(logs.String(), "did not stop in time") {
-		t.Errorf("no log of the stuck monitor:\n%s", logs.String())
-	}
 }
 
 // TestEventsAndCallbackPanic: events reach onEvent tagged with their spool,
 // and a panicking callback is survived.
 func TestEventsAndCallbackPanic(t *testing.T) {
+	synctest.Test(t, testEventsAndCallbackPanic)
+}
+
+func testEventsAndCallbackPanic(t *testing.T) {
 	logger, logs := testLogger()
 	var calls atomic.Int64
 	onEvent := func(spool string, ev monitor.Event) {
@@ -508,7 +535,11 @@ func TestEventsAndCallbackPanic(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	testkit.WaitFor(t, waitTimeout, "events after the panicking one", func() bool { return calls.Load() > 3 })
+	time.Sleep(10 * time.Millisecond) // the bubble's clock: ten cycles of healthy
+	synctest.Wait()
+	if n := calls.Load(); n < 10 {
+		t.Errorf("%d events delivered in ten cycles, want ten or more (the first panicked)", n)
+	}
 	if !strings.Contains(logs.String(), "event callback panicked") {
 		t.Errorf("no log of the callback panic:\n%s", logs.String())
 	}
@@ -532,6 +563,10 @@ func TestBackoff(t *testing.T) {
 // alerts is replaced by a fresh one; the problem's alert ends first, so
 // that the fresh monitor's Start pairs with an End.
 func TestFailedMonitorEndsItsAlerts(t *testing.T) {
+	synctest.Test(t, testFailedMonitorEndsItsAlerts)
+}
+
+func testFailedMonitorEndsItsAlerts(t *testing.T) {
 	orphan := monitor.Problem{Kind: monitor.KindOrphaned, Dir: monitor.Dir{Kind: monitor.DirData}, Name: "orphan"}
 	var events eventLog
 	alertThenPanic := func(ctx context.Context, m *fakeMonitor, onEvent func(monitor.Event)) error {
@@ -552,7 +587,8 @@ func TestFailedMonitorEndsItsAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCollector(t, c)
-	testkit.WaitFor(t, waitTimeout, "the fresh monitor's start", func() bool { return events.count("s", monitor.Start) == 2 })
+	time.Sleep(c.restartDelay(1)) // the bubble's clock: the restart
+	synctest.Wait()
 	if got, want := events.types("s"), []monitor.EventType{monitor.Start, monitor.End, monitor.Start}; !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
 	}
