@@ -15,9 +15,10 @@ import (
 // arrives: the spool's readers share one watcher of the queue directories
 // (inotify on Linux, fsnotify elsewhere); where a directory cannot be
 // watched, readers poll every Options.PollInterval instead and the spool
-// logs it once. A Reader is meant for one goroutine (Close may come from
-// another); run several Readers to consume in parallel. Close it to release
-// its watch.
+// logs it once (SPOOL_AGENT_WATCHER=fsnotify forces the portable watcher on
+// Linux too; =poll makes readers poll). A Reader is meant for one goroutine
+// (Close may come from another); run several Readers to consume in
+// parallel. Close it to release its watch.
 //
 // A Reader takes the queue's oldest names first, in sorted snapshots as
 // the reference does: for one producer whose names sort in creation order

@@ -53,7 +53,7 @@ func (h *fsnotifyHub) subscribe(r *Reader) (bool, error) {
 		h.dirs, h.byPath, h.subs, h.gone = map[string]string{}, map[string]string{}, map[string]map[*Reader]struct{}{}, goneSets{}
 		// As the raw inotify hub does: the spool holds its queue
 		// directories open, so a removed one may report nothing itself.
-		if root := dirWatchPath(h.s.root.fd, h.s.dir); w.Add(root) == nil {
+		if root, err := h.addDirLocked(h.s.root.fd, h.s.dir, func() bool { return true }); err == nil {
 			h.root = root
 		}
 		go h.dispatchLoop(w, h.exited)
@@ -91,27 +91,31 @@ func (h *fsnotifyHub) addWatchLocked(r *Reader) error {
 	if h.s.dirGone(qd.dir.fd) {
 		return unix.ENOENT
 	}
-	path := dirWatchPath(qd.dir.fd, qd.dir.path)
-	if path == qd.dir.path && !h.s.pathLeadsTo(r.queue, qd.dir.fd) {
-		return unix.ENOENT
-	}
-	if err := h.w.Add(path); err != nil {
+	path, err := h.addDirLocked(qd.dir.fd, qd.dir.path, func() bool { return h.s.pathLeadsTo(r.queue, qd.dir.fd) })
+	if err != nil {
 		return err
 	}
 	h.dirs[r.dir], h.byPath[path] = path, r.dir
 	return nil
 }
 
-// dirWatchPath is the path to watch for the directory open as fd at path:
-// on Linux /proc/self/fd/N, which is that very directory whatever stands at
-// its path now; elsewhere its path, which the caller checks leads to fd.
-// (A swap between the check and the watch costs wake-ups, not entries: the
-// reader's listings go through fd.)
-func dirWatchPath(fd int, path string) string {
+// addDirLocked watches the directory open as fd at path, and returns the
+// path it watches: on Linux /proc/self/fd/N, which is that very directory
+// whatever stands at its path now; elsewhere (or without /proc) path, if
+// leadsThere says it leads to fd. (A swap between the check and the watch
+// costs wake-ups, not entries: readers list through fd.) Callers hold h.mu.
+func (h *fsnotifyHub) addDirLocked(fd int, path string, leadsThere func() bool) (string, error) {
 	if runtime.GOOS == "linux" {
-		return procPath(fd)
+		p := procPath(fd)
+		err := h.w.Add(p)
+		if err == nil || !isNotExist(err) {
+			return p, err
+		}
 	}
-	return path
+	if !leadsThere() {
+		return "", unix.ENOENT
+	}
+	return path, h.w.Add(path)
 }
 
 func (h *fsnotifyHub) unsubscribe(r *Reader) {
