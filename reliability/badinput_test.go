@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/reliability/internal/workload"
 	"github.com/spool-agent/spool-agent/spool"
@@ -656,7 +657,7 @@ func testFullDisk(t *testing.T) {
 	opts := &spool.Options{Durability: spool.DurabilityFull}
 	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
 		t.Logf("cannot mount a tmpfs (%v): the FS seam fills the disk instead", err)
-		opts.FS = &fullFS{OSFS: spool.OSFS{}, budget: 1 << 20}
+		fsys.SetOptions(opts, &fullFS{OS: fsys.OS{}, budget: 1 << 20})
 	} else {
 		t.Logf("a real 1 MiB tmpfs fills up")
 		t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
@@ -704,12 +705,12 @@ func testFullDisk(t *testing.T) {
 // fullFS is the seam's full disk: writes fail with ENOSPC once budget
 // bytes have been written.
 type fullFS struct {
-	spool.OSFS
+	fsys.OS
 	mu     sync.Mutex
 	budget int
 }
 
-// Write implements spool.FS.
+// Write implements fsys.FS.
 func (f *fullFS) Write(fd int, p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -719,16 +720,16 @@ func (f *fullFS) Write(fd int, p []byte) (int, error) {
 	if len(p) > f.budget {
 		p = p[:f.budget]
 	}
-	n, err := f.OSFS.Write(fd, p)
+	n, err := f.OS.Write(fd, p)
 	f.budget -= n
 	return n, err
 }
 
-// Unlink implements spool.FS: removing a file gives back a little space.
+// Unlink implements fsys.FS: removing a file gives back a little space.
 func (f *fullFS) Unlink(dirfd int, name string) error {
 	var st unix.Stat_t
-	f.OSFS.Lstat(dirfd, name, &st)
-	err := f.OSFS.Unlink(dirfd, name)
+	f.OS.Lstat(dirfd, name, &st)
+	err := f.OS.Unlink(dirfd, name)
 	if err == nil {
 		f.mu.Lock()
 		f.budget += int(st.Size)

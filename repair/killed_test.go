@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"golang.org/x/sys/unix"
 
 	"github.com/spool-agent/spool-agent/monitor"
@@ -19,7 +20,7 @@ import (
 // point leaves it (its cleanup fails too), and closing its descriptors
 // drops its locks as the kernel does for a dead process.
 type dyingFS struct {
-	spool.FS
+	fsys.FS
 	armed  bool // counting (Open of the spool is not)
 	budget int
 }
@@ -145,8 +146,10 @@ func TestRepairKilledLibraryOperations(t *testing.T) {
 					f.enqueue("incoming", "k")
 					f.acked = f.acked[:len(f.acked)-1] // checked separately
 				}
-				fs := &dyingFS{FS: spool.OSFS{}, budget: budget}
-				s, err := spool.Open(f.dir, &spool.Options{FS: fs})
+				fs := &dyingFS{FS: fsys.OS{}, budget: budget}
+				var opts spool.Options
+				fsys.SetOptions(&opts, fs)
+				s, err := spool.Open(f.dir, &opts)
 				if err != nil {
 					t.Fatal(err)
 				}

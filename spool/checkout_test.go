@@ -57,7 +57,7 @@ func TestCheckoutLockHandoff(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			hfs := &hookFS{}
-			s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
+			s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
 			name := mustEnqueue(t, s, "q", "meta", "data", EnqueueOptions{})
 			unlock := lockFile(t, s.queuePath("q", name))
 			defer unlock()
@@ -166,7 +166,7 @@ func TestRecoverUnlocksBeforeFsync(t *testing.T) {
 	if err := os.Rename(plain.queuePath("q", name), plain.checkoutPath("q", name)); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(dir, &Options{FS: hfs, Durability: DurabilityFull})
+	s, err := Open(dir, &Options{fs: hfs, Durability: DurabilityFull})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestRemove(t *testing.T) {
 	t.Run("half way", func(t *testing.T) {
 		fail := true
 		hfs := &hookFS{}
-		s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
+		s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
 		name := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{})
 		hfs.hook = func(op, path string) error {
 			if op == "unlink" && path == s.dataPath(name) && fail {
@@ -271,7 +271,7 @@ func TestRemove(t *testing.T) {
 	})
 	t.Run("stat error is not absence", func(t *testing.T) {
 		hfs := &hookFS{}
-		s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
+		s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
 		name := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{})
 		hfs.hook = func(op, path string) error {
 			if op == "lstat" && path == s.queuePath("q", name) {
@@ -381,7 +381,7 @@ func TestFailedInternalCheckoutsAreReleased(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			hfs := &hookFS{}
-			s := newTestSpool(t, []string{"q1", "q2"}, &Options{Durability: DurabilityNone, FS: hfs})
+			s := newTestSpool(t, []string{"q1", "q2"}, &Options{Durability: DurabilityNone, fs: hfs})
 			name := mustEnqueue(t, s, "q1", "original", "data", EnqueueOptions{})
 			var failing sync.Mutex
 			armed := true

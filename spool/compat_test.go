@@ -394,7 +394,7 @@ func TestSparseMetadata(t *testing.T) {
 func TestMetadataGrowsAfterCheck(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spool")
 	hfs := &hookFS{}
-	s, err := Create(dir, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs, MaxMetadataSize: 100})
+	s, err := Create(dir, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs, MaxMetadataSize: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +500,7 @@ func TestWriteData(t *testing.T) {
 		t.Run("fail "+tt.op, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "spool")
 			hfs := &hookFS{}
-			s, err := Create(dir, []string{"q"}, &Options{Durability: DurabilityFiles, FS: hfs})
+			s, err := Create(dir, []string{"q"}, &Options{Durability: DurabilityFiles, fs: hfs})
 			if err != nil {
 				t.Fatal(err)
 			}

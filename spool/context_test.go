@@ -137,7 +137,7 @@ func TestRecoverContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	h := &hookFS{}
-	s := newTestSpool(t, []string{"q"}, &Options{FS: h})
+	s := newTestSpool(t, []string{"q"}, &Options{fs: h})
 	defer s.Close()
 	for range 3 {
 		name := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{})

@@ -64,6 +64,9 @@ func (d *dirSet) closeAll() bool {
 	return true
 }
 
+// openDirFlags open a directory for use as a dirfd, never through a symlink.
+const openDirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW
+
 // openRoot opens the spool root: the user-given path is resolved once
 // (symbolic links in it are the user's), then opened with O_NOFOLLOW, and
 // everything else is opened relative to that descriptor.

@@ -40,7 +40,5 @@
 // redirect an operation outside the spool; readers watch the directories
 // through the descriptors too. Metadata reads are bounded, and files with
 // other hard links are never touched. [Spool.Close] releases the
-// descriptors. Every file-system call on the spool's contents goes through
-// the [FS] seam so that tests can inject faults (the permission checks of
-// the spool's directories at Open and Create, and inotify, do not).
+// descriptors.
 package spool

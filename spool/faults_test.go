@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spool-agent/spool-agent/spool"
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,7 +18,7 @@ const (
 	payload = "payload bytes: the entry's data, which must survive every fault intact"
 )
 
-// faultFS wraps a spool.FS. It counts calls, injects one fault at the Nth
+// faultFS wraps a fsys.FS. It counts calls, injects one fault at the Nth
 // call (or, for a short write, at the Nth write), can keep failing
 // allocations with ENOSPC from then on (a full disk), and can record every
 // call with the paths involved (descriptors are mapped back to the path they
@@ -28,7 +28,7 @@ const (
 // these tests simulate process crashes and power loss by inspecting the
 // sequence of calls, and real fsyncs would only make them slow.
 type faultFS struct {
-	inner spool.FS
+	inner fsys.FS
 
 	mu       sync.Mutex
 	calls    int
@@ -47,7 +47,7 @@ type faultFS struct {
 
 // fsCall is one recorded call: the operation, its path(s) and its result.
 type fsCall struct {
-	Op    string // open, write, fsync, close, fstat, lstat, rename, unlink, mkdir, touch, readdir, flock
+	Op    string // open, write, fsync, syncfs, wbcheck, close, fstat, lstat, rename, unlink, mkdir, touch, readdir, flock
 	Path  string
 	Path2 string // rename's new path
 	Dir   bool   // open: opened a directory
@@ -65,7 +65,7 @@ func (c fsCall) String() string {
 	return s
 }
 
-func newFaultFS() *faultFS { return &faultFS{inner: spool.OSFS{}, fds: map[int]string{}} }
+func newFaultFS() *faultFS { return &faultFS{inner: fsys.OS{}, fds: map[int]string{}} }
 
 // arm makes the n-th call from now (or the n-th write, for a short write) fail.
 func (f *faultFS) arm(n int, errno unix.Errno, short, sticky bool) {
@@ -159,7 +159,7 @@ func (f *faultFS) at(dirfd int, name string) string {
 	return filepath.Join(f.fdPath(dirfd), name)
 }
 
-// Open implements spool.FS.
+// Open implements fsys.FS.
 func (f *faultFS) Open(dirfd int, name string, flags int, perm uint32) (int, error) {
 	path := f.at(dirfd, name)
 	if err, _ := f.fault("open", path, flags&unix.O_CREAT != 0, false); err != nil {
@@ -176,7 +176,7 @@ func (f *faultFS) Open(dirfd int, name string, flags int, perm uint32) (int, err
 	return fd, err
 }
 
-// OpenDir implements spool.FS.
+// OpenDir implements fsys.FS.
 func (f *faultFS) OpenDir(dirfd int, name string) (int, error) {
 	path := f.at(dirfd, name)
 	if err, _ := f.fault("opendir", path, false, false); err != nil {
@@ -193,7 +193,7 @@ func (f *faultFS) OpenDir(dirfd int, name string) (int, error) {
 	return fd, err
 }
 
-// Read implements spool.FS.
+// Read implements fsys.FS.
 func (f *faultFS) Read(fd int, p []byte) (int, error) {
 	if err, _ := f.fault("read", f.fdPath(fd), false, false); err != nil {
 		return 0, err
@@ -201,7 +201,7 @@ func (f *faultFS) Read(fd int, p []byte) (int, error) {
 	return f.inner.Read(fd, p)
 }
 
-// Write implements spool.FS.
+// Write implements fsys.FS.
 func (f *faultFS) Write(fd int, p []byte) (int, error) {
 	path := f.fdPath(fd)
 	err, short := f.fault("write", path, true, true)
@@ -217,7 +217,7 @@ func (f *faultFS) Write(fd int, p []byte) (int, error) {
 	return n, err
 }
 
-// Fsync implements spool.FS.
+// Fsync implements fsys.FS.
 func (f *faultFS) Fsync(fd int) error {
 	path := f.fdPath(fd)
 	if err, _ := f.fault("fsync", path, true, false); err != nil {
@@ -232,7 +232,46 @@ func (f *faultFS) Fsync(fd int) error {
 	return err
 }
 
-// Close implements spool.FS. Like close(2) on Linux, it releases the
+// batchFS is group commit's optional part of the seam (groupcommit.go).
+type batchFS interface {
+	Syncfs(fd int) error
+	WritebackErr(fd int) error
+}
+
+// Syncfs implements group commit's batch flush: counted, faulted and
+// recorded like Fsync ("syncfs", the path of fd), and passed on only with
+// realSync.
+func (f *faultFS) Syncfs(fd int) error {
+	path := f.fdPath(fd)
+	if err, _ := f.fault("syncfs", path, true, false); err != nil {
+		f.rec(fsCall{Op: "syncfs", Path: path, Err: err})
+		return err
+	}
+	var err error
+	if b, ok := f.inner.(batchFS); ok && f.realSync {
+		err = b.Syncfs(fd)
+	}
+	f.rec(fsCall{Op: "syncfs", Path: path, Err: err})
+	return err
+}
+
+// WritebackErr implements group commit's per-file write-back check
+// ("wbcheck"): counted, faulted and recorded, then passed on.
+func (f *faultFS) WritebackErr(fd int) error {
+	path := f.fdPath(fd)
+	if err, _ := f.fault("wbcheck", path, false, false); err != nil {
+		f.rec(fsCall{Op: "wbcheck", Path: path, Err: err})
+		return err
+	}
+	var err error
+	if b, ok := f.inner.(batchFS); ok {
+		err = b.WritebackErr(fd)
+	}
+	f.rec(fsCall{Op: "wbcheck", Path: path, Err: err})
+	return err
+}
+
+// Close implements fsys.FS. Like close(2) on Linux, it releases the
 // descriptor even when it reports an error.
 func (f *faultFS) Close(fd int) error {
 	path := f.fdPath(fd)
@@ -248,7 +287,7 @@ func (f *faultFS) Close(fd int) error {
 	return err
 }
 
-// Fstat implements spool.FS.
+// Fstat implements fsys.FS.
 func (f *faultFS) Fstat(fd int, st *unix.Stat_t) error {
 	if err, _ := f.fault("fstat", f.fdPath(fd), false, false); err != nil {
 		return err
@@ -256,7 +295,7 @@ func (f *faultFS) Fstat(fd int, st *unix.Stat_t) error {
 	return f.inner.Fstat(fd, st)
 }
 
-// Lstat implements spool.FS.
+// Lstat implements fsys.FS.
 func (f *faultFS) Lstat(dirfd int, name string, st *unix.Stat_t) error {
 	if err, _ := f.fault("lstat", f.at(dirfd, name), false, false); err != nil {
 		return err
@@ -264,7 +303,7 @@ func (f *faultFS) Lstat(dirfd int, name string, st *unix.Stat_t) error {
 	return f.inner.Lstat(dirfd, name, st)
 }
 
-// Rename implements spool.FS.
+// Rename implements fsys.FS.
 func (f *faultFS) Rename(olddirfd int, oldname string, newdirfd int, newname string, noReplace bool) error {
 	oldpath, newpath := f.at(olddirfd, oldname), f.at(newdirfd, newname)
 	err, _ := f.fault("rename", oldpath+" -> "+newpath, true, false)
@@ -275,7 +314,7 @@ func (f *faultFS) Rename(olddirfd int, oldname string, newdirfd int, newname str
 	return err
 }
 
-// Unlink implements spool.FS.
+// Unlink implements fsys.FS.
 func (f *faultFS) Unlink(dirfd int, name string) error {
 	path := f.at(dirfd, name)
 	err, _ := f.fault("unlink", path, false, false)
@@ -290,7 +329,7 @@ func (f *faultFS) Unlink(dirfd int, name string) error {
 	return err
 }
 
-// Mkdir implements spool.FS.
+// Mkdir implements fsys.FS.
 func (f *faultFS) Mkdir(dirfd int, name string, perm uint32) error {
 	path := f.at(dirfd, name)
 	err, _ := f.fault("mkdir", path, true, false)
@@ -301,7 +340,7 @@ func (f *faultFS) Mkdir(dirfd int, name string, perm uint32) error {
 	return err
 }
 
-// Touch implements spool.FS.
+// Touch implements fsys.FS.
 func (f *faultFS) Touch(dirfd int, name string, t time.Time) error {
 	if err, _ := f.fault("touch", f.at(dirfd, name), false, false); err != nil {
 		return err
@@ -309,7 +348,7 @@ func (f *faultFS) Touch(dirfd int, name string, t time.Time) error {
 	return f.inner.Touch(dirfd, name, t)
 }
 
-// TouchFD implements spool.FS.
+// TouchFD implements fsys.FS.
 func (f *faultFS) TouchFD(fd int, t time.Time) error {
 	if err, _ := f.fault("touch", f.fdPath(fd), false, false); err != nil {
 		return err
@@ -317,15 +356,15 @@ func (f *faultFS) TouchFD(fd int, t time.Time) error {
 	return f.inner.TouchFD(fd, t)
 }
 
-// ReadDir implements spool.FS.
-func (f *faultFS) ReadDir(dirfd int) ([]spool.DirEntry, error) {
+// ReadDir implements fsys.FS.
+func (f *faultFS) ReadDir(dirfd int) ([]fsys.DirEntry, error) {
 	if err, _ := f.fault("readdir", f.fdPath(dirfd), false, false); err != nil {
 		return nil, err
 	}
 	return f.inner.ReadDir(dirfd)
 }
 
-// Flock implements spool.FS.
+// Flock implements fsys.FS.
 func (f *faultFS) Flock(fd int, how int) error {
 	if err, _ := f.fault("flock", f.fdPath(fd), false, false); err != nil {
 		return err
@@ -333,7 +372,7 @@ func (f *faultFS) Flock(fd int, how int) error {
 	return f.inner.Flock(fd, how)
 }
 
-// Fchmod implements spool.FS.
+// Fchmod implements fsys.FS.
 func (f *faultFS) Fchmod(fd int, mode uint32) error {
 	path := f.fdPath(fd)
 	err, _ := f.fault("fchmod", path, false, false)

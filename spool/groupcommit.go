@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/spool-agent/spool-agent/internal/fsys"
 )
 
 // Group commit: concurrent operations of one Spool share the flushes that
@@ -160,7 +162,7 @@ type committer struct {
 
 // init chooses the barrier: syncfs when the seam offers it and the kernel
 // reports write-back errors through it.
-func (c *committer) init(fs FS) {
+func (c *committer) init(fs fsys.FS) {
 	c.once.Do(func() {
 		b, ok := fs.(batchFS)
 		if !ok {

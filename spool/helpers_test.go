@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -133,7 +134,7 @@ func mustList(t testing.TB, s *Spool, queue string) []string {
 type hookFS struct {
 	hook func(op, path string) error
 	// readDir replaces ReadDir for a call whose hook returns errOverride.
-	readDir func(path string) ([]DirEntry, error)
+	readDir func(path string) ([]fsys.DirEntry, error)
 
 	mu  sync.Mutex
 	fds map[int]string
@@ -141,7 +142,7 @@ type hookFS struct {
 	inflight, maxInflight atomic.Int64
 }
 
-var _ FS = (*hookFS)(nil)
+var _ fsys.FS = (*hookFS)(nil)
 
 func (h *hookFS) enter(op, path string) error {
 	n := h.inflight.Add(1)
@@ -191,7 +192,7 @@ func (h *hookFS) Open(dirfd int, name string, flags int, perm uint32) (int, erro
 		return -1, err
 	}
 	defer h.exit()
-	fd, err := OSFS{}.Open(dirfd, name, flags, perm)
+	fd, err := fsys.OS{}.Open(dirfd, name, flags, perm)
 	if err == nil {
 		h.record(fd, path)
 	}
@@ -204,7 +205,7 @@ func (h *hookFS) OpenDir(dirfd int, name string) (int, error) {
 		return -1, err
 	}
 	defer h.exit()
-	fd, err := OSFS{}.OpenDir(dirfd, name)
+	fd, err := fsys.OS{}.OpenDir(dirfd, name)
 	if err == nil {
 		h.record(fd, path)
 	}
@@ -216,7 +217,7 @@ func (h *hookFS) Read(fd int, p []byte) (int, error) {
 		return 0, err
 	}
 	defer h.exit()
-	return OSFS{}.Read(fd, p)
+	return fsys.OS{}.Read(fd, p)
 }
 
 func (h *hookFS) Write(fd int, p []byte) (int, error) {
@@ -224,7 +225,7 @@ func (h *hookFS) Write(fd int, p []byte) (int, error) {
 		return 0, err
 	}
 	defer h.exit()
-	return OSFS{}.Write(fd, p)
+	return fsys.OS{}.Write(fd, p)
 }
 
 func (h *hookFS) Fsync(fd int) error {
@@ -232,7 +233,7 @@ func (h *hookFS) Fsync(fd int) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Fsync(fd)
+	return fsys.OS{}.Fsync(fd)
 }
 
 func (h *hookFS) Close(fd int) error {
@@ -245,7 +246,7 @@ func (h *hookFS) Close(fd int) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Close(fd)
+	return fsys.OS{}.Close(fd)
 }
 
 func (h *hookFS) Fstat(fd int, st *unix.Stat_t) error {
@@ -253,7 +254,7 @@ func (h *hookFS) Fstat(fd int, st *unix.Stat_t) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Fstat(fd, st)
+	return fsys.OS{}.Fstat(fd, st)
 }
 
 func (h *hookFS) Lstat(dirfd int, name string, st *unix.Stat_t) error {
@@ -261,7 +262,7 @@ func (h *hookFS) Lstat(dirfd int, name string, st *unix.Stat_t) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Lstat(dirfd, name, st)
+	return fsys.OS{}.Lstat(dirfd, name, st)
 }
 
 func (h *hookFS) Rename(olddirfd int, oldname string, newdirfd int, newname string, noReplace bool) error {
@@ -269,7 +270,7 @@ func (h *hookFS) Rename(olddirfd int, oldname string, newdirfd int, newname stri
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Rename(olddirfd, oldname, newdirfd, newname, noReplace)
+	return fsys.OS{}.Rename(olddirfd, oldname, newdirfd, newname, noReplace)
 }
 
 func (h *hookFS) Unlink(dirfd int, name string) error {
@@ -277,7 +278,7 @@ func (h *hookFS) Unlink(dirfd int, name string) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Unlink(dirfd, name)
+	return fsys.OS{}.Unlink(dirfd, name)
 }
 
 func (h *hookFS) Mkdir(dirfd int, name string, perm uint32) error {
@@ -285,7 +286,7 @@ func (h *hookFS) Mkdir(dirfd int, name string, perm uint32) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Mkdir(dirfd, name, perm)
+	return fsys.OS{}.Mkdir(dirfd, name, perm)
 }
 
 func (h *hookFS) Touch(dirfd int, name string, t time.Time) error {
@@ -293,13 +294,13 @@ func (h *hookFS) Touch(dirfd int, name string, t time.Time) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Touch(dirfd, name, t)
+	return fsys.OS{}.Touch(dirfd, name, t)
 }
 
 // errOverride, returned by a hook, makes ReadDir call hookFS.readDir.
 var errOverride = errors.New("override")
 
-func (h *hookFS) ReadDir(dirfd int) ([]DirEntry, error) {
+func (h *hookFS) ReadDir(dirfd int) ([]fsys.DirEntry, error) {
 	path := h.path(dirfd)
 	if err := h.enter("readdir", path); err != nil {
 		if err == errOverride {
@@ -309,7 +310,7 @@ func (h *hookFS) ReadDir(dirfd int) ([]DirEntry, error) {
 		return nil, err
 	}
 	defer h.exit()
-	return OSFS{}.ReadDir(dirfd)
+	return fsys.OS{}.ReadDir(dirfd)
 }
 
 func (h *hookFS) Flock(fd int, how int) error {
@@ -317,7 +318,7 @@ func (h *hookFS) Flock(fd int, how int) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Flock(fd, how)
+	return fsys.OS{}.Flock(fd, how)
 }
 
 func (h *hookFS) Fchmod(fd int, mode uint32) error {
@@ -325,17 +326,17 @@ func (h *hookFS) Fchmod(fd int, mode uint32) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.Fchmod(fd, mode)
+	return fsys.OS{}.Fchmod(fd, mode)
 }
 
 // readDirPath is OSFS.ReadDir of the directory at path.
-func readDirPath(path string) ([]DirEntry, error) {
+func readDirPath(path string) ([]fsys.DirEntry, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	return OSFS{}.ReadDir(fd)
+	return fsys.OS{}.ReadDir(fd)
 }
 
 func (h *hookFS) TouchFD(fd int, t time.Time) error {
@@ -343,5 +344,5 @@ func (h *hookFS) TouchFD(fd int, t time.Time) error {
 		return err
 	}
 	defer h.exit()
-	return OSFS{}.TouchFD(fd, t)
+	return fsys.OS{}.TouchFD(fd, t)
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/spool"
 	"golang.org/x/sys/unix"
@@ -203,7 +204,9 @@ func newFaultSpool(t *testing.T, dir string, ff *faultFS, d spool.Durability) *s
 	if _, err := spool.Create(dir, []string{"q1", "q2"}, &spool.Options{Durability: spool.DurabilityNone}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := spool.Open(dir, &spool.Options{FS: ff, Durability: d, Names: spool.PrefixNames("e")})
+	o := &spool.Options{Durability: d, Names: spool.PrefixNames("e")}
+	fsys.SetOptions(o, ff)
+	s, err := spool.Open(dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spool-agent/spool-agent/internal/fsys"
 )
 
 // child is a helper process: the test binary run again with helperEnv set.
@@ -123,7 +125,7 @@ func init() {
 
 // helperSpool opens the spool named by SPOOL_DIR with DurabilityNone
 // (unless SPOOL_DURABILITY says otherwise) and fs.
-func helperSpool(fs FS) (*Spool, error) {
+func helperSpool(fs fsys.FS) (*Spool, error) {
 	d := DurabilityNone
 	if v := os.Getenv("SPOOL_DURABILITY"); v != "" {
 		var err error
@@ -131,7 +133,7 @@ func helperSpool(fs FS) (*Spool, error) {
 			return nil, err
 		}
 	}
-	return Open(os.Getenv("SPOOL_DIR"), &Options{Durability: d, FS: fs})
+	return Open(os.Getenv("SPOOL_DIR"), &Options{Durability: d, fs: fs})
 }
 
 func helperFail(err error) int {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -132,7 +133,9 @@ func newRecorder(t *testing.T, d spool.Durability) *recorder {
 	ff := newFaultFS()
 	dir := filepath.Join(t.TempDir(), "spool")
 	ff.record = true
-	s, err := spool.Create(dir, []string{"q1", "q2"}, &spool.Options{FS: ff, Durability: d, Names: spool.PrefixNames("e")})
+	o := &spool.Options{Durability: d, Names: spool.PrefixNames("e")}
+	fsys.SetOptions(o, ff)
+	s, err := spool.Create(dir, []string{"q1", "q2"}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +160,9 @@ func TestPowerLossFsyncOrder(t *testing.T) {
 		ff := newFaultFS()
 		ff.record = true
 		dir := filepath.Join(t.TempDir(), "spool")
-		if _, err := spool.Create(dir, []string{"q1"}, &spool.Options{FS: ff}); err != nil {
+		var o spool.Options
+		fsys.SetOptions(&o, ff)
+		if _, err := spool.Create(dir, []string{"q1"}, &o); err != nil {
 			t.Fatal(err)
 		}
 		l := callLog{t: t, dir: dir, op: "create", calls: ff.takeLog()}

@@ -215,7 +215,7 @@ func TestReaderListings(t *testing.T) {
 
 func testReaderListings(t *testing.T, kind watcherKind) {
 	hfs := &hookFS{}
-	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
+	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
 	s.hub.kind = kind
 	var listings atomic.Int64
 	hfs.hook = func(op, path string) error {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spool-agent/spool-agent/internal/fsys"
 )
 
 // The reference's tests (test/lib/test_multispool.ml and
@@ -352,7 +354,7 @@ func TestDequeueOrderAcrossAListing(t *testing.T) {
 	for _, at := range []int{1, 2} { // the priming listing, the snapshot listing
 		t.Run(fmt.Sprint("listing ", at), func(t *testing.T) {
 			hfs := &hookFS{}
-			s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
+			s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
 			plain, err := Open(s.Dir(), &Options{Durability: DurabilityNone})
 			if err != nil {
 				t.Fatal(err)
@@ -376,9 +378,9 @@ func TestDequeueOrderAcrossAListing(t *testing.T) {
 				return nil
 			}
 			// The overriding ReadDir lists the queue without x1.
-			hfs.readDir = func(path string) ([]DirEntry, error) {
+			hfs.readDir = func(path string) ([]fsys.DirEntry, error) {
 				ents, err := readDirPath(path)
-				return slices.DeleteFunc(ents, func(e DirEntry) bool { return e.Name == "x1" }), err
+				return slices.DeleteFunc(ents, func(e fsys.DirEntry) bool { return e.Name == "x1" }), err
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -451,7 +453,7 @@ func TestReaderIter(t *testing.T) {
 // snapshot, and nil when the queue is empty.
 func TestDequeueAvailable(t *testing.T) {
 	hfs := &hookFS{}
-	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs})
+	s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
 	r, err := s.NewReader("q")
 	if err != nil {
 		t.Fatal(err)
@@ -558,7 +560,7 @@ func TestThrottle(t *testing.T) {
 		}
 		return nil
 	}}
-	s := newTestSpool(t, []string{"q", "r"}, &Options{Durability: DurabilityNone, FS: hfs, MaxConcurrentOps: limit})
+	s := newTestSpool(t, []string{"q", "r"}, &Options{Durability: DurabilityNone, fs: hfs, MaxConcurrentOps: limit})
 	hfs.maxInflight.Store(0)
 	errc := make(chan error, 16)
 	for g := 0; g < 16; g++ {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -100,8 +101,6 @@ type Options struct {
 	MaxMetadataSize int64
 	// Names is the default name generator for Enqueue; nil means TimeNames{}.
 	Names NameGenerator
-	// FS is the file-system seam; nil means OSFS{}.
-	FS FS
 	// Now returns the time used for touches; nil means time.Now.
 	Now func() time.Time
 	// PollInterval is how often readers list their queue when they cannot
@@ -124,6 +123,10 @@ type Options struct {
 	// writable. Only permission bits and setuid, setgid and sticky count.
 	// A metadata rewrite always keeps the rewritten file's mode.
 	DirMode, FileMode, RegistryMode fs.FileMode
+
+	// fs is the file-system seam; nil means fsys.OS{}. Only the module's
+	// tests set it (fsys.SetOptions; see fs.go).
+	fs fsys.FS
 }
 
 // The reference's creation modes, before the umask.
@@ -160,7 +163,7 @@ func modeOf(m fs.FileMode, ref uint32) createMode {
 // Spool is an open spool directory. It is safe for concurrent use.
 type Spool struct {
 	dir        string
-	fs         FS
+	fs         fsys.FS
 	durability Durability
 	names      NameGenerator
 	now        func() time.Time
@@ -190,7 +193,7 @@ func newSpool(dir string, o *Options) *Spool {
 	}
 	s := &Spool{
 		dir:        filepath.Clean(dir),
-		fs:         o.FS,
+		fs:         o.fs,
 		durability: o.Durability,
 		names:      o.Names,
 		now:        o.Now,
@@ -210,7 +213,7 @@ func newSpool(dir string, o *Options) *Spool {
 		s.durability = DefaultDurability
 	}
 	if s.fs == nil {
-		s.fs = OSFS{}
+		s.fs = fsys.OS{}
 	}
 	if s.names == nil {
 		s.names = TimeNames{Now: o.Now}

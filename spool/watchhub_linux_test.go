@@ -237,7 +237,7 @@ func TestInotifyOverflow(t *testing.T) {
 // (the raw inotify watcher dispatches the arrival at once).
 func TestInotifyEntryBackBeforeMark(t *testing.T) {
 	hfs := &hookFS{}
-	s := newInotifySpool(t, []string{"q"}, &Options{Durability: DurabilityNone, FS: hfs}, nil)
+	s := newInotifySpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs}, nil)
 	r, err := s.NewReader("q")
 	if err != nil {
 		t.Fatal(err)
