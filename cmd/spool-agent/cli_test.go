@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
@@ -436,22 +437,33 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 		t.Fatalf("progress written to a non-terminal: %q", r.stderr)
 	}
 
-	defer func(d, e time.Duration) { progressDelay, progressEvery = d, e }(progressDelay, progressEvery)
-	progressDelay, progressEvery = 0, time.Millisecond
-	var buf syncbuf.Buffer
-	p := newProgress(&buf, "ls x", 10, true)
-	p.add(4)
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(buf.String(), "ls x: 4/10 (40%)") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no progress line within 5s: %q", buf.String())
+	// On a terminal, in a bubble whose clock paces the line: the first
+	// line after progressDelay, then one every progressEvery.
+	synctest.Test(t, func(t *testing.T) {
+		var buf syncbuf.Buffer
+		p := newProgress(&buf, "ls x", 10, true)
+		p.add(4)
+		time.Sleep(progressDelay - time.Nanosecond)
+		synctest.Wait()
+		if out := buf.String(); out != "" {
+			t.Fatalf("progress drawn before progressDelay: %q", out)
 		}
-		time.Sleep(time.Millisecond)
-	}
-	p.finish()
-	if out := buf.String(); !strings.HasSuffix(out, "\r\x1b[K") {
-		t.Fatalf("progress line not cleared at the end: %q", out)
-	}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if want := "\r\x1b[Kls x: 4/10 (40%) 1s"; buf.String() != want {
+			t.Fatalf("progress at progressDelay %q, want %q", buf.String(), want)
+		}
+		p.add(1)
+		time.Sleep(progressEvery)
+		synctest.Wait()
+		if want := "\r\x1b[Kls x: 4/10 (40%) 1s\r\x1b[Kls x: 5/10 (50%) 1s"; buf.String() != want {
+			t.Fatalf("progress after progressEvery %q, want %q", buf.String(), want)
+		}
+		p.finish()
+		if out := buf.String(); !strings.HasSuffix(out, "\r\x1b[K") {
+			t.Fatalf("progress line not cleared at the end: %q", out)
+		}
+	})
 }
 
 // TestTextOutputsEscapeNames checks that names with control bytes (valid

@@ -3,12 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // progress shows how far a long operation has got on a terminal's stderr:
@@ -28,20 +25,10 @@ type progress struct {
 }
 
 // progressDelay and progressEvery pace the progress line.
-var (
+const (
 	progressDelay = time.Second
 	progressEvery = 200 * time.Millisecond
 )
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
 
 // startProgress starts a progress line on m.Stderr when it is a terminal.
 func (m *Main) startProgress(label string, total int64) *progress {
