@@ -423,7 +423,7 @@ func atomicSave(path, tempBase string, contents []byte) error {
 	mode := uint32(fileMode)
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err == nil {
-		mode = st.Mode & 0o7777
+		mode = uint32(st.Mode) & 0o7777
 	}
 	var fd int
 	var temp string

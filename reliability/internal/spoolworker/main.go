@@ -123,7 +123,7 @@ func hogInotify() error {
 	var fds []int
 	var last error
 	for len(fds) < 1<<16 {
-		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+		fd, err := newInotifyInstance()
 		if err != nil {
 			last = err
 			break
