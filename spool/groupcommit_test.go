@@ -11,18 +11,37 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// gate is a fake barrier: each call counts itself, reports that it has
-// started, and returns the error sent on release.
+// gate is a fake barrier: each call counts itself and returns the error
+// sent on release, or, for a chosen call, on that call's own channel.
 type gate struct {
 	calls   atomic.Int32
 	release chan error
+	mu      sync.Mutex
+	own     []chan error // by call, for answer
 }
 
 func newGate() *gate { return &gate{release: make(chan error)} }
 
 func (g *gate) barrier() error {
 	g.calls.Add(1)
-	return <-g.release
+	g.mu.Lock()
+	ch := make(chan error)
+	g.own = append(g.own, ch)
+	g.mu.Unlock()
+	select {
+	case err := <-g.release:
+		return err
+	case err := <-ch:
+		return err
+	}
+}
+
+// answer makes call i (0-based) return err.
+func (g *gate) answer(i int, err error) {
+	g.mu.Lock()
+	ch := g.own[i]
+	g.mu.Unlock()
+	ch <- err
 }
 
 // TestCommitGroupAlone: with nobody else waiting the barrier runs at once,
@@ -114,6 +133,53 @@ func TestCommitGroupBatch(t *testing.T) {
 	}
 }
 
+// TestCommitGroupSlots: with two slots a second operation starts its own
+// barrier at once; a third, arriving while both are in flight, waits for
+// the next, which starts as soon as either returns.
+func TestCommitGroupSlots(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := commitGroup{limit: 2}
+		gt := newGate()
+		done := make(chan error, 4)
+		for range 2 {
+			go func() { done <- g.do(gt.barrier) }()
+		}
+		synctest.Wait()
+		if n := gt.calls.Load(); n != 2 {
+			t.Fatalf("%d barriers in flight, want 2", n)
+		}
+		for range 2 {
+			go func() { done <- g.do(gt.barrier) }()
+		}
+		synctest.Wait()
+		if n := gt.calls.Load(); n != 2 {
+			t.Fatalf("%d barriers started with both slots taken, want 2", n)
+		}
+		gt.answer(0, nil) // the first returns
+		<-done
+		synctest.Wait()
+		if n := gt.calls.Load(); n != 3 {
+			t.Fatalf("%d barriers, want 3: the two waiters share the third", n)
+		}
+		if len(done) != 0 {
+			t.Fatal("a waiter returned before its barrier")
+		}
+		gt.answer(2, unix.EIO) // the third: both waiters get EIO
+		gt.answer(1, nil)      // the second
+		var eio, ok int
+		for range 3 {
+			if err := <-done; errors.Is(err, unix.EIO) {
+				eio++
+			} else if err == nil {
+				ok++
+			}
+		}
+		if eio != 2 || ok != 1 {
+			t.Errorf("%d EIO and %d nil, want 2 and 1", eio, ok)
+		}
+	})
+}
+
 // TestCommitGroupErrorNotSticky: the round after a failed one runs its own
 // barrier and reports its own result.
 func TestCommitGroupErrorNotSticky(t *testing.T) {
@@ -142,8 +208,8 @@ func TestCommitGroupLateArrival(t *testing.T) {
 	default:
 		t.Fatal("the waiting round was not run")
 	}
-	if runs != 1 || pending.waiters != 2 || g.next != nil || g.running != nil {
-		t.Errorf("runs %d, waiters %d, next %v, running %v", runs, pending.waiters, g.next, g.running)
+	if runs != 1 || pending.waiters != 2 || g.next != nil || g.inflight != 0 {
+		t.Errorf("runs %d, waiters %d, next %v, in flight %d", runs, pending.waiters, g.next, g.inflight)
 	}
 }
 
