@@ -42,10 +42,12 @@ const DefaultRunbookURL = "file:///etc/prometheus/rules/RUNBOOK.md"
 // console reads back as a space.
 const DefaultConsoleURL = "http://{{ $labels.instance }}/spools/{{ $labels.spool | urlquery }}"
 
-// DefaultParkingQueues are queues where entries wait on purpose (frozen by
+// defaultParkingQueues are queues where entries wait on purpose (frozen by
 // an operator, quarantined by repair, kept after removal): a queue that
-// fills up there is not a queue whose consumers stopped.
-var DefaultParkingQueues = []string{"frozen", "quarantine", "removed"}
+// fills up there is not a queue whose consumers stopped. Unexported, so
+// that DefaultConfig is the one way to get them (a copy); a test checks
+// that "quarantine" is repair's default quarantine queue.
+var defaultParkingQueues = [...]string{"frozen", "quarantine", "removed"}
 
 // DefaultSelector selects the series scraped from spool-agent by the job
 // name used in deploy/prometheus/prometheus.yml.
@@ -148,7 +150,7 @@ func DefaultConfig() Config {
 		Selector:      DefaultSelector,
 		RunbookURL:    DefaultRunbookURL,
 		ConsoleURL:    DefaultConsoleURL,
-		ParkingQueues: slices.Clone(DefaultParkingQueues),
+		ParkingQueues: slices.Clone(defaultParkingQueues[:]),
 		Thresholds: Thresholds{
 			QueueOldestEntryAge: Duration(time.Hour),
 			// The agent's --max-checked-out-age default: SpoolCheckoutStuck

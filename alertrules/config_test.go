@@ -1,9 +1,13 @@
 package alertrules
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spool-agent/spool-agent/monitor"
+	"github.com/spool-agent/spool-agent/repair"
 )
 
 func TestParseDuration(t *testing.T) {
@@ -327,5 +331,21 @@ func TestConsoleURL(t *testing.T) {
 		if _, err := Rules(cfg); err == nil {
 			t.Errorf("consoleURL %q accepted", bad)
 		}
+	}
+}
+
+// TestDefaultsMatchTheAgent checks the defaults that repeat the agent's:
+// the rules are generated without importing it, so a test ties them.
+func TestDefaultsMatchTheAgent(t *testing.T) {
+	cfg := DefaultConfig()
+	if time.Duration(cfg.Thresholds.CheckedOutAge) != monitor.DefaultMaxCheckedOutAge {
+		t.Errorf("CheckedOutAge %v, want the agent's --max-checked-out-age default %v", cfg.Thresholds.CheckedOutAge, monitor.DefaultMaxCheckedOutAge)
+	}
+	if !slices.Contains(cfg.ParkingQueues, repair.DefaultQuarantineQueue) {
+		t.Errorf("parking queues %q lack repair's quarantine queue %q", cfg.ParkingQueues, repair.DefaultQuarantineQueue)
+	}
+	cfg.ParkingQueues[0] = "changed"
+	if DefaultConfig().ParkingQueues[0] == "changed" {
+		t.Error("changing a DefaultConfig's parking queues changed the next DefaultConfig's")
 	}
 }
