@@ -162,6 +162,14 @@ func (w *Watcher) Remove(dir string) error {
 	return nil
 }
 
+// Len returns the number of directories watched: those added, less those
+// removed and those that went away (an Event with an empty Name said so).
+func (w *Watcher) Len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.dirs)
+}
+
 // unwrapPathError returns the cause inside a *fs.PathError, so that the
 // error Add returns names the path once.
 func unwrapPathError(err error) error {

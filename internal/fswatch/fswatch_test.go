@@ -148,6 +148,9 @@ func TestDirectoryGone(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.waitFor(Event{dir, "", tc.op})
+			if n := c.w.Len(); n != 0 {
+				t.Errorf("Len() = %d after the directory went", n)
+			}
 			mkdir(t, dir)
 			c.add(dir)
 			write(t, filepath.Join(dir, "new"), "")
@@ -165,6 +168,9 @@ func TestRemove(t *testing.T) {
 	c := newWatcher(t)
 	c.add(a)
 	c.add(b)
+	if n := c.w.Len(); n != 2 {
+		t.Errorf("Len() = %d, want 2", n)
+	}
 	for _, d := range []string{a, a, root} {
 		if err := c.w.Remove(d); err != nil {
 			t.Fatalf("Remove(%s) = %v", d, err)
