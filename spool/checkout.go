@@ -183,7 +183,7 @@ func (s *Spool) checkoutCtx(ctx context.Context, queue, name string, wait, read 
 		return nil, err
 	}
 	keep = true
-	return &Checkout{s: s, qd: qd, queue: queue, name: name, orig: b, metadata: b, fd: fd, ino: st.Ino, mode: st.Mode & 0o7777}, nil
+	return &Checkout{s: s, qd: qd, queue: queue, name: name, orig: b, metadata: b, fd: fd, ino: st.Ino, mode: uint32(st.Mode) & 0o7777}, nil
 }
 
 // lockClaim takes the flock on fd, the queue file at src with inode ino, and
@@ -292,7 +292,7 @@ func (c *Checkout) WriteData(r io.Reader) error {
 	mode := s.fileMode
 	var st unix.Stat_t
 	if err := s.fs.Lstat(s.data.fd, c.name, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-		mode = createMode{perm: st.Mode & 0o7777, exact: true}
+		mode = createMode{perm: uint32(st.Mode) & 0o7777, exact: true}
 	}
 	var tmp string
 	var fd int
@@ -478,7 +478,7 @@ func (c *Checkout) replace(metadata []byte) error {
 	if err := s.fs.Fstat(fd, &st); err != nil {
 		return fail(pathErr("stat", tmp, err))
 	}
-	if st.Mode&0o7777 != c.mode {
+	if uint32(st.Mode)&0o7777 != c.mode {
 		if err := s.fs.Fchmod(fd, c.mode); err != nil {
 			return fail(pathErr("chmod", tmp, err))
 		}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,6 +35,7 @@ type queueDirs struct {
 // may still use them. It holds no reference to the Spool, so that a
 // cleanup can close the descriptors of a Spool that was never closed.
 type dirSet struct {
+	fs      fsys.FS
 	mu      sync.Mutex
 	closed  bool
 	shut    atomic.Bool // closed, readable without mu
@@ -58,7 +60,7 @@ func (d *dirSet) closeAll() bool {
 	d.closed = true
 	d.shut.Store(true)
 	for _, fd := range d.fds {
-		unix.Close(fd)
+		d.fs.Close(fd)
 	}
 	d.fds, d.queues = nil, nil
 	return true

@@ -207,7 +207,6 @@ func newSpool(dir string, o *Options) *Spool {
 		regMode:    modeOf(o.RegistryMode, refRegistryMode),
 	}
 	s.hub.s = s
-	s.dirs = &dirSet{}
 	s.root, s.reg, s.tmp, s.data = dirRef{fd: -1}, dirRef{fd: -1}, dirRef{fd: -1}, dirRef{fd: -1}
 	if s.durability == DurabilityDefault {
 		s.durability = DefaultDurability
@@ -215,6 +214,7 @@ func newSpool(dir string, o *Options) *Spool {
 	if s.fs == nil {
 		s.fs = fsys.OS{}
 	}
+	s.dirs = &dirSet{fs: s.fs}
 	if s.names == nil {
 		s.names = TimeNames{Now: o.Now}
 	}
@@ -543,7 +543,8 @@ func (s *Spool) looksLikeSpool() (bool, error) {
 // checkIsDir requires path to be a directory (following a symlink only for the
 // spool root, which the user named) that this process can read, write and
 // search (only read and search for a read-only spool). It only checks: what
-// is used afterwards is opened without following symlinks.
+// is used afterwards is opened without following symlinks. Like the stat in
+// Create, it works by path before the root is open, outside the FS seam.
 func (s *Spool) checkIsDir(path string) error {
 	var st unix.Stat_t
 	var err error
@@ -618,9 +619,10 @@ func (s *Spool) fixDirMode(d dirRef) error {
 	return nil
 }
 
-// pathErr wraps err with the operation and path, like *fs.PathError does.
+// pathErr wraps err with the operation and the path that failed, so that
+// callers can errors.As it to an *fs.PathError.
 func pathErr(op, path string, err error) error {
-	return fmt.Errorf("%s %s: %w", op, path, err)
+	return &fs.PathError{Op: op, Path: path, Err: err}
 }
 
 // acquire takes a slot of the spool's throttle; release gives it back.
