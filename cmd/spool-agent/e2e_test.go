@@ -442,13 +442,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(e2eDeadline)
-	for !strings.Contains(a.stderr.String(), "reload failed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no \"reload failed\" log line within %v", e2eDeadline)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.WaitFor(t, e2eDeadline, `a "reload failed" log line`, func() bool { return strings.Contains(a.stderr.String(), "reload failed") })
 	s = a.scrape(t)
 	for _, sp := range []string{"alpha", "beta", "gamma"} {
 		if !s.is(1, "spool_up", "spool", sp) {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -141,13 +142,7 @@ func TestDiscoveryGlobEndToEnd(t *testing.T) {
 
 func waitLog(t *testing.T, a *agentProc, what string) {
 	t.Helper()
-	deadline := time.Now().Add(e2eDeadline)
-	for !strings.Contains(a.stderr.String(), what) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q log line within %v", what, e2eDeadline)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, e2eDeadline, fmt.Sprintf("a %q log line", what), func() bool { return strings.Contains(a.stderr.String(), what) })
 }
 
 // configWriter is a way to put a new configuration file in place.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spool-agent/spool-agent/internal/syncbuf"
+	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
 // TestRunInProcess drives `run` through Main as the binary does (parse,
@@ -53,13 +54,7 @@ func TestRunInProcess(t *testing.T) {
 	}
 	waitBody := func(what, want string) {
 		t.Helper()
-		deadline := time.Now().Add(e2eDeadline)
-		for !strings.Contains(get(), want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("within %v: no %s (%s) in /metrics", e2eDeadline, what, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		testkit.WaitFor(t, e2eDeadline, what+" ("+want+") in /metrics", func() bool { return strings.Contains(get(), want) })
 	}
 	waitBody("spool one up", `spool_up{spool="one"} 1`)
 
@@ -97,18 +92,17 @@ func TestRunInProcess(t *testing.T) {
 // returns the rest of that line after prefix.
 func waitLine(t *testing.T, w *syncbuf.Buffer, prefix string) string {
 	t.Helper()
-	deadline := time.Now().Add(e2eDeadline)
-	for {
+	var rest string
+	testkit.WaitFor(t, e2eDeadline, fmt.Sprintf("a line with %q", prefix), func() bool {
 		for _, line := range strings.Split(w.String(), "\n") {
 			if i := strings.Index(line, prefix); i >= 0 {
-				return line[i+len(prefix):]
+				rest = line[i+len(prefix):]
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no line with %q within %v:\n%s", prefix, e2eDeadline, w.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
+	return rest
 }
 
 // TestRunOTLPFlags checks that the --otlp.* flags, or the OTEL_* variables
@@ -184,17 +178,10 @@ func testRunOTLP(t *testing.T, args func(string) []string, env func(string) map[
 		exit <- m.Main(ctx, a)
 	}()
 	waitLine(t, &stderr, "spool problems started")
-	deadline := time.Now().Add(e2eDeadline)
-	for {
+	testkit.WaitFor(t, e2eDeadline, "an OTLP metrics export with the header", func() bool {
 		nm, hm := count("/v1/metrics")
-		if nm > 0 && hm == "t1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no OTLP metrics export with the header within %v (posts %v)\n%s", e2eDeadline, posts, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nm > 0 && hm == "t1"
+	})
 	cancel()
 	select {
 	case code := <-exit:
@@ -248,21 +235,15 @@ func TestGlobSkipsBadMatches(t *testing.T) {
 // waitScrape waits until /metrics at url contains want.
 func waitScrape(t *testing.T, url, want string) {
 	t.Helper()
-	deadline := time.Now().Add(e2eDeadline)
-	for {
+	testkit.WaitFor(t, e2eDeadline, want+" in /metrics", func() bool {
 		resp, err := http.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(b), want) {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("within %v: no %s in /metrics", e2eDeadline, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(b), want)
+	})
 }
 
 // TestProblemLogsAggregate checks that the agent logs problems one line per
