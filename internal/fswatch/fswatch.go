@@ -140,6 +140,9 @@ func (w *Watcher) Add(dir string) error {
 		return &fs.PathError{Op: "watch", Path: dir, Err: ErrClosed}
 	}
 	if err := w.fsw.Add(dir); err != nil {
+		// On kqueue a failure (EMFILE, say) may come after fsnotify
+		// opened some of dir's files: release them.
+		w.fsw.Remove(dir)
 		return &fs.PathError{Op: "watch", Path: dir, Err: unwrapPathError(err)}
 	}
 	w.dirs[dir] = true
