@@ -253,7 +253,7 @@ func (s *Spool) Remove(queue, name string) error {
 	if err != nil {
 		return err
 	}
-	return c.apply(RemoveEntry(), nil)
+	return c.apply(Remove(), nil)
 }
 
 // Move moves entry name from queue to dst with its metadata unchanged,
@@ -267,7 +267,7 @@ func (s *Spool) Move(queue, name, dst string) error {
 	if err != nil {
 		return err
 	}
-	return c.apply(SaveTo(dst, nil), nil)
+	return c.apply(Keep(dst), nil)
 }
 
 // claim checks entry name out of queue (reading its metadata when read is

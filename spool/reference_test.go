@@ -418,7 +418,7 @@ func TestReaderIter(t *testing.T) {
 		seen = append(seen, c.Name()+":"+string(c.Metadata()))
 		switch len(seen) {
 		case 1:
-			return RemoveEntry(), nil
+			return Remove(), nil
 		case 2:
 			return SaveTo("done", []byte("moved")), nil
 		case 3:

@@ -28,12 +28,16 @@ func (JSONCodec[M]) Unmarshal(b []byte) (M, error) {
 	return m, err
 }
 
-// DecodeError reports metadata that the codec could not decode. When it
-// comes from a call that checked the entry out (Typed.Checkout,
-// TypedReader.Dequeue, TypedReader.DequeueAvailable), Checkout holds the
-// entry: the caller must finish it, typically by saving it into a quarantine
-// queue, since releasing it would only deliver it again. Otherwise
-// Checkout is nil and the entry is back in its queue.
+// DecodeError reports an entry whose metadata the codec could not decode.
+// Such an entry is never passed on as an M. The call that hands out
+// checkouts hands this one out too, and the caller finishes it:
+//
+//   - Typed.Checkout, TypedReader.Dequeue and DequeueAvailable return it
+//     held in Checkout (releasing it would deliver it again: save it into a
+//     quarantine queue, or remove it);
+//   - WithEntry, Iter and IterAvailable, which finish entries themselves,
+//     put it back unchanged, return the DecodeError with Checkout nil, and
+//     stop. To get past it, Spool.Move it away and call again.
 type DecodeError struct {
 	Queue    string
 	Name     string
@@ -138,7 +142,7 @@ func decode[M any](codec Codec[M], c *Checkout) (*TypedCheckout[M], error) {
 }
 
 // Checkout is Spool.Checkout with the metadata decoded. A *DecodeError
-// holds the checkout, which the caller must finish.
+// holds the checkout, which the caller finishes (see DecodeError).
 func (t *Typed[M]) Checkout(ctx context.Context, queue, name string) (*TypedCheckout[M], error) {
 	c, err := t.Spool.Checkout(ctx, queue, name)
 	if err != nil {
@@ -147,29 +151,31 @@ func (t *Typed[M]) Checkout(ctx context.Context, queue, name string) (*TypedChec
 	return decode(t.Codec, c)
 }
 
-// TypedAction says what to do with an entry after a typed callback: save it
-// with new metadata into a queue, put it back unchanged, or remove it.
+// TypedAction is Action for typed callbacks: [TypedKeep], [TypedSaveTo] or
+// [TypedRemove]. The zero TypedAction is TypedKeep("").
 type TypedAction[M any] struct {
 	action Action
-	meta   *M
+	meta   *M // nil: metadata unchanged
 }
 
-// TypedSaveTo saves the entry into queue with metadata m.
-func TypedSaveTo[M any](queue string, m M) TypedAction[M] {
-	return TypedAction[M]{action: Action{queue: queue}, meta: &m}
-}
-
-// TypedKeep saves the entry into queue with its metadata unchanged (the
-// empty queue means the queue it came from).
+// TypedKeep is Keep: the entry goes into queue ("" for the queue it came
+// from) with its metadata unchanged.
 func TypedKeep[M any](queue string) TypedAction[M] {
-	return TypedAction[M]{action: Action{queue: queue}}
+	return TypedAction[M]{action: Keep(queue)}
 }
 
-// TypedRemove removes the entry.
-func TypedRemove[M any]() TypedAction[M] { return TypedAction[M]{action: RemoveEntry()} }
+// TypedSaveTo is SaveTo: the entry goes into queue ("" for the queue it came
+// from) with metadata m.
+func TypedSaveTo[M any](queue string, m M) TypedAction[M] {
+	return TypedAction[M]{action: Keep(queue), meta: &m}
+}
+
+// TypedRemove is Remove: the entry is removed.
+func TypedRemove[M any]() TypedAction[M] { return TypedAction[M]{action: Remove()} }
 
 // typedFunc adapts a typed callback to the raw one. A decoding failure
-// returns a *DecodeError (Checkout nil: the entry goes back to its queue).
+// skips f and returns a *DecodeError with Checkout nil: the raw layer
+// (Checkout.run) then releases the entry, as for any error of f.
 func typedFunc[M any](codec Codec[M], f func(*TypedCheckout[M]) (TypedAction[M], error)) func(*Checkout) (Action, error) {
 	return func(c *Checkout) (Action, error) {
 		tc, err := decode(codec, c)
@@ -193,7 +199,9 @@ func typedFunc[M any](codec Codec[M], f func(*TypedCheckout[M]) (TypedAction[M],
 	}
 }
 
-// WithEntry is Spool.WithEntry with typed metadata.
+// WithEntry is Spool.WithEntry with typed metadata. An entry whose metadata
+// does not decode is put back, and WithEntry returns the *DecodeError (see
+// DecodeError).
 func (t *Typed[M]) WithEntry(ctx context.Context, queue, name string, f func(*TypedCheckout[M]) (TypedAction[M], error)) error {
 	return t.Spool.WithEntry(ctx, queue, name, typedFunc(t.Codec, f))
 }
@@ -214,7 +222,7 @@ func (t *Typed[M]) NewReader(queue string) (*TypedReader[M], error) {
 }
 
 // Dequeue is Reader.Dequeue with the metadata decoded. A *DecodeError holds
-// the checkout, which the caller must finish.
+// the checkout, which the caller finishes (see DecodeError).
 func (r *TypedReader[M]) Dequeue(ctx context.Context) (*TypedCheckout[M], error) {
 	c, err := r.Reader.Dequeue(ctx)
 	if err != nil {
@@ -224,7 +232,8 @@ func (r *TypedReader[M]) Dequeue(ctx context.Context) (*TypedCheckout[M], error)
 }
 
 // DequeueAvailable is Reader.DequeueAvailable with the metadata decoded: nil,
-// nil when nothing is available. A *DecodeError holds the checkout.
+// nil when nothing is available. A *DecodeError holds the checkout, which
+// the caller finishes (see DecodeError).
 func (r *TypedReader[M]) DequeueAvailable() (*TypedCheckout[M], error) {
 	c, err := r.Reader.DequeueAvailable()
 	if c == nil || err != nil {
@@ -234,14 +243,14 @@ func (r *TypedReader[M]) DequeueAvailable() (*TypedCheckout[M], error) {
 }
 
 // Iter is Reader.Iter with typed metadata. An entry whose metadata does not
-// decode is put back and Iter returns the *DecodeError.
+// decode is put back, and Iter returns the *DecodeError (see DecodeError).
 func (r *TypedReader[M]) Iter(ctx context.Context, f func(*TypedCheckout[M]) (TypedAction[M], error)) error {
 	return r.Reader.Iter(ctx, typedFunc(r.codec, f))
 }
 
 // IterAvailable is Reader.IterAvailable with typed metadata. An entry whose
-// metadata does not decode is put back and IterAvailable returns the
-// *DecodeError.
+// metadata does not decode is put back, and IterAvailable returns the
+// *DecodeError (see DecodeError).
 func (r *TypedReader[M]) IterAvailable(ctx context.Context, f func(*TypedCheckout[M]) (TypedAction[M], error)) error {
 	return r.Reader.IterAvailable(ctx, typedFunc(r.codec, f))
 }
