@@ -37,6 +37,7 @@ func TestEndToEndStateSurvivesRestart(t *testing.T) {
 
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		all, _ := s.hook.snapshot()
+		resolved := s.resolvedReceived(t)
 		if err := s.agent.cmd.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +50,7 @@ func TestEndToEndStateSurvivesRestart(t *testing.T) {
 				sig, cycles, problems)
 		}
 		waitScrapedAfter(t, s.promAddr, `spool_problems{job="spool-agent",kind="orphaned",dir="data"}`, time.Now())
-		time.Sleep(3 * time.Second)
+		s.checkNoResolution(t, resolved, sig)
 		if r := s.resolvedSince(len(all)); len(r) > 0 {
 			t.Errorf("restart by %v: Alertmanager sent resolved %+v", sig, r)
 		}

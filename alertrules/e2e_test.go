@@ -21,7 +21,12 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
+
+	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
 // The end-to-end test runs the real pieces as processes on loopback ports:
@@ -449,6 +454,7 @@ func (s *e2eStack) startAgent(t *testing.T) *process {
 func (s *e2eStack) restartAgent(t *testing.T, sig syscall.Signal) {
 	t.Helper()
 	before := time.Now()
+	resolved := s.resolvedReceived(t)
 	if err := s.agent.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
@@ -468,9 +474,91 @@ func (s *e2eStack) restartAgent(t *testing.T, sig syscall.Signal) {
 	} {
 		waitScrapedAfter(t, s.promAddr, q, before)
 	}
-	// Prometheus evaluates every second and Alertmanager flushes every
-	// second: a resolution that the gap caused would be out by now.
-	time.Sleep(3 * time.Second)
+	s.checkNoResolution(t, resolved, sig)
+}
+
+// resolvedReceived returns how many resolved alerts Alertmanager has
+// received from Prometheus.
+func (s *e2eStack) resolvedReceived(t *testing.T) float64 {
+	t.Helper()
+	return metricSum(t, "http://"+s.amAddr+"/metrics", "alertmanager_alerts_received_total", "status", "resolved")
+}
+
+// checkNoResolution waits until Alertmanager has received the alerts of a
+// rule evaluation made after the new agent's series were scraped, and
+// checks that no resolved alert reached it since it had resolvedBefore:
+// a resolution that the scrape gap caused comes from an evaluation before
+// that one, and Prometheus sends its alerts in order.
+func (s *e2eStack) checkNoResolution(t *testing.T, resolvedBefore float64, sig syscall.Signal) {
+	t.Helper()
+	scraped := float64(time.Now().UnixMilli()) / 1000
+	prom, am := "http://"+s.promAddr+"/metrics", "http://"+s.amAddr+"/metrics"
+	testkit.WaitFor(t, e2eDeadline, "a rule evaluation after the new agent's scrape", func() bool {
+		return metricMin(t, prom, "prometheus_rule_group_last_evaluation_timestamp_seconds") > scraped
+	})
+	// Firing alerts are sent again at every evaluation (resend delay 1s):
+	// one more batch received means that evaluation's batch has arrived.
+	firing := metricSum(t, am, "alertmanager_alerts_received_total", "status", "firing")
+	testkit.WaitFor(t, e2eDeadline, "Alertmanager receiving the alerts of a later evaluation", func() bool {
+		return metricSum(t, am, "alertmanager_alerts_received_total", "status", "firing") > firing
+	})
+	if n := s.resolvedReceived(t) - resolvedBefore; n != 0 {
+		t.Errorf("restart by %v: Alertmanager received %v resolved alert(s) across the restart", sig, n)
+	}
+}
+
+// scrapeFamilies returns the metric families that url serves.
+func scrapeFamilies(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	return fams
+}
+
+// sampleValue is a counter's, gauge's or untyped sample's value.
+func sampleValue(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	}
+	return m.GetUntyped().GetValue()
+}
+
+// metricSum returns the sum of the samples of name at url whose labels
+// include pairs (name, value, ...).
+func metricSum(t *testing.T, url, name string, pairs ...string) float64 {
+	t.Helper()
+	sum := 0.0
+	for _, m := range scrapeFamilies(t, url)[name].GetMetric() {
+		if testkit.HasLabels(m, pairs...) {
+			sum += sampleValue(m)
+		}
+	}
+	return sum
+}
+
+// metricMin returns the smallest sample of name at url (0 when none).
+func metricMin(t *testing.T, url, name string) float64 {
+	t.Helper()
+	ms := scrapeFamilies(t, url)[name].GetMetric()
+	if len(ms) == 0 {
+		return 0
+	}
+	low := sampleValue(ms[0])
+	for _, m := range ms[1:] {
+		low = min(low, sampleValue(m))
+	}
+	return low
 }
 
 // waitScrapedAfter waits until the series selector q has a sample that
