@@ -331,7 +331,7 @@ func (r *Reader) Dequeue(ctx context.Context) (*Checkout, error) {
 		retried = false
 		var wait time.Duration
 		if r.w == nil {
-			wait = r.s.poll
+			wait = r.s.pollInterval
 		}
 		if len(r.busy) > 0 && (wait == 0 || wait > busyRetry) {
 			wait = busyRetry

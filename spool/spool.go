@@ -162,22 +162,23 @@ func modeOf(m fs.FileMode, ref uint32) createMode {
 
 // Spool is an open spool directory. It is safe for concurrent use.
 type Spool struct {
-	dir        string
-	fs         fsys.FS
-	durability Durability
-	names      NameGenerator
-	now        func() time.Time
-	maxReserve int
-	maxMeta    int64
-	throttle   chan struct{}
-	poll       time.Duration
-	logger     *slog.Logger
-	readOnly   bool
-	dirMode    createMode
-	fileMode   createMode
-	regMode    createMode
+	dir          string
+	fs           fsys.FS
+	durability   Durability
+	names        NameGenerator
+	now          func() time.Time
+	maxReserve   int
+	maxMeta      int64
+	throttle     chan struct{}
+	pollInterval time.Duration // how often readers list a queue they cannot watch
+	logger       *slog.Logger
+	readOnly     bool
+	dirMode      createMode
+	fileMode     createMode
+	regMode      createMode
 
-	dirs           *dirSet // the open directories
+	dirs           *dirSet   // the open directories
+	commit         committer // group commit: the flushes concurrent operations share (groupcommit.go)
 	root           dirRef
 	reg, tmp, data dirRef
 
@@ -192,19 +193,19 @@ func newSpool(dir string, o *Options) *Spool {
 		o = &Options{}
 	}
 	s := &Spool{
-		dir:        filepath.Clean(dir),
-		fs:         o.fs,
-		durability: o.Durability,
-		names:      o.Names,
-		now:        o.Now,
-		maxReserve: o.MaxReserveAttempts,
-		maxMeta:    o.MaxMetadataSize,
-		poll:       o.PollInterval,
-		logger:     o.Logger,
-		readOnly:   o.ReadOnly,
-		dirMode:    modeOf(o.DirMode, refDirMode),
-		fileMode:   modeOf(o.FileMode, refFileMode),
-		regMode:    modeOf(o.RegistryMode, refRegistryMode),
+		dir:          filepath.Clean(dir),
+		fs:           o.fs,
+		durability:   o.Durability,
+		names:        o.Names,
+		now:          o.Now,
+		maxReserve:   o.MaxReserveAttempts,
+		maxMeta:      o.MaxMetadataSize,
+		pollInterval: o.PollInterval,
+		logger:       o.Logger,
+		readOnly:     o.ReadOnly,
+		dirMode:      modeOf(o.DirMode, refDirMode),
+		fileMode:     modeOf(o.FileMode, refFileMode),
+		regMode:      modeOf(o.RegistryMode, refRegistryMode),
 	}
 	s.hub.s = s
 	s.root, s.reg, s.tmp, s.data = dirRef{fd: -1}, dirRef{fd: -1}, dirRef{fd: -1}, dirRef{fd: -1}
@@ -227,8 +228,8 @@ func newSpool(dir string, o *Options) *Spool {
 	if s.maxReserve <= 0 {
 		s.maxReserve = DefaultMaxReserveAttempts
 	}
-	if s.poll <= 0 {
-		s.poll = time.Second
+	if s.pollInterval <= 0 {
+		s.pollInterval = time.Second
 	}
 	if s.logger == nil {
 		s.logger = slog.Default()

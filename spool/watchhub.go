@@ -196,7 +196,7 @@ func isClosed(ch chan struct{}) bool {
 func (s *Spool) warnPolling(dir string, err error) {
 	s.pollWarn.Do(func() {
 		s.logger.Warn("spool readers cannot watch their queues; polling instead",
-			"spool", s.dir, "dir", dir, "interval", s.poll, "err", err)
+			"spool", s.dir, "dir", dir, "interval", s.pollInterval, "err", err)
 	})
 }
 
