@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -195,14 +196,122 @@ func (s *Spool) syncPath(path string) error {
 	return nil
 }
 
-// syncDirs fsyncs each directory, at DurabilityFull only.
+// syncDirs makes the changes in each directory durable, at DurabilityFull
+// only. Concurrent operations share the flushes (group commit,
+// groupcommit.go): syncDirs returns once a flush that started after it was
+// called has returned.
 func (s *Spool) syncDirs(dirs ...dirRef) error {
-	if s.durability < DurabilityFull {
+	if s.durability < DurabilityFull || len(dirs) == 0 {
 		return nil
 	}
+	return s.commitChanges(nil, dirs)
+}
+
+// staged holds the files an operation wrote and has yet to make durable
+// (writeStaged), open until commitStaged has checked them.
+type staged struct {
+	fds   []int
+	paths []string
+}
+
+// writeStaged is writeNew for a file that commitStaged makes durable
+// together with the operation's directories: at DurabilityFiles and above
+// the file is left open in p, not yet fsynced. On error the file is closed
+// and left for the caller to remove, as by writeNew.
+func (s *Spool) writeStaged(p *staged, d dirRef, name string, b []byte, r io.Reader) (int64, error) {
+	path := d.p(name)
+	fd, err := s.createFile(d, name, s.fileMode)
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.writeAll(fd, b, r)
+	if err != nil {
+		s.fs.Close(fd)
+		return n, pathErr("write", path, err)
+	}
+	if s.durability < DurabilityFiles {
+		if err := s.fs.Close(fd); err != nil {
+			return n, pathErr("close", path, err)
+		}
+		return n, nil
+	}
+	p.fds = append(p.fds, fd)
+	p.paths = append(p.paths, path)
+	return n, nil
+}
+
+// commitStaged makes the files of p durable (DurabilityFiles and above) and,
+// at DurabilityFull, the changes in dirs; it closes p's files, also on
+// error.
+func (s *Spool) commitStaged(p *staged, dirs ...dirRef) error {
+	if s.durability < DurabilityFull {
+		dirs = nil
+	}
+	err := s.commitChanges(p, dirs)
+	if cerr := p.close(s); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// close closes p's files and reports the first error.
+func (p *staged) close(s *Spool) error {
+	var err error
+	for i, fd := range p.fds {
+		if cerr := s.fs.Close(fd); cerr != nil && err == nil {
+			err = pathErr("close", p.paths[i], cerr)
+		}
+	}
+	p.fds, p.paths = nil, nil
+	return err
+}
+
+// commitChanges makes durable the files of p (nil: none) and the changes in
+// dirs. With another operation of the spool committing at the same time,
+// and syncfs available (committer.init), it joins a shared syncfs round and
+// then checks each file of p for write-back errors through its own
+// descriptor; otherwise it fsyncs each file, then each directory through
+// the directory's commit group.
+func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
+	var files int
+	if p != nil {
+		files = len(p.fds)
+	}
+	if files == 0 && len(dirs) == 0 {
+		return nil
+	}
+	c := &s.commit
+	c.init(s.fs)
+	alone := c.active.Add(1) == 1 && !c.fs.busy()
+	defer c.active.Add(-1)
+	if c.useSyncfs(files+len(dirs), alone) {
+		start := time.Now()
+		err := c.fs.do(func() error { return c.batch.Syncfs(s.root.fd) })
+		measure(&c.syncfsNs, time.Since(start))
+		if err != nil {
+			return pathErr("syncfs", s.dir, err)
+		}
+		for i := range files {
+			if err := c.batch.WritebackErr(p.fds[i]); err != nil {
+				return pathErr("write back", p.paths[i], err)
+			}
+		}
+		return nil
+	}
+	for i := range files {
+		start := time.Now()
+		err := s.fs.Fsync(p.fds[i])
+		measure(&c.fsyncNs, time.Since(start))
+		if err != nil {
+			return pathErr("fsync", p.paths[i], err)
+		}
+	}
 	for _, d := range dirs {
-		if err := s.syncDir(d); err != nil {
-			return err
+		start := time.Now()
+		err := c.dirGroup(d.fd).do(func() error { return s.fs.Fsync(d.fd) })
+		measure(&c.fsyncNs, time.Since(start))
+		if err != nil {
+			return pathErr("fsync directory", d.path, err)
 		}
 	}
 	return nil
