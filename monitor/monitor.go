@@ -52,36 +52,38 @@ type Monitor struct {
 	counts   map[string]tracked // problem key -> the problem and the consecutive cycles it was seen
 	alerting map[string]Problem // problems alerting after debouncing
 
-	mu           sync.Mutex // guards everything below
-	idx          *index     // nil: the spool could not be read
-	needFull     bool
-	fullReason   string
-	lastFull     time.Time
-	scanning     bool
-	scanDirty    map[string]fsOp // paths with events during a full scan
-	rescanQueued bool
-	w            *watcher
-	watching     bool
-	closed       bool
-	pubPending   bool
-	pubTimer     *time.Timer
-	lastPub      time.Time // of the last event-driven publication (wall clock)
-	arrivals     map[string]uint64
-	eventsTotal  map[Kind]map[EventType]uint64
-	cycles       uint64
-	failed       uint64
-	fullScans    uint64
-	warmScans    uint64 // the full scans that were warm rescans
-	up           bool
-	lastErr      string
-	lastSuccess  time.Time
-	cycleDur     time.Duration
-	problemsNow  []Problem
-	alertingNow  []Problem
-	trackedNow   []TrackedProblem
-	wg           sync.WaitGroup
-	pollLogged   bool // guarded by cycleMu
-	overLimit    bool // the last full scan found the spool over a bound; guarded by cycleMu
+	mu         sync.Mutex // guards everything below
+	idx        *index     // nil: the spool could not be read
+	needFull   bool
+	fullReason string
+	lastFull   time.Time
+	scanning   bool
+	scanDirty  map[string]fsOp // paths with events during a full scan
+	// scanDirtyLost: scanDirty reached maxScanDirty and events were lost
+	scanDirtyLost bool
+	rescanQueued  bool
+	w             *watcher
+	watching      bool
+	closed        bool
+	pubPending    bool
+	pubTimer      *time.Timer
+	lastPub       time.Time // of the last event-driven publication (wall clock)
+	arrivals      map[string]uint64
+	eventsTotal   map[Kind]map[EventType]uint64
+	cycles        uint64
+	failed        uint64
+	fullScans     uint64
+	warmScans     uint64 // the full scans that were warm rescans
+	up            bool
+	lastErr       string
+	lastSuccess   time.Time
+	cycleDur      time.Duration
+	problemsNow   []Problem
+	alertingNow   []Problem
+	trackedNow    []TrackedProblem
+	wg            sync.WaitGroup
+	pollLogged    bool // guarded by cycleMu
+	overLimit     bool // the last full scan found the spool over a bound; guarded by cycleMu
 
 	// Test hooks, set before the first cycle.
 	onRootFile func(name string) // an event for a regular file at the spool root was applied

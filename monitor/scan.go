@@ -216,17 +216,30 @@ type layout struct {
 	over       int      // directories left out of the three lists above for the bound
 }
 
-// bound keeps the first max directories of each list (they are sorted),
-// counting those left out.
-func (lay *layout) bound(max int) {
-	if max <= 0 {
-		return
+// smallestNames keeps the max smallest names it is given (all of them when
+// max <= 0), counting the others in over. It holds at most 2*max names
+// whatever a flood of directories adds, so the layout's memory stays flat
+// past the bound.
+type smallestNames struct {
+	names []string
+	max   int
+	over  *int
+}
+
+func (s *smallestNames) add(name string) {
+	s.names = append(s.names, name)
+	if s.max > 0 && len(s.names) >= 2*s.max {
+		s.trim()
 	}
-	for _, l := range []*[]string{&lay.queues, &lay.unexpected, &lay.candidates} {
-		if len(*l) > max {
-			lay.over += len(*l) - max
-			*l = slices.Clip((*l)[:max])
-		}
+}
+
+// trim sorts the names and keeps the max smallest.
+func (s *smallestNames) trim() {
+	slices.Sort(s.names)
+	if s.max > 0 && len(s.names) > s.max {
+		*s.over += len(s.names) - s.max
+		clear(s.names[s.max:])
+		s.names = s.names[:s.max]
 	}
 }
 
@@ -236,12 +249,17 @@ func (lay *layout) bound(max int) {
 // included, lost+found excepted) and any symlink. Regular files and other
 // special files at the root are left alone: the reference ignores them,
 // operators keep notes and lock files there, and tests use them as markers.
+// Of each list it keeps the first max names (all when max <= 0), counting
+// the others in layout.over.
 //
 // The error is fatal (the spool cannot be listed or is not a spool); the
 // slice holds files at the root that could not be examined.
-func readLayout(fd int, dir string, buf []byte) (layout, []error, error) {
+func readLayout(fd int, dir string, buf []byte, max int) (layout, []error, error) {
 	var lay layout
-	seen := map[string]bool{}
+	queues := smallestNames{max: max, over: &lay.over}
+	unexpected := smallestNames{max: max, over: &lay.over}
+	candidates := smallestNames{max: max, over: &lay.over}
+	var seen [3]bool // .registry, .tmp, .data are directories
 	var errs []error
 	err := readDir(fd, buf, func(d dirent) {
 		name := string(d.name)
@@ -256,17 +274,17 @@ func readLayout(fd int, dir string, buf []byte) (layout, []error, error) {
 			}
 			typ = dtOfMode(st.Mode)
 		}
-		switch name {
-		case spool.RegistryDir, spool.TmpDir, spool.DataDir:
-			seen[name] = typ == unix.DT_DIR
-			if typ != unix.DT_DIR {
-				lay.unexpected = append(lay.unexpected, name)
-			}
-			return
-		case "lost+found":
-			if typ == unix.DT_DIR {
+		for i, sd := range spoolDirs {
+			if name == sd {
+				seen[i] = typ == unix.DT_DIR
+				if typ != unix.DT_DIR {
+					unexpected.add(name)
+				}
 				return
 			}
+		}
+		if name == "lost+found" && typ == unix.DT_DIR {
+			return
 		}
 		switch typ {
 		case unix.DT_DIR:
@@ -274,33 +292,37 @@ func readLayout(fd int, dir string, buf []byte) (layout, []error, error) {
 				var st unix.Stat_t
 				err := unix.Fstatat(fd, name+"/"+spool.CheckoutDir, &st, unix.AT_SYMLINK_NOFOLLOW)
 				if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-					lay.queues = append(lay.queues, name)
+					queues.add(name)
 					return
 				}
 				if err != nil && err != unix.ENOENT && err != unix.ENOTDIR {
 					errs = append(errs, pathErr("stat", dir+"/"+name+"/"+spool.CheckoutDir, err))
 					return
 				}
-				lay.candidates = append(lay.candidates, name)
+				candidates.add(name)
 			}
-			lay.unexpected = append(lay.unexpected, name)
+			unexpected.add(name)
 		case unix.DT_LNK:
-			lay.unexpected = append(lay.unexpected, name)
+			unexpected.add(name)
 		}
 	})
+	queues.trim()
+	unexpected.trim()
+	candidates.trim()
+	lay.queues, lay.unexpected, lay.candidates = queues.names, unexpected.names, candidates.names
 	if err != nil {
 		return lay, errs, fmt.Errorf("list spool %s: %w", dir, err)
 	}
-	for _, d := range []string{spool.RegistryDir, spool.TmpDir, spool.DataDir} {
-		if !seen[d] {
+	for i, d := range spoolDirs {
+		if !seen[i] {
 			return lay, errs, fmt.Errorf("%s: %w: %s/ is missing or not a directory", dir, ErrNotSpool, d)
 		}
 	}
-	slices.Sort(lay.queues)
-	slices.Sort(lay.unexpected)
-	slices.Sort(lay.candidates)
 	return lay, errs, nil
 }
+
+// spoolDirs are the spool's own directories at its root.
+var spoolDirs = [...]string{spool.RegistryDir, spool.TmpDir, spool.DataDir}
 
 func dtOfMode(mode uint32) uint8 {
 	switch mode & unix.S_IFMT {
@@ -375,11 +397,10 @@ func (s *scanner) scan() (*index, error) {
 	}
 	defer unix.Close(root)
 	s.root = root
-	lay, errs, err := readLayout(root, s.dir, buf)
+	lay, errs, err := readLayout(root, s.dir, buf, s.maxDirs)
 	if err != nil {
 		return nil, errors.Join(append([]error{err}, errs...)...)
 	}
-	lay.bound(s.maxDirs)
 	ix := newIndex(s.dir, lay.queues)
 	ix.rootUnexpected = lay.unexpected
 	ix.rootFailed = len(errs) > 0
@@ -414,7 +435,8 @@ func (s *scanner) scan() (*index, error) {
 		defer wg.Done()
 		defer close(regDone)
 		path := s.dir + "/" + spool.RegistryDir
-		files, ok := s.listDir(path, make([]byte, direntBuf), &ix.arena, statType, &regErrs)
+		var files []listedFile
+		ok := s.listDir(path, make([]byte, direntBuf), &ix.arena, statType, &regErrs, &files, nil)
 		ix.regFailed = !ok
 		ix.ids = make(map[string]uint32, len(files))
 		ix.ents = make([]entry, 0, len(files))
@@ -435,28 +457,43 @@ func (s *scanner) scan() (*index, error) {
 		defer wg.Done()
 		var ar arena
 		path := s.dir + "/" + spool.DataDir
-		files, ok := s.listDir(path, make([]byte, direntBuf), &ar, statRegular, &dataErrs)
+		var files []listedFile
+		bound := unregBound{ix: ix, regDone: regDone, max: s.maxUnreg, lists: []*[]listedFile{&files}}
+		ok := s.listDir(path, make([]byte, direntBuf), &ar, statRegular, &dataErrs, &files, bound.keep)
 		ix.dataFailed = !ok
 		<-regDone
 		dataOrphans, dataDropped = s.joinData(ix, files)
+		dataDropped += bound.dropped
 	}()
 	var ar arena
 	tmpPath := s.dir + "/" + spool.TmpDir
-	tmpFiles, ok := s.listDir(tmpPath, buf, &ar, statAll, &locErrs)
+	var tmpFiles []listedFile
+	tmpDropped := 0
+	ok := s.listDir(tmpPath, buf, &ar, statAll, &locErrs, &tmpFiles, func([]byte) bool {
+		// .tmp names are never registered ones: the first maxUnreg are
+		// kept, the others only counted.
+		if s.maxUnreg > 0 && len(tmpFiles) >= s.maxUnreg {
+			tmpDropped++
+			return false
+		}
+		return true
+	})
 	ix.tmpFailed = !ok
 	for _, f := range tmpFiles {
 		if f.present() && ix.admit(len(ix.tmp)) {
 			ix.tmp[strings.Clone(f.name)] = tmpFile{ns: f.val, bad: f.bad(), noStat: f.noStat()}
 		}
 	}
+	ix.dropped += tmpDropped
 	locFiles := make([][]listedFile, len(ix.locs))
+	locBound := unregBound{ix: ix, regDone: regDone, max: s.maxUnreg}
 	for i, l := range ix.locs {
 		if s.canceled() != nil {
 			break
 		}
-		files, ok := s.listDir(l.path, buf, &ar, statLoc, &locErrs)
+		locBound.lists = append(locBound.lists, &locFiles[i])
+		ok := s.listDir(l.path, buf, &ar, statLoc, &locErrs, &locFiles[i], locBound.keep)
 		l.failed = !ok
-		locFiles[i] = files
 	}
 	<-regDone
 	locItems := make([][]item, len(ix.locs))
@@ -469,7 +506,7 @@ func (s *scanner) scan() (*index, error) {
 	errs = append(errs, dataErrs...)
 	errs = append(errs, locErrs...)
 
-	ix.dropped += dataDropped + locDropped
+	ix.dropped += dataDropped + locDropped + locBound.dropped
 	for _, o := range dataOrphans {
 		ix.setData(o.name, o.st)
 	}
@@ -518,26 +555,31 @@ const (
 	statLoc            // statAll, and a file with more than one link is unexpected (queues, checkouts)
 )
 
-// listDir lists the directory at path (skipping .checkout), interning the
-// names in ar, then stats them as mode says, in inode order. ok is false
-// when the directory could not be listed; errs gets the errors.
-func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]error) (files []listedFile, ok bool) {
+// listDir lists the directory at path (skipping .checkout) into *files,
+// interning the names in ar, then stats them as mode says, in inode order.
+// keep (nil: keep all) decides, before a name is interned, whether to
+// keep it: past a bound a flood of names costs no memory. ok is false when
+// the directory could not be listed (*files is then left empty); errs gets
+// the errors.
+func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]error, out *[]listedFile, keep func(name []byte) bool) (ok bool) {
 	fd, err := openBeneath(s.root, strings.TrimPrefix(path, s.dir+"/"), path, s.openFault)
 	if err != nil {
 		*errs = append(*errs, pathErr("open", path, err))
-		return nil, false
+		return false
 	}
 	defer unix.Close(fd)
 	err = readDir(fd, buf, func(d dirent) {
-		if string(d.name) == spool.CheckoutDir {
+		if string(d.name) == spool.CheckoutDir || keep != nil && !keep(d.name) {
 			return
 		}
-		files = append(files, listedFile{name: ar.internZ(d.name), ino: d.ino, typ: d.typ})
+		*out = append(*out, listedFile{name: ar.internZ(d.name), ino: d.ino, typ: d.typ})
 	})
 	if err != nil {
 		*errs = append(*errs, pathErr("list", path, err))
-		return nil, false
+		*out = nil
+		return false
 	}
+	files := *out
 	// The order of the stats: by inode (sorting small records, not files).
 	type byIno struct {
 		ino uint64
@@ -588,7 +630,74 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 			f.val = st.Size
 		}
 	}
-	return files, true
+	return true
+}
+
+// unregBound keeps a listing pass (of .data, or of the queue and checkout
+// directories) within the bound of unregistered names while it lists, so
+// that a flood of them costs neither memory nor stats: a name is kept if
+// it is registered, or if fewer than max unregistered ones are kept, and
+// is otherwise only counted in dropped. Until the registry pass has built
+// ix.ids (regDone) a pass keeps every name; when it holds more than max
+// of them it waits for the registry and prunes what it holds.
+type unregBound struct {
+	ix      *index
+	regDone <-chan struct{}
+	max     int             // 0: no bound
+	lists   []*[]listedFile // what the pass holds, in listing order
+	ready   bool            // regDone is closed: ix.ids may be read
+	held    int             // names kept before ready
+	unreg   int             // unregistered names kept
+	dropped int             // unregistered names past the bound
+}
+
+// keep reports whether the pass keeps the listed name.
+func (b *unregBound) keep(name []byte) bool {
+	if b.max <= 0 {
+		return true
+	}
+	if !b.ready {
+		select {
+		case <-b.regDone:
+		default:
+			if b.held < b.max {
+				b.held++
+				return true
+			}
+			<-b.regDone
+		}
+		b.prune()
+	}
+	return b.admit(string(name))
+}
+
+// prune, once the registry is known, drops from the lists the unregistered
+// names past the bound.
+func (b *unregBound) prune() {
+	b.ready = true
+	for _, l := range b.lists {
+		kept := (*l)[:0]
+		for _, f := range *l {
+			if b.admit(f.name) {
+				kept = append(kept, f)
+			}
+		}
+		clear((*l)[len(kept):])
+		*l = kept
+	}
+}
+
+// admit counts name and reports whether it is kept.
+func (b *unregBound) admit(name string) bool {
+	if _, ok := b.ix.ids[name]; ok {
+		return true
+	}
+	if b.unreg < b.max {
+		b.unreg++
+		return true
+	}
+	b.dropped++
+	return false
 }
 
 // joinData records the .data files in the entries, returning those whose

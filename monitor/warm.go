@@ -38,8 +38,7 @@ func (m *Monitor) warmRescan(ctx context.Context, now time.Time) (err error) {
 		return errLayoutChanged // let the cold scan report it
 	}
 	defer unix.Close(root)
-	lay, lerrs, err := readLayout(root, m.dir, buf)
-	lay.bound(m.cfg.MaxQueues)
+	lay, lerrs, err := readLayout(root, m.dir, buf, m.cfg.MaxQueues)
 	if err != nil || len(lerrs) > 0 || lay.over > 0 {
 		return errLayoutChanged // let the cold scan report it
 	}
@@ -139,11 +138,10 @@ func (m *Monitor) warmDir(ix *index, root int, path string, kind DirKind, l *loc
 			return errLayoutChanged
 		}
 		parseDirents(buf[:n], func(d dirent) {
-			if string(d.name) == spool.CheckoutDir || !ix.markSeen(kind, l, d) {
-				if string(d.name) != spool.CheckoutDir {
-					missing = append(missing, d)
-				}
+			if string(d.name) == spool.CheckoutDir || ix.markSeen(kind, l, d) || ix.pastBound(kind, d.name) {
+				return
 			}
+			missing = append(missing, d)
 		})
 		m.mu.Unlock()
 		if len(missing) == 0 {
@@ -275,6 +273,29 @@ func (ix *index) markSeen(kind DirKind, l *location, d dirent) bool {
 		}
 		x.lf |= lSeen
 	}
+	return true
+}
+
+// pastBound reports whether the index would refuse a name it does not
+// hold for the bound of unregistered names (see admit), counting it as
+// dropped: a rescan then neither stats nor keeps it.
+func (ix *index) pastBound(kind DirKind, name []byte) bool {
+	if ix.maxUnreg <= 0 {
+		return false
+	}
+	switch kind {
+	case DirRegistry:
+		return false
+	case DirTmp:
+		if _, ok := ix.tmp[string(name)]; ok || len(ix.tmp) < ix.maxUnreg {
+			return false
+		}
+	default:
+		if _, ok := ix.ids[string(name)]; ok || ix.unreg < ix.maxUnreg {
+			return false
+		}
+	}
+	ix.dropped++
 	return true
 }
 

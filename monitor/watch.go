@@ -59,6 +59,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	m.mu.Lock()
 	m.scanning = true
 	m.scanDirty = map[string]fsOp{}
+	m.scanDirtyLost = false
 	m.needFull = false
 	reason := m.fullReason
 	m.fullReason = ""
@@ -109,6 +110,11 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	m.idx = ix
 	if ix == nil || err != nil || !m.watching {
 		m.needFull = true
+	}
+	if m.scanDirtyLost && m.watching {
+		// More paths changed during the scan than it keeps: lost, as in
+		// an overflow.
+		m.requestFullLocked("more changes during the full scan than it replays")
 	}
 	m.publishLocked(now)
 	watching := m.watching
@@ -174,6 +180,12 @@ func (m *Monitor) addWatch(path string) error {
 	return nil
 }
 
+// maxScanDirty bounds the paths with events kept during a full scan for
+// replay afterwards: past it (a flood of files while a scan runs) the
+// events are lost, as in an overflow, and another full scan follows, so
+// that a flood cannot grow the monitor's memory.
+const maxScanDirty = 1 << 16
+
 // gatherDelay is how long the watcher lets a burst of events queue up
 // after its first event before reading them: waking up for every event of
 // a burst costs more than the events (see inotify.go).
@@ -214,7 +226,11 @@ func (m *Monitor) apply(w *watcher, batch []fsEvent) {
 	for _, path := range order {
 		op := ops[path]
 		if m.scanning {
-			m.scanDirty[path] |= op
+			if _, ok := m.scanDirty[path]; ok || len(m.scanDirty) < maxScanDirty {
+				m.scanDirty[path] |= op
+			} else {
+				m.scanDirtyLost = true
+			}
 		}
 		if m.idx == nil {
 			// The next cycle scans in full; only report root files.
