@@ -3,7 +3,6 @@ package monitor
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/spool-agent/spool-agent/internal/dirent"
 	"github.com/spool-agent/spool-agent/spool"
 	"golang.org/x/sys/unix"
 )
@@ -19,59 +19,14 @@ import (
 // ErrNotSpool reports a directory that lacks the spool's own directories.
 var ErrNotSpool = errors.New("not a spool")
 
-// dirent is one name from getdents: the name's bytes (NUL-terminated in the
-// buffer, which lets fstatat use them without a copy) and its d_type.
-type dirent struct {
-	name []byte // without the NUL; name[len(name)] is the NUL
-	ino  uint64
-	typ  uint8
-}
-
-// readDir calls f for each name in the directory open at fd, except "." and
-// "..". The name's bytes are valid only during the call.
-func readDir(fd int, buf []byte, f func(dirent)) error {
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n <= 0 {
-			return nil
-		}
-		b := buf[:n]
-		for len(b) >= 19 {
-			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-			if reclen < 19 || reclen > len(b) {
-				break
-			}
-			name := b[19:reclen]
-			for i, c := range name {
-				if c == 0 {
-					name = name[:i]
-					break
-				}
-			}
-			typ := b[18]
-			ino := binary.NativeEndian.Uint64(b[0:8])
-			b = b[reclen:]
-			if len(name) == 0 || (name[0] == '.' && (len(name) == 1 || (len(name) == 2 && name[1] == '.'))) {
-				continue
-			}
-			f(dirent{name: name, ino: ino, typ: typ})
-		}
-	}
-}
-
-// fstatat stats the name in d (NUL-terminated in the getdents buffer)
-// relative to dirfd, without following a symlink and without allocating.
-func fstatat(dirfd int, d dirent, st *unix.Stat_t) error {
-	if len(d.name) == 0 {
+// fstatat stats the name in d (NUL-terminated in the read buffer, see
+// dirent.Entry) relative to dirfd, without following a symlink and
+// without allocating.
+func fstatat(dirfd int, d dirent.Entry, st *unix.Stat_t) error {
+	if len(d.Name) == 0 {
 		return unix.ENOENT
 	}
-	return rawFstatat(dirfd, unsafe.Pointer(unsafe.SliceData(d.name)), st)
+	return rawFstatat(dirfd, unsafe.Pointer(unsafe.SliceData(d.Name)), st)
 }
 
 // fstatatZ is fstatat of a name interned by arena.internZ (NUL-terminated).
@@ -118,7 +73,7 @@ func stNs(st *unix.Stat_t) int64 {
 func badLinks(st *unix.Stat_t) bool { return st.Nlink > 1 }
 
 // typeKnown reports whether the file system filled in d_type.
-func typeKnown(t uint8) bool { return t != unix.DT_UNKNOWN }
+func typeKnown(t dirent.Type) bool { return t != dirent.Unknown }
 
 // openDir opens path as a directory without following a final symlink.
 // fault, a test seam, makes it fail for the paths it returns an error for.
@@ -261,9 +216,9 @@ func readLayout(fd int, dir string, buf []byte, max int) (layout, []error, error
 	candidates := smallestNames{max: max, over: &lay.over}
 	var seen [3]bool // .registry, .tmp, .data are directories
 	var errs []error
-	err := readDir(fd, buf, func(d dirent) {
-		name := string(d.name)
-		typ := d.typ
+	err := dirent.ReadAll(fd, buf, func(d dirent.Entry) {
+		name := string(d.Name)
+		typ := d.Type
 		if !typeKnown(typ) {
 			var st unix.Stat_t
 			if err := fstatat(fd, d, &st); err != nil {
@@ -276,18 +231,18 @@ func readLayout(fd int, dir string, buf []byte, max int) (layout, []error, error
 		}
 		for i, sd := range spoolDirs {
 			if name == sd {
-				seen[i] = typ == unix.DT_DIR
-				if typ != unix.DT_DIR {
+				seen[i] = typ == dirent.Directory
+				if typ != dirent.Directory {
 					unexpected.add(name)
 				}
 				return
 			}
 		}
-		if name == "lost+found" && typ == unix.DT_DIR {
+		if name == "lost+found" && typ == dirent.Directory {
 			return
 		}
 		switch typ {
-		case unix.DT_DIR:
+		case dirent.Directory:
 			if spool.ValidateName(name) == nil {
 				var st unix.Stat_t
 				err := unix.Fstatat(fd, name+"/"+spool.CheckoutDir, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -302,7 +257,7 @@ func readLayout(fd int, dir string, buf []byte, max int) (layout, []error, error
 				candidates.add(name)
 			}
 			unexpected.add(name)
-		case unix.DT_LNK:
+		case dirent.Symlink:
 			unexpected.add(name)
 		}
 	})
@@ -324,16 +279,16 @@ func readLayout(fd int, dir string, buf []byte, max int) (layout, []error, error
 // spoolDirs are the spool's own directories at its root.
 var spoolDirs = [...]string{spool.RegistryDir, spool.TmpDir, spool.DataDir}
 
-func dtOfMode(mode uint32) uint8 {
+func dtOfMode(mode uint32) dirent.Type {
 	switch mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		return unix.DT_REG
+		return dirent.Regular
 	case unix.S_IFDIR:
-		return unix.DT_DIR
+		return dirent.Directory
 	case unix.S_IFLNK:
-		return unix.DT_LNK
+		return dirent.Symlink
 	}
-	return unix.DT_FIFO // any other special file
+	return dirent.Type(unix.DT_FIFO) // any other special file
 }
 
 // scanner reads a whole spool into a fresh index.
@@ -528,7 +483,7 @@ type listedFile struct {
 	name  string // in the pass's arena, followed there by a NUL
 	ino   uint64
 	val   int64 // the mtime (statAll) or the size (statRegular)
-	typ   uint8
+	typ   dirent.Type
 	flags uint8 // lfPresent, lfBad, lfNoStat
 }
 
@@ -568,11 +523,11 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 		return false
 	}
 	defer unix.Close(fd)
-	err = readDir(fd, buf, func(d dirent) {
-		if string(d.name) == spool.CheckoutDir || keep != nil && !keep(d.name) {
+	err = dirent.ReadAll(fd, buf, func(d dirent.Entry) {
+		if string(d.Name) == spool.CheckoutDir || keep != nil && !keep(d.Name) {
 			return
 		}
-		*out = append(*out, listedFile{name: ar.internZ(d.name), ino: d.ino, typ: d.typ})
+		*out = append(*out, listedFile{name: ar.internZ(d.Name), ino: d.Ino, typ: d.Type})
 	})
 	if err != nil {
 		*errs = append(*errs, pathErr("list", path, err))
@@ -600,7 +555,7 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 			i = int(order[k].i)
 		}
 		f := &files[i]
-		known, reg := typeKnown(f.typ), f.typ == unix.DT_REG
+		known, reg := typeKnown(f.typ), f.typ == dirent.Regular
 		if known && (mode == statType || !reg) {
 			f.flags = lfPresent
 			if !reg {

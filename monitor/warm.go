@@ -2,12 +2,12 @@ package monitor
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/dirent"
 	"github.com/spool-agent/spool-agent/spool"
 	"golang.org/x/sys/unix"
 )
@@ -115,14 +115,11 @@ func (m *Monitor) warmDir(ix *index, root int, path string, kind DirKind, l *loc
 		return pathErr("open", path, err)
 	}
 	defer unix.Close(fd)
-	var missing []dirent
+	var missing []dirent.Entry
 	var states []fileState
 	var st unix.Stat_t
 	for {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
+		n, err := dirent.Read(fd, buf)
 		if err != nil {
 			return pathErr("list", path, err)
 		}
@@ -137,8 +134,8 @@ func (m *Monitor) warmDir(ix *index, root int, path string, kind DirKind, l *loc
 			m.mu.Unlock()
 			return errLayoutChanged
 		}
-		parseDirents(buf[:n], func(d dirent) {
-			if string(d.name) == spool.CheckoutDir || ix.markSeen(kind, l, d) || ix.pastBound(kind, d.name) {
+		dirent.Parse(buf[:n], func(d dirent.Entry) {
+			if string(d.Name) == spool.CheckoutDir || ix.markSeen(kind, l, d) || ix.pastBound(kind, d.Name) {
 				return
 			}
 			missing = append(missing, d)
@@ -153,16 +150,16 @@ func (m *Monitor) warmDir(ix *index, root int, path string, kind DirKind, l *loc
 		for _, d := range missing {
 			fs := fileState{present: true}
 			switch {
-			case kind == DirRegistry && typeKnown(d.typ):
-				if d.typ != unix.DT_REG {
+			case kind == DirRegistry && typeKnown(d.Type):
+				if d.Type != dirent.Regular {
 					fs = badFile
 				}
-			case typeKnown(d.typ) && d.typ != unix.DT_REG:
+			case typeKnown(d.Type) && d.Type != dirent.Regular:
 				fs = badFile
 			default:
 				if err := fstatat(fd, d, &st); err != nil {
 					if err != unix.ENOENT {
-						return pathErr("stat", path+"/"+string(d.name), err)
+						return pathErr("stat", path+"/"+string(d.Name), err)
 					}
 					fs = fileState{}
 				} else if !isReg(st.Mode) || kind == DirQueue && badLinks(&st) {
@@ -182,7 +179,7 @@ func (m *Monitor) warmDir(ix *index, root int, path string, kind DirKind, l *loc
 			if !states[i].present {
 				continue // gone since listed: its event says so
 			}
-			name := string(d.name)
+			name := string(d.Name)
 			switch kind {
 			case DirRegistry:
 				ix.setReg(name, states[i])
@@ -198,45 +195,22 @@ func (m *Monitor) warmDir(ix *index, root int, path string, kind DirKind, l *loc
 	}
 }
 
-// parseDirents calls f for each linux_dirent64 in b except "." and "..".
-func parseDirents(b []byte, f func(dirent)) {
-	for len(b) >= 19 {
-		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-		if reclen < 19 || reclen > len(b) {
-			return
-		}
-		name := b[19:reclen]
-		for i, c := range name {
-			if c == 0 {
-				name = name[:i]
-				break
-			}
-		}
-		d := dirent{name: name, ino: binary.NativeEndian.Uint64(b[0:8]), typ: b[18]}
-		b = b[reclen:]
-		if len(name) == 0 || (name[0] == '.' && (len(name) == 1 || (len(name) == 2 && name[1] == '.'))) {
-			continue
-		}
-		f(d)
-	}
-}
-
 // markSeen marks the file d of directory kind (or location l) as seen if
 // the index holds it there with the same type, and reports whether it did.
-func (ix *index) markSeen(kind DirKind, l *location, d dirent) bool {
-	known := typeKnown(d.typ)
-	bad := d.typ != unix.DT_REG
+func (ix *index) markSeen(kind DirKind, l *location, d dirent.Entry) bool {
+	known := typeKnown(d.Type)
+	bad := d.Type != dirent.Regular
 	switch kind {
 	case DirTmp:
-		t, ok := ix.tmp[string(d.name)]
+		t, ok := ix.tmp[string(d.Name)]
 		if !ok || !known || t.bad != bad {
 			return false
 		}
 		t.seen = true
-		ix.tmp[string(d.name)] = t
+		ix.tmp[string(d.Name)] = t
 		return true
 	}
-	id, ok := ix.ids[string(d.name)]
+	id, ok := ix.ids[string(d.Name)]
 	if !ok || !known {
 		return false
 	}
