@@ -164,7 +164,9 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	}
 
 	var created []dirRef // the directories where this call created name, for cleanup
+	var files staged     // payload and metadata, open until commitStaged made them durable
 	fail := func(err error) (string, error) {
+		files.close(s)
 		for _, d := range created {
 			s.fs.Unlink(d.fd, name)
 		}
@@ -177,7 +179,7 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	// The payload goes first and with O_EXCL: a live entry always has its
 	// .data/<name>, so a caller-supplied name that is in use stops here.
 	dataPath := s.data.p(name)
-	if _, err := s.writeNew(s.data, name, dataBytes, data); err != nil {
+	if _, err := s.writeStaged(&files, s.data, name, dataBytes, data); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			// Another enqueue of the same caller-supplied name may have
 			// found our fresh registry file, taken it for a reservation,
@@ -191,7 +193,7 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	created = append(created, s.data)
 
 	tmpPath := s.tmp.p(name)
-	if _, err := s.writeNew(s.tmp, name, metadata, nil); err != nil {
+	if _, err := s.writeStaged(&files, s.tmp, name, metadata, nil); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return fail(fmt.Errorf("%w: %s", ErrExists, tmpPath))
 		}
@@ -200,7 +202,7 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	}
 	created = append(created, s.tmp)
 
-	if err := s.syncDirs(s.reg, s.data); err != nil {
+	if err := s.commitStaged(&files, s.reg, s.data); err != nil {
 		return fail(err)
 	}
 	// The last moment the entry can still be withdrawn unseen.
