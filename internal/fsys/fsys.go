@@ -70,8 +70,8 @@ type DirEntry struct {
 }
 
 // OS is the real file system. The methods whose system calls differ
-// between systems (OpenDir, Rename, TouchFD, ReadDir, Fsync) and Mtime are
-// in the files named after each system.
+// between systems (OpenDir, Rename, TouchFD, Fsync) and Mtime are in the
+// files named after each system; ReadDir is in readdir.go.
 type OS struct{}
 
 var _ FS = OS{}

@@ -24,9 +24,6 @@ func (OS) TouchFD(fd int, t time.Time) error {
 	return err
 }
 
-// ReadDir implements FS with readDirOS: there is no getdents(2) here.
-func (OS) ReadDir(dirfd int) ([]DirEntry, error) { return readDirOS(dirfd) }
-
 // Mtime returns the modification time recorded in st.
 func Mtime(st *unix.Stat_t) time.Time {
 	return time.Unix(st.Mtim.Sec, st.Mtim.Nsec)

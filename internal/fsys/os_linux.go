@@ -3,7 +3,6 @@
 package fsys
 
 import (
-	"encoding/binary"
 	"time"
 	"unsafe"
 
@@ -58,58 +57,6 @@ func (OS) TouchFD(fd int, t time.Time) error {
 		return errno
 	}
 	return nil
-}
-
-// ReadDir implements FS. It reads the directory with getdents(2) directly so
-// that a listing costs one system call per few hundred names and no stat.
-// It reads through a fresh descriptor of dirfd's directory (openat of "."),
-// since a directory offset is shared by all users of a descriptor.
-func (OS) ReadDir(dirfd int) ([]DirEntry, error) {
-	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	var entries []DirEntry
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n <= 0 {
-			return entries, nil
-		}
-		entries = parseDirents(buf[:n], entries)
-	}
-}
-
-// parseDirents appends the linux_dirent64 records in buf to entries.
-func parseDirents(buf []byte, entries []DirEntry) []DirEntry {
-	for len(buf) >= 19 {
-		reclen := int(binary.NativeEndian.Uint16(buf[16:18]))
-		if reclen < 19 || reclen > len(buf) {
-			break
-		}
-		typ := buf[18]
-		nameBytes := buf[19:reclen]
-		for i, c := range nameBytes {
-			if c == 0 {
-				nameBytes = nameBytes[:i]
-				break
-			}
-		}
-		buf = buf[reclen:]
-		name := string(nameBytes)
-		if name == "." || name == ".." {
-			continue
-		}
-		entries = append(entries, DirEntry{Name: name, Type: typ})
-	}
-	return entries
 }
 
 // Syncfs flushes the whole file system holding fd with syncfs(2) (group
