@@ -11,8 +11,9 @@ import (
 // watchHub picks, once per spool, the watcher that the spool's readers
 // share: the platform's fast one (batched raw inotify on Linux, see
 // watchhub_linux.go), or the portable one over fsnotify, or none (readers
-// poll). Its exported-looking knobs are seams for tests, which set them
-// after opening a spool and before its first reader.
+// poll). kind and maxAnnounced, and the inotify hub's sys* fields, are
+// seams for tests, which set them after opening a spool and before its
+// first reader: fields, not package variables, so tests run in parallel.
 type watchHub struct {
 	s *Spool
 
