@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -18,9 +19,9 @@ import (
 // rename a file into a queue under a new name). Each works relative to a
 // directory descriptor opened without following symbolic links, so a spool
 // directory swapped for a symlink after it was opened cannot redirect it.
-
-// openDirFlags open a directory for use as a dirfd, never through a symlink.
-const openDirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW
+// The calls that differ between systems (openat2, the no-replace rename,
+// F_FULLFSYNC, the mtime field) go through internal/fsys, as the library's
+// do.
 
 // dirs holds descriptors of a spool's directories. A queue directory or
 // .checkout that cannot be opened has fd -1 (every lookup in it then says
@@ -89,22 +90,12 @@ func (d *dirs) close() {
 	}
 }
 
-// openDir opens the directory name beneath dirfd with openat2's
-// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV, or openat with
-// O_NOFOLLOW where the kernel has no openat2 (name is one component).
-func openDir(dirfd int, name string) (int, error) {
-	how := unix.OpenHow{Flags: openDirFlags, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV}
-	for {
-		fd, err := unix.Openat2(dirfd, name, &how)
-		switch err {
-		case unix.EINTR, unix.EAGAIN:
-			continue
-		case unix.ENOSYS, unix.EPERM:
-			return retry(func() (int, error) { return unix.Openat(dirfd, name, openDirFlags, 0) })
-		}
-		return fd, err
-	}
-}
+// openDir opens the directory name beneath dirfd, refusing symbolic links
+// (and, on Linux, mount crossings): fsys.OS.OpenDir.
+func openDir(dirfd int, name string) (int, error) { return fsys.OS{}.OpenDir(dirfd, name) }
+
+// fsync flushes fd to stable storage (F_FULLFSYNC on darwin): fsys.OS.Fsync.
+func fsync(fd int) error { return fsys.OS{}.Fsync(fd) }
 
 func retry(f func() (int, error)) (int, error) {
 	for {
@@ -143,7 +134,7 @@ func stat(dirfd int, name string) (file, error) {
 		exists:  true,
 		regular: st.Mode&unix.S_IFMT == unix.S_IFREG,
 		dir:     st.Mode&unix.S_IFMT == unix.S_IFDIR,
-		mtime:   time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
+		mtime:   fsys.Mtime(&st),
 		ino:     st.Ino,
 		size:    st.Size,
 	}, nil
@@ -158,14 +149,14 @@ func createEmpty(dirfd int, name string, perm uint32) error {
 	if err != nil {
 		return err
 	}
-	err = unix.Fsync(fd)
+	err = fsync(fd)
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return err
 	}
-	return unix.Fsync(dirfd)
+	return fsync(dirfd)
 }
 
 // unlink removes the regular file name from dirfd and fsyncs the directory;
@@ -174,19 +165,19 @@ func unlink(dirfd int, name string) error {
 	if err := unix.Unlinkat(dirfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
-	return unix.Fsync(dirfd)
+	return fsync(dirfd)
 }
 
 // renameNew renames oldname in olddirfd to newname in newdirfd, failing with
 // EEXIST rather than replacing a file, and fsyncs both directories.
 func renameNew(olddirfd int, oldname string, newdirfd int, newname string) error {
-	if err := unix.Renameat2(olddirfd, oldname, newdirfd, newname, unix.RENAME_NOREPLACE); err != nil {
+	if err := (fsys.OS{}).Rename(olddirfd, oldname, newdirfd, newname, true); err != nil {
 		return err
 	}
-	if err := unix.Fsync(newdirfd); err != nil {
+	if err := fsync(newdirfd); err != nil {
 		return err
 	}
-	return unix.Fsync(olddirfd)
+	return fsync(olddirfd)
 }
 
 // copyNew copies the regular file src in srcfd (or nothing, when it is
@@ -227,14 +218,14 @@ func copyNew(srcfd int, src string, dstfd int, dst string, perm uint32) error {
 			return fail(err)
 		}
 	}
-	if err := unix.Fsync(out); err != nil {
+	if err := fsync(out); err != nil {
 		return fail(err)
 	}
 	if err := unix.Close(out); err != nil {
 		unix.Unlinkat(dstfd, dst, 0)
 		return err
 	}
-	return unix.Fsync(dstfd)
+	return fsync(dstfd)
 }
 
 type fdReader int
@@ -278,7 +269,7 @@ var errBusy = errors.New("locked by a live worker")
 // newname in dstfd as a claim of this library does: it opens the file, takes
 // the flock that every claim of the spool library takes before it moves a
 // file (so no worker of this library can take it meanwhile), checks that the
-// name still holds the locked file, and renames it with RENAME_NOREPLACE.
+// name still holds the locked file, and renames it without replacing (renameNew).
 // want, when nonzero, is the inode the plan saw.
 func claimRename(qfd int, name string, dstfd int, newname string) error {
 	fd, err := retry(func() (int, error) {
