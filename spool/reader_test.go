@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
 // dequeueLater starts a blocking Dequeue of r (for at most 10 s) and
@@ -287,18 +289,14 @@ func testReaderListings(t *testing.T, kind watcherKind) {
 // waitAnnounced waits until name has reached r's announced names.
 func waitAnnounced(t *testing.T, r *Reader, name string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	testkit.WaitFor(t, 10*time.Second, name+" announced", func() bool {
 		if _, err := r.w.catchUp(r); err != nil {
 			t.Fatal(err)
 		}
 		r.evMu.Lock()
-		hi := r.evHi
-		r.evMu.Unlock()
-		if hi >= name {
-			return
-		}
-	}
-	t.Fatalf("%s never announced", name)
+		defer r.evMu.Unlock()
+		return r.evHi >= name
+	})
 }
 
 // TestReaderQueueReplaced: when the queue's directory is renamed away and
