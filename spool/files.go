@@ -18,33 +18,6 @@ const (
 	openDir       = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
 )
 
-// writeNew creates name in d, which must not exist (O_EXCL, never through a
-// symlink), writes what r yields and, at DurabilityFiles and above, fsyncs it.
-// It returns the number of bytes written. On error the partly written file is
-// left for the caller to remove: only the caller knows it created it.
-func (s *Spool) writeNew(d dirRef, name string, b []byte, r io.Reader) (int64, error) {
-	path := d.p(name)
-	fd, err := s.createFile(d, name, s.fileMode)
-	if err != nil {
-		return 0, err
-	}
-	n, err := s.writeAll(fd, b, r)
-	if err != nil {
-		s.fs.Close(fd)
-		return n, pathErr("write", path, err)
-	}
-	if s.durability >= DurabilityFiles {
-		if err := s.fs.Fsync(fd); err != nil {
-			s.fs.Close(fd)
-			return n, pathErr("fsync", path, err)
-		}
-	}
-	if err := s.fs.Close(fd); err != nil {
-		return n, pathErr("close", path, err)
-	}
-	return n, nil
-}
-
 // createFile creates name in d (O_EXCL, never through a symlink) with mode
 // m and returns its descriptor. An exact mode is applied with fchmod; on
 // that failure the file is removed again.
@@ -212,12 +185,15 @@ func (s *Spool) syncDirs(dirs ...dirRef) error {
 type staged struct {
 	fds   []int
 	paths []string
+	dirs  []int // the descriptors of their directories
 }
 
-// writeStaged is writeNew for a file that commitStaged makes durable
-// together with the operation's directories: at DurabilityFiles and above
-// the file is left open in p, not yet fsynced. On error the file is closed
-// and left for the caller to remove, as by writeNew.
+// writeStaged creates name in d, which must not exist (O_EXCL, never
+// through a symlink), and writes what b and r yield. At DurabilityFiles and
+// above the file is left open in p, for commitStaged to make durable
+// together with the operation's directories (group commit). It returns the
+// number of bytes written. On error the file is closed and left for the
+// caller to remove: only the caller knows it created it.
 func (s *Spool) writeStaged(p *staged, d dirRef, name string, b []byte, r io.Reader) (int64, error) {
 	path := d.p(name)
 	fd, err := s.createFile(d, name, s.fileMode)
@@ -237,6 +213,7 @@ func (s *Spool) writeStaged(p *staged, d dirRef, name string, b []byte, r io.Rea
 	}
 	p.fds = append(p.fds, fd)
 	p.paths = append(p.paths, path)
+	p.dirs = append(p.dirs, d.fd)
 	return n, nil
 }
 
@@ -262,7 +239,7 @@ func (p *staged) close(s *Spool) error {
 			err = pathErr("close", p.paths[i], cerr)
 		}
 	}
-	p.fds, p.paths = nil, nil
+	p.fds, p.paths, p.dirs = nil, nil, nil
 	return err
 }
 
@@ -284,7 +261,7 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
 	c.init(s.fs)
 	alone := c.active.Add(1) == 1 && !c.fs.busy()
 	defer c.active.Add(-1)
-	if c.useSyncfs(files+len(dirs), alone) {
+	if c.useSyncfs(files+len(dirs), alone) && s.rootFSOnly(p, dirs) {
 		start := time.Now()
 		err := c.fs.do(func() error { return c.batch.Syncfs(s.root.fd) })
 		measure(&c.syncfsNs, time.Since(start))
@@ -315,6 +292,48 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
 		}
 	}
 	return nil
+}
+
+// rootFSOnly reports whether every directory in dirs and of p's files is
+// on the file system of the spool's root, which is the one a syncfs of the
+// root flushes. The spool's directories are opened with RESOLVE_NO_XDEV,
+// but the component walk used where openat2 is refused does not refuse a
+// mount point. The answer is kept per descriptor.
+func (s *Spool) rootFSOnly(p *staged, dirs []dirRef) bool {
+	c := &s.commit
+	same := func(fd int) bool {
+		c.mu.Lock()
+		v, ok := c.sameFS[fd]
+		c.mu.Unlock()
+		if ok {
+			return v
+		}
+		var root, st unix.Stat_t
+		if s.fs.Fstat(s.root.fd, &root) != nil || s.fs.Fstat(fd, &st) != nil {
+			return false // not known: fsync this time
+		}
+		v = root.Dev == st.Dev
+		c.mu.Lock()
+		if c.sameFS == nil {
+			c.sameFS = map[int]bool{}
+		}
+		c.sameFS[fd] = v
+		c.mu.Unlock()
+		return v
+	}
+	for _, d := range dirs {
+		if !same(d.fd) {
+			return false
+		}
+	}
+	if p != nil {
+		for _, fd := range p.dirs {
+			if !same(fd) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // tempName returns a fresh temporary file name for entry name as the

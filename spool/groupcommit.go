@@ -204,6 +204,7 @@ type committer struct {
 	fs     commitGroup // syncfs rounds
 	mu     sync.Mutex
 	dirs   map[int]*commitGroup // per-directory fsync rounds, by descriptor
+	sameFS map[int]bool         // whether a directory is on the root's file system, by descriptor
 
 	// Running costs, in nanoseconds (0: not measured yet): of one fsync
 	// issued by an operation, and of one syncfs round.
