@@ -104,7 +104,7 @@ type Options struct {
 	// Now returns the time used for touches; nil means time.Now.
 	Now func() time.Time
 	// PollInterval is how often readers list their queue when they cannot
-	// watch it with inotify; 0 means one second.
+	// watch it; 0 means one second.
 	PollInterval time.Duration
 	// Logger receives rare operational messages (readers falling back to
 	// polling, logged once per spool); nil means slog.Default().

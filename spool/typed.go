@@ -29,8 +29,8 @@ func (JSONCodec[M]) Unmarshal(b []byte) (M, error) {
 }
 
 // DecodeError reports an entry whose metadata the codec could not decode.
-// Such an entry is never passed on as an M. The call that hands out
-// checkouts hands this one out too, and the caller finishes it:
+// Such an entry is never passed on as an M; whoever would have finished it
+// still does:
 //
 //   - Typed.Checkout, TypedReader.Dequeue and DequeueAvailable return it
 //     held in Checkout (releasing it would deliver it again: save it into a
