@@ -655,12 +655,12 @@ func testFullDisk(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.Mkdir(mnt, 0o755)
 	opts := &spool.Options{Durability: spool.DurabilityFull}
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+	if unmount, err := mountTmpfs(mnt, "size=1m"); err != nil {
 		t.Logf("cannot mount a tmpfs (%v): the FS seam fills the disk instead", err)
 		fsys.SetOptions(opts, &fullFS{OS: fsys.OS{}, budget: 1 << 20})
 	} else {
 		t.Logf("a real 1 MiB tmpfs fills up")
-		t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+		t.Cleanup(unmount)
 	}
 	dir := filepath.Join(mnt, "spool")
 	s, err := spool.Create(dir, []string{"in"}, opts)

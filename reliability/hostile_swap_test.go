@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -147,12 +145,12 @@ func startSwapper(a, b string) *swapper {
 			select {
 			case <-w.stop:
 				if w.swaps.Load()%2 == 1 {
-					w.err = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
+					w.err = exchangePaths(a, b)
 				}
 				return
 			default:
 			}
-			if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+			if err := exchangePaths(a, b); err != nil {
 				w.err = err
 				return
 			}
