@@ -247,11 +247,18 @@ func mergeSorted(a, b []string) []string {
 }
 
 // next claims the first entry of the cache that nobody else has taken.
-func (r *Reader) next() (*Checkout, error) {
+func (r *Reader) next() (*Checkout, error) { return r.claim(true) }
+
+// claim claims the first entry of the cache that it can. With hints, it
+// passes over the names that the watcher says readers of this process took:
+// exact where the watcher catches up synchronously; elsewhere wrong only
+// for a name that came back and whose arrival is not dispatched yet, which
+// a blocking Dequeue takes once it is.
+func (r *Reader) claim(hints bool) (*Checkout, error) {
 	for len(r.cache) > 0 {
 		name := r.cache[0]
 		r.cache = r.cache[1:]
-		if r.w != nil && r.w.taken(r.dir, name) {
+		if hints && r.w != nil && r.w.taken(r.dir, name) {
 			continue
 		}
 		r.s.acquire()
@@ -397,7 +404,10 @@ func (r *Reader) DequeueAvailable() (*Checkout, error) {
 		}
 		listed = true
 	}
-	c, err := r.next()
+	// It must not miss an entry whose enqueue has returned, so it passes
+	// over what others took only when that knowledge is exact.
+	hints := r.w != nil && r.w.catchUpExact()
+	c, err := r.claim(hints)
 	if c != nil || err != nil || listed {
 		return c, err
 	}
@@ -405,7 +415,7 @@ func (r *Reader) DequeueAvailable() (*Checkout, error) {
 	if err := r.refill(false); err != nil {
 		return nil, err
 	}
-	return r.next()
+	return r.claim(hints)
 }
 
 // Iter runs f on each entry it dequeues, then saves or removes the entry as

@@ -111,6 +111,12 @@ type queueWatcher interface {
 	// stand at its path), it watches what is there and reports true; a
 	// missing directory is an error.
 	catchUp(r *Reader) (rewatched bool, err error)
+	// catchUpExact reports whether catchUp hands r every event of the
+	// changes made before it (raw inotify reads the kernel's queue), so
+	// that taken is exact after it; fsnotify forwards events from its own
+	// goroutine, so a name that came back may still be marked taken until
+	// its arrival is dispatched.
+	catchUpExact() bool
 	// countWaiter records that a reader starts (+1) or stops (-1) blocking
 	// for a wake-up.
 	countWaiter(delta int)

@@ -182,6 +182,9 @@ func (h *fsnotifyHub) catchUp(r *Reader) (bool, error) {
 	return true, nil
 }
 
+// catchUpExact is false: events come from the watcher's goroutine.
+func (h *fsnotifyHub) catchUpExact() bool { return false }
+
 // countWaiter does nothing: the dispatching goroutine always listens.
 func (h *fsnotifyHub) countWaiter(int) {}
 

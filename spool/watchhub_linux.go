@@ -330,6 +330,9 @@ func (h *inotifyHub) catchUp(r *Reader) (bool, error) {
 	return true, nil
 }
 
+// catchUpExact is true: catchUp reads what the kernel holds.
+func (h *inotifyHub) catchUpExact() bool { return true }
+
 // addWatch adds a watch on r's queue directory: the one the spool has open
 // (never whatever a swapped path leads to). A removed directory is ENOENT.
 // Callers hold h.mu.
