@@ -15,9 +15,7 @@ func watchCount(m *Monitor) int {
 	if m.w == nil {
 		return 0
 	}
-	m.w.mu.Lock()
-	defer m.w.mu.Unlock()
-	return len(m.w.dirs)
+	return m.w.Watches()
 }
 
 // indexSize returns the entries and .tmp files the index tracks.
@@ -27,7 +25,7 @@ func indexSize(m *Monitor) (entries, unreg, tmpFiles int) {
 	if m.idx == nil {
 		return 0, 0, 0
 	}
-	return len(m.idx.ids), m.idx.unreg, len(m.idx.tmp)
+	return m.idx.Tracked()
 }
 
 func limitProblems(s *Snapshot) []string {

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -10,8 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spool-agent/spool-agent/monitor/internal/index"
 	"github.com/spool-agent/spool-agent/spool"
-	"golang.org/x/sys/unix"
 )
 
 // Default limits, as in the reference.
@@ -42,92 +43,20 @@ func Check(dir string, limits Limits, now time.Time) ([]Problem, error) {
 
 // check is Check with the openDir test seam.
 func check(dir string, limits Limits, now time.Time, openFault func(string) error) ([]Problem, error) {
-	sc := scanner{dir: filepath.Clean(dir), openFault: openFault}
-	ix, err := sc.scan()
+	ix, err := index.Scan(context.Background(), filepath.Clean(dir), index.ScanOptions{OpenFault: openFault})
 	if ix == nil {
 		return nil, err
 	}
-	ps, perr := ix.problems(now, limits)
+	ps, perr := problems(ix, filepath.Clean(dir), now, limits)
 	return ps, errors.Join(err, perr)
 }
 
-// registered reports whether .registry/<name> exists.
-func (ix *index) registered(name string) bool {
-	id, ok := ix.ids[name]
-	return ok && ix.ents[id].rd&fRegPresent != 0
-}
-
-// mtimeOf stats a registry or data file for a problem's ModTime. ok is false
-// when the file has gone since it was indexed (the problem is then skipped,
-// as the reference skips files that vanish between listing and stat).
-// A file that is not a regular one (bad) gives the zero time, as
-// everywhere: its mtime is not tracked.
-func mtimeOf(fs *statter, sub, name string, bad bool) (t time.Time, ok bool, err error) {
-	var st unix.Stat_t
-	path := fs.dir + "/" + sub + "/" + name
-	err = fs.lstat(sub, name, &st)
-	if err == unix.ENOENT {
-		return time.Time{}, false, nil
+// dirOf returns a place as a Dir.
+func dirOf(p index.Place) Dir {
+	if p.Checkout {
+		return Dir{Kind: DirCheckout, Queue: p.Queue}
 	}
-	if err != nil {
-		return time.Time{}, false, pathErr("stat", path, err)
-	}
-	if bad || !isReg(st.Mode) {
-		return time.Time{}, true, nil
-	}
-	return time.Unix(0, stNs(&st)), true, nil
-}
-
-// statter stats files of the spool's directories relative to descriptors
-// opened beneath the spool root (openBeneath), each opened once, at its
-// first use: never through a symlink swapped in for a spool directory.
-type statter struct {
-	dir  string
-	root int // -1 until opened
-	fds  map[string]int
-	errs map[string]error
-}
-
-func newStatter(dir string) *statter {
-	return &statter{dir: dir, root: -1, fds: map[string]int{}, errs: map[string]error{}}
-}
-
-// lstat stats sub/name without following a symlink.
-func (s *statter) lstat(sub, name string, st *unix.Stat_t) error {
-	fd, ok := s.fds[sub]
-	if !ok {
-		if err, failed := s.errs[sub]; failed {
-			return err
-		}
-		var err error
-		if s.root < 0 {
-			if s.root, err = openDir(s.dir, true, nil); err != nil {
-				s.root = -1
-				s.errs[sub] = err
-				return err
-			}
-		}
-		if fd, err = openBeneath(s.root, sub, s.dir+"/"+sub, nil); err != nil {
-			s.errs[sub] = err
-			return err
-		}
-		s.fds[sub] = fd
-	}
-	for {
-		err := unix.Fstatat(fd, name, st, unix.AT_SYMLINK_NOFOLLOW)
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}
-
-func (s *statter) close() {
-	for _, fd := range s.fds {
-		unix.Close(fd)
-	}
-	if s.root >= 0 {
-		unix.Close(s.root)
-	}
+	return Dir{Kind: DirQueue, Queue: p.Queue}
 }
 
 func nsTime(ns int64, known bool) time.Time {
@@ -137,118 +66,110 @@ func nsTime(ns int64, known bool) time.Time {
 	return time.Unix(0, ns)
 }
 
-// problems returns the index's problems at now, sorted. It costs time in
-// proportion to the problems and the suspect entries, not to the spool.
-func (ix *index) problems(now time.Time, lim Limits) ([]Problem, error) {
+// problems returns the problems of ix, the index of the spool at dir, at
+// now, sorted. It costs time in proportion to the problems and the suspect
+// entries, not to the spool.
+func problems(ix *index.Index, dir string, now time.Time, lim Limits) ([]Problem, error) {
 	var ps []Problem
 	var errs []error
-	fs := newStatter(ix.dir)
-	defer fs.close()
+	fs := index.NewStatter(dir)
+	defer fs.Close()
 	nowNs := now.UnixNano()
 	regDir := Dir{Kind: DirRegistry}
 	tmpDir := Dir{Kind: DirTmp}
 	dataDir := Dir{Kind: DirData}
 	// A root entry that could not be examined may be a queue: its files
 	// are unknown, as those of a directory that could not be listed.
-	anyLocFailed := ix.rootFailed
-	for _, l := range ix.locs {
-		anyLocFailed = anyLocFailed || l.failed
-	}
+	unread := ix.Unreadable()
 
-	for name, t := range ix.tmp {
-		mt := nsTime(t.ns, !t.noStat)
-		if !t.noStat && t.ns < nowNs-int64(lim.MaxTmpFileAge) { // now - mtime > limit, without overflow
+	ix.EachTmp(func(name string, t index.TmpFile) {
+		mt := nsTime(t.MTime, !t.StatFailed)
+		if !t.StatFailed && t.MTime < nowNs-int64(lim.MaxTmpFileAge) { // now - mtime > limit, without overflow
 			ps = append(ps, Problem{Kind: KindTooOld, Dir: tmpDir, Name: name, ModTime: mt})
 		}
-		if !ix.regFailed && !ix.registered(name) {
+		if !unread.Registry && !ix.Registered(name) {
 			ps = append(ps, Problem{Kind: KindOrphaned, Dir: tmpDir, Name: name, ModTime: mt})
 		}
-		if t.bad {
+		if t.Irregular {
 			ps = append(ps, Problem{Kind: KindUnexpected, Dir: tmpDir, Name: name})
 		}
-	}
+	})
 
-	for id := range ix.suspects {
-		e := &ix.ents[id]
-		reg := e.rd&fRegPresent != 0
-		data := e.rd&fDataPresent != 0
-		if data && !reg && !ix.regFailed {
-			mt, ok, err := mtimeOf(fs, spool.DataDir, e.name, e.rd&fDataBad != 0)
+	ix.EachSuspect(func(e index.Suspect) {
+		reg, data := e.Registered, e.HasData
+		if data && !reg && !unread.Registry {
+			mt, ok, err := fs.MTime(spool.DataDir, e.Name, e.DataIrregular)
 			if err != nil {
 				errs = append(errs, err)
 			}
 			if ok {
-				ps = append(ps, Problem{Kind: KindOrphaned, Dir: dataDir, Name: e.name, ModTime: mt})
+				ps = append(ps, Problem{Kind: KindOrphaned, Dir: dataDir, Name: e.Name, ModTime: mt})
 			}
 		}
-		if e.rd&fDataBad != 0 {
-			ps = append(ps, Problem{Kind: KindUnexpected, Dir: dataDir, Name: e.name})
+		if e.DataIrregular {
+			ps = append(ps, Problem{Kind: KindUnexpected, Dir: dataDir, Name: e.Name})
 		}
-		if e.rd&fRegBad != 0 {
-			ps = append(ps, Problem{Kind: KindUnexpected, Dir: regDir, Name: e.name})
+		if e.RegistryIrregular {
+			ps = append(ps, Problem{Kind: KindUnexpected, Dir: regDir, Name: e.Name})
 		}
-		locs := ix.locations(uint32(id))
-		for _, x := range locs {
-			d := ix.loc(x.loc).dir()
-			mt := nsTime(x.ns, x.lf&lNoStat == 0)
-			if !reg && !ix.regFailed {
-				ps = append(ps, Problem{Kind: KindOrphaned, Dir: d, Name: e.name, ModTime: mt})
+		for _, x := range e.Files {
+			d := dirOf(x.Place)
+			mt := nsTime(x.MTime, !x.StatFailed)
+			if !reg && !unread.Registry {
+				ps = append(ps, Problem{Kind: KindOrphaned, Dir: d, Name: e.Name, ModTime: mt})
 			}
-			if !data && !ix.dataFailed {
-				ps = append(ps, Problem{Kind: KindMissingData, Dir: d, Name: e.name, ModTime: mt})
+			if !data && !unread.Data {
+				ps = append(ps, Problem{Kind: KindMissingData, Dir: d, Name: e.Name, ModTime: mt})
 			}
-			if x.lf&lBad != 0 {
-				ps = append(ps, Problem{Kind: KindUnexpected, Dir: d, Name: e.name})
+			if x.Irregular {
+				ps = append(ps, Problem{Kind: KindUnexpected, Dir: d, Name: e.Name})
 			}
 		}
-		if reg && (len(locs) >= 2 || len(locs) == 0 && !anyLocFailed) {
-			mt, ok, err := mtimeOf(fs, spool.RegistryDir, e.name, e.rd&fRegBad != 0)
+		if reg && (len(e.Files) >= 2 || len(e.Files) == 0 && !unread.AnyPlace) {
+			mt, ok, err := fs.MTime(spool.RegistryDir, e.Name, e.RegistryIrregular)
 			if err != nil {
 				errs = append(errs, err)
 			}
 			if ok {
-				p := Problem{Kind: KindOrphaned, Dir: regDir, Name: e.name, ModTime: mt}
-				if len(locs) >= 2 {
+				p := Problem{Kind: KindOrphaned, Dir: regDir, Name: e.Name, ModTime: mt}
+				if len(e.Files) >= 2 {
 					p.Kind = KindDuplicated
-					for _, x := range locs {
-						p.Dirs = append(p.Dirs, ix.loc(x.loc).dir())
+					for _, x := range e.Files {
+						p.Dirs = append(p.Dirs, dirOf(x.Place))
 					}
 				}
 				ps = append(ps, p)
 			}
 		}
-	}
+	})
 
-	for _, l := range ix.locs {
+	for i, pl := range ix.Places() {
 		limit := lim.MaxCheckedOutAge
-		if !l.checkout {
+		if !pl.Checkout {
 			var ok bool
-			if limit, ok = lim.MaxQueueAge[l.queue]; !ok {
+			if limit, ok = lim.MaxQueueAge[pl.Queue]; !ok {
 				continue
 			}
 		}
-		cutoff := nowNs - int64(limit)
-		d := l.dir()
-		l.set.ascend(func(it item) bool {
-			if it.ns >= cutoff {
-				return false
-			}
-			ps = append(ps, Problem{Kind: KindTooOld, Dir: d, Name: ix.ents[it.id].name, ModTime: time.Unix(0, it.ns)})
+		d := dirOf(pl)
+		ix.Older(i, nowNs-int64(limit), func(name string, mtime int64) bool {
+			ps = append(ps, Problem{Kind: KindTooOld, Dir: d, Name: name, ModTime: time.Unix(0, mtime)})
 			return true
 		})
 	}
 
-	for _, name := range ix.rootUnexpected {
+	for _, name := range ix.RootUnexpected() {
 		ps = append(ps, Problem{Kind: KindUnexpected, Dir: Dir{Kind: DirRoot}, Name: name})
 	}
-	if ix.dropped > 0 {
-		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirUnregistered}, Name: fmt.Sprintf("more than %d files with no registry entry in .tmp, or in .data and the queues", ix.maxUnreg)})
+	over := ix.Over()
+	if over.Unregistered {
+		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirUnregistered}, Name: fmt.Sprintf("more than %d files with no registry entry in .tmp, or in .data and the queues", over.MaxUnregistered)})
 	}
-	if ix.dirsOver > 0 {
-		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirQueues}, Name: fmt.Sprintf("more than %d queues or other directories at the spool root", ix.maxDirs)})
+	if over.Dirs {
+		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirQueues}, Name: fmt.Sprintf("more than %d queues or other directories at the spool root", over.MaxDirs)})
 	}
-	if ix.watchesOver {
-		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirWatches}, Name: fmt.Sprintf("more than %d inotify watches needed", ix.maxWatches)})
+	if over.Watches {
+		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirWatches}, Name: fmt.Sprintf("more than %d inotify watches needed", over.MaxWatches)})
 	}
 	SortProblems(ps)
 	return ps, errors.Join(errs...)

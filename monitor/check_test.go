@@ -401,7 +401,7 @@ func TestCheckNotSpool(t *testing.T) {
 	if _, err := Check(filepath.Join(dir, "missing"), DefaultLimits(), checkNow); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("missing dir: %v", err)
 	}
-	if _, err := Check(dir, DefaultLimits(), checkNow); !errors.Is(err, ErrNotSpool) {
+	if _, err := Check(dir, DefaultLimits(), checkNow); !errors.Is(err, spool.ErrNotSpool) {
 		t.Errorf("empty dir: %v", err)
 	}
 }

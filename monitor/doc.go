@@ -98,7 +98,8 @@
 //
 // # Scale
 //
-// The monitor keeps an index of the spool fed by inotify, which it reads in
+// The monitor keeps an index of the spool (package monitor/internal/index)
+// fed by inotify (fsnotify off Linux, or with Config.Watcher), which it reads in
 // batches (the first event of a burst, then 20 ms later all that queued up:
 // two wake-ups per batch whatever the event rate): it watches .registry,
 // .tmp, .data, the root, every queue directory and its .checkout, and per

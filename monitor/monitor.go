@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spool-agent/spool-agent/monitor/internal/index"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -52,17 +53,17 @@ type Monitor struct {
 	counts   map[string]tracked // problem key -> the problem and the consecutive cycles it was seen
 	alerting map[string]Problem // problems alerting after debouncing
 
-	mu         sync.Mutex // guards everything below
-	idx        *index     // nil: the spool could not be read
+	mu         sync.Mutex   // guards everything below
+	idx        *index.Index // nil: the spool could not be read
 	needFull   bool
 	fullReason string
 	lastFull   time.Time
 	scanning   bool
-	scanDirty  map[string]fsOp // paths with events during a full scan
+	scanDirty  map[string]index.Op // paths with events during a full scan
 	// scanDirtyLost: scanDirty reached maxScanDirty and events were lost
 	scanDirtyLost bool
 	rescanQueued  bool
-	w             *watcher
+	w             index.Feed // the change feed, nil when not watching
 	watching      bool
 	closed        bool
 	pubPending    bool
@@ -326,7 +327,7 @@ func (m *Monitor) Close() error {
 	m.mu.Unlock()
 	var err error
 	if w != nil {
-		err = w.close()
+		err = w.Close()
 	}
 	m.wg.Wait()
 	return err
@@ -411,7 +412,7 @@ func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			if errors.Is(err, errLayoutChanged) {
+			if errors.Is(err, index.ErrLayoutChanged) {
 				full = true
 			} else {
 				errs = append(errs, err)
@@ -442,14 +443,12 @@ func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 		m.logCycle(prevErr, err)
 		return nil, err
 	}
-	ps, perr := ix.problems(now, m.cfg.Limits)
+	ps, perr := problems(ix, m.dir, now, m.cfg.Limits)
 	if perr != nil {
 		errs = append(errs, perr)
 	}
 	if !full {
-		for _, p := range slices.Sorted(maps.Keys(ix.statErrs)) {
-			errs = append(errs, ix.statErrs[p])
-		}
+		errs = append(errs, ix.StatErrors()...)
 	}
 	err := errors.Join(errs...)
 	var unk *unknown
@@ -614,28 +613,19 @@ func (m *Monitor) publishLocked(now time.Time) {
 		Watching:      m.watching,
 	}
 	if ix := m.idx; ix != nil {
-		s.RegistryEntries = ix.regCount
-		s.TmpFiles = len(ix.tmp)
-		s.DataBytes = ix.dataBytes
-		s.Queues = make([]QueueStats, len(ix.queues))
-		for i, q := range ix.queues {
-			wl, cl := ix.locs[2*i], ix.locs[2*i+1]
-			qs := QueueStats{Queue: q, Entries: wl.count, CheckedOut: cl.count, Arrivals: m.arrivals[q]}
-			if it, ok := wl.set.first(); ok {
-				qs.OldestEntry = time.Unix(0, it.ns)
+		p := ix.Publish()
+		s.RegistryEntries, s.TmpFiles, s.DataBytes = p.RegistryEntries, p.TmpFiles, p.DataBytes
+		s.Queues = make([]QueueStats, len(p.Queues))
+		for i, q := range p.Queues {
+			qs := QueueStats{Queue: q.Queue, Entries: q.Entries, CheckedOut: q.CheckedOut, Arrivals: m.arrivals[q.Queue], ages: q.Ages}
+			if q.HasOldest {
+				qs.OldestEntry = time.Unix(0, q.Oldest)
 			}
-			if it, ok := cl.set.first(); ok {
-				qs.OldestCheckedOut = time.Unix(0, it.ns)
+			if q.HasOldestCheckedOut {
+				qs.OldestCheckedOut = time.Unix(0, q.OldestCheckedOut)
 			}
-			if wl.dirty {
-				wl.pub = wl.set.freeze()
-				wl.dirty = false
-			}
-			qs.ages = wl.pub
 			s.Queues[i] = qs
 		}
-		// The published blocks are now shared: copy before changing them.
-		ix.gen++
 	}
 	m.snap.Store(s)
 }

@@ -8,13 +8,6 @@ import (
 	"github.com/spool-agent/spool-agent/spool"
 )
 
-// pathErr is the error of a read of the spool that failed at path: a
-// *fs.PathError, from which a partial cycle learns what it could not see
-// (see unknownOf).
-func pathErr(op, path string, err error) error {
-	return &fs.PathError{Op: op, Path: path, Err: err}
-}
-
 // unknown is the part of a spool that a cycle could not read: the problems
 // it covers are neither counted nor forgotten by the debouncing (a read
 // error starts and ends nothing). all covers every problem.

@@ -3,6 +3,8 @@ package monitor
 import (
 	"log/slog"
 	"time"
+
+	"github.com/spool-agent/spool-agent/monitor/internal/index"
 )
 
 // Kind is the kind of a Problem. The first three are the reference's.
@@ -110,6 +112,11 @@ type Config struct {
 
 	Now    func() time.Time // default time.Now
 	Logger *slog.Logger     // default slog.Default()
+	// Watcher chooses the change feed: "" the platform's fastest (raw
+	// inotify on Linux, fsnotify elsewhere) unless the environment
+	// variable SPOOL_AGENT_WATCHER says "inotify" or "fsnotify" (the test
+	// suite forces the portable one that way); "inotify"; "fsnotify".
+	Watcher string
 	// After returns a channel that receives once d has passed; Run waits
 	// on it between cycles. Default time.After; tests inject a fake clock.
 	After func(d time.Duration) <-chan time.Time
@@ -118,12 +125,12 @@ type Config struct {
 // QueueStats are one queue's statistics.
 type QueueStats struct {
 	Queue            string
-	Entries          int       // waiting entries: the queue's files that are not directories, symlinks or other non-regular files (those are unexpected problems), including any whose stat failed
-	CheckedOut       int       // entries in .checkout, counted as Entries are
-	OldestEntry      time.Time // mtime of the oldest waiting entry; zero when none
-	OldestCheckedOut time.Time // mtime of the oldest checked-out entry; zero when none
-	Arrivals         uint64    // entries seen arriving (through inotify) since the monitor started: files created in or moved into the queue, counted once per path per event batch (about 20 ms); none while not watching
-	ages             ageIndex  // for AgeBuckets
+	Entries          int        // waiting entries: the queue's files that are not directories, symlinks or other non-regular files (those are unexpected problems), including any whose stat failed
+	CheckedOut       int        // entries in .checkout, counted as Entries are
+	OldestEntry      time.Time  // mtime of the oldest waiting entry; zero when none
+	OldestCheckedOut time.Time  // mtime of the oldest checked-out entry; zero when none
+	Arrivals         uint64     // entries seen arriving (through inotify) since the monitor started: files created in or moved into the queue, counted once per path per event batch (about 20 ms); none while not watching
+	ages             index.Ages // for AgeBuckets
 }
 
 // Snapshot is one spool's state after a cycle (and, between cycles, after
@@ -158,4 +165,15 @@ type Snapshot struct {
 	FailedCycles  uint64
 	FullScans     uint64
 	Watching      bool // inotify is in use (false: full scan every cycle)
+}
+
+// AgeBuckets returns, for each bound, how many waiting entries of the queue
+// are at most that old at now (cumulative, as a Prometheus histogram wants),
+// and the sum of all their ages in seconds. Ages are now minus the file's
+// mtime, at nanosecond precision; an mtime in the future counts as age 0.
+// bounds must be sorted ascending. It does not touch the disk, and costs a
+// binary search per bound plus one step per block of 256 entries, not one
+// per entry.
+func (q QueueStats) AgeBuckets(now time.Time, bounds []time.Duration) (cumulative []uint64, sumSeconds float64) {
+	return q.ages.Buckets(now, bounds)
 }

@@ -5,42 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/spool-agent/spool-agent/spool"
-	"golang.org/x/sys/unix"
+	"github.com/spool-agent/spool-agent/monitor/internal/index"
 )
-
-// unwatchableFS lists file systems whose changes made by other hosts (or by
-// the server) raise no inotify event: watching them would miss changes, so
-// the monitor scans them in full every cycle.
-var unwatchableFS = map[int64]string{
-	unix.NFS_SUPER_MAGIC:   "nfs",
-	unix.SMB_SUPER_MAGIC:   "smb",
-	unix.SMB2_SUPER_MAGIC:  "smb2",
-	unix.CIFS_SUPER_MAGIC:  "cifs",
-	unix.FUSE_SUPER_MAGIC:  "fuse",
-	unix.V9FS_MAGIC:        "9p",
-	unix.CEPH_SUPER_MAGIC:  "ceph",
-	unix.AFS_SUPER_MAGIC:   "afs",
-	unix.AFS_FS_MAGIC:      "afs",
-	unix.CODA_SUPER_MAGIC:  "coda",
-	unix.NCP_SUPER_MAGIC:   "ncp",
-	unix.XENFS_SUPER_MAGIC: "xenfs",
-}
-
-// watchable reports whether inotify can be trusted on dir, and why not.
-func watchable(dir string) (bool, string) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return true, "" // the scan reports the error
-	}
-	if name, ok := unwatchableFS[int64(st.Type)]; ok {
-		return false, "file system " + name + " raises no inotify events for remote changes"
-	}
-	return true, ""
-}
 
 // fullScan rebuilds the index from the disk, (re)adding the inotify watches
 // before each directory is listed, and replays the events that arrived
@@ -48,7 +16,7 @@ func watchable(dir string) (bool, string) {
 func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	useWatch, why := !m.cfg.DisableWatch, "disabled by configuration"
 	if useWatch {
-		useWatch, why = watchable(m.dir)
+		useWatch, why = index.Watchable(m.dir)
 	}
 	if useWatch && m.overLimit {
 		// The last scan found more than the bounds let the index track:
@@ -58,7 +26,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	}
 	m.mu.Lock()
 	m.scanning = true
-	m.scanDirty = map[string]fsOp{}
+	m.scanDirty = map[string]index.Op{}
 	m.scanDirtyLost = false
 	m.needFull = false
 	reason := m.fullReason
@@ -67,10 +35,10 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	m.mu.Unlock()
 
 	var watchErrs []error
-	sc := scanner{dir: m.dir, ctx: ctx, openFault: m.openFault(),
-		maxUnreg: m.cfg.MaxUnregistered, maxDirs: m.cfg.MaxQueues, maxWatches: m.cfg.MaxWatches}
+	opt := index.ScanOptions{OpenFault: m.openFault(),
+		MaxUnregistered: m.cfg.MaxUnregistered, MaxDirs: m.cfg.MaxQueues, MaxWatches: m.cfg.MaxWatches}
 	if useWatch {
-		sc.beforeList = func(path string) {
+		opt.BeforeList = func(path string) {
 			if err := m.addWatch(path); err != nil {
 				watchErrs = append(watchErrs, err)
 			}
@@ -79,7 +47,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	if reason != "" {
 		m.log.Info("full rescan of spool", "reason", reason)
 	}
-	ix, err := sc.scan()
+	ix, err := index.Scan(ctx, m.dir, opt)
 
 	m.mu.Lock()
 	m.scanning = false
@@ -87,9 +55,9 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	m.scanDirty = nil
 	m.fullScans++
 	m.lastFull = now
-	var closeW *watcher
+	var closeW index.Feed
 	wasOver := m.overLimit
-	m.overLimit = ix != nil && ix.limited()
+	m.overLimit = ix != nil && ix.Over().Any()
 	if ix == nil || len(watchErrs) > 0 || !useWatch || m.overLimit {
 		closeW, m.w = m.w, nil
 		m.watching = false
@@ -103,9 +71,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 				m.applyPath(ix, p, op, false)
 			}
 		}
-		if m.idx != nil {
-			ix.gen = m.idx.gen + 1
-		}
+		ix.Succeed(m.idx)
 	}
 	m.idx = ix
 	if ix == nil || err != nil || !m.watching {
@@ -120,7 +86,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	watching := m.watching
 	m.mu.Unlock()
 	if closeW != nil {
-		closeW.close()
+		closeW.Close()
 	}
 
 	switch {
@@ -141,7 +107,7 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	return err
 }
 
-// addWatch adds an inotify watch on path, starting the watcher if needed.
+// addWatch adds a watch on path, starting the change feed if needed.
 func (m *Monitor) addWatch(path string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -149,17 +115,16 @@ func (m *Monitor) addWatch(path string) error {
 		return ErrClosed
 	}
 	if m.w == nil {
-		w, err := newWatcher()
+		w, kind, err := index.NewFeed(index.FeedKind(m.cfg.Watcher), index.FeedOptions{ReadFault: m.readFaultNow})
 		if err != nil {
-			return fmt.Errorf("start inotify: %w", err)
+			return fmt.Errorf("start %s change feed: %w", kind, err)
 		}
-		w.readFault = &m.readFault
 		m.w = w
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			w.run(gatherDelay, func(batch []fsEvent) { m.apply(w, batch) }, func(err error) {
-				if errors.Is(err, errOverflow) || errors.Is(err, errWatchLost) {
+			w.Run(gatherDelay, func(batch []index.Event) { m.apply(w, batch) }, func(err error) {
+				if errors.Is(err, index.ErrOverflow) || errors.Is(err, index.ErrWatchLost) {
 					m.requestFull(w, err.Error())
 				} else {
 					m.watcherFailed(w, err)
@@ -172,10 +137,18 @@ func (m *Monitor) addWatch(path string) error {
 		err = (*f)(path)
 	}
 	if err == nil {
-		err = m.w.add(path)
+		err = m.w.Add(path)
 	}
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", path, err)
+	}
+	return nil
+}
+
+// readFaultNow is the feed's read fault seam: the test hook set now.
+func (m *Monitor) readFaultNow() error {
+	if f := m.readFault.Load(); f != nil {
+		return (*f)()
 	}
 	return nil
 }
@@ -188,16 +161,16 @@ const maxScanDirty = 1 << 16
 
 // gatherDelay is how long the watcher lets a burst of events queue up
 // after its first event before reading them: waking up for every event of
-// a burst costs more than the events (see inotify.go).
+// a burst costs more than the events (see the index's feed_linux.go).
 const gatherDelay = 20 * time.Millisecond
 
 // apply applies a batch of events to the index and schedules a publication.
-func (m *Monitor) apply(w *watcher, batch []fsEvent) {
+func (m *Monitor) apply(w index.Feed, batch []index.Event) {
 	var rootFiles []string
 	if m.dropping.Load() {
 		// Lost, as in an overflow; only the test markers are reported.
 		for _, ev := range batch {
-			if dir, name := filepath.Split(ev.path); filepath.Clean(dir) == m.dir && ev.op.has(opCreate) {
+			if dir, name := filepath.Split(ev.Path); filepath.Clean(dir) == m.dir && ev.Op.Has(index.OpCreate) {
 				rootFiles = append(rootFiles, name)
 			}
 		}
@@ -215,13 +188,13 @@ func (m *Monitor) apply(w *watcher, batch []fsEvent) {
 	}
 	// One look per path and batch: the state of a file after its last
 	// event is what counts, and events are hints, not counts.
-	ops := make(map[string]fsOp, len(batch))
+	ops := make(map[string]index.Op, len(batch))
 	order := make([]string, 0, len(batch))
 	for _, ev := range batch {
-		if _, seen := ops[ev.path]; !seen {
-			order = append(order, ev.path)
+		if _, seen := ops[ev.Path]; !seen {
+			order = append(order, ev.Path)
 		}
-		ops[ev.path] |= ev.op
+		ops[ev.Path] |= ev.Op
 	}
 	for _, path := range order {
 		op := ops[path]
@@ -234,7 +207,7 @@ func (m *Monitor) apply(w *watcher, batch []fsEvent) {
 		}
 		if m.idx == nil {
 			// The next cycle scans in full; only report root files.
-			if dir, name := filepath.Split(path); filepath.Clean(dir) == m.dir && op.has(opCreate) {
+			if dir, name := filepath.Split(path); filepath.Clean(dir) == m.dir && op.Has(index.OpCreate) {
 				rootFiles = append(rootFiles, name)
 			}
 			continue
@@ -243,7 +216,7 @@ func (m *Monitor) apply(w *watcher, batch []fsEvent) {
 			rootFiles = append(rootFiles, name)
 		}
 	}
-	if m.idx != nil && m.idx.dropped > 0 {
+	if m.idx != nil && m.idx.Over().Unregistered {
 		m.requestFullLocked("more unregistered files than the monitor tracks")
 	}
 	m.schedulePublishLocked()
@@ -256,123 +229,24 @@ func (m *Monitor) apply(w *watcher, batch []fsEvent) {
 	}
 }
 
-// applyPath brings the index up to date with path after an event. It
+// applyPath brings the index up to date with path after an event, and
 // reports the name of a regular file at the spool root (which the checks
-// ignore; tests use one as a marker). Callers hold m.mu.
-// countArrival says whether a new file in a queue counts as an arrival.
-func (m *Monitor) applyPath(ix *index, path string, op fsOp, countArrival bool) (rootFile string, isRootFile bool) {
-	if path == m.dir {
-		if op.has(opRemove) || op.has(opRename) {
-			m.requestFullLocked("spool directory removed or moved")
-		}
-		return "", false
+// ignore; tests use one as a marker). countArrival says whether a new file
+// in a queue counts as an arrival. Callers hold m.mu.
+func (m *Monitor) applyPath(ix *index.Index, path string, op index.Op, countArrival bool) (rootFile string, isRootFile bool) {
+	a := ix.Apply(path, op)
+	if a.Rescan != "" {
+		m.requestFullLocked(a.Rescan)
 	}
-	slash := strings.LastIndexByte(path, '/')
-	if slash < 0 {
-		return "", false
+	if countArrival && a.Arrival != "" {
+		m.arrivals[a.Arrival]++
 	}
-	dir, name := path[:slash], path[slash+1:]
-	if name == spool.CheckoutDir {
-		if op.has(opCreate) || op.has(opRemove) || op.has(opRename) {
-			// A checkout directory appeared or went: a queue came or went.
-			m.requestFullLocked("checkout directory " + path + " created or removed")
-		}
-		return "", false
-	}
-	switch dir {
-	case m.dir:
-		return m.applyRoot(ix, path, name, op)
-	case m.dir + "/" + spool.RegistryDir:
-		ix.setReg(name, m.stat(ix, path, op, false, false))
-	case m.dir + "/" + spool.DataDir:
-		ix.setData(name, m.stat(ix, path, op, true, false))
-	case m.dir + "/" + spool.TmpDir:
-		ix.setTmp(name, m.stat(ix, path, op, false, false))
-	default:
-		l := ix.byPath[dir]
-		if l == nil {
-			return "", false // a directory at the root that is not a queue
-		}
-		st := m.stat(ix, path, op, false, true)
-		if countArrival && !l.checkout && op.has(opCreate) {
-			// A file created in or moved into the queue: an arrival, even
-			// if a worker took it before this batch was applied.
-			m.arrivals[l.queue]++
-		}
-		ix.setLoc(l, name, st)
-	}
-	return "", false
-}
-
-// applyRoot handles an event for a name at the spool root: a change of
-// directory or symlink there changes the spool's layout (a queue added or
-// removed, an unexpected directory), which a full rescan picks up.
-func (m *Monitor) applyRoot(ix *index, path, name string, op fsOp) (string, bool) {
-	if op == opChmod || op == opWrite {
-		return "", false
-	}
-	var st unix.Stat_t
-	err := unix.Lstat(path, &st)
-	known := false
-	switch name {
-	case spool.RegistryDir, spool.TmpDir, spool.DataDir:
-		known = true
-	}
-	for _, q := range ix.queues {
-		known = known || q == name
-	}
-	for _, u := range ix.rootUnexpected {
-		known = known || u == name
-	}
-	switch {
-	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && !known:
-		return name, true
-	case err != nil && err != unix.ENOENT:
-		m.requestFullLocked("cannot stat " + path + ": " + err.Error())
-	case err == unix.ENOENT && !known:
-		// A file at the root went: nothing to do.
-	case err == nil && (st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Mode&unix.S_IFMT == unix.S_IFLNK) || known:
-		m.requestFullLocked("spool root changed: " + path)
-	}
-	return "", false
-}
-
-// stat returns the state of the file at path after events op, recording a
-// failed stat (other than ENOENT) as an error for the next cycle. After
-// only removals and renames away the file is gone without asking: had it
-// come back, a Create would follow (inotify keeps one instance's events in
-// order).
-// In a queue or checkout directory (loc), a file with more than one link
-// is unexpected.
-func (m *Monitor) stat(ix *index, path string, op fsOp, size, loc bool) fileState {
-	if !op.has(opCreate) && !op.has(opWrite) && !op.has(opChmod) {
-		delete(ix.statErrs, path)
-		return fileState{}
-	}
-	var st unix.Stat_t
-	err := unix.Lstat(path, &st)
-	if err == nil {
-		delete(ix.statErrs, path)
-		if !isReg(st.Mode) || loc && badLinks(&st) {
-			return badFile
-		}
-		fs := fileState{present: true, ns: stNs(&st)}
-		if size {
-			fs.size = st.Size
-		}
-		return fs
-	}
-	if err == unix.ENOENT {
-		delete(ix.statErrs, path)
-		return fileState{}
-	}
-	ix.statErrs[path] = pathErr("stat", path, err)
-	return fileState{present: true, noStat: true}
+	return a.RootFile, a.IsRootFile
 }
 
 // watcherFailed drops w, whose reads failed (it reads no more), and asks
 // for a full rescan, which starts a new watcher.
-func (m *Monitor) watcherFailed(w *watcher, err error) {
+func (m *Monitor) watcherFailed(w index.Feed, err error) {
 	m.mu.Lock()
 	if m.w != w || m.closed {
 		m.mu.Unlock()
@@ -382,12 +256,12 @@ func (m *Monitor) watcherFailed(w *watcher, err error) {
 	m.watching = false
 	m.requestFullLocked("inotify error: " + err.Error())
 	m.mu.Unlock()
-	w.close()
+	w.Close()
 }
 
 // requestFull asks for a full rescan at once (in the background), after an
 // inotify overflow or a lost watch.
-func (m *Monitor) requestFull(w *watcher, reason string) {
+func (m *Monitor) requestFull(w index.Feed, reason string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.w != w || m.closed {
@@ -446,4 +320,29 @@ func (m *Monitor) schedulePublishLocked() {
 			m.publishLocked(m.cfg.Now())
 		}
 	})
+}
+
+// warmRescan is the periodic full rescan of a spool whose index the change
+// feed has kept current (see index.Index.Rescan): it costs a listing of
+// the spool, not a stat of every file. An error leaves a cold scan to do.
+// Callers hold cycleMu.
+func (m *Monitor) warmRescan(ctx context.Context, now time.Time) error {
+	m.mu.Lock()
+	ix := m.idx
+	m.mu.Unlock()
+	if ix == nil {
+		return index.ErrLayoutChanged
+	}
+	err := ix.Rescan(ctx, &m.mu, func() bool { return m.idx == ix }, m.openFault())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.needFull = true
+		return err
+	}
+	m.fullScans++
+	m.warmScans++
+	m.lastFull = now
+	m.publishLocked(now)
+	return nil
 }

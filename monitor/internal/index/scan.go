@@ -1,167 +1,18 @@
-package monitor
+package index
 
 import (
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"github.com/spool-agent/spool-agent/internal/dirent"
 	"github.com/spool-agent/spool-agent/spool"
 	"golang.org/x/sys/unix"
 )
-
-// ErrNotSpool reports a directory that lacks the spool's own directories.
-var ErrNotSpool = errors.New("not a spool")
-
-// fstatat stats the name in d (NUL-terminated in the read buffer, see
-// dirent.Entry) relative to dirfd, without following a symlink and
-// without allocating.
-func fstatat(dirfd int, d dirent.Entry, st *unix.Stat_t) error {
-	if len(d.Name) == 0 {
-		return unix.ENOENT
-	}
-	return rawFstatat(dirfd, unsafe.Pointer(unsafe.SliceData(d.Name)), st)
-}
-
-// fstatatZ is fstatat of a name interned by arena.internZ (NUL-terminated).
-func fstatatZ(dirfd int, name string, st *unix.Stat_t) error {
-	if len(name) == 0 {
-		return unix.ENOENT
-	}
-	return rawFstatat(dirfd, unsafe.Pointer(unsafe.StringData(name)), st)
-}
-
-func rawFstatat(dirfd int, p unsafe.Pointer, st *unix.Stat_t) error {
-	for {
-		_, _, e := unix.Syscall6(unix.SYS_NEWFSTATAT, uintptr(dirfd), uintptr(p), uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
-		switch e {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
-		}
-		return e
-	}
-}
-
-func isReg(mode uint32) bool { return mode&unix.S_IFMT == unix.S_IFREG }
-
-// stNs returns the file's mtime in nanoseconds since the epoch, clamped to
-// what an int64 holds (years 1677 to 2262): an mtime set beyond (touch -d
-// 2300-01-01) must not wrap around to the other end, where it would look
-// centuries old.
-func stNs(st *unix.Stat_t) int64 {
-	const maxSec = math.MaxInt64/1_000_000_000 - 1
-	switch s := st.Mtim.Sec; {
-	case s > maxSec:
-		return math.MaxInt64
-	case s < -maxSec:
-		return math.MinInt64
-	}
-	return st.Mtim.Sec*1e9 + st.Mtim.Nsec
-}
-
-// badLinks reports whether a queue or checkout file has more than one
-// link: it shares its inode with a file elsewhere (perhaps outside the
-// spool), whose mtime a checkout would touch, so it is unexpected.
-func badLinks(st *unix.Stat_t) bool { return st.Nlink > 1 }
-
-// typeKnown reports whether the file system filled in d_type.
-func typeKnown(t dirent.Type) bool { return t != dirent.Unknown }
-
-// openDir opens path as a directory without following a final symlink.
-// fault, a test seam, makes it fail for the paths it returns an error for.
-func openDir(path string, follow bool, fault func(path string) error) (int, error) {
-	if fault != nil {
-		if err := fault(path); err != nil {
-			return -1, err
-		}
-	}
-	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
-	if !follow {
-		flags |= unix.O_NOFOLLOW
-	}
-	for {
-		fd, err := unix.Open(path, flags, 0)
-		if err != unix.EINTR {
-			return fd, err
-		}
-	}
-}
-
-// openRoot opens the spool's root directory, following a symlink there
-// (where the operator put the spool is the operator's choice): every
-// directory below is opened relative to it (openBeneath).
-func openRoot(dir string, fault func(string) error) (int, error) {
-	fd, err := openDir(dir, true, fault)
-	if err != nil {
-		return -1, fmt.Errorf("open spool %s: %w", dir, err)
-	}
-	return fd, nil
-}
-
-// resolveBeneath is how openBeneath resolves: never above the root, never
-// through a symlink, never onto another mount.
-const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV
-
-// openBeneath opens the spool directory rel (".data", "queue" or
-// "queue/.checkout") relative to root, the spool root's descriptor,
-// refusing a symlink anywhere on the way (ELOOP or ENOTDIR), so that a user who can
-// write in the spool cannot make a scan list a directory outside it by
-// swapping one of the spool's directories for a symlink. path, rel's full
-// path, is for errors and the fault seam. It uses openat2 where the kernel
-// has it (Linux 5.6), and else opens each component with O_NOFOLLOW.
-func openBeneath(root int, rel, path string, fault func(string) error) (int, error) {
-	if fault != nil {
-		if err := fault(path); err != nil {
-			return -1, err
-		}
-	}
-	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW, Resolve: resolveBeneath}
-	for range 16 {
-		fd, err := unix.Openat2(root, rel, &how)
-		switch err {
-		case unix.EINTR, unix.EAGAIN: // EAGAIN: a rename raced the lookup
-			continue
-		case unix.ENOSYS:
-			return openWalk(root, rel)
-		}
-		return fd, err
-	}
-	return -1, unix.EAGAIN
-}
-
-// openWalk is openBeneath without openat2: one openat per component, none
-// followed if it is a symlink.
-func openWalk(root int, rel string) (int, error) {
-	fd := root
-	for comp := range strings.SplitSeq(rel, "/") {
-		if comp == "" || comp == "." || comp == ".." {
-			if fd != root {
-				unix.Close(fd)
-			}
-			return -1, unix.EXDEV // as openat2's RESOLVE_BENEATH
-		}
-		next, err := unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		for err == unix.EINTR {
-			next, err = unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		}
-		if fd != root {
-			unix.Close(fd)
-		}
-		if err != nil {
-			return -1, err
-		}
-		fd = next
-	}
-	return fd, nil
-}
 
 // layout is what the spool root holds.
 type layout struct {
@@ -227,7 +78,7 @@ func readLayout(fd int, dir string, buf []byte, max int) (layout, []error, error
 				}
 				return
 			}
-			typ = dtOfMode(st.Mode)
+			typ = dtOfMode(uint32(st.Mode))
 		}
 		for i, sd := range spoolDirs {
 			if name == sd {
@@ -270,7 +121,7 @@ func readLayout(fd int, dir string, buf []byte, max int) (layout, []error, error
 	}
 	for i, d := range spoolDirs {
 		if !seen[i] {
-			return lay, errs, fmt.Errorf("%s: %w: %s/ is missing or not a directory", dir, ErrNotSpool, d)
+			return lay, errs, fmt.Errorf("%s: %w: %s/ is missing or not a directory", dir, spool.ErrNotSpool, d)
 		}
 	}
 	return lay, errs, nil
@@ -291,29 +142,43 @@ func dtOfMode(mode uint32) dirent.Type {
 	return dirent.Type(unix.DT_FIFO) // any other special file
 }
 
+// ScanOptions configure Scan; the zero value scans without bounds.
+type ScanOptions struct {
+	// BeforeList, if set, is called with each directory's path before it
+	// is listed: the monitor adds its watch there, so that no change
+	// between the listing and the watch can go unseen.
+	BeforeList func(path string)
+	// OpenFault, a test seam, makes opening the directories it returns an
+	// error for fail.
+	OpenFault func(path string) error
+	// Bounds (0: none): unregistered names tracked (in .data and the
+	// queues, and apart in .tmp), directories at the root, watches. Past
+	// one the index keeps what fits and says so (see Over).
+	MaxUnregistered, MaxDirs, MaxWatches int
+}
+
+// Scan reads the spool at dir (a clean path) into a fresh index. The
+// index is usable even with an error: directories that could not be read
+// are marked unreadable, and the checks that depend on them are skipped.
+// A nil index means the spool itself is unreadable (or is not a spool:
+// spool.ErrNotSpool).
+func Scan(ctx context.Context, dir string, opt ScanOptions) (*Index, error) {
+	s := scanner{dir: dir, ctx: ctx, beforeList: opt.BeforeList, openFault: opt.OpenFault,
+		maxUnreg: opt.MaxUnregistered, maxDirs: opt.MaxDirs, maxWatches: opt.MaxWatches}
+	return s.scan()
+}
+
 // scanner reads a whole spool into a fresh index.
 type scanner struct {
-	dir string
-	ctx context.Context // nil: not cancellable
-	// beforeList, if set, is called with each directory's path before it is
-	// listed: the monitor adds its inotify watch there, so that no change
-	// between the listing and the watch can go unseen.
-	beforeList func(path string)
-	// openFault, a test seam, makes opening the directories it returns an
-	// error for fail.
-	openFault func(path string) error
-	// Bounds (0: none; see Config): unregistered names tracked, directories
-	// at the root, watches.
-	maxUnreg, maxDirs, maxWatches int
+	dir                           string
+	ctx                           context.Context
+	beforeList                    func(path string)
+	openFault                     func(path string) error
+	maxUnreg, maxDirs, maxWatches int // see ScanOptions
 	root                          int // the spool root's descriptor during scan
 }
 
-func (s *scanner) canceled() error {
-	if s.ctx == nil {
-		return nil
-	}
-	return s.ctx.Err()
-}
+func (s *scanner) canceled() error { return s.ctx.Err() }
 
 const direntBuf = 256 << 10
 
@@ -325,10 +190,7 @@ type orphan struct {
 	st   fileState
 }
 
-// scan reads the spool. The returned index is usable even with an error:
-// directories that could not be read are marked failed, and the checks
-// that depend on them are skipped. A nil index means the spool itself is
-// unreadable (or is not a spool).
+// scan reads the spool (see Scan).
 //
 // Three passes run at once: the registry (listed, then turned into the
 // index's map), .data (listed, then statted for sizes) and .tmp with the
@@ -336,9 +198,9 @@ type orphan struct {
 // go in inode order, which is cheaper than directory order on ext4 (GNU
 // find does the same). Once the registry map is built, the other two
 // passes look their names up in it (reading only) and fill in their own
-// fields of the entries: the data pass entry.rd and entry.size, the queue
-// pass entry.loc, entry.ns and entry.lf.
-func (s *scanner) scan() (*index, error) {
+// fields of the entries: the data pass entry.regData and entry.size, the queue
+// pass entry.loc, entry.mtime and entry.placed.
+func (s *scanner) scan() (*Index, error) {
 	buf := make([]byte, direntBuf)
 	watch := func(path string) {
 		if s.beforeList != nil {
@@ -401,9 +263,9 @@ func (s *scanner) scan() (*index, error) {
 			}
 			id := ix.newID(f.name)
 			e := &ix.ents[id]
-			e.rd = fRegPresent
-			if f.bad() {
-				e.rd |= fRegBad
+			e.regData = registryPresent
+			if f.irregular() {
+				e.regData |= registryIrregular
 			}
 			ix.regCount++
 		}
@@ -436,7 +298,7 @@ func (s *scanner) scan() (*index, error) {
 	ix.tmpFailed = !ok
 	for _, f := range tmpFiles {
 		if f.present() && ix.admit(len(ix.tmp)) {
-			ix.tmp[strings.Clone(f.name)] = tmpFile{ns: f.val, bad: f.bad(), noStat: f.noStat()}
+			ix.tmp[strings.Clone(f.name)] = tmpFile{mtime: f.val, irregular: f.irregular(), statFailed: f.statFailed()}
 		}
 	}
 	ix.dropped += tmpDropped
@@ -484,22 +346,25 @@ type listedFile struct {
 	ino   uint64
 	val   int64 // the mtime (statAll) or the size (statRegular)
 	typ   dirent.Type
-	flags uint8 // lfPresent, lfBad, lfNoStat
+	flags listedFlags
 }
 
+// listedFlags say what a pass found of a listed file.
+type listedFlags uint8
+
 const (
-	lfPresent uint8 = 1 << iota
-	lfBad
-	lfNoStat
+	listedPresent listedFlags = 1 << iota
+	listedIrregular
+	listedStatFailed
 )
 
-func (f *listedFile) present() bool { return f.flags&lfPresent != 0 }
-func (f *listedFile) bad() bool     { return f.flags&lfBad != 0 }
-func (f *listedFile) noStat() bool  { return f.flags&lfNoStat != 0 }
+func (f *listedFile) present() bool    { return f.flags&listedPresent != 0 }
+func (f *listedFile) irregular() bool  { return f.flags&listedIrregular != 0 }
+func (f *listedFile) statFailed() bool { return f.flags&listedStatFailed != 0 }
 
 // state returns the file's state; val is its mtime or its size.
 func (f *listedFile) state() fileState {
-	return fileState{present: f.present(), bad: f.bad(), noStat: f.noStat(), ns: f.val, size: f.val}
+	return fileState{present: f.present(), irregular: f.irregular(), statFailed: f.statFailed(), mtime: f.val, size: f.val}
 }
 
 // What listDir stats.
@@ -557,9 +422,9 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 		f := &files[i]
 		known, reg := typeKnown(f.typ), f.typ == dirent.Regular
 		if known && (mode == statType || !reg) {
-			f.flags = lfPresent
+			f.flags = listedPresent
 			if !reg {
-				f.flags |= lfBad | lfNoStat
+				f.flags |= listedIrregular | listedStatFailed
 			}
 			continue
 		}
@@ -568,19 +433,19 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 				continue // gone since listed
 			}
 			*errs = append(*errs, pathErr("stat", path+"/"+f.name, err))
-			f.flags = lfPresent | lfNoStat
+			f.flags = listedPresent | listedStatFailed
 			if known && !reg {
-				f.flags |= lfBad
+				f.flags |= listedIrregular
 			}
 			continue
 		}
-		f.flags = lfPresent
-		if !isReg(st.Mode) || mode == statLoc && badLinks(&st) {
-			f.flags |= lfBad | lfNoStat
+		f.flags = listedPresent
+		if !isReg(uint32(st.Mode)) || mode == statLoc && sharedInode(&st) {
+			f.flags |= listedIrregular | listedStatFailed
 			continue
 		}
 		if mode == statAll || mode == statLoc {
-			f.val = stNs(&st)
+			f.val = mtimeOf(&st)
 		} else {
 			f.val = st.Size
 		}
@@ -596,7 +461,7 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 // ix.ids (regDone) a pass keeps every name; when it holds more than max
 // of them it waits for the registry and prunes what it holds.
 type unregBound struct {
-	ix      *index
+	ix      *Index
 	regDone <-chan struct{}
 	max     int             // 0: no bound
 	lists   []*[]listedFile // what the pass holds, in listing order
@@ -660,7 +525,7 @@ func (b *unregBound) admit(name string) bool {
 //
 // Past the bound of unregistered names it collects no more of them, but
 // counts them in dropped.
-func (s *scanner) joinData(ix *index, files []listedFile) (orphans []orphan, dropped int) {
+func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dropped int) {
 	unreg := 0
 	var total int64
 	for i := range files {
@@ -669,7 +534,7 @@ func (s *scanner) joinData(ix *index, files []listedFile) (orphans []orphan, dro
 			continue
 		}
 		size := f.val
-		if f.bad() || f.noStat() {
+		if f.irregular() || f.statFailed() {
 			size = 0
 		}
 		id, ok := ix.ids[f.name]
@@ -687,9 +552,9 @@ func (s *scanner) joinData(ix *index, files []listedFile) (orphans []orphan, dro
 			continue
 		}
 		e := &ix.ents[id]
-		e.rd |= fDataPresent
-		if f.bad() {
-			e.rd |= fDataBad
+		e.regData |= dataPresent
+		if f.irregular() {
+			e.regData |= dataIrregular
 		}
 		e.size = uint32(size)
 		total += size
@@ -704,7 +569,7 @@ func (s *scanner) joinData(ix *index, files []listedFile) (orphans []orphan, dro
 //
 // Past the bound of unregistered names it collects no more of them, but
 // counts them in dropped.
-func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item) (orphans []orphan, dropped int) {
+func (s *scanner) joinLocs(ix *Index, locFiles [][]listedFile, locItems [][]item) (orphans []orphan, dropped int) {
 	unreg := 0
 	for i, files := range locFiles {
 		l := ix.locs[i]
@@ -730,12 +595,12 @@ func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item
 			}
 			e := &ix.ents[id]
 			st := f.state()
-			e.loc, e.ns, e.lf = l.id, st.ns, ix.lflags(st)
-			if !st.bad {
+			e.loc, e.mtime, e.placed = l.id, st.mtime, ix.placedFlags(st)
+			if !st.irregular {
 				l.count++
 			}
-			if !st.noStat {
-				items = append(items, item{ns: st.ns, id: id})
+			if !st.statFailed {
+				items = append(items, item{mtime: st.mtime, id: id})
 			}
 		}
 		locItems[i] = items
@@ -743,9 +608,9 @@ func (s *scanner) joinLocs(ix *index, locFiles [][]listedFile, locItems [][]item
 	return orphans, dropped
 }
 
-// badFile is the state of a directory, symlink or other non-regular file
+// irregularFile is the state of a directory, symlink or other non-regular file
 // where a file belongs. Its mtime is not tracked (a directory's changes with
 // its contents, which raise no event in the watched directory), so it takes
 // no part in the age checks and statistics, and problems about it have a
 // zero ModTime.
-var badFile = fileState{present: true, bad: true, noStat: true}
+var irregularFile = fileState{present: true, irregular: true, statFailed: true}

@@ -1,4 +1,4 @@
-package monitor
+package index
 
 import (
 	"math"
@@ -6,40 +6,41 @@ import (
 	"time"
 )
 
-// ageIndex is a queue's waiting entries' mtimes as published in a Snapshot:
-// the blocks of the monitor's sorted set at publication time, which the
-// monitor never changes afterwards (it copies a block before changing it).
-type ageIndex struct {
+// Ages are a queue's waiting entries' mtimes as published: the blocks of
+// the index's sorted set at publication time, which the index never
+// changes afterwards (it copies a block before changing it). The zero
+// value holds none.
+type Ages struct {
 	blocks []*block
 	n      int
 }
 
-// AgeBuckets returns, for each bound, how many waiting entries of the queue
+// Buckets returns, for each bound, how many waiting entries of the queue
 // are at most that old at now (cumulative, as a Prometheus histogram wants),
 // and the sum of all their ages in seconds. Ages are now minus the file's
 // mtime, at nanosecond precision; an mtime in the future counts as age 0.
 // bounds must be sorted ascending. It does not touch the disk, and costs a
 // binary search per bound plus one step per block of 256 entries, not one
 // per entry: the blocks are sorted by mtime and carry their mtimes' sum.
-func (q QueueStats) AgeBuckets(now time.Time, bounds []time.Duration) (cumulative []uint64, sumSeconds float64) {
-	blocks := q.ages.blocks
+func (a Ages) Buckets(now time.Time, bounds []time.Duration) (cumulative []uint64, sumSeconds float64) {
+	blocks := a.blocks
 	// prefix[i] is the number of items in blocks[:i].
 	prefix := make([]int, len(blocks)+1)
 	for i, b := range blocks {
 		prefix[i+1] = prefix[i] + len(b.items)
 	}
-	// before returns the number of items older than ns (mtime < ns) and
+	// before returns the number of items older than mtime (mtime < mtime) and
 	// the block that holds the first item not older.
-	before := func(ns int64) (count, bi int) {
+	before := func(mtime int64) (count, bi int) {
 		bi = sort.Search(len(blocks), func(i int) bool {
 			b := blocks[i]
-			return b.items[len(b.items)-1].ns >= ns
+			return b.items[len(b.items)-1].mtime >= mtime
 		})
 		if bi == len(blocks) {
 			return prefix[bi], bi
 		}
 		items := blocks[bi].items
-		return prefix[bi] + sort.Search(len(items), func(j int) bool { return items[j].ns >= ns }), bi
+		return prefix[bi] + sort.Search(len(items), func(j int) bool { return items[j].mtime >= mtime }), bi
 	}
 
 	nowNs := now.UnixNano()
@@ -72,7 +73,7 @@ func (q QueueStats) AgeBuckets(now time.Time, bounds []time.Duration) (cumulativ
 	}
 	if bi < len(blocks) {
 		for _, it := range blocks[bi].items[:past-prefix[bi]] {
-			mtimes.add(it.ns)
+			mtimes.add(it.mtime)
 		}
 	}
 	p := int64(past)

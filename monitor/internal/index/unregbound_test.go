@@ -1,4 +1,4 @@
-package monitor
+package index
 
 import (
 	"slices"

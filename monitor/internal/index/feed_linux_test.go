@@ -1,4 +1,6 @@
-package monitor
+//go:build linux
+
+package index
 
 import (
 	"errors"
@@ -16,26 +18,26 @@ import (
 // startWatcher watches dirs and returns a channel of the batches (copied)
 // and one of the errors; the watcher is closed when the test ends, and run
 // must return then.
-func startWatcher(t *testing.T, gather time.Duration, dirs ...string) (*watcher, <-chan []fsEvent, <-chan error) {
+func startWatcher(t *testing.T, gather time.Duration, dirs ...string) (*inotifyFeed, <-chan []Event, <-chan error) {
 	t.Helper()
-	w, err := newWatcher()
+	w, err := newInotifyFeed(FeedOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range dirs {
-		if err := w.add(d); err != nil {
+		if err := w.Add(d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	batches := make(chan []fsEvent, 1000)
+	batches := make(chan []Event, 1000)
 	errs := make(chan error, 10)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.run(gather, func(b []fsEvent) { batches <- slices.Clone(b) }, func(err error) { errs <- err })
+		w.Run(gather, func(b []Event) { batches <- slices.Clone(b) }, func(err error) { errs <- err })
 	}()
 	t.Cleanup(func() {
-		w.close()
+		w.Close()
 		select {
 		case <-done:
 		case <-time.After(waitDeadline):
@@ -46,9 +48,9 @@ func startWatcher(t *testing.T, gather time.Duration, dirs ...string) (*watcher,
 }
 
 // collectUntil gathers events from batches until last has come.
-func collectUntil(t *testing.T, batches <-chan []fsEvent, last fsEvent) []fsEvent {
+func collectUntil(t *testing.T, batches <-chan []Event, last Event) []Event {
 	t.Helper()
-	var got []fsEvent
+	var got []Event
 	deadline := time.After(waitDeadline)
 	for !slices.Contains(got, last) {
 		select {
@@ -86,16 +88,16 @@ func TestWatcherEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := []fsEvent{
-		{a, opCreate}, {a, opWrite}, {a, opChmod},
-		{a, opRename}, {b, opCreate},
-		{b, opRename}, {filepath.Join(sub, "b"), opCreate},
-		{filepath.Join(sub, "b"), opRemove},
-		{sub, opRemove}, // in dir for the name sub, and in sub for itself (then IN_IGNORED, not reported)
-		{filepath.Join(dir, "c"), opCreate},
+	want := []Event{
+		{a, OpCreate}, {a, OpWrite}, {a, OpChmod},
+		{a, OpRename}, {b, OpCreate},
+		{b, OpRename}, {filepath.Join(sub, "b"), OpCreate},
+		{filepath.Join(sub, "b"), OpRemove},
+		{sub, OpRemove}, // in dir for the name sub, and in sub for itself (then IN_IGNORED, not reported)
+		{filepath.Join(dir, "c"), OpCreate},
 	}
 	// Repeats are merged: the second WriteFile may raise IN_MODIFY twice
-	// (the truncation, the write), and the removal of sub raises opRemove
+	// (the truncation, the write), and the removal of sub raises OpRemove
 	// for its path twice.
 	got := slices.Compact(collectUntil(t, batches, want[len(want)-1]))
 	if !slices.Equal(got, want) {
@@ -104,8 +106,8 @@ func TestWatcherEvents(t *testing.T) {
 	// sub's watch went with it: reported, so that the monitor rescans.
 	select {
 	case err := <-errs:
-		if !errors.Is(err, errWatchLost) {
-			t.Errorf("error %v, want errWatchLost", err)
+		if !errors.Is(err, ErrWatchLost) {
+			t.Errorf("error %v, want ErrWatchLost", err)
 		}
 	case <-time.After(waitDeadline):
 		t.Error("the removal of a watched directory was not reported")
@@ -148,11 +150,11 @@ func TestWatcherBatches(t *testing.T) {
 // TestWatcherParse checks what run cannot be made to meet on demand: an
 // overflow, and events of a watch descriptor it does not know.
 func TestWatcherParse(t *testing.T) {
-	w, err := newWatcher()
+	w, err := newInotifyFeed(FeedOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.close()
+	defer w.Close()
 	w.dirs[1] = "/spool/q" // watch descriptors the kernel does not know: nothing to read
 	var buf []byte
 	add := func(wd int32, mask uint32, name string) {
@@ -165,7 +167,7 @@ func TestWatcherParse(t *testing.T) {
 		buf = append(buf, make([]byte, n)...)
 		copy(buf[len(buf)-n:], name)
 	}
-	parse := func() ([]fsEvent, troubles) {
+	parse := func() ([]Event, troubles) {
 		aligned := make([]uint64, (len(buf)+7)/8)
 		b := unsafe.Slice((*byte)(unsafe.Pointer(&aligned[0])), len(buf))
 		copy(b, buf)
@@ -179,7 +181,7 @@ func TestWatcherParse(t *testing.T) {
 	add(7, unix.IN_CREATE, "unknown")
 	add(1, unix.IN_MOVED_TO|unix.IN_ISDIR, "d")
 	got, tr := parse()
-	want := []fsEvent{{"/spool/q/e1", opCreate}, {"/spool/q/d", opCreate}}
+	want := []Event{{"/spool/q/e1", OpCreate}, {"/spool/q/d", OpCreate}}
 	if !slices.Equal(got, want) || tr != (troubles{overflow: true}) {
 		t.Errorf("parse: %v %+v, want %v and an overflow", got, tr, want)
 	}
@@ -193,7 +195,7 @@ func TestWatcherParse(t *testing.T) {
 	w.dirs[2] = "/spool/r"
 	add(2, unix.IN_MOVE_SELF, "")
 	add(2, unix.IN_CREATE, "in-the-moved-dir")
-	want = []fsEvent{{"/spool/r", opRename}}
+	want = []Event{{"/spool/r", OpRename}}
 	if got, tr := parse(); !slices.Equal(got, want) || tr != (troubles{lost: true}) || len(w.dirs) != 0 {
 		t.Errorf("IN_MOVE_SELF: %v %+v, watches %v; want %v, a lost watch and no watch", got, tr, w.dirs, want)
 	}
@@ -209,12 +211,12 @@ func TestWatcherOverflow(t *testing.T) {
 		fmt.Sscan(string(b), &limit)
 	}
 	dir := t.TempDir()
-	w, err := newWatcher()
+	w, err := newInotifyFeed(FeedOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.close()
-	if err := w.add(dir); err != nil {
+	defer w.Close()
+	if err := w.Add(dir); err != nil {
 		t.Fatal(err)
 	}
 	files := limit + 1000
@@ -230,7 +232,7 @@ func TestWatcherOverflow(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.run(time.Millisecond, func(b []fsEvent) {
+		w.Run(time.Millisecond, func(b []Event) {
 			batches++
 			events += len(b)
 			if len(b) > maxBatch+4096 {
@@ -238,17 +240,17 @@ func TestWatcherOverflow(t *testing.T) {
 			}
 		}, func(err error) {
 			errs = append(errs, err)
-			w.close() // the overflow is the last thing the kernel queued
+			w.Close() // the overflow is the last thing the kernel queued
 		})
 	}()
 	select {
 	case <-done:
 	case <-time.After(waitDeadline):
-		w.close()
+		w.Close()
 		<-done
 		t.Fatalf("no overflow reported after %d events in %d batches", events, batches)
 	}
-	if len(errs) != 1 || !errors.Is(errs[0], errOverflow) || events != limit {
+	if len(errs) != 1 || !errors.Is(errs[0], ErrOverflow) || events != limit {
 		t.Errorf("%d events in %d batches, errors %v; want the %d the kernel queued, then an overflow", events, batches, errs, limit)
 	}
 }

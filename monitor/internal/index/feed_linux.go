@@ -1,7 +1,8 @@
-package monitor
+//go:build linux
+
+package index
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -14,7 +15,10 @@ import (
 	"github.com/spool-agent/spool-agent/internal/inotifyev"
 )
 
-// Why not fsnotify: it reads inotify in a goroutine of its own that wakes
+// defaultFeed is the platform's fastest feed.
+const defaultFeed = FeedInotify
+
+// Why not fsnotify by default: it reads inotify in a goroutine of its own that wakes
 // for every burst the kernel reports and hands each event over a channel.
 // A spool's entry goes through a dozen events spread over its fsyncs, so
 // beside a producer of a few dozen entries a second the agent spent 2-10%
@@ -24,26 +28,6 @@ import (
 // batch, whatever the event rate (scripts/bench-churn.sh measures it). The
 // spool package's readers read inotify the same way for the same reason.
 
-// fsOp is what happened to a path, as inotify reported it; the events of a
-// batch for one path are or-ed together.
-type fsOp uint8
-
-const (
-	opCreate fsOp = 1 << iota // created, or moved into a watched directory
-	opWrite                   // written
-	opRemove                  // deleted (for a watched directory: itself)
-	opRename                  // moved out of a watched directory (or the directory itself moved)
-	opChmod                   // attributes changed (mode, times, link count)
-)
-
-func (o fsOp) has(x fsOp) bool { return o&x != 0 }
-
-// fsEvent is one inotify event: the path it concerns and what happened.
-type fsEvent struct {
-	path string
-	op   fsOp
-}
-
 // watchMask is what the monitor watches in every directory of a spool. A
 // watch never follows a symlink (IN_DONT_FOLLOW) and needs a directory
 // (IN_ONLYDIR): a spool directory swapped for a symlink fails to be
@@ -51,23 +35,8 @@ type fsEvent struct {
 const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE |
 	unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW
 
-// Errors run reports to its onError without stopping: the index may have
-// missed changes, and the monitor rescans.
-var (
-	// errOverflow reports that the kernel dropped events (IN_Q_OVERFLOW).
-	errOverflow = errors.New("inotify event queue overflowed")
-	// errWatchLost reports a watch the kernel removed (IN_IGNORED: the
-	// directory was deleted, or its file system unmounted) or one whose
-	// directory moved away: the monitor never removes a watch itself.
-	errWatchLost = errors.New("a watched directory went away")
-)
-
-// maxBatch bounds a batch: under a flood of events run hands them over in
-// batches of about this many rather than reading until the queue is empty.
-const maxBatch = 16384
-
-// watcher is one inotify instance whose events are read in batches.
-type watcher struct {
+// inotifyFeed is one inotify instance whose events are read in batches.
+type inotifyFeed struct {
 	f      *os.File // the inotify descriptor, non-blocking, in the runtime's poller
 	rc     syscall.RawConn
 	closed atomic.Bool
@@ -75,12 +44,12 @@ type watcher struct {
 	mu   sync.Mutex
 	dirs map[int]string // watch descriptor -> watched directory
 
-	// readFault, a test seam (nil or holding nil in production), makes a
-	// successful read fail with the error it returns.
-	readFault *atomic.Pointer[func() error]
+	// readFault, a test seam (nil in production), makes a successful read
+	// fail with the error it returns.
+	readFault func() error
 }
 
-func newWatcher() (*watcher, error) {
+func newInotifyFeed(opt FeedOptions) (*inotifyFeed, error) {
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("inotify_init1: %w", err)
@@ -91,11 +60,11 @@ func newWatcher() (*watcher, error) {
 		f.Close()
 		return nil, fmt.Errorf("inotify descriptor: %w", err)
 	}
-	return &watcher{f: f, rc: rc, dirs: map[int]string{}}, nil
+	return &inotifyFeed{f: f, rc: rc, dirs: map[int]string{}, readFault: opt.ReadFault}, nil
 }
 
 // add watches dir (not recursively).
-func (w *watcher) add(dir string) error {
+func (w *inotifyFeed) Add(dir string) error {
 	// Under mu, so that run does not parse the watch's first events (and
 	// drop them) before it knows the watch's directory.
 	w.mu.Lock()
@@ -114,8 +83,15 @@ func (w *watcher) add(dir string) error {
 	return nil
 }
 
-// close stops run (it returns) and releases the descriptor.
-func (w *watcher) close() error {
+// Watches returns the number of directories watched.
+func (w *inotifyFeed) Watches() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.dirs)
+}
+
+// Close stops Run (it returns) and releases the descriptor.
+func (w *inotifyFeed) Close() error {
 	w.closed.Store(true)
 	return w.f.Close()
 }
@@ -123,12 +99,12 @@ func (w *watcher) close() error {
 // run reads batches until the watcher is closed: it waits for an event,
 // sleeps gather while more queue up, reads all that are queued (up to about
 // maxBatch), and calls onBatch with them in order (never with none; the
-// slice is reused afterwards). Then it reports errOverflow and
-// errWatchLost to onError if either happened among those events; any
+// slice is reused afterwards). Then it reports ErrOverflow and
+// ErrWatchLost to onError if either happened among those events; any
 // other read error is reported and stops run.
-func (w *watcher) run(gather time.Duration, onBatch func([]fsEvent), onError func(error)) {
+func (w *inotifyFeed) Run(gather time.Duration, onBatch func([]Event), onError func(error)) {
 	buf := make([]byte, 64*1024)
-	var batch []fsEvent
+	var batch []Event
 	for {
 		// Wait, in the runtime's poller (no thread held), for an event.
 		n, err := w.read(buf, true)
@@ -160,10 +136,10 @@ func (w *watcher) run(gather time.Duration, onBatch func([]fsEvent), onError fun
 			onBatch(batch)
 		}
 		if trouble.overflow {
-			onError(errOverflow)
+			onError(ErrOverflow)
 		}
 		if trouble.lost {
-			onError(errWatchLost)
+			onError(ErrWatchLost)
 		}
 	}
 }
@@ -173,7 +149,7 @@ type troubles struct{ overflow, lost bool }
 
 // read reads queued events into buf; with wait it waits for some, without
 // it returns unix.EAGAIN when there are none.
-func (w *watcher) read(buf []byte, wait bool) (int, error) {
+func (w *inotifyFeed) read(buf []byte, wait bool) (int, error) {
 	var n int
 	var rerr error
 	err := w.rc.Read(func(fd uintptr) bool {
@@ -189,10 +165,8 @@ func (w *watcher) read(buf []byte, wait bool) (int, error) {
 		return 0, err
 	}
 	if w.readFault != nil && rerr == nil {
-		if f := w.readFault.Load(); f != nil {
-			if ferr := (*f)(); ferr != nil {
-				return 0, ferr
-			}
+		if ferr := w.readFault(); ferr != nil {
+			return 0, ferr
 		}
 	}
 	return n, rerr
@@ -200,7 +174,7 @@ func (w *watcher) read(buf []byte, wait bool) (int, error) {
 
 // parse appends the events in b to batch, and records an overflow or a
 // lost watch in t.
-func (w *watcher) parse(b []byte, batch []fsEvent, t *troubles) []fsEvent {
+func (w *inotifyFeed) parse(b []byte, batch []Event, t *troubles) []Event {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	inotifyev.Each(b, func(ev inotifyev.Event) {
@@ -228,21 +202,21 @@ func (w *watcher) parse(b []byte, batch []fsEvent, t *troubles) []fsEvent {
 			delete(w.dirs, wd)
 			t.lost = true
 		}
-		var o fsOp
+		var o Op
 		if ev.Mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 {
-			o |= opCreate
+			o |= OpCreate
 		}
 		if ev.Mask&unix.IN_MODIFY != 0 {
-			o |= opWrite
+			o |= OpWrite
 		}
 		if ev.Mask&(unix.IN_DELETE|unix.IN_DELETE_SELF) != 0 {
-			o |= opRemove
+			o |= OpRemove
 		}
 		if ev.Mask&(unix.IN_MOVED_FROM|unix.IN_MOVE_SELF) != 0 {
-			o |= opRename
+			o |= OpRename
 		}
 		if ev.Mask&unix.IN_ATTRIB != 0 {
-			o |= opChmod
+			o |= OpChmod
 		}
 		if o == 0 {
 			return
@@ -251,7 +225,15 @@ func (w *watcher) parse(b []byte, batch []fsEvent, t *troubles) []fsEvent {
 		if len(ev.Name) > 0 {
 			path = dir + "/" + string(ev.Name)
 		}
-		batch = append(batch, fsEvent{path: path, op: o})
+		batch = append(batch, Event{Path: path, Op: o})
 	})
 	return batch
+}
+
+func startInotify(opt FeedOptions) (Feed, error) {
+	w, err := newInotifyFeed(opt)
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
 }

@@ -1,17 +1,17 @@
-package monitor
+package index
 
 import "slices"
 
 // item is one file of a queue or checkout directory in a sortedSet: its
 // mtime in nanoseconds and the id of its entry in the index.
 type item struct {
-	ns int64
-	id uint32
+	mtime int64
+	id    uint32
 }
 
 func itemLess(a, b item) bool {
-	if a.ns != b.ns {
-		return a.ns < b.ns
+	if a.mtime != b.mtime {
+		return a.mtime < b.mtime
 	}
 	return a.id < b.id
 }
@@ -35,7 +35,7 @@ const blockMax = 256
 type block struct {
 	items []item
 	gen   uint64
-	// sum is the sum of the items' mtimes, which lets AgeBuckets add up a
+	// sum is the sum of the items' mtimes, which lets Buckets add up a
 	// whole block's ages without visiting its items.
 	sum nsSum
 }
@@ -44,14 +44,14 @@ type block struct {
 // nanoseconds apart so that a million of them cannot overflow.
 type nsSum struct{ sec, nsec int64 }
 
-func (s *nsSum) add(ns int64) { s.sec += ns / 1e9; s.nsec += ns % 1e9 }
-func (s *nsSum) sub(ns int64) { s.sec -= ns / 1e9; s.nsec -= ns % 1e9 }
+func (s *nsSum) add(mtime int64) { s.sec += mtime / 1e9; s.nsec += mtime % 1e9 }
+func (s *nsSum) sub(mtime int64) { s.sec -= mtime / 1e9; s.nsec -= mtime % 1e9 }
 
 // newBlock returns a block of items (which it keeps) with their sum.
 func newBlock(items []item, gen uint64) *block {
 	b := &block{items: items, gen: gen}
 	for _, it := range items {
-		b.sum.add(it.ns)
+		b.sum.add(it.mtime)
 	}
 	return b
 }
@@ -106,7 +106,7 @@ func (s *sortedSet) insert(it item) {
 	b := s.writable(bi)
 	j, _ := slices.BinarySearchFunc(b.items, it, itemCmp)
 	b.items = slices.Insert(b.items, j, it)
-	b.sum.add(it.ns)
+	b.sum.add(it.mtime)
 	if len(b.items) > blockMax {
 		half := len(b.items) / 2
 		right := newBlock(slices.Clone(b.items[half:]), *s.gen)
@@ -132,7 +132,7 @@ func (s *sortedSet) remove(it item) bool {
 	}
 	b := s.writable(bi)
 	b.items = slices.Delete(b.items, j, j+1)
-	b.sum.sub(it.ns)
+	b.sum.sub(it.mtime)
 	return true
 }
 
@@ -161,6 +161,6 @@ func (s *sortedSet) build(items []item) {
 
 // freeze returns the set's current blocks for a snapshot. The caller must
 // advance the generation before the set changes again.
-func (s *sortedSet) freeze() ageIndex {
-	return ageIndex{blocks: slices.Clone(s.blocks), n: s.n}
+func (s *sortedSet) freeze() Ages {
+	return Ages{blocks: slices.Clone(s.blocks), n: s.n}
 }
