@@ -264,7 +264,7 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
 	if c.useSyncfs(files+len(dirs), alone) && s.rootFSOnly(p, dirs) {
 		start := time.Now()
 		err := c.fs.do(func() error { return c.batch.Syncfs(s.root.fd) })
-		measure(&c.syncfsNs, time.Since(start))
+		c.syncfsCost.add(time.Since(start))
 		if err != nil {
 			return pathErr("syncfs", s.dir, err)
 		}
@@ -278,7 +278,7 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
 	for i := range files {
 		start := time.Now()
 		err := s.fs.Fsync(p.fds[i])
-		measure(&c.fsyncNs, time.Since(start))
+		c.fsyncCost.add(time.Since(start))
 		if err != nil {
 			return pathErr("fsync", p.paths[i], err)
 		}
@@ -286,7 +286,7 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
 	for _, d := range dirs {
 		start := time.Now()
 		err := c.dirGroup(d.fd).do(func() error { return s.fs.Fsync(d.fd) })
-		measure(&c.fsyncNs, time.Since(start))
+		c.fsyncCost.add(time.Since(start))
 		if err != nil {
 			return pathErr("fsync directory", d.path, err)
 		}

@@ -206,10 +206,9 @@ type committer struct {
 	dirs   map[int]*commitGroup // per-directory fsync rounds, by descriptor
 	sameFS map[int]bool         // whether a directory is on the root's file system, by descriptor
 
-	// Running costs, in nanoseconds (0: not measured yet): of one fsync
-	// issued by an operation, and of one syncfs round.
-	fsyncNs, syncfsNs atomic.Int64
-	decisions         atomic.Uint32
+	// Running costs: of one fsync issued by an operation, and of one
+	// syncfs round as an operation waits for it.
+	fsyncCost, syncfsCost cost
 
 	// syncfsSound, when set (tests), replaces the kernel check.
 	syncfsSound func() bool
@@ -255,25 +254,45 @@ func (c *committer) useSyncfs(n int, alone bool) bool {
 	if alone {
 		return false
 	}
-	f, r := c.fsyncNs.Load(), c.syncfsNs.Load()
-	if f == 0 || r == 0 {
-		return r == 0 // measure what is not measured yet
+	now := time.Now().UnixNano()
+	f, r := c.fsyncCost.ns.Load(), c.syncfsCost.ns.Load()
+	use := f != 0 && r != 0 && r <= int64(n)*f
+	// Now and then one operation goes the other way, so that a cost
+	// measured under other conditions (another program's write-back
+	// slowing every syncfs) does not decide for ever.
+	if use && c.fsyncCost.claimStale(now) {
+		return false
 	}
-	use := r <= int64(n)*f
-	if c.decisions.Add(1)%64 == 0 {
-		use = !use // now and then the other way, to keep both costs current
+	if !use && c.syncfsCost.claimStale(now) {
+		return true
 	}
 	return use
 }
 
-// measure folds a duration into a running cost (weight 1/8).
-func measure(cost *atomic.Int64, d time.Duration) {
-	old := cost.Load()
-	if old == 0 {
-		cost.Store(int64(d))
-		return
+// costStale is how old a running cost may grow before an operation is sent
+// to measure it again.
+const costStale = time.Second
+
+// cost is a running cost in nanoseconds (0: not measured yet) and when it
+// was last measured, or claimed for measuring (Unix nanoseconds).
+type cost struct {
+	ns, at atomic.Int64
+}
+
+// add folds a duration into the cost (weight 1/8).
+func (c *cost) add(d time.Duration) {
+	if old := c.ns.Load(); old != 0 {
+		d = time.Duration(old + (int64(d)-old)/8)
 	}
-	cost.Store(old + (int64(d)-old)/8)
+	c.ns.Store(int64(d))
+	c.at.Store(time.Now().UnixNano())
+}
+
+// claimStale reports whether the cost is older than costStale and, if so,
+// claims its next measurement for the caller alone.
+func (c *cost) claimStale(now int64) bool {
+	at := c.at.Load()
+	return now-at > int64(costStale) && c.at.CompareAndSwap(at, now)
 }
 
 // dirGroup returns the commit group of the directory open as fd. The

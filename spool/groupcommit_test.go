@@ -3,12 +3,14 @@ package spool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/spool-agent/spool-agent/internal/fsys"
 	"golang.org/x/sys/unix"
@@ -340,4 +342,66 @@ func TestGroupCommitOtherFS(t *testing.T) {
 	if f.syncfs == 0 || f.fsyncs[qd.dir.fd] == 0 {
 		t.Errorf("%d syncfs, %d fsyncs of q1: want the registry and data directories in a syncfs round, q1 fsynced", f.syncfs, f.fsyncs[qd.dir.fd])
 	}
+}
+
+// TestUseSyncfs: the choice between a syncfs round and the operation's own
+// fsyncs, from the running costs.
+func TestUseSyncfs(t *testing.T) {
+	fresh := func(c *cost, ns int64) {
+		c.ns.Store(ns)
+		c.at.Store(time.Now().UnixNano())
+	}
+	var b batchFS = fsys.OS{}
+	t.Run("no syncfs", func(t *testing.T) {
+		var c committer
+		if c.useSyncfs(4, false) {
+			t.Error("syncfs without batchFS")
+		}
+	})
+	t.Run("alone", func(t *testing.T) {
+		c := committer{batch: b}
+		if c.useSyncfs(4, true) {
+			t.Error("a lone operation joined a syncfs round")
+		}
+	})
+	t.Run("first measurement", func(t *testing.T) {
+		c := committer{batch: b}
+		if !c.useSyncfs(4, false) {
+			t.Error("nothing measured: the first concurrent operation should measure a syncfs round")
+		}
+		if c.useSyncfs(4, false) {
+			t.Error("a second operation went to measure syncfs as well")
+		}
+	})
+	for _, tc := range []struct {
+		n            int
+		fsync, round int64
+		want         bool
+	}{
+		{4, 100, 300, true},  // one round for four fsyncs
+		{2, 100, 300, false}, // two fsyncs are cheaper
+		{1, 100, 100, true},
+		{4, 100, 5000, false}, // another program's write-back slows every syncfs
+	} {
+		t.Run(fmt.Sprintf("n%d-fsync%d-round%d", tc.n, tc.fsync, tc.round), func(t *testing.T) {
+			c := committer{batch: b}
+			fresh(&c.fsyncCost, tc.fsync)
+			fresh(&c.syncfsCost, tc.round)
+			if got := c.useSyncfs(tc.n, false); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	t.Run("stale", func(t *testing.T) {
+		c := committer{batch: b}
+		fresh(&c.fsyncCost, 100)
+		c.syncfsCost.ns.Store(5000)
+		c.syncfsCost.at.Store(time.Now().Add(-2 * costStale).UnixNano())
+		if !c.useSyncfs(4, false) {
+			t.Error("a stale syncfs cost is not measured again")
+		}
+		if c.useSyncfs(4, false) {
+			t.Error("two operations claimed the same measurement")
+		}
+	})
 }
