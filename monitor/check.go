@@ -177,7 +177,7 @@ func problems(ix *index.Index, dir string, now time.Time, lim Limits) ([]Problem
 
 var kindRank = func() map[Kind]int {
 	m := map[Kind]int{}
-	for i, k := range append(Kinds[:len(Kinds):len(Kinds)], KindLimit) {
+	for i, k := range append(Kinds(), KindLimit) {
 		m[k] = i
 	}
 	return m
@@ -185,7 +185,7 @@ var kindRank = func() map[Kind]int {
 
 var dirRank = func() map[DirKind]int {
 	m := map[DirKind]int{}
-	for i, k := range DirKinds {
+	for i, k := range DirKinds() {
 		m[k] = i
 	}
 	return m

@@ -580,8 +580,9 @@ func sortedProblems(m map[string]Problem) []Problem {
 // copyEventsTotal copies m with every kind of Kinds, and the others that
 // occurred (KindLimit).
 func copyEventsTotal(m map[Kind]map[EventType]uint64) map[Kind]map[EventType]uint64 {
-	out := make(map[Kind]map[EventType]uint64, len(Kinds))
-	for _, k := range Kinds {
+	kinds := Kinds()
+	out := make(map[Kind]map[EventType]uint64, len(kinds))
+	for _, k := range kinds {
 		out[k] = map[EventType]uint64{Start: m[k][Start], End: m[k][End]}
 	}
 	for k, byType := range m {

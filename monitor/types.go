@@ -20,10 +20,13 @@ const (
 	KindLimit       Kind = "limit"        // the spool holds more than a bound of Config allows the monitor to track (Dir says which)
 )
 
-// Kinds lists the kinds that exporters zero-fill, in a stable order: every
-// Kind but KindLimit, which snapshots carry (in Problems, Alerting and
+// Kinds returns the kinds that exporters zero-fill, in a stable order:
+// every Kind but KindLimit, which snapshots carry (in Problems, Alerting and
 // EventsTotal) only once it occurs, and exporters export as they find it.
-var Kinds = []Kind{KindTooOld, KindOrphaned, KindDuplicated, KindMissingData, KindUnexpected}
+// The slice is the caller's.
+func Kinds() []Kind {
+	return []Kind{KindTooOld, KindOrphaned, KindDuplicated, KindMissingData, KindUnexpected}
+}
 
 // DirKind names a spool directory's role.
 type DirKind string
@@ -44,8 +47,11 @@ const (
 	DirWatches      DirKind = "watches"      // inotify watches
 )
 
-// DirKinds lists every DirKind, in a stable order.
-var DirKinds = []DirKind{DirRegistry, DirTmp, DirData, DirQueue, DirCheckout, DirRoot, DirUnregistered, DirQueues, DirWatches}
+// DirKinds returns every DirKind, in a stable order (CompareDirs's). The
+// slice is the caller's.
+func DirKinds() []DirKind {
+	return []DirKind{DirRegistry, DirTmp, DirData, DirQueue, DirCheckout, DirRoot, DirUnregistered, DirQueues, DirWatches}
+}
 
 // Dir is one directory of a spool: its role and, for queue and checkout
 // directories, the queue.

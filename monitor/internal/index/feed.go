@@ -86,7 +86,7 @@ var ErrNoFeed = errors.New("no such change feed on this system")
 // FeedOptions configure NewFeed.
 type FeedOptions struct {
 	// ReadFault, a test seam (nil in production), makes a successful read
-	// of the feed's events fail with the error it returns (inotify only).
+	// of the feed's events fail with the error it returns.
 	ReadFault func() error
 }
 
@@ -108,7 +108,7 @@ func NewFeed(kind FeedKind, opt FeedOptions) (Feed, FeedKind, error) {
 	case FeedInotify:
 		f, err = startInotify(opt)
 	case FeedFsnotify:
-		f, err = newFsnotifyFeed()
+		f, err = newFsnotifyFeed(opt)
 	default:
 		err = fmt.Errorf("%w: %q", ErrNoFeed, kind)
 	}

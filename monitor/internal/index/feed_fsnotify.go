@@ -1,6 +1,7 @@
 package index
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spool-agent/spool-agent/internal/fswatch"
@@ -11,16 +12,17 @@ import (
 // for tests). fsnotify follows a symlink it is asked to watch; the scans
 // refuse one, so a swapped directory still fails the next scan.
 type fsnotifyFeed struct {
-	w     *fswatch.Watcher
-	batch []Event
+	w         *fswatch.Watcher
+	batch     []Event
+	readFault func() error // see FeedOptions
 }
 
-func newFsnotifyFeed() (Feed, error) {
+func newFsnotifyFeed(opt FeedOptions) (Feed, error) {
 	w, err := fswatch.New()
 	if err != nil {
 		return nil, err
 	}
-	return &fsnotifyFeed{w: w}, nil
+	return &fsnotifyFeed{w: w, readFault: opt.ReadFault}, nil
 }
 
 func (f *fsnotifyFeed) Add(dir string) error { return f.w.Add(dir) }
@@ -38,6 +40,12 @@ func (f *fsnotifyFeed) Run(gather time.Duration, onBatch func([]Event), onError 
 		b, ok := <-events
 		if !ok {
 			return
+		}
+		if f.readFault != nil {
+			if err := f.readFault(); err != nil {
+				onError(fmt.Errorf("reading fsnotify: %w", err))
+				return
+			}
 		}
 		var overflow, lost bool
 		f.batch = f.add(f.batch[:0], b, &overflow, &lost)
