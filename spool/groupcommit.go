@@ -50,8 +50,10 @@ import (
 // system, so a round can take much longer than the fsyncs it replaces. It
 // is therefore used only when another operation of the spool is committing
 // at the same time (a lone operation issues the fsyncs it issued before
-// group commit, in the same order), and only while the rounds measured so
-// far cost less than the fsyncs they replace (committer.useSyncfs).
+// group commit; an enqueue writes both its files before it fsyncs them),
+// only while the rounds measured so far cost less than the fsyncs they
+// replace (committer.useSyncfs), and only for directories on the root's
+// file system (Spool.rootFSOnly).
 //
 // An error of a shared barrier fails every operation that waited on it,
 // each with its own error wrapping the same errno, and leaves each
