@@ -35,6 +35,7 @@ go test -race -count=1 -timeout 20m ./...
 # portable watcher forced, so that the path other systems take is tested
 # here, not only compiled.
 SPOOL_AGENT_WATCHER=fsnotify go test -race -count=1 -run 'Reader|Dequeue|Watch|Fsnotify|MultiProcess|ReferenceQueue' ./spool
+SPOOL_AGENT_WATCHER=fsnotify go test -race -count=1 ./monitor/...
 for mod in $nested; do
   # deploy/'s tests only drive other processes (go build, release.sh, nfpm,
   # dpkg, the agent); building Kubernetes' and kustomize's packages again
