@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -69,31 +68,6 @@ func binary(t *testing.T, pkg string, names ...string) string {
 	return ""
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// cleanEnv is the test's environment without the SPOOL_AGENT_* and OTEL_*
-// variables that would change what the agent does, nor those that say where
-// it keeps its state.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SPOOL_AGENT_") && !strings.HasPrefix(kv, "OTEL_") &&
-			!strings.HasPrefix(kv, "STATE_DIRECTORY=") && !strings.HasPrefix(kv, "XDG_STATE_HOME=") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 // process is a started child process whose output goes to a log file.
 type process struct {
 	name string
@@ -117,7 +91,7 @@ func start(t *testing.T, dir, name string, bin string, args ...string) *process 
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	// A state directory of its own: an agent keeps no state across a
 	// restart unless it is given --state.path.
-	p.cmd.Env = append(cleanEnv(), "XDG_STATE_HOME="+filepath.Join(dir, "xdg-state-"+name))
+	p.cmd.Env = append(testkit.AgentEnv(), "XDG_STATE_HOME="+filepath.Join(dir, "xdg-state-"+name))
 	p.cmd.Cancel = func() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
 	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
@@ -266,28 +240,13 @@ func cli(t *testing.T, bin string, stdin string, args ...string) string {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdin = strings.NewReader(stdin)
-	cmd.Env = cleanEnv()
+	cmd.Env = testkit.AgentEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("spool-agent %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	return stdout.String()
-}
-
-// buildAgent builds ./cmd/spool-agent into dir.
-func buildAgent(t *testing.T, dir string) string {
-	t.Helper()
-	gobin := binary(t, "golang", "go")
-	bin := filepath.Join(dir, "spool-agent")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", bin, "./cmd/spool-agent")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/spool-agent: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -336,7 +295,7 @@ func startStack(t *testing.T, extraAgentArgs ...string) *e2eStack {
 	promBin := binary(t, "prometheus", "prometheus")
 	amBin := binary(t, "prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
 	s := &e2eStack{tmp: t.TempDir()}
-	s.agentBin = buildAgent(t, s.tmp)
+	s.agentBin = testkit.BuildAgent(t, s.tmp)
 	agent := s.agentBin
 
 	// The spool, with a stuck checkout (an entry a crashed consumer took
@@ -368,7 +327,7 @@ func startStack(t *testing.T, extraAgentArgs ...string) *e2eStack {
 	hookSrv := httptest.NewServer(s.hook)
 	t.Cleanup(hookSrv.Close)
 
-	s.agentAddr, s.promAddr, s.amAddr = freeAddr(t), freeAddr(t), freeAddr(t)
+	s.agentAddr, s.promAddr, s.amAddr = testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
 
 	// Alertmanager: the shipped configuration (its group_by and inhibit
 	// rules), every receiver a webhook, notified at once, resolved too.

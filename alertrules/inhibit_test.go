@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
 const (
@@ -137,7 +139,7 @@ func TestAlertmanagerInhibitsWithTheGeneratedRules(t *testing.T) {
 	t.Parallel()
 	amBin := binary(t, "prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	am := start(t, dir, "alertmanager", amBin,
 		"--config.file="+shippedAlertmanager,
 		"--storage.path="+filepath.Join(dir, "data"),

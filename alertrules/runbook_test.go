@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
 // runbookBlock is a fenced block of RUNBOOK.md marked for testing
@@ -506,7 +508,7 @@ func fsck(t *testing.T, bin, dir string, args ...string) []fsckProblem {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"fsck", dir, "-o", "json"}, args...)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = testkit.AgentEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -534,7 +536,7 @@ func TestRunbookFixes(t *testing.T) {
 	t.Parallel()
 	sh := binary(t, "dash", "sh")
 	tmp := t.TempDir()
-	bin := buildAgent(t, tmp)
+	bin := testkit.BuildAgent(t, tmp)
 	blocks := map[string]string{}
 	for _, b := range runbookBlocks(t) {
 		blocks[b.name] = b.script
@@ -558,7 +560,7 @@ func TestRunbookFixes(t *testing.T) {
 				// The runbook says repair leaves this problem: it must.
 				args := append([]string{"repair", s.dir, "--apply"}, c.fsck...)
 				cmd := exec.Command(bin, args...)
-				cmd.Env = cleanEnv()
+				cmd.Env = testkit.AgentEnv()
 				out, err := cmd.CombinedOutput()
 				var exit *exec.ExitError
 				if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "leave "+c.kind+" ") {
@@ -607,7 +609,7 @@ func runBlock(t *testing.T, sh, dir, bin, name, block string, values map[string]
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sh, "-e", "-c", script)
 	cmd.Dir = dir
-	cmd.Env = append(cleanEnv(), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd.Env = append(testkit.AgentEnv(), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the runbook's block test=%s failed: %v\n%s\n%s", name, err, script, out)
@@ -622,7 +624,7 @@ func runBlock(t *testing.T, sh, dir, bin, name, block string, values map[string]
 func TestAlertTextCommandsWork(t *testing.T) {
 	t.Parallel()
 	tmp := t.TempDir()
-	bin := buildAgent(t, tmp)
+	bin := testkit.BuildAgent(t, tmp)
 	spools := filepath.Join(tmp, "spools")
 	dir := filepath.Join(spools, "mail")
 	if err := os.Mkdir(spools, 0o755); err != nil {
@@ -658,7 +660,7 @@ func TestAlertTextCommandsWork(t *testing.T) {
 			seen[command] = true
 			args := strings.Fields(command)[1:]
 			cmd := exec.Command(bin, args...)
-			cmd.Env = cleanEnv()
+			cmd.Env = testkit.AgentEnv()
 			out, err := cmd.CombinedOutput()
 			var exit *exec.ExitError
 			if err != nil && !(args[0] == "fsck" && errors.As(err, &exit) && exit.ExitCode() == 1) {

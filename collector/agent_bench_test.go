@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,30 +31,10 @@ func envInt(name string, def int) int {
 	return def
 }
 
-func buildAgentBinary(b *testing.B) string {
-	b.Helper()
-	bin := filepath.Join(b.TempDir(), "spool-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/spool-agent")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./cmd/spool-agent: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freePort(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startAgent runs the agent on spools (NAME=DIR) and waits for /metrics.
 func startAgent(b *testing.B, bin string, args ...string) (*exec.Cmd, string) {
 	b.Helper()
-	addr := freePort(b)
+	addr := testkit.FreeAddr(b)
 	cmd := exec.Command(bin, append([]string{"run", "--web.listen-address", addr}, args...)...)
 	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_SDK_DISABLED=true")
 	logf, err := os.Create(filepath.Join(b.TempDir(), "agent.log"))
@@ -111,7 +90,7 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 // baseline is the latency of one scrape (the polling resolution).
 func BenchmarkAgentEnqueueVisible(b *testing.B) {
 	n := envInt("BENCH_ENQUEUES", 200)
-	bin := buildAgentBinary(b)
+	bin := testkit.BuildAgent(b, b.TempDir())
 	dir := filepath.Join(b.TempDir(), "s")
 	sp, err := spool.Create(dir, []string{"q"}, nil)
 	if err != nil {
@@ -269,7 +248,7 @@ func BenchmarkAgentIdleCPU(b *testing.B) {
 		}
 	}
 	extra := []string{"--full-rescan-every", rescanEvery.String()}
-	bin := buildAgentBinary(b)
+	bin := testkit.BuildAgent(b, b.TempDir())
 	root := b.TempDir()
 	// BENCH_SPOOL_ROOT keeps the (slow to make) full spools across runs.
 	fullRoot := root

@@ -25,8 +25,10 @@ import (
 	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
-// agentBin is the spool-agent binary that TestMain builds once.
-var agentBin string
+// agentBin is the spool-agent binary that TestMain builds once, and
+// rsswrapBin reliability's rsswrap, which reports a child's own peak RSS
+// (a child of this large test process would report this process's).
+var agentBin, rsswrapBin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -36,13 +38,16 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	agentBin = filepath.Join(dir, "spool-agent")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", agentBin, ".").CombinedOutput()
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	rsswrapBin = filepath.Join(dir, "rsswrap")
+	for _, b := range []struct{ out, pkg string }{{agentBin, "."}, {rsswrapBin, "../../reliability/internal/rsswrap"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", b.out, b.pkg).CombinedOutput()
+		cancel()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", b.pkg, err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -67,7 +72,7 @@ func startAgent(t *testing.T, args ...string) *agentProc {
 	t.Helper()
 	a := &agentProc{done: make(chan struct{})}
 	a.cmd = exec.Command(agentBin, append([]string{"run"}, args...)...)
-	a.cmd.Env = agentEnv()
+	a.cmd.Env = testkit.AgentEnv()
 	pipe, err := a.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -110,27 +115,6 @@ func startAgent(t *testing.T, args ...string) *agentProc {
 		t.Fatalf("the agent did not say where it serves metrics within %v:\n%s", e2eDeadline, a.stderr.String())
 	}
 	return a
-}
-
-// agentEnv is the environment of the binary: the test's, without
-// SPOOL_AGENT_* and OTEL_* variables that could change its behaviour.
-//
-// Nor the variables of the default state file's place (STATE_DIRECTORY,
-// XDG_STATE_HOME, HOME): an agent of a test keeps no state file unless the
-// test gives it --state.path, so no test writes outside its directory or
-// inherits another's alert state.
-func agentEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.HasPrefix(name, "SPOOL_AGENT_"), strings.HasPrefix(name, "OTEL_"),
-			name == "STATE_DIRECTORY", name == "XDG_STATE_HOME", name == "HOME":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }
 
 // stop sends sig and waits for the agent to exit.
@@ -242,7 +226,7 @@ func bin(t *testing.T, stdin string, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), e2eDeadline)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, agentBin, args...)
-	cmd.Env = agentEnv()
+	cmd.Env = testkit.AgentEnv()
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -495,7 +479,7 @@ func TestAgentExits(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), e2eDeadline)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, agentBin, tc.args...)
-			cmd.Env = agentEnv()
+			cmd.Env = testkit.AgentEnv()
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()

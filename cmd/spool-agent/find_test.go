@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
 // lsNames runs ls with args and -o json and returns the names it lists,
@@ -376,7 +378,7 @@ func TestFindPipelineBinary(t *testing.T) {
 	defer cancel()
 	script := `"$SA" ls "$DIR" active --match '(?m)^to: .*@example\.com$' -o json | "$JQ" -r '.entries[].name' | "$SA" mv "$DIR" - --to frozen`
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", "set -e; "+script)
-	cmd.Env = append(agentEnv(), "SA="+agentBin, "DIR="+dir, "JQ="+jq)
+	cmd.Env = append(testkit.AgentEnv(), "SA="+agentBin, "DIR="+dir, "JQ="+jq)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("%s: %v", script, err)

@@ -278,7 +278,7 @@ func TestConfigAutoReloadEndToEnd(t *testing.T) {
 func benchAgent(b *testing.B, args ...string) (*exec.Cmd, string) {
 	b.Helper()
 	cmd := exec.Command(agentBin, append([]string{"run", "--web.listen-address", "127.0.0.1:0"}, args...)...)
-	cmd.Env = agentEnv()
+	cmd.Env = testkit.AgentEnv()
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -347,7 +347,7 @@ func BenchmarkDiscoveryLatency(b *testing.B) {
 	var events, sighup []time.Duration
 	initSpool := func(dir string) {
 		cmd := exec.Command(agentBin, "init", dir, "--queue", "q", "-q")
-		cmd.Env = agentEnv()
+		cmd.Env = testkit.AgentEnv()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("init: %v %s", err, out)
 		}

@@ -5,10 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -32,13 +33,16 @@ func TestSparseMetadata(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	rssFile := filepath.Join(t.TempDir(), "rss")
 	run := func(args ...string) (stdout, stderr string, code int, maxRSS int64) {
 		t.Helper()
-		cmd := exec.Command(agentBin, args...)
-		cmd.Env = agentEnv()
-		// Only the start of stdout is kept: the test's own memory must
-		// stay small, since a child's peak RSS counts its parent's until
-		// exec (os/exec forks with a shared address space).
+		// Through rsswrap: Linux gives a child started by this process
+		// (os/exec forks with a shared address space) the peak RSS of
+		// this process, whatever the child's own.
+		cmd := exec.Command(rsswrapBin, append([]string{rssFile, agentBin}, args...)...)
+		cmd.Env = testkit.AgentEnv()
+		// Only the start of stdout is kept, so that the test's own
+		// memory stays small.
 		o, e := &headWriter{max: 4096}, &headWriter{max: 4096}
 		cmd.Stdout, cmd.Stderr = o, e
 		err := cmd.Run()
@@ -47,8 +51,15 @@ func TestSparseMetadata(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		return o.String(), e.String(), cmd.ProcessState.ExitCode(), ru.Maxrss * 1024
+		b, err := os.ReadFile(rssFile)
+		if err != nil {
+			t.Fatalf("rsswrap wrote no peak RSS: %v (stderr %q)", err, e.String())
+		}
+		rss, err := strconv.ParseInt(string(b), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.String(), e.String(), cmd.ProcessState.ExitCode(), rss
 	}
 	const maxMem = 100 << 20
 	for _, name := range []string{"huge", "tera"} {

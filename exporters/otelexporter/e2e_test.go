@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,30 +17,6 @@ import (
 	"github.com/spool-agent/spool-agent/spool"
 )
 
-// buildAgent builds cmd/spool-agent from the repository root into dir.
-func buildAgent(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "spool-agent")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/spool-agent")
-	cmd.Dir = filepath.Join("..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/spool-agent: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // TestE2EAgentOTLP runs the real agent binary against in-process OTLP
 // receivers (HTTP and gRPC): queue metrics arrive, and a planted orphan
 // gives a Start log record and, once removed, an End record.
@@ -49,7 +24,7 @@ func TestE2EAgentOTLP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the agent binary")
 	}
-	bin := buildAgent(t, t.TempDir())
+	bin := testkit.BuildAgent(t, t.TempDir())
 	for _, proto := range []string{ProtocolHTTPProtobuf, ProtocolGRPC} {
 		t.Run(proto, func(t *testing.T) {
 			var rcv *receiver
@@ -72,7 +47,7 @@ func TestE2EAgentOTLP(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			listen := freeAddr(t)
+			listen := testkit.FreeAddr(t)
 			cmd := exec.CommandContext(ctx, bin, "run",
 				"--spool", "mail="+dir,
 				"--web.listen-address", listen,
