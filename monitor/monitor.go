@@ -51,7 +51,7 @@ type Monitor struct {
 	// cycleMu serializes cycles and full scans, and guards the debounce state.
 	cycleMu  sync.Mutex
 	counts   map[string]tracked // problem key -> the problem and the consecutive cycles it was seen
-	alerting map[string]Problem // problems alerting after debouncing
+	alerting map[string]*Problem // problems alerting after debouncing
 
 	mu         sync.Mutex   // guards everything below
 	idx        *index.Index // nil: the spool could not be read
@@ -176,7 +176,7 @@ func New(name, dir string, cfg Config) (*Monitor, error) {
 		cfg:         cfg,
 		log:         cfg.Logger.With("spool", name, "dir", filepath.Clean(dir)),
 		counts:      map[string]tracked{},
-		alerting:    map[string]Problem{},
+		alerting:    map[string]*Problem{},
 		needFull:    true,
 		arrivals:    map[string]uint64{},
 		eventsTotal: map[Kind]map[EventType]uint64{},
@@ -196,7 +196,7 @@ func (m *Monitor) Config() Config { return m.cfg }
 // loses an End, and its counters continue.
 type State struct {
 	counts      map[string]tracked
-	alerting    map[string]Problem
+	alerting    map[string]*Problem
 	eventsTotal map[Kind]map[EventType]uint64
 	arrivals    map[string]uint64
 }
@@ -211,15 +211,15 @@ type TrackedProblem struct {
 }
 
 // trackedOf lists the debouncing state, sorted by problem.
-func trackedOf(counts map[string]tracked, alerting map[string]Problem) []TrackedProblem {
+func trackedOf(counts map[string]tracked, alerting map[string]*Problem) []TrackedProblem {
 	out := make([]TrackedProblem, 0, len(counts))
 	for k, t := range counts {
 		_, a := alerting[k]
-		out = append(out, TrackedProblem{Problem: t.p, Count: t.n, Alerting: a})
+		out = append(out, TrackedProblem{Problem: *t.p, Count: t.n, Alerting: a})
 	}
 	for k, p := range alerting {
 		if _, ok := counts[k]; !ok {
-			out = append(out, TrackedProblem{Problem: p, Alerting: true})
+			out = append(out, TrackedProblem{Problem: *p, Alerting: true})
 		}
 	}
 	slices.SortFunc(out, func(a, b TrackedProblem) int { return CompareProblems(a.Problem, b.Problem) })
@@ -237,14 +237,15 @@ func (s State) Tracked() []TrackedProblem { return trackedOf(s.counts, s.alertin
 // before the first cycle, and at the first cycle if it is still there,
 // without a new Start; one that went ends at the first cycle.
 func StateOf(ps []TrackedProblem) State {
-	s := State{counts: make(map[string]tracked, len(ps)), alerting: map[string]Problem{}}
+	s := State{counts: make(map[string]tracked, len(ps)), alerting: map[string]*Problem{}}
 	for _, t := range ps {
 		k := t.Problem.Key()
+		p := t.Problem
 		if t.Count > 0 {
-			s.counts[k] = tracked{p: t.Problem, n: t.Count}
+			s.counts[k] = tracked{p: &p, n: t.Count}
 		}
 		if t.Alerting {
-			s.alerting[k] = t.Problem
+			s.alerting[k] = &p
 		}
 	}
 	return s
@@ -279,7 +280,7 @@ func (m *Monitor) Resume(s State) {
 		m.counts = map[string]tracked{}
 	}
 	if m.alerting == nil {
-		m.alerting = map[string]Problem{}
+		m.alerting = map[string]*Problem{}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -506,9 +507,13 @@ func (m *Monitor) logCycle(prevErr string, err error) {
 	}
 }
 
-// tracked is a problem the debouncing counts: seen in n consecutive cycles.
+// tracked is a problem the debouncing counts: seen in n consecutive
+// cycles. p points into the cycle's problems, which are never changed
+// (they are published): a count costs 16 bytes beside its key, not a copy
+// of the problem, which under a flood of problems is most of the
+// monitor's memory.
 type tracked struct {
-	p Problem
+	p *Problem
 	n int
 }
 
@@ -518,10 +523,11 @@ type tracked struct {
 // whether the cycle found them or not. Callers hold cycleMu.
 func (m *Monitor) debounce(ps []Problem, unk *unknown, now time.Time) []Event {
 	counts := make(map[string]tracked, len(ps))
-	alerting := map[string]Problem{}
+	alerting := map[string]*Problem{}
 	partial := unk != nil && !unk.empty()
-	for _, p := range ps {
-		if partial && unk.covers(p) {
+	for i := range ps {
+		p := &ps[i]
+		if partial && unk.covers(*p) {
 			continue
 		}
 		k := p.Key()
@@ -533,7 +539,7 @@ func (m *Monitor) debounce(ps []Problem, unk *unknown, now time.Time) []Event {
 	}
 	if partial {
 		for k, t := range m.counts {
-			if _, ok := counts[k]; !ok && unk.covers(t.p) {
+			if _, ok := counts[k]; !ok && unk.covers(*t.p) {
 				counts[k] = t
 				if p, ok := m.alerting[k]; ok {
 					alerting[k] = p
@@ -541,7 +547,7 @@ func (m *Monitor) debounce(ps []Problem, unk *unknown, now time.Time) []Event {
 			}
 		}
 		for k, p := range m.alerting {
-			if _, ok := alerting[k]; !ok && unk.covers(p) {
+			if _, ok := alerting[k]; !ok && unk.covers(*p) {
 				alerting[k] = p // alerting, but no longer counted (a predecessor's)
 			}
 		}
@@ -549,12 +555,12 @@ func (m *Monitor) debounce(ps []Problem, unk *unknown, now time.Time) []Event {
 	var ends, starts []Problem
 	for k, p := range m.alerting {
 		if _, ok := alerting[k]; !ok {
-			ends = append(ends, p)
+			ends = append(ends, *p)
 		}
 	}
 	for k, p := range alerting {
 		if _, ok := m.alerting[k]; !ok {
-			starts = append(starts, p)
+			starts = append(starts, *p)
 		}
 	}
 	SortProblems(ends)
@@ -571,8 +577,11 @@ func (m *Monitor) debounce(ps []Problem, unk *unknown, now time.Time) []Event {
 	return events
 }
 
-func sortedProblems(m map[string]Problem) []Problem {
-	ps := slices.Collect(maps.Values(m))
+func sortedProblems(m map[string]*Problem) []Problem {
+	ps := make([]Problem, 0, len(m))
+	for _, p := range m {
+		ps = append(ps, *p)
+	}
 	SortProblems(ps)
 	return ps
 }
