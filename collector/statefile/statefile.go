@@ -101,7 +101,7 @@ func FromTracked(ts []monitor.TrackedProblem) []Problem {
 var dirKinds = map[string]monitor.DirKind{}
 
 func init() {
-	for _, k := range monitor.DirKinds {
+	for _, k := range monitor.DirKinds() {
 		dirKinds[string(k)] = k
 	}
 }

@@ -175,7 +175,7 @@ func (in *instruments) observe(o metric.Observer, s *monitor.Snapshot) {
 		}
 		o.ObserveInt64(in.problems, n, metric.WithAttributes(attrs...))
 	}
-	for _, kind := range monitor.Kinds {
+	for _, kind := range monitor.Kinds() {
 		if !kinds[kind] {
 			o.ObserveInt64(in.problems, 0, metric.WithAttributes(spool, attribute.String(AttrProblemKind, string(kind))))
 		}

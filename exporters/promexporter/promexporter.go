@@ -68,6 +68,9 @@ type Exporter struct {
 	ageBounds []time.Duration
 	ageLe     []float64
 	ageLeText []string
+	// kinds are the problem kinds zero-filled in every scrape
+	// (monitor.Kinds, fetched once).
+	kinds []monitor.Kind
 }
 
 // family describes one metric family: its client_golang descriptor and
@@ -162,6 +165,7 @@ func New(snapshots func() []*monitor.Snapshot, o Options) *Exporter {
 		ageBounds: bounds,
 		ageLe:     le,
 		ageLeText: leText,
+		kinds:     monitor.Kinds(),
 	}
 }
 
@@ -283,7 +287,7 @@ func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 		}
 		counts[k]++
 	}
-	for _, kind := range monitor.Kinds {
+	for _, kind := range e.kinds {
 		seen := false
 		for _, k := range order {
 			if k.kind == kind {
@@ -297,20 +301,20 @@ func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 	}
 	// Kinds the exporter does not know (a newer monitor) are still exported.
 	for _, k := range order {
-		if !knownKind(k.kind) {
+		if !e.knownKind(k.kind) {
 			out.sample(famProblems, float64(counts[k]), lv{name, string(k.kind), string(k.dir), k.queue})
 		}
 	}
 
 	// spool_problem_events_total, zero-filled for every kind and type so that
 	// increase() sees the first event.
-	for _, kind := range monitor.Kinds {
+	for _, kind := range e.kinds {
 		byType := s.EventsTotal[kind]
 		out.sample(famProblemEvents, float64(byType[monitor.Start]), lv{name, string(kind), string(monitor.Start)})
 		out.sample(famProblemEvents, float64(byType[monitor.End]), lv{name, string(kind), string(monitor.End)})
 	}
 	for kind, byType := range s.EventsTotal {
-		if knownKind(kind) {
+		if e.knownKind(kind) {
 			continue
 		}
 		out.sample(famProblemEvents, float64(byType[monitor.Start]), lv{name, string(kind), string(monitor.Start)})
@@ -318,8 +322,8 @@ func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 	}
 }
 
-func knownKind(k monitor.Kind) bool {
-	for _, kk := range monitor.Kinds {
+func (e *Exporter) knownKind(k monitor.Kind) bool {
+	for _, kk := range e.kinds {
 		if kk == k {
 			return true
 		}
