@@ -224,9 +224,9 @@ func TestDequeueAvailableSkipsHeld(t *testing.T) {
 				}
 				got = append(got, c.Name())
 				if len(got) == 2 {
-					// A name after the snapshot's: a reused lower name
-					// is found only once its watch event is in (H3's
-					// note in NOTES.md).
+					// Enqueued after the snapshot: found by the next
+					// listing (a reused lower name is the watch hub's
+					// TestDequeueAvailableNameBack).
 					names = append(names, mustEnqueue(t, s, "q", "cog 9", "", EnqueueOptions{Name: "z-late"}))
 				}
 				if err := c.Remove(); err != nil {
