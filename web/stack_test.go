@@ -130,10 +130,9 @@ func TestAPIAgainstMetrics(t *testing.T) {
 	// Wait until the problems alert (the spool does not change after that),
 	// then take the API, /metrics and the API again; if the two API answers
 	// differ, a cycle came in between: take them again.
-	deadline := time.Now().Add(20 * time.Second)
 	var doc spoolsJSON
 	var metrics string
-	for {
+	testkit.WaitFor(t, 20*time.Second, "the problems alerting, with the same API answer around a scrape", func() bool {
 		body := get("/api/v1/spools")
 		doc = decode(body)
 		alerting := 0
@@ -144,17 +143,12 @@ func TestAPIAgainstMetrics(t *testing.T) {
 				}
 			}
 		}
-		if alerting >= 4 {
-			metrics = get("/metrics")
-			if again := get("/api/v1/spools"); again == body {
-				break
-			}
+		if alerting < 4 {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the problems did not alert within 20s:\n%s", body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		metrics = get("/metrics")
+		return get("/api/v1/spools") == body
+	})
 
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(strings.NewReader(metrics))
