@@ -11,6 +11,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/spool-agent/spool-agent/exporters/otelexporter"
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/repair"
 	"github.com/spool-agent/spool-agent/spool"
@@ -138,6 +139,8 @@ func defaultVars() kong.Vars {
 		"max_watches":         strconv.Itoa(monitor.DefaultMaxWatches),
 		"listen_address":      DefaultListenAddress,
 		"quarantine_queue":    repair.DefaultQuarantineQueue,
+		"otlp_protocol":       otelexporter.DefaultProtocol,
+		"otlp_service_name":   otelexporter.DefaultServiceName,
 	}
 }
 

@@ -18,12 +18,12 @@ import (
 type OTLPFlags struct {
 	OTLPEnabled        bool              `name:"otlp.enabled" help:"Export metrics and logs over OTLP even when no OTEL_EXPORTER_OTLP_*ENDPOINT variable is set (to the default endpoint, localhost:4318 or localhost:4317)."`
 	OTLPEndpoint       string            `name:"otlp.endpoint" placeholder:"URL" help:"OTLP endpoint, like OTEL_EXPORTER_OTLP_ENDPOINT (http://host:4318 for http/protobuf, host:4317 for grpc); setting it switches OTLP on."`
-	OTLPProtocol       string            `name:"otlp.protocol" placeholder:"PROTOCOL" help:"OTLP protocol, grpc or http/protobuf, like OTEL_EXPORTER_OTLP_PROTOCOL (default: http/protobuf)."`
+	OTLPProtocol       string            `name:"otlp.protocol" placeholder:"PROTOCOL" help:"OTLP protocol, grpc or http/protobuf, like OTEL_EXPORTER_OTLP_PROTOCOL (default: ${otlp_protocol})."`
 	OTLPHeaders        map[string]string `name:"otlp.headers" mapsep:"," placeholder:"KEY=VALUE" help:"Headers of every OTLP export, like OTEL_EXPORTER_OTLP_HEADERS (repeatable)."`
 	OTLPInsecure       bool              `name:"otlp.insecure" help:"Use plain text to the OTLP endpoint, like OTEL_EXPORTER_OTLP_INSECURE=true."`
 	OTLPTimeout        time.Duration     `name:"otlp.timeout" placeholder:"DURATION" help:"Timeout of each OTLP export, like OTEL_EXPORTER_OTLP_TIMEOUT."`
 	OTLPExportInterval time.Duration     `name:"otlp.export-interval" placeholder:"DURATION" help:"Period of the OTLP metrics export, like OTEL_METRIC_EXPORT_INTERVAL (default: 60s)."`
-	OTLPServiceName    string            `name:"otlp.service-name" placeholder:"NAME" help:"service.name of the exported resource (default: spool-agent; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over it)."`
+	OTLPServiceName    string            `name:"otlp.service-name" placeholder:"NAME" help:"service.name of the exported resource (default: ${otlp_service_name}; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over it)."`
 }
 
 // setupOTLP builds the OTel providers: snapshots feeds the metrics, and
