@@ -14,19 +14,26 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// pollEvery is how often WaitFor checks its condition.
-const pollEvery = 5 * time.Millisecond
+// WaitFor's pause between two checks starts at pollFirst and doubles up to
+// pollMax: a condition met at once is seen at once, and a long wait (a
+// scrape polled for seconds) does not load the machine the tests share.
+const (
+	pollFirst = time.Millisecond
+	pollMax   = 50 * time.Millisecond
+)
 
 // WaitFor polls cond until it holds, and fails t naming what when timeout
 // passes first. cond must only observe (it runs many times).
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	pause := pollFirst
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
-		time.Sleep(pollEvery)
+		time.Sleep(pause)
+		pause = min(2*pause, pollMax)
 	}
 }
 
