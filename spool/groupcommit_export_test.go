@@ -1,5 +1,7 @@
 package spool
 
+import "cmp"
+
 // GroupCommitTest configures a spool's group commit for the batch tests
 // (groupcommit_faults_test.go).
 type GroupCommitTest struct {
@@ -14,14 +16,24 @@ type GroupCommitTest struct {
 	Joined func(waiters int)
 }
 
-// SetGroupCommit applies gc to s, before s's first operation.
+// SetGroupCommit applies gc to s. Call it before s's operations run
+// concurrently; it overrides what the spool chose on first use.
 func SetGroupCommit(s *Spool, gc GroupCommitTest) {
 	c := &s.commit
 	c.syncfsSound = func() bool { return gc.Syncfs }
+	c.slots, c.joined = gc.Slots, gc.Joined
+	c.init(s.fs) // a no-op if an operation already committed
 	c.alwaysShare = gc.Syncfs
-	c.slots = gc.Slots
-	c.joined = gc.Joined
-	c.init(s.fs)
+	c.batch = nil
+	if b, ok := s.fs.(batchFS); ok && gc.Syncfs {
+		c.batch = b
+	}
+	c.fs.limit, c.fs.joined = cmp.Or(gc.Slots, fsSlots), gc.Joined
+	c.mu.Lock()
+	for _, g := range c.dirs {
+		g.limit, g.joined = cmp.Or(gc.Slots, dirSlots), gc.Joined
+	}
+	c.mu.Unlock()
 }
 
 // GroupCommitStats returns the barriers s ran and the operations served

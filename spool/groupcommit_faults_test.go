@@ -244,6 +244,18 @@ func checkCovered(t *testing.T, ev []commitEvent) {
 	}
 }
 
+// countBarriers returns the number of barriers of kind op ("syncfs",
+// "fsync") that began.
+func countBarriers(ev []commitEvent, op string) int {
+	n := 0
+	for _, e := range ev {
+		if e.kind == "begin" && e.op == op {
+			n++
+		}
+	}
+	return n
+}
+
 func eventString(ev []commitEvent, first int) string {
 	var b strings.Builder
 	for i, e := range ev {
@@ -403,6 +415,9 @@ func TestGroupCommitSharedRound(t *testing.T) {
 			if tc.err == nil {
 				checkCovered(t, f.log())
 			}
+			if n := countBarriers(f.log(), "syncfs"); tc.syncfs != (n > 0) {
+				t.Errorf("%d syncfs barriers with syncfs rounds %v", n, tc.syncfs)
+			}
 			if err := checkClassified(dir); err != nil {
 				t.Error(err)
 			}
@@ -457,6 +472,9 @@ func TestGroupCommitConcurrentOrder(t *testing.T) {
 			}
 			wg.Wait()
 			checkCovered(t, f.log())
+			if n := countBarriers(f.log(), "syncfs"); syncfs != (n > 0) {
+				t.Errorf("%d syncfs barriers with syncfs rounds %v", n, syncfs)
+			}
 			if err := checkClassified(dir); err != nil {
 				t.Error(err)
 			}
