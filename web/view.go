@@ -6,28 +6,17 @@ import (
 	"strconv"
 	"time"
 
+	buckets "github.com/spool-agent/spool-agent/internal/qshape"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
-// shapeBounds are the upper bounds of the qshape buckets, as `spool-agent
-// shape` has them (Postfix's qshape): doubling from 5 minutes to 1280
-// minutes, then a last bucket for older entries.
-var shapeBounds = func() []time.Duration {
-	var b []time.Duration
-	for d := 5 * time.Minute; d <= 1280*time.Minute; d *= 2 {
-		b = append(b, d)
-	}
-	return append(b, time.Duration(math.MaxInt64)) // every entry: the total
-}()
+// shapeBounds are the upper bounds of the qshape buckets (package qshape,
+// as `spool-agent shape` has them), then a last bound no age exceeds, whose
+// count is the total.
+var shapeBounds = append(buckets.Bounds(), time.Duration(math.MaxInt64))
 
-// shapeLabels are the qshape columns: T (the total), 5m ... 1280m, 1280m+.
-var shapeLabels = func() []string {
-	l := []string{"T"}
-	for _, d := range shapeBounds[:len(shapeBounds)-1] {
-		l = append(l, strconv.Itoa(int(d/time.Minute))+"m")
-	}
-	return append(l, l[len(l)-1]+"+")
-}()
+// shapeLabels are the qshape columns: T (the total), then qshape.Labels.
+var shapeLabels = append([]string{"T"}, buckets.Labels()...)
 
 // qshape returns a queue's qshape row (see shapeLabels) from the
 // snapshot's age index, without touching the disk.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/qshape"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -18,24 +19,13 @@ type ShapeCmd struct {
 	OutputFlag
 }
 
-// shapeBounds are the upper bounds of shape's age buckets, doubling from
-// 5 minutes as Postfix's qshape does; a last bucket takes older entries.
-var shapeBounds = func() []time.Duration {
-	var b []time.Duration
-	for d := 5 * time.Minute; d <= 1280*time.Minute; d *= 2 {
-		b = append(b, d)
-	}
-	return b
-}()
-
-// shapeLabels are the buckets' column labels: 5m ... 1280m, 1280m+.
-var shapeLabels = func() []string {
-	var l []string
-	for _, d := range shapeBounds {
-		l = append(l, strconv.Itoa(int(d/time.Minute))+"m")
-	}
-	return append(l, l[len(l)-1]+"+")
-}()
+// shapeBounds are the upper bounds of shape's age buckets and shapeLabels
+// their column labels (one more: the older entries), those of package
+// qshape, which the console shows too.
+var (
+	shapeBounds = qshape.Bounds()
+	shapeLabels = qshape.Labels()
+)
 
 // shapeRow is one row of the table: a queue's waiting or checked-out entries.
 type shapeRow struct {
