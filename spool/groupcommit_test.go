@@ -1,10 +1,8 @@
 package spool
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -12,7 +10,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/spool-agent/spool-agent/internal/fsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -285,65 +282,6 @@ func TestKernelAtLeast(t *testing.T) {
 	}
 }
 
-// devFS reports another device for one descriptor (a queue directory that
-// is a mount point) and counts the barriers.
-type devFS struct {
-	fsys.OS
-	other  atomic.Int64 // the descriptor on "another file system"; 0: none
-	mu     sync.Mutex
-	syncfs int
-	fsyncs map[int]int
-}
-
-func (f *devFS) Fstat(fd int, st *unix.Stat_t) error {
-	err := f.OS.Fstat(fd, st)
-	if int64(fd) == f.other.Load() {
-		st.Dev++
-	}
-	return err
-}
-
-func (f *devFS) Fsync(fd int) error {
-	f.mu.Lock()
-	f.fsyncs[fd]++
-	f.mu.Unlock()
-	return f.OS.Fsync(fd)
-}
-
-func (f *devFS) Syncfs(fd int) error {
-	f.mu.Lock()
-	f.syncfs++
-	f.mu.Unlock()
-	return f.OS.Syncfs(fd)
-}
-
-// TestGroupCommitOtherFS: a directory on another file system than the
-// spool's root (a mount point reached where openat2 is refused) is never
-// left to a syncfs of the root: it is fsynced.
-func TestGroupCommitOtherFS(t *testing.T) {
-	f := &devFS{fsyncs: map[int]int{}}
-	s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1"}, &Options{fs: f})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	qd, err := s.qdirs("q1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.other.Store(int64(qd.dir.fd))
-	s.commit.syncfsSound = func() bool { return true }
-	s.commit.alwaysShare = true
-	if _, err := s.EnqueueBytes(context.Background(), "q1", []byte("m"), []byte("d"), EnqueueOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.syncfs == 0 || f.fsyncs[qd.dir.fd] == 0 {
-		t.Errorf("%d syncfs, %d fsyncs of q1: want the registry and data directories in a syncfs round, q1 fsynced", f.syncfs, f.fsyncs[qd.dir.fd])
-	}
-}
-
 // TestUseSyncfs: the choice between a syncfs round and the operation's own
 // fsyncs, from the running costs.
 func TestUseSyncfs(t *testing.T) {
@@ -351,7 +289,7 @@ func TestUseSyncfs(t *testing.T) {
 		c.ns.Store(ns)
 		c.at.Store(time.Now().UnixNano())
 	}
-	var b batchFS = fsys.OS{}
+	var b batchFS = nopBatch{}
 	t.Run("no syncfs", func(t *testing.T) {
 		var c committer
 		if c.useSyncfs(4, false) {
@@ -405,3 +343,9 @@ func TestUseSyncfs(t *testing.T) {
 		}
 	})
 }
+
+// nopBatch is a batchFS that does nothing.
+type nopBatch struct{}
+
+func (nopBatch) Syncfs(int) error       { return nil }
+func (nopBatch) WritebackErr(int) error { return nil }
