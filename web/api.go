@@ -3,6 +3,7 @@ package web
 import (
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -65,7 +66,7 @@ func newSpoolJSON(s *monitor.Snapshot) spoolJSON {
 	for i := range s.Queues {
 		q := &s.Queues[i]
 		j.Queues[i] = queueJSON{
-			Name: q.Queue, NameBase64: nameBase64(q.Queue),
+			Name: q.Queue, NameBase64: termsafe.NameBase64(q.Queue),
 			Entries: q.Entries, CheckedOut: q.CheckedOut,
 			OldestEntryTimestamp: rfc3339Nano(q.OldestEntry),
 		}
@@ -75,12 +76,12 @@ func newSpoolJSON(s *monitor.Snapshot) spoolJSON {
 	for i, p := range ps {
 		pj := problemJSON{
 			Kind: string(p.Kind), Dir: string(p.Dir.Kind),
-			Queue: p.Dir.Queue, QueueBase64: nameBase64(p.Dir.Queue),
-			Name: p.Name, NameBase64: nameBase64(p.Name),
+			Queue: p.Dir.Queue, QueueBase64: termsafe.NameBase64(p.Dir.Queue),
+			Name: p.Name, NameBase64: termsafe.NameBase64(p.Name),
 			MTime: rfc3339Nano(p.ModTime), Alerting: p.Alerting, Sightings: p.Sightings,
 		}
 		for _, d := range p.Dirs {
-			pj.Dirs = append(pj.Dirs, dirJSON{Dir: string(d.Kind), Queue: d.Queue, QueueBase64: nameBase64(d.Queue)})
+			pj.Dirs = append(pj.Dirs, dirJSON{Dir: string(d.Kind), Queue: d.Queue, QueueBase64: termsafe.NameBase64(d.Queue)})
 		}
 		j.Problems[i] = pj
 	}

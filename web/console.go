@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -255,7 +256,7 @@ func writeJSON(w http.ResponseWriter, doc any) {
 		http.Error(w, "encoding JSON failed", http.StatusInternalServerError)
 		return
 	}
-	b = append(jsonSafe(b), '\n')
+	b = append(termsafe.JSON(b), '\n')
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")

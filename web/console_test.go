@@ -448,39 +448,6 @@ func TestCurrentProblems(t *testing.T) {
 	}
 }
 
-func TestVisible(t *testing.T) {
-	for in, want := range map[string]string{
-		"plain.name-1":     "plain.name-1",
-		"été":              "été",
-		`back\slash`:       `back\\slash`,
-		"tab\tnl\n":        `tab\x09nl\x0a`,
-		"esc\x1b[31m":      `esc\x1b[31m`,
-		"del\x7f":          `del\x7f`,
-		"c1\u009b":         `c1\u009b`,
-		"rtl\u202eevil":    `rtl\u202eevil`,
-		"bad\xff":          `bad\xff`,
-		"<script>&amp;\"'": "<script>&amp;\"'", // html/template's job
-	} {
-		if got := visible(in); got != want {
-			t.Errorf("visible(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestJSONSafe(t *testing.T) {
-	for in, want := range map[string]string{
-		`{"a":"b"}`:           `{"a":"b"}`,
-		"{\"a\":\"\x7f\"}":    `{"a":"\u007f"}`,
-		"{\"a\":\"\u009b\"}":  `{"a":"\u009b"}`,
-		"{\"a\":\"\u0080é\"}": `{"a":"\u0080é"}`,
-		"{\"a\":\"\u00a0\"}":  "{\"a\":\"\u00a0\"}", // NBSP is printable: kept
-	} {
-		if got := string(jsonSafe([]byte(in))); got != want {
-			t.Errorf("jsonSafe(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestAge(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		-time.Second:                       "0s",

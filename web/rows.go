@@ -12,7 +12,7 @@ import (
 // (reflection, contextual escaping), and the overview of 100 spools of 10
 // queues has some 30,000 cells; written here it renders about ten times
 // faster (BenchmarkRender). The templates keep the page's frame. Every string goes through html/template's own
-// escaper (after visible), in element content or a double-quoted
+// escaper (after termsafe.Name), in element content or a double-quoted
 // attribute, where that escaper is the one the template would apply;
 // links are built by spoolPath and path-escaped. TestPagesEscape checks
 // the result.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	buckets "github.com/spool-agent/spool-agent/internal/qshape"
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -78,7 +79,7 @@ func currentProblems(s *monitor.Snapshot) []problemState {
 func spoolPath(name string) string { return "/spools/" + url.PathEscape(name) }
 
 // The views below are what the templates show: every string from a spool
-// already passed through visible, every number ready to print.
+// already passed through termsafe.Name, every number ready to print.
 
 type pageView struct {
 	Title   string
@@ -138,11 +139,11 @@ type eventView struct {
 
 func (c *Console) spoolView(s *monitor.Snapshot, now time.Time, maxProblems int, details bool) spoolView {
 	v := spoolView{
-		Name:     visible(s.Name),
+		Name:     termsafe.Name(s.Name),
 		Link:     spoolPath(s.Name),
 		APILink:  "/api/v1" + spoolPath(s.Name),
-		Dir:      visible(s.Dir),
-		Error:    visible(s.LastError),
+		Dir:      termsafe.Name(s.Dir),
+		Error:    termsafe.Name(s.LastError),
 		Watching: s.Watching,
 	}
 	switch {
@@ -159,7 +160,7 @@ func (c *Console) spoolView(s *monitor.Snapshot, now time.Time, maxProblems int,
 	v.Queues = make([]queueView, len(s.Queues))
 	for i := range s.Queues {
 		q := &s.Queues[i]
-		qv := queueView{Name: visible(q.Queue), Waiting: q.Entries, CheckedOut: q.CheckedOut, Shape: qshape(q, now)}
+		qv := queueView{Name: termsafe.Name(q.Queue), Waiting: q.Entries, CheckedOut: q.CheckedOut, Shape: qshape(q, now)}
 		if !q.OldestEntry.IsZero() {
 			qv.Oldest, qv.OldestAt = age(now, q.OldestEntry), rfc3339(q.OldestEntry)
 		}
@@ -185,7 +186,7 @@ func (c *Console) spoolView(s *monitor.Snapshot, now time.Time, maxProblems int,
 	v.MoreProblems = len(ps) - len(shown)
 	v.Problems = make([]problemView, len(shown))
 	for i, p := range shown {
-		pv := problemView{Kind: visible(string(p.Kind)), Path: visible(problemPath(p.Problem)), Alerting: p.Alerting, Sightings: p.Sightings}
+		pv := problemView{Kind: termsafe.Name(string(p.Kind)), Path: termsafe.Name(problemPath(p.Problem)), Alerting: p.Alerting, Sightings: p.Sightings}
 		if !p.ModTime.IsZero() {
 			pv.Age, pv.MTime = age(now, p.ModTime), rfc3339(p.ModTime)
 		}
@@ -222,7 +223,7 @@ func newEventView(ev *monitor.Event, now time.Time) *eventView {
 	if ev == nil {
 		return nil
 	}
-	return &eventView{Age: age(now, ev.Time), Time: rfc3339(ev.Time), Kind: visible(string(ev.Problem.Kind)), Path: visible(problemPath(ev.Problem))}
+	return &eventView{Age: age(now, ev.Time), Time: rfc3339(ev.Time), Kind: termsafe.Name(string(ev.Problem.Kind)), Path: termsafe.Name(problemPath(ev.Problem))}
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -410,25 +410,6 @@ func checkOneLine(t *testing.T, stderr, want string) {
 	}
 }
 
-func TestEscapeText(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"plain text", "plain text"},
-		{"two\nlines\tand tab", `two
-lines\x09and tab`},
-		{"esc\x1b[31m", `esc\x1b[31m`},
-		{"cr\rnul\x00del\x7f", `cr\x0dnul\x00del\x7f`},
-		{"back\\slash", `back\\slash`},
-		{"bad\xffutf8", `bad\xffutf8`},
-		{"rtl\u202eoverride", `rtl\u202eoverride`},
-		{"héllo wörld ✓", "héllo wörld ✓"},
-		{"tag\U000E0001", `tag\U000e0001`},
-	} {
-		if got := escapeText([]byte(tc.in)); got != tc.want {
-			t.Errorf("escapeText(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
 func TestProgressOnlyOnTerminal(t *testing.T) {
 	dir := fixtureSpool(t)
 	// stderr is a buffer here, not a terminal: nothing but the output.

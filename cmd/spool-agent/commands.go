@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -56,11 +57,11 @@ func (c *InitCmd) run(_ context.Context, m *Main) error {
 	}
 	switch {
 	case !existed:
-		_, err = fmt.Fprintf(m.Stdout, "created spool %s (queues: %s)\n", escapeName(s.Dir()), queueList(s.Queues()))
+		_, err = fmt.Fprintf(m.Stdout, "created spool %s (queues: %s)\n", termsafe.Name(s.Dir()), queueList(s.Queues()))
 	case len(added) > 0:
-		_, err = fmt.Fprintf(m.Stdout, "spool %s: added queues %s (queues: %s)\n", escapeName(s.Dir()), queueList(added), queueList(s.Queues()))
+		_, err = fmt.Fprintf(m.Stdout, "spool %s: added queues %s (queues: %s)\n", termsafe.Name(s.Dir()), queueList(added), queueList(s.Queues()))
 	default:
-		_, err = fmt.Fprintf(m.Stdout, "spool %s exists, nothing to add (queues: %s)\n", escapeName(s.Dir()), queueList(s.Queues()))
+		_, err = fmt.Fprintf(m.Stdout, "spool %s exists, nothing to add (queues: %s)\n", termsafe.Name(s.Dir()), queueList(s.Queues()))
 	}
 	return err
 }
@@ -72,7 +73,7 @@ func queueList(queues []string) string {
 	}
 	out := make([]string, len(queues))
 	for i, q := range queues {
-		out[i] = escapeName(q)
+		out[i] = termsafe.Name(q)
 	}
 	return strings.Join(out, ", ")
 }
@@ -208,7 +209,7 @@ func (c *MvCmd) moveOne(s *spool.Spool, name string) (string, error) {
 			return "", err
 		}
 		if c.DryRun {
-			return fmt.Sprintf("would move %s from %s to %s", escapeName(name), escapeName(q), escapeName(c.To)), nil
+			return fmt.Sprintf("would move %s from %s to %s", termsafe.Name(name), termsafe.Name(q), termsafe.Name(c.To)), nil
 		}
 		err = s.Move(q, name, c.To)
 		// A worker (or another operator) moved the entry between Find
@@ -219,7 +220,7 @@ func (c *MvCmd) moveOne(s *spool.Spool, name string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("moved %s from %s to %s", escapeName(name), escapeName(q), escapeName(c.To)), nil
+		return fmt.Sprintf("moved %s from %s to %s", termsafe.Name(name), termsafe.Name(q), termsafe.Name(c.To)), nil
 	}
 }
 
@@ -244,7 +245,7 @@ func (m *Main) eachName(ctx context.Context, cmd, dir string, names []string, do
 	if n := countOf(names, "-"); n > 1 {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%s: - (standard input) given %d times", cmd, n)}
 	}
-	p := m.startProgress(cmd+" "+escapeName(dir), 0)
+	p := m.startProgress(cmd+" "+termsafe.Name(dir), 0)
 	defer p.finish()
 	w, flush := m.textWriter()
 	failed := 0
@@ -254,7 +255,7 @@ func (m *Main) eachName(ctx context.Context, cmd, dir string, names []string, do
 		if err != nil {
 			failed++
 			flush() // keep stdout and stderr in order on a terminal
-			fmt.Fprintln(m.Stderr, "spool-agent: "+cmd+" "+escapeName(name)+": "+safeLine(oneLine(err.Error())))
+			fmt.Fprintln(m.Stderr, "spool-agent: "+cmd+" "+termsafe.Name(name)+": "+termsafe.Line(oneLine(err.Error())))
 			return
 		}
 		w.WriteString(line)
@@ -351,12 +352,12 @@ func (c *RmCmd) removeOne(s *spool.Spool, name string) (string, error) {
 		q, err := findWaiting(s, name)
 		if err != nil {
 			if attempt > 0 && errors.Is(err, spool.ErrNotFound) {
-				return "removed " + escapeName(name) + " from " + escapeName(from), nil // or someone else did meanwhile
+				return "removed " + termsafe.Name(name) + " from " + termsafe.Name(from), nil // or someone else did meanwhile
 			}
 			return "", err
 		}
 		if c.DryRun {
-			return fmt.Sprintf("would remove %s from %s", escapeName(name), escapeName(q)), nil
+			return fmt.Sprintf("would remove %s from %s", termsafe.Name(name), termsafe.Name(q)), nil
 		}
 		if err := s.Remove(q, name); err != nil {
 			return "", err
@@ -365,7 +366,7 @@ func (c *RmCmd) removeOne(s *spool.Spool, name string) (string, error) {
 		// Remove succeeds when the entry has left q; make sure it did
 		// not just move to another queue meanwhile.
 		if _, _, err := s.Find(name); errors.Is(err, spool.ErrNotFound) || attempt >= maxRaceRetries {
-			return "removed " + escapeName(name) + " from " + escapeName(q), nil
+			return "removed " + termsafe.Name(name) + " from " + termsafe.Name(q), nil
 		}
 	}
 }
@@ -390,7 +391,7 @@ func (c *RecoverCmd) run(ctx context.Context, m *Main) error {
 	if err != nil {
 		return err
 	}
-	p := m.startProgress("recover "+escapeName(c.Dir), 0)
+	p := m.startProgress("recover "+termsafe.Name(c.Dir), 0)
 	var recovered []spool.Recovered
 	if c.DryRun {
 		recovered, err = staleCheckouts(s, m.Now(), c.OlderThan)
@@ -407,14 +408,14 @@ func (c *RecoverCmd) run(ctx context.Context, m *Main) error {
 	}
 	w := bufio.NewWriter(m.Stdout)
 	for _, r := range recovered {
-		fmt.Fprintf(w, "%s %s to %s (checked out at %s)\n", verb, escapeName(r.Name), escapeName(r.Queue), r.ModTime.UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "%s %s to %s (checked out at %s)\n", verb, termsafe.Name(r.Name), termsafe.Name(r.Queue), r.ModTime.UTC().Format(time.RFC3339))
 	}
 	if err == nil && !c.Quiet {
 		n := "1 entry"
 		if len(recovered) != 1 {
 			n = fmt.Sprintf("%d entries", len(recovered))
 		}
-		fmt.Fprintf(w, "%s %s in %s (checked out for more than %v", verb, n, escapeName(s.Dir()), c.OlderThan)
+		fmt.Fprintf(w, "%s %s in %s (checked out for more than %v", verb, n, termsafe.Name(s.Dir()), c.OlderThan)
 		if c.DryRun {
 			w.WriteString(", unless a live worker of this library holds it")
 		}

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/iotest"
 	"time"
 
 	"github.com/spool-agent/spool-agent/spool"
@@ -145,44 +143,6 @@ func TestLogsEscapeNames(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestJSONSafe(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{`{"a":"plain"}`, `{"a":"plain"}`},
-		{"{\"a\":\"\u009b[2J\u0080\u009f\"}", `{"a":"\u009b[2J\u0080\u009f"}`},
-		{"{\"a\":\"del\x7f\"}", `{"a":"del\u007f"}`},
-		{"{\"a\":\"\u00a0é\u00c2\"}", "{\"a\":\"\u00a0é\u00c2\"}"}, // 0xc2 0xa0 and 0xc3 0x82 are left alone
-	} {
-		// Byte by byte too: a 0xc2 at the end of one Write.
-		for _, oneByte := range []bool{false, true} {
-			var out bytes.Buffer
-			j := newJSONSafe(&out)
-			var r io.Reader = strings.NewReader(tc.in)
-			if oneByte {
-				r = iotest.OneByteReader(r)
-			}
-			if _, err := io.Copy(j, r); err != nil {
-				t.Fatal(err)
-			}
-			if err := j.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			if out.String() != tc.want {
-				t.Errorf("jsonSafe(%q) (one byte at a time: %v) = %q, want %q", tc.in, oneByte, out.String(), tc.want)
-			}
-			var v, w any
-			if json.Unmarshal([]byte(tc.in), &v) != nil || json.Unmarshal(out.Bytes(), &w) != nil || !jsonEqual(v, w) {
-				t.Errorf("jsonSafe(%q) changed the document's meaning: %v -> %v", tc.in, v, w)
-			}
-		}
-	}
-}
-
-func jsonEqual(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return bytes.Equal(x, y)
 }
 
 // TestLogHandlersEscape checks both log formats on attributes with raw

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -37,7 +38,7 @@ type dirJSON struct {
 }
 
 func newProblemJSON(p monitor.Problem) problemJSON {
-	j := problemJSON{Kind: string(p.Kind), Dir: string(p.Dir.Kind), Queue: p.Dir.Queue, Name: p.Name, NameBase64: nameBase64(p.Name)}
+	j := problemJSON{Kind: string(p.Kind), Dir: string(p.Dir.Kind), Queue: p.Dir.Queue, Name: p.Name, NameBase64: termsafe.NameBase64(p.Name)}
 	if !p.ModTime.IsZero() {
 		j.MTime = p.ModTime.UTC().Format(time.RFC3339Nano)
 	}
@@ -57,7 +58,7 @@ func (c *FsckCmd) run(_ context.Context, m *Main) error {
 		return &exitError{code: exitNotCheck, err: err}
 	}
 	c.Dir = dir
-	p := m.startProgress("fsck "+escapeName(c.Dir), 0)
+	p := m.startProgress("fsck "+termsafe.Name(c.Dir), 0)
 	problems, cerr := monitor.Check(c.Dir, limits, m.Now())
 	p.finish()
 
@@ -79,11 +80,11 @@ func (c *FsckCmd) run(_ context.Context, m *Main) error {
 	} else {
 		var b strings.Builder
 		for _, pr := range problems {
-			b.WriteString(escapeName(pr.String()))
+			b.WriteString(termsafe.Name(pr.String()))
 			b.WriteByte('\n')
 		}
 		if cerr == nil && len(problems) == 0 && !c.Quiet {
-			fmt.Fprintf(&b, "fsck %s: no problems\n", escapeName(filepath.Clean(c.Dir)))
+			fmt.Fprintf(&b, "fsck %s: no problems\n", termsafe.Name(filepath.Clean(c.Dir)))
 		}
 		fmt.Fprint(m.Stdout, b.String())
 	}

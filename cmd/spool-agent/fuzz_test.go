@@ -14,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -90,18 +91,18 @@ func FuzzEscapeText(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e := escapeText(b)
+		e := termsafe.Text(b)
 		if !utf8.ValidString(e) {
-			t.Fatalf("escapeText(%q) = %q: invalid UTF-8", b, e)
+			t.Fatalf("termsafe.Text(%q) = %q: invalid UTF-8", b, e)
 		}
 		for _, r := range e {
 			if r != '\n' && r != '\t' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0)) {
-				t.Fatalf("escapeText(%q) = %q keeps control character %U", b, e, r)
+				t.Fatalf("termsafe.Text(%q) = %q keeps control character %U", b, e, r)
 			}
 		}
 		back, ok := unescapeText(e)
 		if !ok || !bytes.Equal(back, b) {
-			t.Fatalf("escapeText(%q) = %q does not decode back (got %q)", b, e, back)
+			t.Fatalf("termsafe.Text(%q) = %q does not decode back (got %q)", b, e, back)
 		}
 	})
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -87,7 +88,7 @@ func (f *lsFilter) keep(m *Main, s *spool.Spool, info spool.EntryInfo, now time.
 	}
 	tooLarge := func() (bool, error) {
 		fmt.Fprintf(m.Stderr, "spool-agent: warning: skipped %s in %s: %d bytes of metadata, more than --max-metadata-size %v (not matched)\n",
-			escapeName(info.Name), escapeName(info.Queue), info.MetadataSize, m.cli.MaxMetadataSize)
+			termsafe.Name(info.Name), termsafe.Name(info.Queue), info.MetadataSize, m.cli.MaxMetadataSize)
 		return false, nil
 	}
 	if info.MetadataSize > int64(m.cli.MaxMetadataSize) {
@@ -170,7 +171,7 @@ type entryJSON struct {
 func newEntryJSON(info spool.EntryInfo) entryJSON {
 	e := entryJSON{
 		Name:         info.Name,
-		NameBase64:   nameBase64(info.Name),
+		NameBase64:   termsafe.NameBase64(info.Name),
 		Queue:        info.Queue,
 		State:        stateOf(info),
 		MTime:        info.ModTime.UTC().Format(time.RFC3339Nano),
@@ -181,15 +182,6 @@ func newEntryJSON(info spool.EntryInfo) entryJSON {
 		e.DataSize = &size
 	}
 	return e
-}
-
-// nameBase64 returns name in base64 when it is not UTF-8, which JSON
-// cannot carry exactly, and "" otherwise.
-func nameBase64(name string) string {
-	if utf8.ValidString(name) {
-		return ""
-	}
-	return base64.StdEncoding.EncodeToString([]byte(name))
 }
 
 func stateOf(info spool.EntryInfo) string {
@@ -230,7 +222,7 @@ func (c *LsCmd) run(ctx context.Context, m *Main) error {
 	if err != nil {
 		return err
 	}
-	p := m.startProgress("ls "+escapeName(c.Dir), int64(total))
+	p := m.startProgress("ls "+termsafe.Name(c.Dir), int64(total))
 	defer p.finish()
 
 	w, flush := m.textWriter()
@@ -276,7 +268,7 @@ func (c *LsCmd) run(ctx context.Context, m *Main) error {
 				}
 				// Made by hand or by other software: the library refuses
 				// the name, but the operator sees the file.
-				e = entryJSON{Name: name, NameBase64: nameBase64(name), Queue: l.queue, State: stateInvalid, Error: "invalid name (see spool-agent fsck)"}
+				e = entryJSON{Name: name, NameBase64: termsafe.NameBase64(name), Queue: l.queue, State: stateInvalid, Error: "invalid name (see spool-agent fsck)"}
 			case err != nil:
 				flush()
 				return err
@@ -307,7 +299,7 @@ func (c *LsCmd) run(ctx context.Context, m *Main) error {
 				w.WriteByte('\n')
 				w.Write(b)
 			default:
-				fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, escapeName(name), queueW, escapeName(e.Queue), e.State, mtime, size)
+				fmt.Fprintf(w, "%-*s  %-*s  %-11s  %-20s  %s\n", nameW, termsafe.Name(name), queueW, termsafe.Name(e.Queue), e.State, mtime, size)
 			}
 			first = false
 		}
@@ -418,7 +410,7 @@ func presence(s *spool.Spool, name string) (namePresence, error) {
 func (p namePresence) placesText() string {
 	out := make([]string, len(p.places))
 	for i, pl := range p.places {
-		out[i] = escapeName(pl.Queue)
+		out[i] = termsafe.Name(pl.Queue)
 		if pl.CheckedOut {
 			out[i] += "/" + spool.CheckoutDir
 		}
@@ -481,8 +473,8 @@ func (c *ShowCmd) run(_ context.Context, m *Main) error {
 	}
 	w, flush := m.textWriter()
 	field := func(k, v string) { fmt.Fprintf(w, "%-10s %s\n", k+":", v) }
-	field("name", escapeName(info.Name))
-	field("queue", escapeName(info.Queue))
+	field("name", termsafe.Name(info.Name))
+	field("queue", termsafe.Name(info.Queue))
 	field("state", stateOf(info))
 	if len(pr.places) > 1 {
 		field("places", pr.placesText()+" (duplicated: spool-agent fsck reports it)")
@@ -492,9 +484,9 @@ func (c *ShowCmd) run(_ context.Context, m *Main) error {
 	}
 	field("mtime", info.ModTime.UTC().Format(time.RFC3339Nano))
 	if info.DataSize < 0 {
-		field("data", "missing ("+escapeName(s.DataPath(c.Name))+")")
+		field("data", "missing ("+termsafe.Name(s.DataPath(c.Name))+")")
 	} else {
-		field("data", fmt.Sprintf("%d bytes (%s)", info.DataSize, escapeName(s.DataPath(c.Name))))
+		field("data", fmt.Sprintf("%d bytes (%s)", info.DataSize, termsafe.Name(s.DataPath(c.Name))))
 	}
 	field("metadata", fmt.Sprintf("%d bytes", len(meta)))
 	if len(meta) > 0 {
@@ -510,7 +502,7 @@ func (c *ShowCmd) run(_ context.Context, m *Main) error {
 // enqueueing leaves such names).
 func (c *ShowCmd) showIncomplete(m *Main, s *spool.Spool, pr namePresence) error {
 	if c.json() {
-		e := entryJSON{Name: c.Name, NameBase64: nameBase64(c.Name), State: stateIncomplete, Registry: &pr.registry, DataPath: s.DataPath(c.Name)}
+		e := entryJSON{Name: c.Name, NameBase64: termsafe.NameBase64(c.Name), State: stateIncomplete, Registry: &pr.registry, DataPath: s.DataPath(c.Name)}
 		if pr.dataSize >= 0 {
 			e.DataSize = &pr.dataSize
 		}
@@ -525,7 +517,7 @@ func (c *ShowCmd) showIncomplete(m *Main, s *spool.Spool, pr namePresence) error
 	}
 	w, flush := m.textWriter()
 	field := func(k, v string) { fmt.Fprintf(w, "%-10s %s\n", k+":", v) }
-	field("name", escapeName(c.Name))
+	field("name", termsafe.Name(c.Name))
 	field("state", stateIncomplete+" (no queue holds it: not an entry; spool-agent fsck says what to do)")
 	if pr.registry {
 		field("registry", "present (reserved at "+pr.regMTime.UTC().Format(time.RFC3339Nano)+")")
@@ -535,10 +527,10 @@ func (c *ShowCmd) showIncomplete(m *Main, s *spool.Spool, pr namePresence) error
 	if pr.dataSize < 0 {
 		field("data", "missing")
 	} else {
-		field("data", fmt.Sprintf("%d bytes (%s; may be partial)", pr.dataSize, escapeName(s.DataPath(c.Name))))
+		field("data", fmt.Sprintf("%d bytes (%s; may be partial)", pr.dataSize, termsafe.Name(s.DataPath(c.Name))))
 	}
 	if pr.tmpSize >= 0 {
-		field("tmp", fmt.Sprintf("%d bytes (%s)", pr.tmpSize, escapeName(filepath.Join(s.Dir(), spool.TmpDir, c.Name))))
+		field("tmp", fmt.Sprintf("%d bytes (%s)", pr.tmpSize, termsafe.Name(filepath.Join(s.Dir(), spool.TmpDir, c.Name))))
 	}
 	return flush()
 }
@@ -551,7 +543,7 @@ func writeIndented(w *bufio.Writer, meta []byte) error {
 	for {
 		line, rest, more := bytes.Cut(meta, nl)
 		w.WriteString("  ")
-		escapeTo(w, line, true, true)
+		termsafe.EscapeTo(w, line, true, true)
 		w.WriteByte('\n')
 		if !more {
 			return nil
@@ -568,9 +560,9 @@ func (m *Main) textWriter() (*bufio.Writer, func() error) {
 }
 
 // jsonWriter returns a buffered writer of JSON to m.Stdout through
-// jsonSafe, and the function that flushes both.
+// termsafe.JSONWriter, and the function that flushes both.
 func (m *Main) jsonWriter() (*bufio.Writer, func() error) {
-	j := newJSONSafe(m.Stdout)
+	j := termsafe.NewJSONWriter(m.Stdout)
 	w := bufio.NewWriterSize(j, 64<<10)
 	return w, func() error {
 		if err := w.Flush(); err != nil {

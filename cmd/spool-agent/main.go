@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spool-agent/spool-agent/collector"
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 )
 
 func main() {
@@ -129,7 +130,7 @@ func (m *Main) Main(ctx context.Context, args []string) int {
 			return code
 		}
 	}
-	fmt.Fprintln(m.Stderr, "spool-agent: "+safeLine(oneLine(err.Error())))
+	fmt.Fprintln(m.Stderr, "spool-agent: "+termsafe.Line(oneLine(err.Error())))
 	return code
 }
 

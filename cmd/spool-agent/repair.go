@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/repair"
 )
@@ -42,7 +43,7 @@ type actionJSON struct {
 
 func newActionJSON(a repair.Action) actionJSON {
 	return actionJSON{Action: string(a.Op), Path: a.Path(), Reason: a.Reason, Kind: string(a.Kind),
-		Dir: string(a.Dir.Kind), Queue: a.Dir.Queue, Name: a.Name, NameBase64: nameBase64(a.Name)}
+		Dir: string(a.Dir.Kind), Queue: a.Dir.Queue, Name: a.Name, NameBase64: termsafe.NameBase64(a.Name)}
 }
 
 // leftJSON is a problem that repair leaves, and why.
@@ -88,12 +89,12 @@ func (c *RepairCmd) run(ctx context.Context, m *Main) error {
 		}
 		// One line per action as it is carried out, flushed at once, so
 		// that a run killed half-way has said what it did.
-		fmt.Fprintf(w, "%s %s %s", j.Result, j.Action, escapeName(j.Path))
+		fmt.Fprintf(w, "%s %s %s", j.Result, j.Action, termsafe.Name(j.Path))
 		if j.Detail != "" {
-			fmt.Fprintf(w, " %s", escapeName(j.Detail))
+			fmt.Fprintf(w, " %s", termsafe.Name(j.Detail))
 		}
 		if res.Err != nil {
-			fmt.Fprintf(w, ": %s\n", safeLine(j.Error))
+			fmt.Fprintf(w, ": %s\n", termsafe.Line(j.Error))
 		} else {
 			fmt.Fprintf(w, ": %s\n", j.Reason)
 		}
@@ -134,10 +135,10 @@ func (c *RepairCmd) run(ctx context.Context, m *Main) error {
 			prefix = "not done " // actions a re-check still plans
 		}
 		for _, a := range p.Actions {
-			fmt.Fprintf(w, "%s%s %s: %s\n", prefix, a.Op, escapeName(a.Path()), a.Reason)
+			fmt.Fprintf(w, "%s%s %s: %s\n", prefix, a.Op, termsafe.Name(a.Path()), a.Reason)
 		}
 		for _, l := range p.Left {
-			fmt.Fprintf(w, "leave %s: %s\n", escapeName(problemLine(l.Problem)), l.Reason)
+			fmt.Fprintf(w, "leave %s: %s\n", termsafe.Name(problemLine(l.Problem)), l.Reason)
 		}
 		fmt.Fprintln(w, summary(c.Dir, c.Apply, p))
 		if err := w.Flush(); err != nil {
@@ -164,7 +165,7 @@ func plural(n int, one string) string {
 }
 
 func summary(dir string, apply bool, p *repair.Plan) string {
-	d := escapeName(filepath.Clean(dir))
+	d := termsafe.Name(filepath.Clean(dir))
 	switch {
 	case !apply && len(p.Actions) == 0 && len(p.Left) == 0:
 		return fmt.Sprintf("repair %s: nothing to do, no problems", d)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spool-agent/spool-agent/collector"
 	"github.com/spool-agent/spool-agent/exporters/promexporter"
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/monitor"
 	console "github.com/spool-agent/spool-agent/web"
 )
@@ -71,7 +72,7 @@ func parseLevel(s string) slog.Level {
 func newHandler(w io.Writer, format string, level slog.Leveler) slog.Handler {
 	o := &slog.HandlerOptions{Level: level}
 	if format == "json" {
-		return slog.NewJSONHandler(newJSONSafe(w), o)
+		return slog.NewJSONHandler(termsafe.NewJSONWriter(w), o)
 	}
 	o.ReplaceAttr = escapeLogAttr
 	return slog.NewTextHandler(w, o)

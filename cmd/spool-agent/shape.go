@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spool-agent/spool-agent/internal/qshape"
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -69,7 +70,7 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 	if err != nil {
 		return err
 	}
-	p := m.startProgress("shape "+escapeName(c.Dir), int64(total))
+	p := m.startProgress("shape "+termsafe.Name(c.Dir), int64(total))
 	now := m.Now()
 	invalid := 0
 	totalRow := newShapeRow("TOTAL", "", false)
@@ -134,7 +135,7 @@ func (c *ShapeCmd) run(_ context.Context, m *Main) error {
 	}
 	var b strings.Builder
 	line := func(name string, cols []string) {
-		fmt.Fprintf(&b, "%-*s", nameW, escapeName(name))
+		fmt.Fprintf(&b, "%-*s", nameW, termsafe.Name(name))
 		for j, col := range cols {
 			fmt.Fprintf(&b, " %*s", widths[j], col)
 		}
