@@ -21,6 +21,13 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
+# The library's module builds and vets on macOS and FreeBSD too, on both
+# CPUs: watchers through fsnotify (kqueue), and internal/fsys's fallbacks for
+# openat2, renameat2 and fsync (F_FULLFSYNC on macOS).
+for target in darwin/amd64 darwin/arm64 freebsd/amd64 freebsd/arm64; do
+  GOOS=${target%/*} GOARCH=${target#*/} go build ./...
+  GOOS=${target%/*} GOARCH=${target#*/} go vet ./...
+done
 staticcheck ./...
 for mod in $nested; do
   (cd "$mod" && go vet ./... && staticcheck ./...)
