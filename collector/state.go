@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,6 +22,10 @@ const DefaultStateMaxAge = time.Hour
 // ErrStateInSpool: the state file would be inside a watched spool, where
 // it would be the spool's content (and the spool's users could write it).
 var ErrStateInSpool = errors.New("state file inside a watched spool")
+
+// ErrNoStateDir: DefaultStatePath found no directory for the state file
+// (no STATE_DIRECTORY, XDG_STATE_HOME or HOME).
+var ErrNoStateDir = errors.New("no state directory: $STATE_DIRECTORY, $XDG_STATE_HOME and $HOME are not set")
 
 // Options configure a Collector beyond its logger and event callback.
 // Start from DefaultOptions.
@@ -53,19 +56,21 @@ const EventLogNames = 5
 func DefaultOptions() Options { return Options{StateMaxAge: DefaultStateMaxAge} }
 
 // DefaultStatePath returns where the agent keeps its state file by
-// default: $STATE_DIRECTORY/state.json under systemd (StateDirectory=; the
+// default, from the environment that lookupEnv reads (os.LookupEnv in the
+// binary): $STATE_DIRECTORY/state.json under systemd (StateDirectory=; the
 // first directory if it lists several), else the user's state directory
-// ($XDG_STATE_HOME, or ~/.local/state) /spool-agent/state.json.
-func DefaultStatePath() (string, error) {
-	if d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); d != "" {
+// ($XDG_STATE_HOME, or $HOME/.local/state) /spool-agent/state.json.
+func DefaultStatePath(lookupEnv func(string) (string, bool)) (string, error) {
+	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
+	if d, _, _ := strings.Cut(getenv("STATE_DIRECTORY"), ":"); d != "" {
 		return filepath.Join(d, "state.json"), nil
 	}
-	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+	if d := getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
 		return filepath.Join(d, "spool-agent", "state.json"), nil
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no state directory: %w", err)
+	home := getenv("HOME")
+	if home == "" {
+		return "", ErrNoStateDir
 	}
 	return filepath.Join(home, ".local", "state", "spool-agent", "state.json"), nil
 }

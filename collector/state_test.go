@@ -332,21 +332,22 @@ func TestDefaultStatePath(t *testing.T) {
 		name                string
 		stateDir, xdg, home string
 		want                string
+		wantErr             error
 	}{
-		{"systemd", "/var/lib/spool-agent", "/x/state", "/home/u", "/var/lib/spool-agent/state.json"},
-		{"systemd, several directories", "/var/lib/a:/var/lib/b", "", "/home/u", "/var/lib/a/state.json"},
-		{"XDG", "", "/x/state", "/home/u", "/x/state/spool-agent/state.json"},
-		{"XDG not absolute", "", "rel", "/home/u", "/home/u/.local/state/spool-agent/state.json"},
-		{"home", "", "", "/home/u", "/home/u/.local/state/spool-agent/state.json"},
+		{"systemd", "/var/lib/spool-agent", "/x/state", "/home/u", "/var/lib/spool-agent/state.json", nil},
+		{"systemd, several directories", "/var/lib/a:/var/lib/b", "", "/home/u", "/var/lib/a/state.json", nil},
+		{"XDG", "", "/x/state", "/home/u", "/x/state/spool-agent/state.json", nil},
+		{"XDG not absolute", "", "rel", "/home/u", "/home/u/.local/state/spool-agent/state.json", nil},
+		{"home", "", "", "/home/u", "/home/u/.local/state/spool-agent/state.json", nil},
+		{"nothing", "", "", "", "", ErrNoStateDir},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Setenv("STATE_DIRECTORY", tc.stateDir)
-			t.Setenv("XDG_STATE_HOME", tc.xdg)
-			t.Setenv("HOME", tc.home)
-			got, err := DefaultStatePath()
-			if err != nil || got != tc.want {
-				t.Errorf("DefaultStatePath() = %q, %v, want %q", got, err, tc.want)
+			t.Parallel()
+			env := map[string]string{"STATE_DIRECTORY": tc.stateDir, "XDG_STATE_HOME": tc.xdg, "HOME": tc.home}
+			got, err := DefaultStatePath(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			if got != tc.want || !errors.Is(err, tc.wantErr) {
+				t.Errorf("DefaultStatePath() = %q, %v, want %q, %v", got, err, tc.want, tc.wantErr)
 			}
 		})
 	}

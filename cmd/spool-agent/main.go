@@ -75,17 +75,25 @@ type Main struct {
 // environment and clock.
 func NewMain() *Main {
 	v, r := buildVersion()
-	return &Main{
+	m := &Main{
 		Stdin:     os.Stdin,
 		Stdout:    os.Stdout,
 		Stderr:    os.Stderr,
 		LookupEnv: os.LookupEnv,
 		Now:       time.Now,
 		Version:   v,
-		// The binary's state file follows systemd's and XDG's variables.
-		DefaultStatePath: collector.DefaultStatePath,
-		Revision:         r,
+		Revision:  r,
 	}
+	// The binary's state file follows systemd's and XDG's variables, read
+	// through Main's environment as every other variable.
+	m.DefaultStatePath = func() (string, error) {
+		lookup := m.LookupEnv
+		if lookup == nil {
+			lookup = func(string) (string, bool) { return "", false }
+		}
+		return collector.DefaultStatePath(lookup)
+	}
+	return m
 }
 
 // exitError carries an exit status with an error; a nil err means that
