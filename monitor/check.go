@@ -47,7 +47,7 @@ func check(dir string, limits Limits, now time.Time, openFault func(string) erro
 	if ix == nil {
 		return nil, err
 	}
-	ps, perr := problems(ix, filepath.Clean(dir), now, limits)
+	ps, perr := problems(ix, filepath.Clean(dir), now, limits, 0)
 	return ps, errors.Join(err, perr)
 }
 
@@ -68,9 +68,14 @@ func nsTime(ns int64, known bool) time.Time {
 
 // problems returns the problems of ix, the index of the spool at dir, at
 // now, sorted. It costs time in proportion to the problems and the suspect
-// entries, not to the spool.
-func problems(ix *index.Index, dir string, now time.Time, lim Limits) ([]Problem, error) {
+// entries, not to the spool. hint is how many problems to expect (the last
+// cycle's): under a flood of problems, growing the slice by doubling would
+// allocate twice what it keeps, every cycle.
+func problems(ix *index.Index, dir string, now time.Time, lim Limits, hint int) ([]Problem, error) {
 	var ps []Problem
+	if hint > 0 {
+		ps = make([]Problem, 0, hint)
+	}
 	var errs []error
 	fs := index.NewStatter(dir)
 	defer fs.Close()
@@ -170,6 +175,9 @@ func problems(ix *index.Index, dir string, now time.Time, lim Limits) ([]Problem
 	}
 	if over.Watches {
 		ps = append(ps, Problem{Kind: KindLimit, Dir: Dir{Kind: DirWatches}, Name: fmt.Sprintf("more than %d inotify watches needed", over.MaxWatches)})
+	}
+	if len(ps) == 0 {
+		ps = nil // as without a hint
 	}
 	SortProblems(ps)
 	return ps, errors.Join(errs...)

@@ -444,7 +444,7 @@ func (m *Monitor) Cycle(ctx context.Context) ([]Event, error) {
 		m.logCycle(prevErr, err)
 		return nil, err
 	}
-	ps, perr := problems(ix, m.dir, now, m.cfg.Limits)
+	ps, perr := problems(ix, m.dir, now, m.cfg.Limits, len(m.problemsNow)+len(m.problemsNow)/16)
 	if perr != nil {
 		errs = append(errs, perr)
 	}
