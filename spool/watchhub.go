@@ -17,13 +17,15 @@ import (
 type watchHub struct {
 	s *Spool
 
-	// kind forces a watcher; zero means: SPOOL_AGENT_WATCHER, else the
-	// platform's choice. Read when the spool's first reader starts.
+	// kind forces a watcher; zero means env, else the platform's choice.
 	kind watcherKind
 	// maxAnnounced bounds the names a Reader keeps between drains; beyond
 	// it the Reader forgets them and lists the queue instead. Zero means
 	// defaultMaxAnnounced.
 	maxAnnounced int
+
+	env    watcherKind // SPOOL_AGENT_WATCHER when the spool was opened
+	inited bool        // init ran (env is read)
 
 	inotify inotifyHub  // the batched raw inotify watcher (a stub off Linux)
 	fsn     fsnotifyHub // the portable watcher
@@ -46,7 +48,7 @@ const (
 )
 
 // watcherEnv is the environment variable that selects the watcher of a
-// spool's readers, read once per spool when its first reader starts:
+// spool's readers, read once per spool when it is opened:
 // "fsnotify" forces the portable watcher (on Linux too, where the default is
 // the faster raw inotify; the test suite runs once with it), "poll" makes
 // readers poll, "inotify" or unset means the platform's default. Other
@@ -65,13 +67,24 @@ func parseWatcherKind(v string) watcherKind {
 	return watchDefault
 }
 
+// init readies the hub of s when s is opened, reading SPOOL_AGENT_WATCHER
+// once.
+func (h *watchHub) init(s *Spool) {
+	h.s = s
+	h.env = parseWatcherKind(os.Getenv(watcherEnv))
+	h.inited = true
+}
+
 // watcher returns the spool's watcher, choosing it on first use; nil means
 // that readers poll.
 func (h *watchHub) watcher() queueWatcher {
 	h.once.Do(func() {
+		if !h.inited {
+			h.init(h.s)
+		}
 		kind := h.kind
 		if kind == watchDefault {
-			kind = parseWatcherKind(os.Getenv(watcherEnv))
+			kind = h.env
 		}
 		h.inotify.s, h.fsn.s = h.s, h.s
 		switch kind {
