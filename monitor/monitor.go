@@ -50,7 +50,7 @@ type Monitor struct {
 
 	// cycleMu serializes cycles and full scans, and guards the debounce state.
 	cycleMu  sync.Mutex
-	counts   map[string]tracked // problem key -> the problem and the consecutive cycles it was seen
+	counts   map[string]tracked  // problem key -> the problem and the consecutive cycles it was seen
 	alerting map[string]*Problem // problems alerting after debouncing
 
 	mu         sync.Mutex   // guards everything below
