@@ -33,7 +33,7 @@ var bin struct {
 	ref     string // reliability/internal/refworker: the OCaml reference's system calls
 	loadgen string // reliability/internal/loadgen
 	agent   string // cmd/spool-agent
-	rsswrap string // reliability/internal/rsswrap: a child's own peak RSS
+	rsswrap string // internal/testkit/rsswrap: a child's own peak RSS
 }
 
 func TestMain(m *testing.M) {
@@ -71,7 +71,7 @@ func buildBinaries(dir string) {
 		{&bin.worker, "./internal/spoolworker"},
 		{&bin.ref, "./internal/refworker"},
 		{&bin.loadgen, "./internal/loadgen"},
-		{&bin.rsswrap, "./internal/rsswrap"},
+		{&bin.rsswrap, "../internal/testkit/rsswrap"},
 		{&bin.agent, "../cmd/spool-agent"},
 	} {
 		if b.out == &bin.agent {

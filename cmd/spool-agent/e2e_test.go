@@ -26,7 +26,7 @@ import (
 )
 
 // agentBin is the spool-agent binary that TestMain builds once, and
-// rsswrapBin reliability's rsswrap, which reports a child's own peak RSS
+// rsswrapBin internal/testkit/rsswrap, which reports a child's own peak RSS
 // (a child of this large test process would report this process's).
 var agentBin, rsswrapBin string
 
@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 	}
 	agentBin = filepath.Join(dir, "spool-agent")
 	rsswrapBin = filepath.Join(dir, "rsswrap")
-	for _, b := range []struct{ out, pkg string }{{agentBin, "."}, {rsswrapBin, "../../reliability/internal/rsswrap"}} {
+	for _, b := range []struct{ out, pkg string }{{agentBin, "."}, {rsswrapBin, "../../internal/testkit/rsswrap"}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		out, err := exec.CommandContext(ctx, "go", "build", "-o", b.out, b.pkg).CombinedOutput()
 		cancel()

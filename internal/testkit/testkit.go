@@ -1,6 +1,7 @@
 // Package testkit holds what the module's tests share: waiting for an
 // observable condition, matching a metric's labels, and running promtool.
-// Tests only: nothing outside a _test.go file imports it.
+// Tests only: nothing outside a _test.go file imports it. Its rsswrap
+// command, which tests build, reports a child process's own peak RSS.
 package testkit
 
 import (
