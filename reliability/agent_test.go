@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/spool-agent/spool-agent/internal/testkit"
 )
 
 // agent is a spool-agent run process under test.
@@ -26,25 +27,13 @@ type agent struct {
 	pass   string
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // newAgent prepares (without starting) `spool-agent run` on spools (name ->
 // dir) listening on a free loopback port, checking every 100ms, with extra
 // arguments.
 func newAgent(t *testing.T, spools map[string]string, extra ...string) *agent {
 	t.Helper()
 	needBinary(t, &bin.agent)
-	a := &agent{addr: freeAddr(t), scheme: "http"}
+	a := &agent{addr: testkit.FreeAddr(t), scheme: "http"}
 	names := make([]string, 0, len(spools))
 	for n := range spools {
 		names = append(names, n)
@@ -146,7 +135,7 @@ func (m metrics) value(name string, labels ...string) (float64, bool) {
 	}
 	sum, found := 0.0, false
 	for _, s := range mf.GetMetric() {
-		if !hasLabels(s, labels) {
+		if !testkit.HasLabels(s, labels...) {
 			continue
 		}
 		found = true
@@ -160,21 +149,6 @@ func (m metrics) value(name string, labels ...string) (float64, bool) {
 		}
 	}
 	return sum, found
-}
-
-func hasLabels(s *dto.Metric, labels []string) bool {
-	for i := 0; i+1 < len(labels); i += 2 {
-		ok := false
-		for _, lp := range s.GetLabel() {
-			if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-				ok = true
-			}
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // must returns the value or fails the test.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spool-agent/spool-agent/internal/fsys"
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/monitor"
 	"github.com/spool-agent/spool-agent/reliability/internal/workload"
 	"github.com/spool-agent/spool-agent/spool"
@@ -516,18 +517,6 @@ func chownTree(t *testing.T, dir string) {
 	}
 }
 
-// waitFor polls cond every 20ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // ackedIDs reads a producer's acknowledgement log.
 func ackedIDs(t *testing.T, path string) []string {
 	t.Helper()
@@ -611,7 +600,7 @@ func testPermissionsChanged(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	waitFor(t, 10*time.Second, "20 acknowledged entries", func() bool { return len(ackedIDs(t, acks)) >= 20 })
+	testkit.WaitFor(t, 10*time.Second, "20 acknowledged entries", func() bool { return len(ackedIDs(t, acks)) >= 20 })
 	if err := os.Chmod(filepath.Join(dir, spool.DataDir), 0o500); err != nil {
 		t.Fatal(err)
 	}
@@ -794,7 +783,7 @@ func testInotifyExhaustedConsumer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "the consumer to move 20 entries without inotify", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the consumer to move 20 entries without inotify", func() bool {
 		n, _ := s.List("done")
 		return len(n) == 20
 	})
@@ -804,7 +793,7 @@ func testInotifyExhaustedConsumer(t *testing.T) {
 	if out, err := prod.CombinedOutput(); err != nil {
 		t.Fatalf("producer: %v: %s", err, out)
 	}
-	waitFor(t, 15*time.Second, "the consumer to poll the late entry", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the consumer to poll the late entry", func() bool {
 		n, _ := s.List("done")
 		return len(n) == 21
 	})
@@ -1328,7 +1317,7 @@ var agentCases = []badInputCase{
 			{"--spool=a=" + dir, "--max-queue-age=in"},
 			{"--spool=a=" + dir, "--web.config.file=" + filepath.Join(dir, "nosuch.yml")},
 		} {
-			out, errOut, code := runCmd(t, 30*time.Second, nil, nil, append([]string{bin.agent, "run", "--web.listen-address=" + freeAddr(t)}, args...)...)
+			out, errOut, code := runCmd(t, 30*time.Second, nil, nil, append([]string{bin.agent, "run", "--web.listen-address=" + testkit.FreeAddr(t)}, args...)...)
 			if code == 0 || !strings.HasPrefix(strings.TrimSpace(errOut), "spool-agent: ") {
 				t.Fatalf("run %q: exit %d: %s%s", args, code, out, errOut)
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"github.com/spool-agent/spool-agent/spool"
 )
 
@@ -589,7 +590,7 @@ func TestHostileAgentControlNames(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			a := newAgent(t, map[string]string{"s": dir}, "--log.format="+format, "--alert-after-cycles=0", statePath(t))
 			a.startAndWait(t)
-			waitFor(t, 15*time.Second, "the agent to log the hostile names", func() bool {
+			testkit.WaitFor(t, 15*time.Second, "the agent to log the hostile names", func() bool {
 				out := a.output()
 				return strings.Contains(out, "orphan-c0-") && strings.Contains(out, "tmp-c0-")
 			})
