@@ -388,10 +388,7 @@ func TestComposeGrafanaIsProvisioned(t *testing.T) {
 // TestPrometheusConfigIsValid runs promtool on the demo's prometheus.yml,
 // with the rule glob pointed at the repository's rules.
 func TestPrometheusConfigIsValid(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatalf("promtool is not installed (apt-get install prometheus): %v", err)
-	}
+	promtool := lookTool(t, "promtool", "apt-get install prometheus")
 	b, err := os.ReadFile("prometheus/prometheus.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -412,10 +409,7 @@ func TestPrometheusConfigIsValid(t *testing.T) {
 }
 
 func TestAlertmanagerConfigIsValid(t *testing.T) {
-	amtool, err := exec.LookPath("amtool")
-	if err != nil {
-		t.Fatalf("amtool is not installed (apt-get install prometheus-alertmanager): %v", err)
-	}
+	amtool := lookTool(t, "amtool", "apt-get install prometheus-alertmanager")
 	out, err := exec.Command(amtool, "check-config", "alertmanager/alertmanager.yml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("amtool check-config: %v\n%s", err, out)

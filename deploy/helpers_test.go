@@ -13,6 +13,12 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
+// lookTool and agentBinary are this module's counterparts of the root
+// module's internal/testkit (Promtool, BuildAgent): the Go rules would let
+// this module import it, but only by requiring the root module, whose
+// dependencies would then set this module's versions; it runs the agent
+// as a built program instead.
+
 // lookTool returns the path of an external program a test needs. Outside
 // CI a missing one skips the test with the package to install; under
 // CI=true (.ci/run installs them) it fails it.

@@ -12,24 +12,6 @@ import (
 	"time"
 )
 
-// buildAgent builds ./cmd/spool-agent into a temporary directory.
-func buildAgent(t *testing.T) string {
-	t.Helper()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "spool-agent")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", bin, "./cmd/spool-agent")
-	cmd.Dir = repoRoot
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/spool-agent: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // countFiles counts the regular files in dir (not directories).
 func countFiles(t *testing.T, dir string) int {
 	t.Helper()
@@ -82,7 +64,7 @@ func runWorkload(t *testing.T, bin, spool string, ticks int) (produced, moved, r
 // the spool it leaves: every entry it reports is where it should be, plus
 // the one checkout it leaves on purpose, and fsck finds nothing else wrong.
 func TestDemoWorkload(t *testing.T) {
-	bin := buildAgent(t)
+	bin := agentBinary(t)
 	spool := filepath.Join(t.TempDir(), "spool")
 
 	produced, moved, removed := runWorkload(t, bin, spool, 12)
