@@ -182,7 +182,7 @@ type Spool struct {
 	root           dirRef
 	reg, tmp, data dirRef
 
-	hub      watchHub  // the inotify watcher that the spool's readers share
+	hub      watchHub  // the watcher (inotify or fsnotify) that the spool's readers share
 	pollWarn sync.Once // readers falling back to polling log it once per spool
 	mu       sync.RWMutex
 	queues   []string // sorted
@@ -207,7 +207,7 @@ func newSpool(dir string, o *Options) *Spool {
 		fileMode:     modeOf(o.FileMode, refFileMode),
 		regMode:      modeOf(o.RegistryMode, refRegistryMode),
 	}
-	s.hub.s = s
+	s.hub.init(s)
 	s.root, s.reg, s.tmp, s.data = dirRef{fd: -1}, dirRef{fd: -1}, dirRef{fd: -1}, dirRef{fd: -1}
 	if s.durability == DurabilityDefault {
 		s.durability = DefaultDurability
