@@ -1,7 +1,10 @@
 package testkit
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -12,7 +15,8 @@ import (
 )
 
 // BuildAgent builds this module's ./cmd/spool-agent into dir and returns
-// the binary's path.
+// the binary's path. It works from any module that requires this one (a
+// nested test module with a replace directive, as web/browsertest).
 func BuildAgent(t testing.TB, dir string) string {
 	t.Helper()
 	root, err := moduleRoot()
@@ -30,23 +34,28 @@ func BuildAgent(t testing.TB, dir string) string {
 	return bin
 }
 
-// moduleRoot is the directory of the go.mod above the working directory
-// (a test runs in its package's directory).
+// modulePath is this module's path, which go list resolves to its
+// directory whether it is the main module or a (replaced) dependency.
+const modulePath = "github.com/spool-agent/spool-agent"
+
+// moduleRoot is the directory of this module as the go command sees it
+// from the working directory (a test runs in its package's directory).
 func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", modulePath).Output()
 	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
 		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", os.ErrNotExist
-		}
-		dir = parent
+		return "", fmt.Errorf("go list -m %s: %w", modulePath, err)
 	}
+	dir := string(bytes.TrimSpace(out))
+	if dir == "" {
+		return "", fmt.Errorf("go list -m %s: no directory (not in the module cache?)", modulePath)
+	}
+	return dir, nil
 }
 
 // FreeAddr returns a loopback address whose port was free a moment ago,

@@ -2,6 +2,8 @@ package testkit
 
 import (
 	"maps"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,4 +45,14 @@ func TestWaitFor(t *testing.T) {
 		}
 	}()
 	WaitFor(t, 10*time.Second, "three increments", func() bool { return n.Load() == 3 })
+}
+
+func TestModuleRoot(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "spool-agent")); err != nil {
+		t.Errorf("moduleRoot() = %q, which has no cmd/spool-agent: %v", root, err)
+	}
 }
