@@ -411,3 +411,39 @@ func TestDequeueAvailableNameBack(t *testing.T) {
 		})
 	}
 }
+
+// TestWatcherEnv: SPOOL_AGENT_WATCHER is read when the spool is opened:
+// "poll" makes its readers poll, "fsnotify" gives them the portable
+// watcher, and a change after the open does not matter.
+func TestWatcherEnv(t *testing.T) {
+	cases := []struct {
+		env     string
+		polling bool
+		kind    watcherKind
+	}{
+		{"poll", true, watchNone},
+		{"fsnotify", false, watchFsnotify},
+		{"nonsense", false, watchDefault},
+	}
+	for _, c := range cases {
+		t.Run(c.env, func(t *testing.T) {
+			t.Setenv(watcherEnv, c.env)
+			s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, Logger: slog.New(slog.DiscardHandler)})
+			t.Setenv(watcherEnv, "")
+			if s.hub.env != c.kind {
+				t.Errorf("env kind %d, want %d", s.hub.env, c.kind)
+			}
+			r, err := s.NewReader("q")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if r.Polling() != c.polling {
+				t.Errorf("Polling() = %v, want %v", r.Polling(), c.polling)
+			}
+			if _, isFsnotify := r.w.(*fsnotifyHub); c.kind == watchFsnotify && !isFsnotify {
+				t.Errorf("watcher %T, want the fsnotify one", r.w)
+			}
+		})
+	}
+}

@@ -24,8 +24,7 @@ type watchHub struct {
 	// defaultMaxAnnounced.
 	maxAnnounced int
 
-	env    watcherKind // SPOOL_AGENT_WATCHER when the spool was opened
-	inited bool        // init ran (env is read)
+	env watcherKind // SPOOL_AGENT_WATCHER when the spool was opened
 
 	inotify inotifyHub  // the batched raw inotify watcher (a stub off Linux)
 	fsn     fsnotifyHub // the portable watcher
@@ -72,16 +71,12 @@ func parseWatcherKind(v string) watcherKind {
 func (h *watchHub) init(s *Spool) {
 	h.s = s
 	h.env = parseWatcherKind(os.Getenv(watcherEnv))
-	h.inited = true
 }
 
 // watcher returns the spool's watcher, choosing it on first use; nil means
 // that readers poll.
 func (h *watchHub) watcher() queueWatcher {
 	h.once.Do(func() {
-		if !h.inited {
-			h.init(h.s)
-		}
 		kind := h.kind
 		if kind == watchDefault {
 			kind = h.env
