@@ -594,7 +594,10 @@ func TestHostileAgentControlNames(t *testing.T) {
 				out := a.output()
 				return strings.Contains(out, "orphan-c0-") && strings.Contains(out, "tmp-c0-")
 			})
-			time.Sleep(300 * time.Millisecond) // a few more cycles
+			// A few more cycles, so that the pages below show their aggregated state.
+			cycles := func(m metrics) float64 { v, _ := m.value("spool_fsck_cycles_total", "spool", "s"); return v }
+			seen := cycles(a.waitMetric(t, 10*time.Second, "a cycle", func(metrics) bool { return true }))
+			a.waitMetric(t, 15*time.Second, "three more cycles", func(m metrics) bool { return cycles(m) >= seen+3 })
 			bodies := map[string]string{}
 			for _, path := range []string{"/metrics", "/api/v1/spools", "/api/v1/spools/s", "/"} {
 				body, err := a.getClosed(path)

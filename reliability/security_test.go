@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"github.com/spool-agent/spool-agent/internal/testkit"
 	"io"
 	"math/big"
 	"net"
@@ -238,7 +239,11 @@ func TestPayloadNeverLogged(t *testing.T) {
 	})
 	_, scrape, _ := ag.get(http.MethodGet, "/metrics")
 	_ = m
-	time.Sleep(500 * time.Millisecond) // an OTLP export interval or two
+	_, exported := sink.all()
+	testkit.WaitFor(t, 10*time.Second, "two more OTLP exports", func() bool {
+		_, n := sink.all()
+		return n >= exported+2
+	})
 
 	type output struct{ what, text string }
 	outs := []output{{"scrape", scrape}}
