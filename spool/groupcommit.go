@@ -28,8 +28,8 @@ import (
 // Two kinds of barrier:
 //
 //   - syncfs(2) of the spool's file system, where the FS seam offers it
-//     (batchFS) and the kernel (Linux 5.8 and later) reports write-back
-//     errors from it. One syncfs writes back every dirty page of the file
+//     (batchFS) and the kernel (Linux 5.17 and later, syncfsSoundRelease)
+//     reports from it the errors fsync would. One syncfs writes back every dirty page of the file
 //     system, waits for it, and commits the journal (ext4, xfs) or the
 //     transaction (btrfs) with a cache flush: it covers every directory and
 //     every file the operations of a round changed, so a round costs one
@@ -178,7 +178,8 @@ func (g *commitGroup) busy() bool {
 type batchFS interface {
 	// Syncfs writes back and commits the whole file system holding fd,
 	// with a cache flush (syncfs(2)); it reports write-back errors that
-	// occurred since fd was opened or last reported them (Linux 5.8).
+	// occurred since fd was opened or last reported them (Linux 5.8), and
+	// the file system's journal or log commit errors (5.17).
 	Syncfs(fd int) error
 	// WritebackErr waits for the write-back of fd's file in flight and
 	// reports a write-back error of that file since fd was opened or last
@@ -326,6 +327,16 @@ func (c *committer) stats() (rounds, shared uint64) {
 	}
 	return rounds, shared
 }
+
+// syncfsSoundRelease reports whether a kernel release's syncfs returns the
+// errors fsync would. 5.8 made syncfs report write-back errors ("vfs: track
+// per-sb writeback errors and report them to syncfs"), but only those of
+// pages and buffers: until 5.17 sync_filesystem dropped the error of the
+// file system's ->sync_fs, the journal or log commit that holds the
+// renames, creates and unlinks ("vfs: make sync_filesystem return errors
+// from ->sync_fs", "xfs: return errors in xfs_fs_sync_fs"), so a failed
+// commit was acknowledged there.
+func syncfsSoundRelease(release string) bool { return kernelAtLeast(release, 5, 17) }
 
 // kernelAtLeast reports whether a kernel release string ("6.1.0-13-amd64")
 // is at least major.minor.

@@ -282,6 +282,29 @@ func TestKernelAtLeast(t *testing.T) {
 	}
 }
 
+// TestSyncfsSoundRelease: syncfs rounds only from Linux 5.17, where
+// syncfs reports the journal or log commit's errors.
+func TestSyncfsSoundRelease(t *testing.T) {
+	for _, tc := range []struct {
+		release string
+		want    bool
+	}{
+		{"5.8.0", false},
+		{"5.10.0-26-amd64", false},       // Debian 11
+		{"5.14.0-362.el9.x86_64", false}, // RHEL 9
+		{"5.15.0-91-generic", false},     // Ubuntu 22.04
+		{"5.16.20", false},
+		{"5.17.0", true},
+		{"5.17-rc1", true},
+		{"6.1.0-13-amd64", true},
+		{"", false},
+	} {
+		if got := syncfsSoundRelease(tc.release); got != tc.want {
+			t.Errorf("syncfsSoundRelease(%q) = %v, want %v", tc.release, got, tc.want)
+		}
+	}
+}
+
 // TestUseSyncfs: the choice between a syncfs round and the operation's own
 // fsyncs, from the running costs.
 func TestUseSyncfs(t *testing.T) {
