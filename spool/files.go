@@ -258,7 +258,7 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
 		return nil
 	}
 	c := &s.commit
-	c.init(s.fs)
+	c.init(s.fs, s.root.fd)
 	alone := c.active.Add(1) == 1 && !c.fs.busy()
 	defer c.active.Add(-1)
 	if c.useSyncfs(files+len(dirs), alone) && s.rootFSOnly(p, dirs) {

@@ -215,6 +215,9 @@ type committer struct {
 
 	// syncfsSound, when set (tests), replaces the kernel check.
 	syncfsSound func() bool
+	// syncfsFS, when set (tests), replaces the file-system check of the
+	// spool's root (syncfsFileSystem).
+	syncfsFS func(rootfd int) bool
 	// alwaysShare (tests) makes every operation, even a lone one, use
 	// syncfs rounds when they are available, whatever they cost, so that
 	// tests can form rounds deterministically.
@@ -225,20 +228,25 @@ type committer struct {
 	joined func(waiters int)
 }
 
-// init chooses the barrier: syncfs when the seam offers it and the kernel
-// reports write-back errors through it.
-func (c *committer) init(fs fsys.FS) {
+// init chooses the barrier, once per spool: syncfs when the seam offers
+// it, the kernel reports from it the errors fsync would (syncfsSoundRelease)
+// and the spool's root, open as rootfd, is on a file system where one
+// syncfs commits what fsync would (syncfsFileSystem).
+func (c *committer) init(fs fsys.FS, rootfd int) {
 	c.once.Do(func() {
 		c.fs.limit, c.fs.joined = cmp.Or(c.slots, fsSlots), c.joined
 		b, ok := fs.(batchFS)
 		if !ok {
 			return
 		}
-		sound := syncfsReportsErrors
+		sound, onFS := syncfsReportsErrors, syncfsFileSystem
 		if c.syncfsSound != nil {
 			sound = c.syncfsSound
 		}
-		if sound() {
+		if c.syncfsFS != nil {
+			onFS = c.syncfsFS
+		}
+		if sound() && onFS(rootfd) {
 			c.batch = b
 		}
 	})

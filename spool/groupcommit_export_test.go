@@ -21,8 +21,9 @@ type GroupCommitTest struct {
 func SetGroupCommit(s *Spool, gc GroupCommitTest) {
 	c := &s.commit
 	c.syncfsSound = func() bool { return gc.Syncfs }
+	c.syncfsFS = func(int) bool { return gc.Syncfs }
 	c.slots, c.joined = gc.Slots, gc.Joined
-	c.init(s.fs) // a no-op if an operation already committed
+	c.init(s.fs, s.root.fd) // a no-op if an operation already committed
 	c.alwaysShare = gc.Syncfs
 	c.batch = nil
 	if b, ok := s.fs.(batchFS); ok && gc.Syncfs {

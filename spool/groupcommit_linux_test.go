@@ -59,6 +59,7 @@ func TestGroupCommitOtherFS(t *testing.T) {
 	}
 	f.other.Store(int64(qd.dir.fd))
 	s.commit.syncfsSound = func() bool { return true }
+	s.commit.syncfsFS = func(int) bool { return true }
 	s.commit.alwaysShare = true
 	if _, err := s.EnqueueBytes(context.Background(), "q1", []byte("m"), []byte("d"), EnqueueOptions{}); err != nil {
 		t.Fatal(err)
@@ -67,5 +68,70 @@ func TestGroupCommitOtherFS(t *testing.T) {
 	defer f.mu.Unlock()
 	if f.syncfs == 0 || f.fsyncs[qd.dir.fd] == 0 {
 		t.Errorf("%d syncfs, %d fsyncs of q1: want the registry and data directories in a syncfs round, q1 fsynced", f.syncfs, f.fsyncs[qd.dir.fd])
+	}
+}
+
+// TestSyncfsMagic: syncfs rounds only on ext4, XFS and btrfs; every other
+// file system (overlayfs, FUSE, CIFS/SMB, NFS, tmpfs, ...) fsyncs.
+func TestSyncfsMagic(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		magic uint32
+		want  bool
+	}{
+		{"ext4", unix.EXT4_SUPER_MAGIC, true},
+		{"xfs", unix.XFS_SUPER_MAGIC, true},
+		{"btrfs", unix.BTRFS_SUPER_MAGIC, true},
+		{"overlayfs", unix.OVERLAYFS_SUPER_MAGIC, false},
+		{"fuse", unix.FUSE_SUPER_MAGIC, false},
+		{"cifs", unix.CIFS_SUPER_MAGIC, false},
+		{"smb2", unix.SMB2_SUPER_MAGIC, false},
+		{"nfs", unix.NFS_SUPER_MAGIC, false},
+		{"tmpfs", unix.TMPFS_MAGIC, false},
+		{"zero", 0, false},
+	} {
+		if got := syncfsMagic(tc.magic); got != tc.want {
+			t.Errorf("%s (%#x): got %v, want %v", tc.name, tc.magic, got, tc.want)
+		}
+	}
+}
+
+// TestSyncfsFileSystem: the spool's root is checked with fstatfs, once per
+// spool, and a file system off the list keeps the fsync rounds even where
+// the kernel's syncfs is sound.
+func TestSyncfsFileSystem(t *testing.T) {
+	dir := t.TempDir()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := syncfsFileSystem(fd), syncfsMagic(uint32(st.Type)); got != want {
+		t.Errorf("syncfsFileSystem(%s, f_type %#x) = %v, want %v", dir, st.Type, got, want)
+	}
+	if syncfsFileSystem(-1) {
+		t.Error("syncfsFileSystem of a bad descriptor: true")
+	}
+	for _, onList := range []bool{false, true} {
+		var calls atomic.Int32
+		c := committer{
+			syncfsSound: func() bool { return true },
+			syncfsFS: func(got int) bool {
+				calls.Add(1)
+				if got != fd {
+					t.Errorf("file system checked through %d, want the root %d", got, fd)
+				}
+				return onList
+			},
+		}
+		c.init(fsys.OS{}, fd)
+		c.init(fsys.OS{}, fd)
+		if (c.batch != nil) != onList || calls.Load() != 1 {
+			t.Errorf("on the list %v: syncfs rounds %v, %d checks (want 1)", onList, c.batch != nil, calls.Load())
+		}
 	}
 }
