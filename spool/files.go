@@ -173,11 +173,23 @@ func (s *Spool) syncPath(path string) error {
 // only. Concurrent operations share the flushes (group commit,
 // groupcommit.go): syncDirs returns once a flush that started after it was
 // called has returned.
+//
+// syncDirs reads the error generation (committer.begin) only now, after
+// the caller's change: a shared flush that failed between the change and
+// this call is missed. Callers read it before their change and call
+// syncDirsSince.
 func (s *Spool) syncDirs(dirs ...dirRef) error {
+	return s.syncDirsSince(s.commit.begin(), dirs...)
+}
+
+// syncDirsSince is syncDirs for an operation that read the error generation
+// gen (s.commit.begin()) before its change: it fails if a shared flush
+// failed since, since that flush may have taken the change's error.
+func (s *Spool) syncDirsSince(gen uint64, dirs ...dirRef) error {
 	if s.durability < DurabilityFull || len(dirs) == 0 {
 		return nil
 	}
-	return s.commitChanges(nil, dirs)
+	return s.commitChanges(nil, dirs, gen)
 }
 
 // staged holds the files an operation wrote and has yet to make durable
@@ -186,6 +198,18 @@ type staged struct {
 	fds   []int
 	paths []string
 	dirs  []int // the descriptors of their directories
+	// gen is the error generation read before the operation's first
+	// change (begin; writeStaged calls it).
+	gen   uint64
+	begun bool
+}
+
+// begin reads the error generation for p's operation, unless it already
+// did: call it before the operation's first change.
+func (p *staged) begin(s *Spool) {
+	if !p.begun {
+		p.gen, p.begun = s.commit.begin(), true
+	}
 }
 
 // writeStaged creates name in d, which must not exist (O_EXCL, never
@@ -196,6 +220,7 @@ type staged struct {
 // caller to remove: only the caller knows it created it.
 func (s *Spool) writeStaged(p *staged, d dirRef, name string, b []byte, r io.Reader) (int64, error) {
 	path := d.p(name)
+	p.begin(s)
 	fd, err := s.createFile(d, name, s.fileMode)
 	if err != nil {
 		return 0, err
@@ -224,7 +249,8 @@ func (s *Spool) commitStaged(p *staged, dirs ...dirRef) error {
 	if s.durability < DurabilityFull {
 		dirs = nil
 	}
-	err := s.commitChanges(p, dirs)
+	p.begin(s)
+	err := s.commitChanges(p, dirs, p.gen)
 	if cerr := p.close(s); err == nil {
 		err = cerr
 	}
@@ -248,8 +274,9 @@ func (p *staged) close(s *Spool) error {
 // and syncfs available (committer.init), it joins a shared syncfs round and
 // then checks each file of p for write-back errors through its own
 // descriptor; otherwise it fsyncs each file, then each directory through
-// the directory's commit group.
-func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
+// the directory's commit group. It fails as well if a shared flush failed
+// since the error generation gen was read (committer.check).
+func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 	var files int
 	if p != nil {
 		files = len(p.fds)
@@ -263,7 +290,7 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
 	defer c.active.Add(-1)
 	if c.useSyncfs(files+len(dirs), alone) && s.rootFSOnly(p, dirs) {
 		start := time.Now()
-		err := c.fs.do(func() error { return c.batch.Syncfs(s.root.fd) })
+		err := c.fs.do(func() error { return c.failed(c.batch.Syncfs(s.root.fd), "syncfs", s.dir) })
 		c.syncfsCost.add(time.Since(start))
 		if err != nil {
 			return pathErr("syncfs", s.dir, err)
@@ -273,7 +300,7 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
 				return pathErr("write back", p.paths[i], err)
 			}
 		}
-		return nil
+		return c.check(gen)
 	}
 	for i := range files {
 		start := time.Now()
@@ -285,13 +312,13 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef) error {
 	}
 	for _, d := range dirs {
 		start := time.Now()
-		err := c.dirGroup(d.fd).do(func() error { return s.fs.Fsync(d.fd) })
+		err := c.dirGroup(d.fd).do(func() error { return c.failed(s.fs.Fsync(d.fd), "fsync directory", d.path) })
 		c.fsyncCost.add(time.Since(start))
 		if err != nil {
 			return pathErr("fsync directory", d.path, err)
 		}
 	}
-	return nil
+	return c.check(gen)
 }
 
 // rootFSOnly reports whether every directory in dirs and of p's files is

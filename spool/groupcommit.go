@@ -2,6 +2,7 @@ package spool
 
 import (
 	"cmp"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,6 +210,19 @@ type committer struct {
 	dirs   map[int]*commitGroup // per-directory fsync rounds, by descriptor
 	sameFS map[int]bool         // whether a directory is on the root's file system, by descriptor
 
+	// The error generation: every shared barrier (a syncfs round or a
+	// directory's fsync round) that fails increments errGen, after storing
+	// its error in lastErr. A write-back error is reported once per open
+	// file, and every round uses the same descriptors (the root's, each
+	// directory's), so the error of an operation's change may be taken by
+	// another round: one in flight, or one that began before the change.
+	// An operation reads errGen before its change (begin) and fails at
+	// acknowledgement if it moved (check): a spurious failure is possible,
+	// a lost one is not.
+	errGen  atomic.Uint64
+	errMu   sync.Mutex
+	lastErr error
+
 	// Running costs: of one fsync issued by an operation, and of one
 	// syncfs round as an operation waits for it.
 	fsyncCost, syncfsCost cost
@@ -250,6 +264,34 @@ func (c *committer) init(fs fsys.FS, rootfd int) {
 			c.batch = b
 		}
 	})
+}
+
+// begin returns the error generation, read before an operation's change
+// and given to check at its acknowledgement.
+func (c *committer) begin() uint64 { return c.errGen.Load() }
+
+// failed records the error of a shared barrier, op on path (see errGen),
+// and returns err.
+func (c *committer) failed(err error, op, path string) error {
+	if err != nil {
+		c.errMu.Lock()
+		c.lastErr = pathErr(op, path, err)
+		c.errMu.Unlock()
+		c.errGen.Add(1)
+	}
+	return err
+}
+
+// check returns an error wrapping the last failed barrier's if a shared
+// barrier failed since gen was read.
+func (c *committer) check(gen uint64) error {
+	if c.errGen.Load() == gen {
+		return nil
+	}
+	c.errMu.Lock()
+	err := c.lastErr
+	c.errMu.Unlock()
+	return fmt.Errorf("a flush shared with other operations failed after this change: %w", err)
 }
 
 // useSyncfs reports whether an operation that needs n fsyncs (files and

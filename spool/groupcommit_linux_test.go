@@ -2,6 +2,8 @@ package spool
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -132,6 +134,82 @@ func TestSyncfsFileSystem(t *testing.T) {
 		c.init(fsys.OS{}, fd)
 		if (c.batch != nil) != onList || calls.Load() != 1 {
 			t.Errorf("on the list %v: syncfs rounds %v, %d checks (want 1)", onList, c.batch != nil, calls.Load())
+		}
+	}
+}
+
+// onceFS fails the next shared barrier it is told to (a syncfs, or the
+// fsync of one directory) once, as a write-back error is reported once
+// per open file: the round that sees it may not be the one of the change
+// whose data it lost.
+type onceFS struct {
+	fsys.OS
+	failSyncfs atomic.Bool
+	failFsync  atomic.Int64 // a descriptor + 1; 0: none
+}
+
+func (f *onceFS) Syncfs(fd int) error {
+	if f.failSyncfs.CompareAndSwap(true, false) {
+		return unix.EIO
+	}
+	return f.OS.Syncfs(fd)
+}
+
+func (f *onceFS) Fsync(fd int) error {
+	if f.failFsync.CompareAndSwap(int64(fd)+1, 0) {
+		return unix.EIO
+	}
+	return f.OS.Fsync(fd)
+}
+
+// TestGroupCommitErrorGeneration: an operation reads the error generation
+// before its change; when the error of a shared barrier is taken by another
+// operation's round after that, the operation fails too, with an error
+// wrapping the barrier's errno, though its own round returned 0.
+func TestGroupCommitErrorGeneration(t *testing.T) {
+	for _, syncfs := range []bool{true, false} {
+		for _, viaFiles := range []bool{false, true} {
+			t.Run(fmt.Sprintf("syncfs=%v/staged=%v", syncfs, viaFiles), func(t *testing.T) {
+				f := &onceFS{}
+				s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1"}, &Options{fs: f, Durability: DurabilityFull})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				s.commit.syncfsSound = func() bool { return syncfs }
+				s.commit.syncfsFS = func(int) bool { return true }
+				s.commit.alwaysShare = true
+
+				// The operation reads the generation, then changes.
+				var files staged
+				gen := s.commit.begin()
+				files.begin(s)
+				// Another operation's round takes the error.
+				if syncfs {
+					f.failSyncfs.Store(true)
+				} else {
+					f.failFsync.Store(int64(s.data.fd) + 1)
+				}
+				if err := s.syncDirs(s.data); !errors.Is(err, unix.EIO) {
+					t.Fatalf("the other round: %v, want EIO", err)
+				}
+				// The operation's own round returns 0.
+				if viaFiles {
+					if _, err := s.writeStaged(&files, s.tmp, "x", []byte("x"), nil); err != nil {
+						t.Fatal(err)
+					}
+					err = s.commitStaged(&files, s.tmp)
+				} else {
+					err = s.syncDirsSince(gen, s.tmp)
+				}
+				if !errors.Is(err, unix.EIO) {
+					t.Errorf("acknowledged after a shared barrier failed since its change: %v, want EIO", err)
+				}
+				// An operation that began after the failure is not failed.
+				if err := s.syncDirsSince(s.commit.begin(), s.tmp); err != nil {
+					t.Errorf("an operation that began after the failure: %v", err)
+				}
+			})
 		}
 	}
 }
