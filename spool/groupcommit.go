@@ -37,8 +37,9 @@ import (
 //     flush however many operations and directories it serves, and the
 //     operations' own files need no fsync of their own. Each operation then
 //     asks each file it wrote for write-back errors through its own
-//     descriptor (sync_file_range(2) with SYNC_FILE_RANGE_WAIT_AFTER, which
-//     flushes nothing): a write-back error is reported once per open file,
+//     descriptor (sync_file_range(2) with WAIT_BEFORE, WRITE and WAIT_AFTER,
+//     which writes a page the round left dirty and flushes no cache): a
+//     write-back error is reported once per open file,
 //     so an error that another round's syncfs consumed on the shared
 //     descriptor still reaches the operation whose data it lost. A
 //     directory's own errors (its blocks go through the journal) abort the
@@ -182,10 +183,11 @@ type batchFS interface {
 	// occurred since fd was opened or last reported them (Linux 5.8), and
 	// the file system's journal or log commit errors (5.17).
 	Syncfs(fd int) error
-	// WritebackErr waits for the write-back of fd's file in flight and
-	// reports a write-back error of that file since fd was opened or last
-	// reported one, without starting any I/O or flushing a cache
-	// (sync_file_range(2) with SYNC_FILE_RANGE_WAIT_AFTER).
+	// WritebackErr writes back what of fd's file is still dirty, waits
+	// for its write-back and reports a write-back error of that file since
+	// fd was opened or last reported one, without a journal commit or a
+	// cache flush (sync_file_range(2) with WAIT_BEFORE, WRITE and
+	// WAIT_AFTER).
 	WritebackErr(fd int) error
 }
 

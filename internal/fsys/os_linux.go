@@ -63,16 +63,25 @@ func (OS) TouchFD(fd int, t time.Time) error {
 // commit's batch flush, found by a type assertion in package spool).
 func (OS) Syncfs(fd int) error { return unix.Syncfs(fd) }
 
-// WritebackErr waits for fd's write-back in flight with sync_file_range(2)
-// and SYNC_FILE_RANGE_WAIT_AFTER alone, and reports the file's write-back
+// WritebackErr writes back what of fd's file is still dirty, waits for it
+// and for the write-back in flight, and reports the file's write-back
 // error since fd last saw one (the check fsync makes, without fsync's
-// journal commit and cache flush).
+// journal commit and cache flush), with sync_file_range(2) and
+// writebackFlags. EINTR is retried.
 func (OS) WritebackErr(fd int) error {
 	_, err := retry(func() (int, error) {
-		return 0, unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WAIT_AFTER)
+		return 0, unix.SyncFileRange(fd, 0, 0, writebackFlags)
 	})
 	return err
 }
+
+// writebackFlags: WAIT_AFTER alone neither writes nor reports a page that
+// is still dirty after the syncfs round (a write-back that failed without
+// setting the file's error, as ext4's after a forced shutdown); with
+// WAIT_BEFORE and WRITE (write-back WB_SYNC_ALL since Linux 5.2) such a
+// page is written and its error returned. On clean pages it only walks the
+// page cache.
+const writebackFlags = unix.SYNC_FILE_RANGE_WAIT_BEFORE | unix.SYNC_FILE_RANGE_WRITE | unix.SYNC_FILE_RANGE_WAIT_AFTER
 
 // Mtime returns the modification time recorded in st.
 func Mtime(st *unix.Stat_t) time.Time {
