@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -288,10 +287,12 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 	c.init(s.fs, s.root.fd)
 	alone := c.active.Add(1) == 1 && !c.fs.busy()
 	defer c.active.Add(-1)
-	if c.useSyncfs(files+len(dirs), alone) && s.rootFSOnly(p, dirs) {
-		start := time.Now()
+	if use, probe := c.useSyncfs(files+len(dirs), alone); use && s.rootFSOnly(p, dirs) {
+		start := c.clock()
 		err := c.fs.do(func() error { return c.failed(c.batch.Syncfs(s.root.fd), "syncfs", s.dir) })
-		c.syncfsCost.add(time.Since(start))
+		end := c.clock()
+		c.syncfsCost.add(end.Sub(start), end)
+		c.probed(files+len(dirs), end.Sub(start), probe)
 		if err != nil {
 			return pathErr("syncfs", s.dir, err)
 		}
@@ -303,17 +304,19 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 		return c.check(gen)
 	}
 	for i := range files {
-		start := time.Now()
+		start := c.clock()
 		err := s.fs.Fsync(p.fds[i])
-		c.fsyncCost.add(time.Since(start))
+		end := c.clock()
+		c.fsyncCost.add(end.Sub(start), end)
 		if err != nil {
 			return pathErr("fsync", p.paths[i], err)
 		}
 	}
 	for _, d := range dirs {
-		start := time.Now()
+		start := c.clock()
 		err := c.dirGroup(d.fd).do(func() error { return c.failed(s.fs.Fsync(d.fd), "fsync directory", d.path) })
-		c.fsyncCost.add(time.Since(start))
+		end := c.clock()
+		c.fsyncCost.add(end.Sub(start), end)
 		if err != nil {
 			return pathErr("fsync directory", d.path, err)
 		}

@@ -226,8 +226,15 @@ type committer struct {
 	lastErr error
 
 	// Running costs: of one fsync issued by an operation, and of one
-	// syncfs round as an operation waits for it.
+	// syncfs round as an operation waits for it (the wait for a free slot
+	// included, which a file's fsync does not have: under load the
+	// comparison favours the fsyncs a little).
 	fsyncCost, syncfsCost cost
+	// probeBackoff: syncfs probes lost in a row (useSyncfs), up to
+	// maxProbeBackoff.
+	probeBackoff atomic.Uint32
+	// now, when set (tests), replaces time.Now for the costs.
+	now func() time.Time
 
 	// syncfsSound, when set (tests), replaces the kernel check.
 	syncfsSound func() bool
@@ -297,36 +304,73 @@ func (c *committer) check(gen uint64) error {
 }
 
 // useSyncfs reports whether an operation that needs n fsyncs (files and
-// directories) joins a syncfs round instead. alone: no other operation of
-// the spool is committing.
-func (c *committer) useSyncfs(n int, alone bool) bool {
+// directories) joins a syncfs round instead (use), and whether that round
+// is a probe: a measurement of syncfs while the fsyncs cost less, whose
+// outcome the caller reports to probed. alone: no other operation of the
+// spool is committing.
+func (c *committer) useSyncfs(n int, alone bool) (use, probe bool) {
 	if c.batch == nil {
-		return false
+		return false, false
 	}
 	if c.alwaysShare {
-		return true
+		return true, false
 	}
 	if alone {
-		return false
+		return false, false
 	}
-	now := time.Now().UnixNano()
+	now := c.clock().UnixNano()
 	f, r := c.fsyncCost.ns.Load(), c.syncfsCost.ns.Load()
-	use := f != 0 && r != 0 && r <= int64(n)*f
+	use = f != 0 && r != 0 && r <= int64(n)*f
 	// Now and then one operation goes the other way, so that a cost
 	// measured under other conditions (another program's write-back
-	// slowing every syncfs) does not decide for ever.
-	if use && c.fsyncCost.claimStale(now) {
-		return false
+	// slowing every syncfs) does not decide for ever. A syncfs probe
+	// writes back every dirty page of the file system, so it can take
+	// seconds under another program's backlog: while probes lose, they
+	// come at doubling intervals (probeBackoff).
+	if use && c.fsyncCost.claimStale(now, costStale) {
+		return false, false
 	}
-	if !use && c.syncfsCost.claimStale(now) {
-		return true
+	if !use && c.syncfsCost.claimStale(now, costStale<<c.probeBackoff.Load()) {
+		return true, true
 	}
-	return use
+	return use, false
+}
+
+// probed reports a syncfs round of an operation that needed n fsyncs and
+// waited d for it: a round that cost no more than the fsyncs it replaced
+// wins and resets the probes' backoff; a probe that lost doubles it, up to
+// maxProbeBackoff.
+func (c *committer) probed(n int, d time.Duration, probe bool) {
+	f := c.fsyncCost.ns.Load()
+	if f != 0 && int64(d) <= int64(n)*f {
+		c.probeBackoff.Store(0)
+		return
+	}
+	if probe {
+		for {
+			b := c.probeBackoff.Load()
+			if b >= maxProbeBackoff || c.probeBackoff.CompareAndSwap(b, b+1) {
+				return
+			}
+		}
+	}
+}
+
+// clock returns the time (committer.now, or time.Now).
+func (c *committer) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 // costStale is how old a running cost may grow before an operation is sent
-// to measure it again.
-const costStale = time.Second
+// to measure it again; maxProbeBackoff bounds the doublings of that age
+// for syncfs probes that lose (1 s to 64 s).
+const (
+	costStale       = time.Second
+	maxProbeBackoff = 6
+)
 
 // cost is a running cost in nanoseconds (0: not measured yet) and when it
 // was last measured, or claimed for measuring (Unix nanoseconds).
@@ -334,20 +378,20 @@ type cost struct {
 	ns, at atomic.Int64
 }
 
-// add folds a duration into the cost (weight 1/8).
-func (c *cost) add(d time.Duration) {
+// add folds a duration measured at now into the cost (weight 1/8).
+func (c *cost) add(d time.Duration, now time.Time) {
 	if old := c.ns.Load(); old != 0 {
 		d = time.Duration(old + (int64(d)-old)/8)
 	}
 	c.ns.Store(int64(d))
-	c.at.Store(time.Now().UnixNano())
+	c.at.Store(now.UnixNano())
 }
 
-// claimStale reports whether the cost is older than costStale and, if so,
+// claimStale reports whether the cost is older than stale and, if so,
 // claims its next measurement for the caller alone.
-func (c *cost) claimStale(now int64) bool {
+func (c *cost) claimStale(now int64, stale time.Duration) bool {
 	at := c.at.Load()
-	return now-at > int64(costStale) && c.at.CompareAndSwap(at, now)
+	return now-at > int64(stale) && c.at.CompareAndSwap(at, now)
 }
 
 // dirGroup returns the commit group of the directory open as fd. The

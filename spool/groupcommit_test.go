@@ -315,22 +315,22 @@ func TestUseSyncfs(t *testing.T) {
 	var b batchFS = nopBatch{}
 	t.Run("no syncfs", func(t *testing.T) {
 		var c committer
-		if c.useSyncfs(4, false) {
+		if first(c.useSyncfs(4, false)) {
 			t.Error("syncfs without batchFS")
 		}
 	})
 	t.Run("alone", func(t *testing.T) {
 		c := committer{batch: b}
-		if c.useSyncfs(4, true) {
+		if first(c.useSyncfs(4, true)) {
 			t.Error("a lone operation joined a syncfs round")
 		}
 	})
 	t.Run("first measurement", func(t *testing.T) {
 		c := committer{batch: b}
-		if !c.useSyncfs(4, false) {
+		if !first(c.useSyncfs(4, false)) {
 			t.Error("nothing measured: the first concurrent operation should measure a syncfs round")
 		}
-		if c.useSyncfs(4, false) {
+		if first(c.useSyncfs(4, false)) {
 			t.Error("a second operation went to measure syncfs as well")
 		}
 	})
@@ -348,7 +348,7 @@ func TestUseSyncfs(t *testing.T) {
 			c := committer{batch: b}
 			fresh(&c.fsyncCost, tc.fsync)
 			fresh(&c.syncfsCost, tc.round)
-			if got := c.useSyncfs(tc.n, false); got != tc.want {
+			if got := first(c.useSyncfs(tc.n, false)); got != tc.want {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
@@ -358,13 +358,68 @@ func TestUseSyncfs(t *testing.T) {
 		fresh(&c.fsyncCost, 100)
 		c.syncfsCost.ns.Store(5000)
 		c.syncfsCost.at.Store(time.Now().Add(-2 * costStale).UnixNano())
-		if !c.useSyncfs(4, false) {
+		if !first(c.useSyncfs(4, false)) {
 			t.Error("a stale syncfs cost is not measured again")
 		}
-		if c.useSyncfs(4, false) {
+		if first(c.useSyncfs(4, false)) {
 			t.Error("two operations claimed the same measurement")
 		}
 	})
+}
+
+// first returns useSyncfs's first result.
+func first(use, _ bool) bool { return use }
+
+// TestSyncfsProbeBackoff: while syncfs probes lose to the fsyncs, they come
+// at doubling intervals, 1 s up to 64 s, on the committer's clock; a probe
+// that wins resets the interval.
+func TestSyncfsProbeBackoff(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	c := committer{batch: nopBatch{}, now: func() time.Time { return now }}
+	c.fsyncCost.ns.Store(100)
+	c.fsyncCost.at.Store(now.UnixNano())
+	c.syncfsCost.ns.Store(5000)
+	c.syncfsCost.at.Store(now.UnixNano())
+	// probeAfter advances the clock by d and reports whether an operation
+	// needing 4 fsyncs is sent to probe syncfs; a probe costs cost.
+	probeAfter := func(d, cost time.Duration) bool {
+		now = now.Add(d)
+		c.fsyncCost.at.Store(now.UnixNano()) // fsyncs measured all along
+		use, probe := c.useSyncfs(4, false)
+		if use != probe {
+			t.Fatalf("use %v, probe %v: syncfs costs more, only a probe joins a round", use, probe)
+		}
+		if probe {
+			c.syncfsCost.add(cost, now)
+			c.probed(4, cost, true)
+		}
+		return probe
+	}
+	const lose, win = 5000 * time.Nanosecond, 100 * time.Nanosecond
+	if !probeAfter(costStale+1, lose) {
+		t.Fatal("no probe after 1 s")
+	}
+	for _, wait := range []time.Duration{2, 4, 8, 16, 32, 64, 64, 64} {
+		wait *= time.Second
+		if probeAfter(wait-time.Millisecond, lose) {
+			t.Fatalf("a probe before %v", wait)
+		}
+		if !probeAfter(2*time.Millisecond, lose) {
+			t.Fatalf("no probe after %v", wait)
+		}
+	}
+	// A probe that wins resets the interval to 1 s.
+	now = now.Add(64 * time.Second)
+	if !probeAfter(time.Millisecond, win) {
+		t.Fatal("no probe after 64 s")
+	}
+	if c.probeBackoff.Load() != 0 {
+		t.Errorf("backoff %d after a probe that won", c.probeBackoff.Load())
+	}
+	c.syncfsCost.ns.Store(5000) // the running cost still says syncfs loses
+	if !probeAfter(costStale+time.Millisecond, lose) {
+		t.Error("no probe 1 s after a probe that won")
+	}
 }
 
 // nopBatch is a batchFS that does nothing.
