@@ -28,25 +28,30 @@ import (
 //
 // Two kinds of barrier:
 //
-//   - syncfs(2) of the spool's file system, where the FS seam offers it
-//     (batchFS) and the kernel (Linux 5.17 and later, syncfsSoundRelease)
-//     reports from it the errors fsync would. One syncfs writes back every dirty page of the file
-//     system, waits for it, and commits the journal (ext4, xfs) or the
-//     transaction (btrfs) with a cache flush: it covers every directory and
-//     every file the operations of a round changed, so a round costs one
-//     flush however many operations and directories it serves, and the
-//     operations' own files need no fsync of their own. Each operation then
-//     asks each file it wrote for write-back errors through its own
-//     descriptor (sync_file_range(2) with WAIT_BEFORE, WRITE and WAIT_AFTER,
-//     which writes a page the round left dirty and flushes no cache): a
-//     write-back error is reported once per open file,
-//     so an error that another round's syncfs consumed on the shared
-//     descriptor still reaches the operation whose data it lost. A
-//     directory's own errors (its blocks go through the journal) abort the
-//     journal, and every later syncfs and fsync fails too.
+//   - syncfs(2) of the spool's file system. One syncfs writes back every
+//     dirty page of the file system, waits for it, and commits the journal
+//     (ext4, xfs) or the transaction (btrfs) with a cache flush: it covers
+//     every directory and every file the operations of a round changed, so
+//     a round costs one flush however many operations and directories it
+//     serves, and the operations' own files need no fsync of their own.
+//     Each operation then asks each file it wrote for write-back errors
+//     through its own descriptor (sync_file_range(2) with WAIT_BEFORE,
+//     WRITE and WAIT_AFTER, which writes a page the round left dirty and
+//     flushes no cache): a write-back error is reported once per open
+//     file, so an error that another round's syncfs consumed on the shared
+//     descriptor still reaches the operation whose data it lost.
 //
 //   - fsync(2) of each file, then of each directory, the directory fsyncs
 //     shared per directory (one commitGroup per directory descriptor).
+//
+// The gates: syncfs rounds only where syncfs reports what fsync would,
+// decided once per Spool (committer.init). The FS seam must offer it
+// (batchFS); the kernel must be Linux 5.17 or later (syncfsSoundRelease:
+// before, syncfs dropped the journal or log commit's error); and fstatfs
+// of the spool's root must say ext4, XFS or btrfs (syncfsFileSystem:
+// overlayfs, FUSE, CIFS, NFS, tmpfs and the rest have syncfs paths that
+// do not reach, or do not report, what fsync does). Everywhere else the
+// fsync rounds.
 //
 // syncfs also writes back other programs' dirty data on the same file
 // system, so a round can take much longer than the fsyncs it replaces. It
@@ -54,13 +59,32 @@ import (
 // at the same time (a lone operation issues the fsyncs it issued before
 // group commit; an enqueue writes both its files before it fsyncs them),
 // only while the rounds measured so far cost less than the fsyncs they
-// replace (committer.useSyncfs), and only for directories on the root's
-// file system (Spool.rootFSOnly).
+// replace (committer.useSyncfs: while syncfs loses, one operation probes
+// it again after 1 s, then at doubling intervals up to 64 s while probes
+// lose), and only for directories on the root's file system
+// (Spool.rootFSOnly).
 //
-// An error of a shared barrier fails every operation that waited on it,
-// each with its own error wrapping the same errno, and leaves each
+// Errors: an error of a shared barrier fails every operation that waited
+// on it, each with its own error wrapping the same errno, and leaves each
 // operation's files where a failed fsync left them before: the operation's
-// caller cleans up, or fsck classifies what a crash leaves.
+// caller cleans up, or fsck classifies what a crash leaves. Because every
+// round uses the same descriptors (the root's for syncfs, a directory's
+// for its fsyncs) and the kernel reports a write-back error once per open
+// file, the error of one operation's change may be reported to another
+// round: one in flight, or one that began before the change. So every
+// failed shared barrier increments an error generation, which each
+// operation reads before its change (committer.begin) and checks at
+// acknowledgement (committer.check): if it moved, the operation fails with
+// an error wrapping that barrier's.
+//
+// The limit that remains: syncfs reports any write-back error on the file
+// system since the root's descriptor last reported one, another program's
+// included, and the error generation spreads a failure to every operation
+// that began before it. Such an error fails the operations of the round
+// that sees it, and of the rounds after that began before it, although
+// their own changes may be durable: a spurious failure (an enqueue's
+// "visible but not durable", a Remove reported failed), never a lost
+// acknowledgement.
 
 // round is one barrier shared by the operations that joined it.
 type round struct {
@@ -196,6 +220,9 @@ type batchFS interface {
 // already shares one journal commit among concurrent fsyncs: eight
 // goroutines enqueued at 0.83-0.89x the per-operation fsyncs with one
 // directory fsync in flight, 0.95-1.23x with two (2 vCPU, ext4, loaded).
+// Those figures are for directory fsyncs; fsSlots follows them unmeasured.
+// Soundness does not depend on either (the error generation covers a
+// round that takes another's error).
 const (
 	dirSlots = 2
 	fsSlots  = 2
