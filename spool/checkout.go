@@ -147,6 +147,7 @@ func (s *Spool) checkoutCtx(ctx context.Context, queue, name string, wait, read 
 	if rst.Mode&unix.S_IFMT == unix.S_IFREG && rst.Nlink > 1 {
 		return nil, fmt.Errorf("checkout %s: %w: registry file %s (%d links); left in place", src, ErrLinked, reg, rst.Nlink)
 	}
+	errGen := s.commit.begin() // before the changes, see syncDirsSince
 	now := s.now()
 	if err := s.fs.Touch(s.reg.fd, name, now); isNotExist(err) {
 		return nil, fmt.Errorf("checkout %s: %w (%s); left in place", src, ErrUnregistered, reg)
@@ -178,7 +179,7 @@ func (s *Spool) checkoutCtx(ctx context.Context, queue, name string, wait, read 
 			return nil, pathErr("checkout: read", dst, err)
 		}
 	}
-	if err := s.syncDirs(qd.co, qd.dir); err != nil {
+	if err := s.syncDirsSince(errGen, qd.co, qd.dir); err != nil {
 		s.fs.Rename(qd.co.fd, name, qd.dir.fd, name, true)
 		return nil, err
 	}
@@ -294,6 +295,7 @@ func (c *Checkout) WriteData(r io.Reader) error {
 	if err := s.fs.Lstat(s.data.fd, c.name, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 		mode = createMode{perm: uint32(st.Mode) & 0o7777, exact: true}
 	}
+	errGen := s.commit.begin() // before the changes, see syncDirsSince
 	var tmp string
 	var fd int
 	for attempt := 0; ; attempt++ {
@@ -331,7 +333,7 @@ func (c *Checkout) WriteData(r io.Reader) error {
 	if err := s.fs.Rename(s.data.fd, tmp, s.data.fd, c.name, false); err != nil {
 		return fail(pathErr("rename "+tmpPath+" to", dst, err))
 	}
-	if err := s.syncDirs(s.data); err != nil {
+	if err := s.syncDirsSince(errGen, s.data); err != nil {
 		return fmt.Errorf("write data of %s: %w", c.name, err)
 	}
 	return nil
@@ -408,6 +410,7 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 	}
 	src := c.qd.co.p(c.name)
 	dirs := []dirRef{dq.dir, c.qd.co}
+	errGen := s.commit.begin() // before the changes, see syncDirsSince
 	if metadata != nil && !bytes.Equal(metadata, c.metadata) {
 		if err := c.replace(metadata); err != nil {
 			return fmt.Errorf("save %s: %w", c.name, err)
@@ -425,7 +428,7 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 		return pathErr("save: rename "+src+" to", dst, err)
 	}
 	c.finish(coSaved) // unlock only once the file has left .checkout
-	if err := s.syncDirs(dirs...); err != nil {
+	if err := s.syncDirsSince(errGen, dirs...); err != nil {
 		return fmt.Errorf("save %s: %w", c.name, err)
 	}
 	return nil
@@ -508,6 +511,9 @@ func (c *Checkout) Remove() error {
 	defer s.release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Before this call's changes, see syncDirsSince (a remove resumed after
+	// a failure already reported that failure for its first unlink).
+	errGen := s.commit.begin()
 	switch c.state {
 	case coRemoved:
 		return nil
@@ -522,7 +528,7 @@ func (c *Checkout) Remove() error {
 		}
 		c.finish(coRemoving)
 	}
-	if err := s.syncDirs(c.qd.co); err != nil {
+	if err := s.syncDirsSince(errGen, c.qd.co); err != nil {
 		return fmt.Errorf("remove %s: %w", c.name, err)
 	}
 	for _, d := range []dirRef{s.data, s.reg} {
@@ -530,7 +536,7 @@ func (c *Checkout) Remove() error {
 			return pathErr("remove", d.p(c.name), err)
 		}
 	}
-	if err := s.syncDirs(s.data, s.reg); err != nil {
+	if err := s.syncDirsSince(errGen, s.data, s.reg); err != nil {
 		return fmt.Errorf("remove %s: %w", c.name, err)
 	}
 	c.state = coRemoved

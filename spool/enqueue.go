@@ -23,11 +23,12 @@ func (s *Spool) Reserve(gen NameGenerator) (string, error) {
 	}
 	s.acquire()
 	defer s.release()
+	errGen := s.commit.begin() // before the change, see syncDirsSince
 	name, err := s.reserve(gen)
 	if err != nil {
 		return "", err
 	}
-	if err := s.syncDirs(s.reg); err != nil {
+	if err := s.syncDirsSince(errGen, s.reg); err != nil {
 		s.fs.Unlink(s.reg.fd, name)
 		return "", err
 	}
@@ -130,6 +131,10 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	}
 	defer s.release()
 
+	// The error generation is read before the first change (the registry
+	// file), so that a shared flush failing after it fails this enqueue.
+	var files staged // payload and metadata, open until commitStaged made them durable
+	files.begin(s)
 	var name string
 	createdRegistry := false
 	if o.Name != "" {
@@ -164,7 +169,6 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	}
 
 	var created []dirRef // the directories where this call created name, for cleanup
-	var files staged     // payload and metadata, open until commitStaged made them durable
 	fail := func(err error) (string, error) {
 		files.close(s)
 		for _, d := range created {
@@ -221,7 +225,7 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	// From here on the entry is acknowledged-visible; a failure to fsync is
 	// reported but the entry is not taken back, since a consumer may already
 	// hold it.
-	if err := s.syncDirs(qd.dir, s.tmp); err != nil {
+	if err := s.syncDirsSince(files.gen, qd.dir, s.tmp); err != nil {
 		return name, fmt.Errorf("enqueue %s: entry is visible but not durable: %w", name, err)
 	}
 	return name, nil

@@ -138,6 +138,7 @@ func (s *Spool) recoverOne(q string, qd *queueDirs, name string, now time.Time, 
 	if fst.Nlink > 1 {
 		return Recovered{}, false, fmt.Errorf("recover %s: %w (%d links); left in place", p, ErrLinked, fst.Nlink)
 	}
+	errGen := s.commit.begin() // before the changes, see syncDirsSince
 	var rst unix.Stat_t
 	if s.fs.Lstat(s.reg.fd, name, &rst) == nil && rst.Nlink <= 1 {
 		s.fs.Touch(s.reg.fd, name, now)
@@ -153,7 +154,7 @@ func (s *Spool) recoverOne(q string, qd *queueDirs, name string, now time.Time, 
 	// Unlock before the fsyncs: a worker may claim the entry at once.
 	s.fs.Close(fd)
 	locked = false
-	if err := s.syncDirs(qd.dir, qd.co); err != nil {
+	if err := s.syncDirsSince(errGen, qd.dir, qd.co); err != nil {
 		return Recovered{}, true, err
 	}
 	return Recovered{Queue: q, Name: name, ModTime: mtime}, true, nil
