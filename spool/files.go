@@ -168,22 +168,12 @@ func (s *Spool) syncPath(path string) error {
 	return nil
 }
 
-// syncDirs makes the changes in each directory durable, at DurabilityFull
-// only. Concurrent operations share the flushes (group commit,
-// groupcommit.go): syncDirs returns once a flush that started after it was
-// called has returned.
-//
-// syncDirs reads the error generation (committer.begin) only now, after
-// the caller's change: a shared flush that failed between the change and
-// this call is missed. Callers read it before their change and call
-// syncDirsSince.
-func (s *Spool) syncDirs(dirs ...dirRef) error {
-	return s.syncDirsSince(s.commit.begin(), dirs...)
-}
-
-// syncDirsSince is syncDirs for an operation that read the error generation
-// gen (s.commit.begin()) before its change: it fails if a shared flush
-// failed since, since that flush may have taken the change's error.
+// syncDirsSince makes the changes in each directory durable, at
+// DurabilityFull only. Concurrent operations share the flushes (group
+// commit, groupcommit.go): it returns once a flush that started after it
+// was called has returned. gen is the error generation the operation read
+// (s.commit.begin()) before its change: it fails if a shared flush failed
+// since, since that flush may have taken the change's error.
 func (s *Spool) syncDirsSince(gen uint64, dirs ...dirRef) error {
 	if s.durability < DurabilityFull || len(dirs) == 0 {
 		return nil

@@ -190,7 +190,7 @@ func TestGroupCommitErrorGeneration(t *testing.T) {
 				} else {
 					f.failFsync.Store(int64(s.data.fd) + 1)
 				}
-				if err := s.syncDirs(s.data); !errors.Is(err, unix.EIO) {
+				if err := s.syncDirsSince(s.commit.begin(), s.data); !errors.Is(err, unix.EIO) {
 					t.Fatalf("the other round: %v, want EIO", err)
 				}
 				// The operation's own round returns 0.
