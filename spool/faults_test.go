@@ -276,10 +276,11 @@ func (f *faultFS) WritebackErr(fd int) error {
 func (f *faultFS) Close(fd int) error {
 	path := f.fdPath(fd)
 	ferr, _ := f.fault("close", path, false, false)
-	err := f.inner.Close(fd)
+	// Forget the number before the kernel may hand it out again.
 	f.mu.Lock()
 	delete(f.fds, fd)
 	f.mu.Unlock()
+	err := f.inner.Close(fd)
 	if ferr != nil {
 		err = ferr
 	}
