@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"image/png"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,8 +68,10 @@ func makeSpools(t *testing.T, dir string) (mail, outbound string) {
 		}
 		defer s.Close()
 		n := 0
-		for q, ages := range entries {
-			for _, a := range ages {
+		// In queue order, so that the names (active-001 first) do not
+		// depend on the map's iteration order.
+		for _, q := range slices.Sorted(maps.Keys(entries)) {
+			for _, a := range entries[q] {
 				n++
 				entry := fmt.Sprintf("%s-%03d", q, n)
 				if a == 2*time.Hour {
