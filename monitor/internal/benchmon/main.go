@@ -41,8 +41,10 @@ var queues = []string{"active", "frozen", "quarantine", "removed"}
 const dataSize = 100
 
 var (
-	cpuProfile string
-	skipFull   bool
+	cpuProfile  string
+	fullProfile string
+	skipFull    bool
+	onlyFull    bool
 )
 
 func queueOf(i int) string {
@@ -81,7 +83,9 @@ func main() {
 	round := fs.Int("round", 0, "churn round")
 	pct := fs.Float64("pct", 1, "percent of entries changed per incremental cycle")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the incremental runs to this file")
+	fs.StringVar(&fullProfile, "fullprofile", "", "write a CPU profile of the full cycles (not find) to this file")
 	fs.BoolVar(&skipFull, "skipfull", false, "skip the full-cycle and find measurements")
+	fs.BoolVar(&onlyFull, "onlyfull", false, "only the full-cycle and find measurements")
 	fs.Parse(os.Args[2:])
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "-dir is required")
@@ -266,6 +270,9 @@ func measure(dir string, n, runs int, pct float64) error {
 			return err
 		}
 	}
+	if onlyFull {
+		return nil
+	}
 	return measureIncremental(ctx, dir, n, runs, pct, cm, fm)
 }
 
@@ -299,6 +306,13 @@ func measureFull(ctx context.Context, dir string, n, runs int) (cycle, find time
 	if _, err := full.Cycle(ctx); err != nil {
 		return 0, 0, err
 	}
+	var profile *os.File
+	if fullProfile != "" {
+		if profile, err = os.Create(fullProfile); err != nil {
+			return 0, 0, err
+		}
+		defer profile.Close()
+	}
 	var findTimes, fullTimes []time.Duration
 	for range runs {
 		d, err := findRun()
@@ -306,11 +320,21 @@ func measureFull(ctx context.Context, dir string, n, runs int) (cycle, find time
 			return 0, 0, err
 		}
 		findTimes = append(findTimes, d)
+		if profile != nil {
+			if err := pprof.StartCPUProfile(profile); err != nil {
+				return 0, 0, err
+			}
+		}
 		start := time.Now()
-		if _, err := full.Cycle(ctx); err != nil {
+		_, err = full.Cycle(ctx)
+		fullTimes = append(fullTimes, time.Since(start))
+		if profile != nil {
+			pprof.StopCPUProfile()
+			profile = nil // one profile: the first measured cycle
+		}
+		if err != nil {
 			return 0, 0, err
 		}
-		fullTimes = append(fullTimes, time.Since(start))
 	}
 	if s := full.Snapshot(); s.RegistryEntries != n || totalEntries(s) != n {
 		return 0, 0, fmt.Errorf("full scan saw %d registry entries and %d queued, want %d", s.RegistryEntries, totalEntries(s), n)
