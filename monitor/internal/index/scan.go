@@ -243,6 +243,7 @@ func (s *scanner) scan() (*Index, error) {
 	}
 
 	regDone := make(chan struct{})
+	var reg regProgress
 	var regErrs, dataErrs, locErrs []error
 	var dataOrphans []orphan
 	var dataDropped int
@@ -253,7 +254,15 @@ func (s *scanner) scan() (*Index, error) {
 		defer close(regDone)
 		path := s.dir + "/" + spool.RegistryDir
 		var files []listedFile
-		ok := s.listDir(path, make([]byte, direntBuf), &ix.arena, statType, &regErrs, &files, nil)
+		unpublished := 0
+		ok := s.listDir(path, make([]byte, direntBuf), &ix.arena, statType, &regErrs, &files, func([]byte) bool {
+			if unpublished++; unpublished == regProgressStep {
+				reg.add(unpublished)
+				unpublished = 0
+			}
+			return true
+		})
+		reg.add(unpublished)
 		ix.regFailed = !ok
 		ix.ids = make(map[string]uint32, len(files))
 		ix.ents = make([]entry, 0, len(files))
@@ -275,7 +284,7 @@ func (s *scanner) scan() (*Index, error) {
 		var ar arena
 		path := s.dir + "/" + spool.DataDir
 		var files []listedFile
-		bound := unregBound{ix: ix, regDone: regDone, max: s.maxUnreg, lists: []*[]listedFile{&files}}
+		bound := unregBound{ix: ix, regDone: regDone, reg: &reg, max: s.maxUnreg, lists: []*[]listedFile{&files}}
 		ok := s.listDir(path, make([]byte, direntBuf), &ar, statRegular, &dataErrs, &files, bound.keep)
 		ix.dataFailed = !ok
 		<-regDone
@@ -303,7 +312,7 @@ func (s *scanner) scan() (*Index, error) {
 	}
 	ix.dropped += tmpDropped
 	locFiles := make([][]listedFile, len(ix.locs))
-	locBound := unregBound{ix: ix, regDone: regDone, max: s.maxUnreg}
+	locBound := unregBound{ix: ix, regDone: regDone, reg: &reg, max: s.maxUnreg}
 	for i, l := range ix.locs {
 		if s.canceled() != nil {
 			break
@@ -457,12 +466,19 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 // directories) within the bound of unregistered names while it lists, so
 // that a flood of them costs neither memory nor stats: a name is kept if
 // it is registered, or if fewer than max unregistered ones are kept, and
-// is otherwise only counted in dropped. Until the registry pass has built
-// ix.ids (regDone) a pass keeps every name; when it holds more than max
-// of them it waits for the registry and prunes what it holds.
+// is otherwise only counted in dropped.
+//
+// Until the registry pass has built ix.ids (regDone) a pass cannot tell
+// registered names from others, so it keeps every name while it holds
+// fewer than max plus the number of names the registry pass has listed so
+// far (reg): at most max of them can be unregistered ones, whatever a flood
+// adds, and the passes list and stat alongside the registry instead of
+// waiting for it. Past that it waits for the registry to list more, or to
+// be known, and then prunes what it holds.
 type unregBound struct {
 	ix      *Index
 	regDone <-chan struct{}
+	reg     *regProgress    // nil: the registry's progress is not known (only regDone)
 	max     int             // 0: no bound
 	lists   []*[]listedFile // what the pass holds, in listing order
 	ready   bool            // regDone is closed: ix.ids may be read
@@ -476,17 +492,22 @@ func (b *unregBound) keep(name []byte) bool {
 	if b.max <= 0 {
 		return true
 	}
-	if !b.ready {
+	for !b.ready {
 		select {
 		case <-b.regDone:
+			b.prune()
+			continue
 		default:
-			if b.held < b.max {
-				b.held++
-				return true
-			}
-			<-b.regDone
 		}
-		b.prune()
+		listed, more := b.reg.load()
+		if b.held < b.max+listed {
+			b.held++
+			return true
+		}
+		select {
+		case <-b.regDone:
+		case <-more:
+		}
 	}
 	return b.admit(string(name))
 }
@@ -518,6 +539,43 @@ func (b *unregBound) admit(name string) bool {
 	}
 	b.dropped++
 	return false
+}
+
+// regProgress publishes how many names the registry pass has listed, for
+// unregBound. Its zero value is ready; a nil one reports none.
+type regProgress struct {
+	mu     sync.Mutex
+	listed int
+	more   chan struct{} // closed (and replaced) when listed grows
+}
+
+// regProgressStep is how many names the registry pass lists between two
+// publications: waking the other passes for every name would cost more
+// than it gains.
+const regProgressStep = 4096
+
+// add publishes that n more names were listed.
+func (p *regProgress) add(n int) {
+	p.mu.Lock()
+	p.listed += n
+	if p.more != nil {
+		close(p.more)
+		p.more = nil
+	}
+	p.mu.Unlock()
+}
+
+// load returns the names listed so far and a channel closed when more are.
+func (p *regProgress) load() (listed int, more <-chan struct{}) {
+	if p == nil {
+		return 0, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.more == nil {
+		p.more = make(chan struct{})
+	}
+	return p.listed, p.more
 }
 
 // joinData records the .data files in the entries, returning those whose

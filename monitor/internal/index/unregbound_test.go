@@ -2,7 +2,9 @@ package index
 
 import (
 	"slices"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 )
 
 // TestUnregBound: a listing pass keeps registered names and the first max
@@ -63,4 +65,63 @@ func TestUnregBound(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnregBoundAlongsideRegistry: before the registry is known a pass
+// holds up to max names plus as many as the registry pass has listed so
+// far (at most max of them can be unregistered), so it lists alongside the
+// registry pass; past that it waits for the registry to list more, or to be
+// known.
+func TestUnregBoundAlongsideRegistry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ix := newIndex(t.TempDir(), nil)
+		regDone := make(chan struct{})
+		var reg regProgress
+		reg.add(3)
+		var files []listedFile
+		b := unregBound{ix: ix, regDone: regDone, reg: &reg, max: 2, lists: []*[]listedFile{&files}}
+		for _, n := range []string{"a", "b", "c", "d", "e"} {
+			if !b.keep([]byte(n)) {
+				t.Fatalf("%s not kept while the pass holds fewer than max+listed names", n)
+			}
+			files = append(files, listedFile{name: n})
+		}
+		var kept atomic.Int32
+		next := func(name string) {
+			if b.keep([]byte(name)) {
+				files = append(files, listedFile{name: name})
+			}
+			kept.Add(1)
+		}
+		go next("f")
+		synctest.Wait()
+		if kept.Load() != 0 {
+			t.Fatal("the pass held a 6th name with max 2 and 3 registry names listed")
+		}
+		reg.add(1) // the registry pass lists a 4th name
+		synctest.Wait()
+		if kept.Load() != 1 {
+			t.Fatal("the pass still waits after the registry listed a name more")
+		}
+		go next("g")
+		synctest.Wait()
+		if kept.Load() != 1 {
+			t.Fatal("the pass held a 7th name with max 2 and 4 registry names listed")
+		}
+		for _, n := range []string{"a", "b", "c", "f"} {
+			ix.newID(n)
+		}
+		close(regDone) // the registry is known: d and e are unregistered, g too
+		synctest.Wait()
+		if kept.Load() != 2 {
+			t.Fatal("the pass still waits once the registry is known")
+		}
+		var got []string
+		for _, f := range files {
+			got = append(got, f.name)
+		}
+		if want := []string{"a", "b", "c", "d", "e", "f"}; !slices.Equal(got, want) || b.dropped != 1 {
+			t.Errorf("kept %v, dropped %d; want %v, 1", got, b.dropped, want)
+		}
+	})
 }
