@@ -186,6 +186,7 @@ func mustCycleAllowingErr(t *testing.T, m *Monitor) []Event {
 	if err != nil {
 		t.Fatalf("cycle: %v", err)
 	}
+	m.waitSizes()
 	return events
 }
 

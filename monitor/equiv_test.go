@@ -285,6 +285,8 @@ func TestEquivalence(t *testing.T) {
 				if err != nil {
 					fail("full cycle: %v", err)
 				}
+				inc.waitSizes()
+				full.waitSizes()
 				if fmtEvents(ei) != fmtEvents(ef) {
 					fail("events differ:\nincremental %s\nfull        %s", fmtEvents(ei), fmtEvents(ef))
 				}

@@ -63,7 +63,8 @@ type Monitor struct {
 	// scanDirtyLost: scanDirty reached maxScanDirty and events were lost
 	scanDirtyLost bool
 	rescanQueued  bool
-	w             index.Feed // the change feed, nil when not watching
+	sizesFilled   chan struct{} // closed when the background reading of data sizes ends (fillSizesLocked); nil before the first
+	w             index.Feed    // the change feed, nil when not watching
 	watching      bool
 	closed        bool
 	pubPending    bool
@@ -624,7 +625,7 @@ func (m *Monitor) publishLocked(now time.Time) {
 	}
 	if ix := m.idx; ix != nil {
 		p := ix.Publish()
-		s.RegistryEntries, s.TmpFiles, s.DataBytes = p.RegistryEntries, p.TmpFiles, p.DataBytes
+		s.RegistryEntries, s.TmpFiles, s.DataBytes, s.DataBytesPending = p.RegistryEntries, p.TmpFiles, p.DataBytes, p.DataBytesPending
 		s.Queues = make([]QueueStats, len(p.Queues))
 		for i, q := range p.Queues {
 			qs := QueueStats{Queue: q.Queue, Entries: q.Entries, CheckedOut: q.CheckedOut, Arrivals: m.arrivals[q.Queue], ages: q.Ages}

@@ -139,6 +139,7 @@ func mustCycle(t testing.TB, m *Monitor) []Event {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.waitSizes()
 	return events
 }
 

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -313,5 +314,41 @@ func TestWatcherReadFails(t *testing.T) {
 	}
 	if n := failures.Load(); n < 2 {
 		t.Errorf("%d reads after the failure, want the new watcher's", n-1)
+	}
+}
+
+// TestDataBytesAfterFullScan: a full scan leaves the payloads' sizes to a
+// background reading after the cycle has published; when it ends the
+// snapshot counts every payload and says so, whether the monitor watches
+// the spool or scans it every cycle.
+func TestDataBytesAfterFullScan(t *testing.T) {
+	for _, watch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("watch=%v", watch), func(t *testing.T) {
+			now := time.Now()
+			dir, s := newTestSpool(t)
+			var want int64
+			for i := range 50 {
+				data := make([]byte, 100+i)
+				want += int64(len(data))
+				if _, err := s.EnqueueBytes(context.Background(), "queue1", []byte("m"), data, spool.EnqueueOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m := newTestMonitor(t, dir, conf(func(c *Config) { c.DisableWatch = !watch }), &now)
+			for cycle := range 2 {
+				mustCycle(t, m) // waits for the sizes
+				m.mu.Lock()
+				filled := m.sizesFilled != nil
+				m.mu.Unlock()
+				if !filled {
+					t.Fatalf("cycle %d: the full scan read the payloads' sizes itself", cycle)
+				}
+				snap := m.Snapshot()
+				if snap.DataBytes != want || snap.DataBytesPending || snap.RegistryEntries != 50 {
+					t.Errorf("cycle %d: DataBytes %d pending %v registry %d, want %d false 50",
+						cycle, snap.DataBytes, snap.DataBytesPending, snap.RegistryEntries, want)
+				}
+			}
+		})
 	}
 }

@@ -155,6 +155,11 @@ type Snapshot struct {
 	RegistryEntries int
 	TmpFiles        int
 	DataBytes       int64
+	// DataBytesPending: after a full scan the payloads' sizes are read
+	// in the background, once the cycle's checks and queue statistics are
+	// published; until then DataBytes counts only part of them and
+	// exporters leave it out.
+	DataBytesPending bool
 
 	Problems []Problem // all problems found by the last cycle
 	Alerting []Problem // problems alerting after debouncing

@@ -32,11 +32,17 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	reason := m.fullReason
 	m.fullReason = ""
 	wasWatching := m.watching
+	sizesBehind := m.idx != nil && m.idx.SizesPending()
 	m.mu.Unlock()
 
 	var watchErrs []error
 	opt := index.ScanOptions{OpenFault: m.openFault(),
-		MaxUnregistered: m.cfg.MaxUnregistered, MaxDirs: m.cfg.MaxQueues, MaxWatches: m.cfg.MaxWatches}
+		MaxUnregistered: m.cfg.MaxUnregistered, MaxDirs: m.cfg.MaxQueues, MaxWatches: m.cfg.MaxWatches,
+		// The payloads' sizes feed only DataBytes, not the checks: they
+		// are read after the cycle has published (fillSizes), which halves
+		// the scan's stats. If the last scan's sizes were never completed
+		// (scans in a row faster than their fills), this one reads them.
+		SizesLater: !sizesBehind}
 	if useWatch {
 		opt.BeforeList = func(path string) {
 			if err := m.addWatch(path); err != nil {
@@ -84,6 +90,9 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 	}
 	m.publishLocked(now)
 	watching := m.watching
+	if ix != nil && ix.SizesPending() {
+		m.fillSizesLocked(ix)
+	}
 	m.mu.Unlock()
 	if closeW != nil {
 		closeW.Close()
@@ -105,6 +114,44 @@ func (m *Monitor) fullScan(ctx context.Context, now time.Time) error {
 		m.log.Info("not watching spool, scanning it in full every cycle", "reason", why)
 	}
 	return err
+}
+
+// fillSizesLocked reads, in the background, the data sizes that the full
+// scan which built ix left unknown, and publishes when done; it stops when
+// ix is replaced or the monitor closed. Callers hold m.mu.
+func (m *Monitor) fillSizesLocked(ix *index.Index) {
+	if m.closed {
+		return
+	}
+	done := make(chan struct{})
+	m.sizesFilled = done
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(done)
+		current := func() bool { return m.idx == ix && !m.closed }
+		err := ix.FillSizes(context.Background(), &m.mu, current)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if !current() {
+			return
+		}
+		if err != nil {
+			m.log.Warn("reading payload sizes failed; spool_data_bytes waits for the next full scan", "err", err)
+		}
+		m.publishLocked(m.cfg.Now())
+	}()
+}
+
+// waitSizes waits for the background reading of data sizes started by the
+// last full scan, if any: tests call it after a cycle to see the sizes.
+func (m *Monitor) waitSizes() {
+	m.mu.Lock()
+	done := m.sizesFilled
+	m.mu.Unlock()
+	if done != nil {
+		<-done
+	}
 }
 
 // addWatch adds a watch on path, starting the change feed if needed.

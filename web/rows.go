@@ -211,7 +211,11 @@ func (h html) details(s *spoolView) {
 	h.raw("<table class=\"details\">\n<tr>")
 	cell("Registry entries", int64(s.RegistryEntries))
 	cell("Temporary files", int64(s.TmpFiles))
-	cell("Payload bytes", s.DataBytes)
+	if s.DataBytesPending {
+		h.raw(`<th>Payload bytes</th><td class="n">counting…</td>`)
+	} else {
+		cell("Payload bytes", s.DataBytes)
+	}
 	h.raw("</tr>\n<tr>")
 	cell("Checks", int64(s.Cycles))
 	cell("Failed checks", int64(s.FailedCycles))

@@ -111,6 +111,7 @@ type spoolView struct {
 	Details                   bool
 	RegistryEntries, TmpFiles int
 	DataBytes                 int64
+	DataBytesPending          bool // the sizes after a full scan are still being read
 	Cycles, FailedCycles      uint64
 	CycleDuration             string
 	LastSuccess               string
@@ -196,7 +197,7 @@ func (c *Console) spoolView(s *monitor.Snapshot, now time.Time, maxProblems int,
 	v.LastStart, v.LastEnd = newEventView(start, now), newEventView(end, now)
 	if details {
 		v.Details = true
-		v.RegistryEntries, v.TmpFiles, v.DataBytes = s.RegistryEntries, s.TmpFiles, s.DataBytes
+		v.RegistryEntries, v.TmpFiles, v.DataBytes, v.DataBytesPending = s.RegistryEntries, s.TmpFiles, s.DataBytes, s.DataBytesPending
 		v.Cycles, v.FailedCycles = s.Cycles, s.FailedCycles
 		v.CycleDuration = s.CycleDuration.Round(time.Microsecond).String()
 		if !s.LastSuccess.IsZero() {

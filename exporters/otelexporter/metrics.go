@@ -136,7 +136,9 @@ func (in *instruments) observe(o metric.Observer, s *monitor.Snapshot) {
 	o.ObserveInt64(in.full, int64(s.FullScans), only)
 	o.ObserveInt64(in.tmpFiles, int64(s.TmpFiles), only)
 	o.ObserveInt64(in.registry, int64(s.RegistryEntries), only)
-	o.ObserveInt64(in.dataSize, s.DataBytes, only)
+	if !s.DataBytesPending { // left out until the sizes after a full scan are read
+		o.ObserveInt64(in.dataSize, s.DataBytes, only)
+	}
 
 	waiting := attribute.String(AttrEntryState, StateWaiting)
 	checkedOut := attribute.String(AttrEntryState, StateCheckedOut)

@@ -255,7 +255,9 @@ func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 	out.sample(famFullScans, float64(s.FullScans), lv{name})
 	out.sample(famTmpFiles, float64(s.TmpFiles), lv{name})
 	out.sample(famRegistryEntries, float64(s.RegistryEntries), lv{name})
-	out.sample(famDataBytes, float64(s.DataBytes), lv{name})
+	if !s.DataBytesPending { // left out until the sizes after a full scan are read
+		out.sample(famDataBytes, float64(s.DataBytes), lv{name})
+	}
 
 	for i := range s.Queues {
 		q := &s.Queues[i]

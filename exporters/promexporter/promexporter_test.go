@@ -147,6 +147,19 @@ spool_problems{dir="tmp",kind="too_old",queue="",spool="mail"} 1
 `,
 		},
 		{
+			name: "payload bytes left out while the sizes after a full scan are read",
+			snaps: []*monitor.Snapshot{func() *monitor.Snapshot {
+				s := mailSnapshot()
+				s.DataBytes, s.DataBytesPending = 1000, true
+				return s
+			}()},
+			metrics: []string{"spool_data_bytes", "spool_registry_entries"},
+			want: `# HELP spool_registry_entries Names reserved in the spool's .registry directory.
+# TYPE spool_registry_entries gauge
+spool_registry_entries{spool="mail"} 4
+`,
+		},
+		{
 			name:    "event counters zero-filled per kind and event",
 			snaps:   []*monitor.Snapshot{mailSnapshot()},
 			metrics: []string{"spool_problem_events_total"},

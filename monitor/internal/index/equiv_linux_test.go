@@ -235,6 +235,7 @@ type engine struct {
 	markers  chan string // root files seen, after their batch was applied
 	scans    int
 	wg       sync.WaitGroup
+	fills    sync.WaitGroup // FillSizes of the scans with SizesLater
 }
 
 // scan replaces the index with a cold scan, under a fresh feed. Events
@@ -262,7 +263,11 @@ func (e *engine) scan() {
 			}
 		})
 	}()
-	ix, err := Scan(context.Background(), e.dir, ScanOptions{BeforeList: func(path string) {
+	// Every other scan leaves the data sizes to FillSizes, which runs
+	// while the workload goes on (as the monitor runs it after a cycle);
+	// checkpoints wait for it.
+	sizesLater := e.scans%2 == 1
+	ix, err := Scan(context.Background(), e.dir, ScanOptions{SizesLater: sizesLater, BeforeList: func(path string) {
 		if err := f.Add(path); err != nil {
 			e.t.Errorf("watch %s: %v", path, err)
 		}
@@ -273,6 +278,15 @@ func (e *engine) scan() {
 	ix.Succeed(e.ix)
 	e.ix, e.rescan = ix, ""
 	e.scans++
+	if sizesLater {
+		e.fills.Add(1)
+		go func() {
+			defer e.fills.Done()
+			if err := ix.FillSizes(context.Background(), &e.mu, func() bool { return e.ix == ix }); err != nil {
+				e.t.Errorf("fill sizes: %v", err)
+			}
+		}()
+	}
 }
 
 func (e *engine) apply(f Feed, batch []Event) {
@@ -342,6 +356,7 @@ func (e *engine) close() {
 		for range e.markers {
 		}
 	}()
+	e.fills.Wait()
 	e.wg.Wait()
 	close(e.markers)
 }
@@ -351,7 +366,7 @@ func (e *engine) close() {
 func dump(ix *Index, now time.Time) string {
 	var b strings.Builder
 	p := ix.Publish()
-	fmt.Fprintf(&b, "registry=%d tmp=%d databytes=%d\n", p.RegistryEntries, p.TmpFiles, p.DataBytes)
+	fmt.Fprintf(&b, "registry=%d tmp=%d databytes=%d pending=%v\n", p.RegistryEntries, p.TmpFiles, p.DataBytes, p.DataBytesPending)
 	bounds := []time.Duration{time.Minute, 5 * time.Minute, 10 * time.Minute, time.Hour}
 	for _, q := range p.Queues {
 		c, sum := q.Ages.Buckets(now, bounds)
@@ -445,6 +460,7 @@ func TestEngineEquivalence(t *testing.T) {
 					}
 					warm = false
 				}
+				e.fills.Wait()
 				fresh, err := Scan(context.Background(), dir, ScanOptions{})
 				if err != nil {
 					fail("scan: %v", err)

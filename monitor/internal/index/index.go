@@ -40,7 +40,7 @@ const (
 type entry struct {
 	name    string
 	mtime   int64      // of the file in loc, when loc != 0 and placed has no placedStatFailed
-	size    uint32     // the data file's size, or math.MaxUint32 with dataSizeBig
+	size    uint32     // the data file's size, or math.MaxUint32 with dataSizeBig, or sizeUnknown
 	loc     uint16     // the queue or checkout directory holding the name (0: none)
 	regData fileFlags  // written by the registry and data passes
 	placed  placeFlags // written by the queue pass
@@ -101,7 +101,11 @@ type Index struct {
 	tmp         map[string]tmpFile
 
 	regCount  int
-	dataBytes int64
+	dataBytes int64 // of the data files whose size is known
+	unsized   int   // data files whose size is not known yet (sizeUnknown)
+	// pendingSizes are the data files a scan with SizesLater left
+	// unsized, in inode order, for FillSizes.
+	pendingSizes []pendingSize
 
 	rootUnexpected []string // names at the spool root that are neither queues nor spool directories
 	rootFailed     bool     // an entry at the root could not be examined (it may be a queue)
@@ -229,11 +233,25 @@ func (ix *Index) settle(id uint32) {
 	}
 }
 
-// dataSize returns entry id's data size.
+// sizeUnknown, in entry.size without dataSizeBig, marks a data file whose
+// size a scan left for FillSizes (ScanOptions.SizesLater). Such a size
+// counts in unsized, not in dataBytes.
+const sizeUnknown = math.MaxUint32
+
+// sizeKnown reports whether entry id's data size is known.
+func (ix *Index) sizeKnown(id uint32) bool {
+	e := &ix.ents[id]
+	return e.size != sizeUnknown || e.regData&dataSizeBig != 0
+}
+
+// dataSize returns entry id's data size (0 while it is not known).
 func (ix *Index) dataSize(id uint32) int64 {
 	e := &ix.ents[id]
 	if e.regData&dataSizeBig != 0 {
 		return ix.bigSizes[id]
+	}
+	if e.size == sizeUnknown {
+		return 0
 	}
 	return int64(e.size)
 }
@@ -241,6 +259,9 @@ func (ix *Index) dataSize(id uint32) int64 {
 // setDataSize records entry id's data size.
 func (ix *Index) setDataSize(id uint32, size int64) {
 	e := &ix.ents[id]
+	if !ix.sizeKnown(id) {
+		ix.unsized--
+	}
 	if size >= math.MaxUint32 {
 		e.size = math.MaxUint32
 		e.regData |= dataSizeBig
@@ -254,6 +275,16 @@ func (ix *Index) setDataSize(id uint32, size int64) {
 	e.size = uint32(size)
 }
 
+// unsetDataSize records that entry id's data size is not known yet.
+func (ix *Index) unsetDataSize(id uint32) {
+	if !ix.sizeKnown(id) {
+		return
+	}
+	ix.setDataSize(id, 0)
+	ix.ents[id].size = sizeUnknown
+	ix.unsized++
+}
+
 // fileState is what a stat says about one file.
 type fileState struct {
 	present    bool
@@ -261,6 +292,7 @@ type fileState struct {
 	statFailed bool // present, but its stat failed
 	mtime      int64
 	size       int64
+	sizeLater  bool // a data file's size is not known yet (ScanOptions.SizesLater)
 }
 
 // setReg applies the state of .registry/<name>. Like setData, setLoc and
@@ -322,8 +354,12 @@ func (ix *Index) setData(name string, st fileState) {
 		if st.irregular || st.statFailed {
 			size = 0
 		}
-		ix.setDataSize(id, size)
-		ix.dataBytes += size
+		if st.sizeLater && !st.irregular && !st.statFailed {
+			ix.unsetDataSize(id)
+		} else {
+			ix.setDataSize(id, size)
+			ix.dataBytes += size
+		}
 		if ix.rescanning {
 			e.regData |= dataSeen
 		}

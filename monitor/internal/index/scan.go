@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -155,6 +156,11 @@ type ScanOptions struct {
 	// queues, and apart in .tmp), directories at the root, watches. Past
 	// one the index keeps what fits and says so (see Over).
 	MaxUnregistered, MaxDirs, MaxWatches int
+	// SizesLater leaves the data files' sizes to FillSizes: the scan
+	// stats no data file (only the queue and checkout files, for their
+	// mtimes), which is half its stats, and the index's DataBytes is
+	// pending until FillSizes has run.
+	SizesLater bool
 }
 
 // Scan reads the spool at dir (a clean path) into a fresh index. The
@@ -164,7 +170,7 @@ type ScanOptions struct {
 // spool.ErrNotSpool).
 func Scan(ctx context.Context, dir string, opt ScanOptions) (*Index, error) {
 	s := scanner{dir: dir, ctx: ctx, beforeList: opt.BeforeList, openFault: opt.OpenFault,
-		maxUnreg: opt.MaxUnregistered, maxDirs: opt.MaxDirs, maxWatches: opt.MaxWatches}
+		maxUnreg: opt.MaxUnregistered, maxDirs: opt.MaxDirs, maxWatches: opt.MaxWatches, sizesLater: opt.SizesLater}
 	return s.scan()
 }
 
@@ -174,8 +180,9 @@ type scanner struct {
 	ctx                           context.Context
 	beforeList                    func(path string)
 	openFault                     func(path string) error
-	maxUnreg, maxDirs, maxWatches int // see ScanOptions
-	root                          int // the spool root's descriptor during scan
+	maxUnreg, maxDirs, maxWatches int  // see ScanOptions
+	sizesLater                    bool // see ScanOptions
+	root                          int  // the spool root's descriptor during scan
 }
 
 func (s *scanner) canceled() error { return s.ctx.Err() }
@@ -247,6 +254,7 @@ func (s *scanner) scan() (*Index, error) {
 	var regErrs, dataErrs, locErrs []error
 	var dataOrphans []orphan
 	var dataDropped int
+	var pending []pendingSize
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -255,12 +263,12 @@ func (s *scanner) scan() (*Index, error) {
 		path := s.dir + "/" + spool.RegistryDir
 		var files []listedFile
 		unpublished := 0
-		ok := s.listDir(path, make([]byte, direntBuf), &ix.arena, statType, &regErrs, &files, func([]byte) bool {
+		ok := s.listDir(path, make([]byte, direntBuf), &ix.arena, statType, &regErrs, &files, func([]byte) (bool, uint32) {
 			if unpublished++; unpublished == regProgressStep {
 				reg.add(unpublished)
 				unpublished = 0
 			}
-			return true
+			return true, noID
 		})
 		reg.add(unpublished)
 		ix.regFailed = !ok
@@ -285,24 +293,28 @@ func (s *scanner) scan() (*Index, error) {
 		path := s.dir + "/" + spool.DataDir
 		var files []listedFile
 		bound := unregBound{ix: ix, regDone: regDone, reg: &reg, max: s.maxUnreg, lists: []*[]listedFile{&files}}
-		ok := s.listDir(path, make([]byte, direntBuf), &ar, statRegular, &dataErrs, &files, bound.keep)
+		mode := statRegular
+		if s.sizesLater {
+			mode = statType
+		}
+		ok := s.listDir(path, make([]byte, direntBuf), &ar, mode, &dataErrs, &files, bound.keep)
 		ix.dataFailed = !ok
 		<-regDone
-		dataOrphans, dataDropped = s.joinData(ix, files)
+		dataOrphans, dataDropped, pending = s.joinData(ix, files)
 		dataDropped += bound.dropped
 	}()
 	var ar arena
 	tmpPath := s.dir + "/" + spool.TmpDir
 	var tmpFiles []listedFile
 	tmpDropped := 0
-	ok := s.listDir(tmpPath, buf, &ar, statAll, &locErrs, &tmpFiles, func([]byte) bool {
+	ok := s.listDir(tmpPath, buf, &ar, statAll, &locErrs, &tmpFiles, func([]byte) (bool, uint32) {
 		// .tmp names are never registered ones: the first maxUnreg are
 		// kept, the others only counted.
 		if s.maxUnreg > 0 && len(tmpFiles) >= s.maxUnreg {
 			tmpDropped++
-			return false
+			return false, noID
 		}
-		return true
+		return true, noID
 	})
 	ix.tmpFailed = !ok
 	for _, f := range tmpFiles {
@@ -313,13 +325,20 @@ func (s *scanner) scan() (*Index, error) {
 	ix.dropped += tmpDropped
 	locFiles := make([][]listedFile, len(ix.locs))
 	locBound := unregBound{ix: ix, regDone: regDone, reg: &reg, max: s.maxUnreg}
+	// Each directory is statted while the next is listed.
+	var locStats sync.WaitGroup
+	locStatErrs := make([][]error, len(ix.locs))
 	for i, l := range ix.locs {
 		if s.canceled() != nil {
 			break
 		}
 		locBound.lists = append(locBound.lists, &locFiles[i])
-		ok := s.listDir(l.path, buf, &ar, statLoc, &locErrs, &locFiles[i], locBound.keep)
+		ok := s.listDirThen(l.path, buf, &ar, statLoc, &locErrs, &locFiles[i], locBound.keep, &locStats, &locStatErrs[i])
 		l.failed = !ok
+	}
+	locStats.Wait()
+	for _, e := range locStatErrs {
+		locErrs = append(locErrs, e...)
 	}
 	<-regDone
 	locItems := make([][]item, len(ix.locs))
@@ -336,6 +355,7 @@ func (s *scanner) scan() (*Index, error) {
 	for _, o := range dataOrphans {
 		ix.setData(o.name, o.st)
 	}
+	ix.pendingSizes = pending
 	for i, l := range ix.locs {
 		l.set.build(locItems[i])
 	}
@@ -353,9 +373,27 @@ func (s *scanner) scan() (*Index, error) {
 type listedFile struct {
 	name  string // in the pass's arena, followed there by a NUL
 	ino   uint64
-	val   int64 // the mtime (statAll) or the size (statRegular)
+	val   int64  // the mtime (statAll) or the size (statRegular)
+	id    uint32 // the registered entry of that name, if the pass looked it up (noID: not looked up, or not registered)
 	typ   dirent.Type
 	flags listedFlags
+}
+
+// noID is no entry id; droppedID marks a listed name that unregBound
+// dropped for the bound after it was kept.
+const (
+	noID      = ^uint32(0)
+	droppedID = noID - 1
+)
+
+// lookup returns the id of f's registered entry: the one the pass found
+// when it kept f, or else from ix.ids.
+func (f *listedFile) lookup(ix *Index) (uint32, bool) {
+	if f.id < droppedID {
+		return f.id, true
+	}
+	id, ok := ix.ids[f.name]
+	return id, ok
 }
 
 // listedFlags say what a pass found of a listed file.
@@ -365,6 +403,7 @@ const (
 	listedPresent listedFlags = 1 << iota
 	listedIrregular
 	listedStatFailed
+	listedStatted // the file was statted: val holds its mtime or size
 )
 
 func (f *listedFile) present() bool    { return f.flags&listedPresent != 0 }
@@ -387,21 +426,47 @@ const (
 // listDir lists the directory at path (skipping .checkout) into *files,
 // interning the names in ar, then stats them as mode says, in inode order.
 // keep (nil: keep all) decides, before a name is interned, whether to
-// keep it: past a bound a flood of names costs no memory. ok is false when
+// keep it: past a bound a flood of names costs no memory; it returns the
+// name's registered entry if it looked it up (noID otherwise). ok is false when
 // the directory could not be listed (*files is then left empty); errs gets
 // the errors.
-func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]error, out *[]listedFile, keep func(name []byte) bool) (ok bool) {
+func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]error, out *[]listedFile, keep func(name []byte) (bool, uint32)) (ok bool) {
+	return s.listDirThen(path, buf, ar, mode, errs, out, keep, nil, nil)
+}
+
+// listDirThen is listDir; with stats set, it returns once the directory is
+// listed and stats it in a goroutine of stats, appending that phase's
+// errors to *statErrs, so that the pass lists its next directory
+// meanwhile. The files stay in *out; only their stat fields are written.
+func (s *scanner) listDirThen(path string, buf []byte, ar *arena, mode int, errs *[]error, out *[]listedFile, keep func(name []byte) (bool, uint32), stats *sync.WaitGroup, statErrs *[]error) (ok bool) {
 	fd, err := openBeneath(s.root, strings.TrimPrefix(path, s.dir+"/"), path, s.openFault)
 	if err != nil {
 		*errs = append(*errs, pathErr("open", path, err))
 		return false
 	}
-	defer unix.Close(fd)
+	closeFD := true
+	defer func() {
+		if closeFD {
+			unix.Close(fd)
+		}
+	}()
 	err = dirent.ReadAll(fd, buf, func(d dirent.Entry) {
-		if string(d.Name) == spool.CheckoutDir || keep != nil && !keep(d.Name) {
+		if string(d.Name) == spool.CheckoutDir {
 			return
 		}
-		*out = append(*out, listedFile{name: ar.internZ(d.Name), ino: d.Ino, typ: d.Type})
+		id := noID
+		if keep != nil {
+			var ok bool
+			if ok, id = keep(d.Name); !ok {
+				return
+			}
+		}
+		if len(*out) == cap(*out) {
+			// Double: append grows a large slice by a quarter, which
+			// copies a million-file listing about four times over.
+			*out = slices.Grow(*out, max(len(*out), 1024))
+		}
+		*out = append(*out, listedFile{name: ar.internZ(d.Name), ino: d.Ino, id: id, typ: d.Type})
 	})
 	if err != nil {
 		*errs = append(*errs, pathErr("list", path, err))
@@ -409,11 +474,22 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 		return false
 	}
 	files := *out
-	// The order of the stats: by inode (sorting small records, not files).
-	type byIno struct {
-		ino uint64
-		i   uint32
+	if stats != nil {
+		closeFD = false
+		stats.Go(func() {
+			defer unix.Close(fd)
+			statFiles(fd, path, mode, files, statErrs)
+		})
+		return true
 	}
+	statFiles(fd, path, mode, files, errs)
+	return true
+}
+
+// statFiles stats files, listed in the directory open as fd (at path), as
+// listDir's mode says, appending failures to errs.
+func statFiles(fd int, path string, mode int, files []listedFile, errs *[]error) {
+	// The order of the stats: by inode (sorting small records, not files).
 	var order []byIno
 	if mode != statType {
 		order = make([]byIno, len(files))
@@ -422,44 +498,85 @@ func (s *scanner) listDir(path string, buf []byte, ar *arena, mode int, errs *[]
 		}
 		slices.SortFunc(order, func(a, b byIno) int { return cmp.Compare(a.ino, b.ino) })
 	}
-	var st unix.Stat_t
-	for k := range files {
-		i := k
-		if order != nil {
-			i = int(order[k].i)
+	if order == nil {
+		var st unix.Stat_t
+		for i := range files {
+			statListed(fd, path, mode, &files[i], &st, errs)
 		}
-		f := &files[i]
-		known, reg := typeKnown(f.typ), f.typ == dirent.Regular
-		if known && (mode == statType || !reg) {
-			f.flags = listedPresent
-			if !reg {
-				f.flags |= listedIrregular | listedStatFailed
-			}
-			continue
-		}
-		if err := fstatatZ(fd, f.name, &st); err != nil {
-			if err == unix.ENOENT {
-				continue // gone since listed
-			}
-			*errs = append(*errs, pathErr("stat", path+"/"+f.name, err))
-			f.flags = listedPresent | listedStatFailed
-			if known && !reg {
-				f.flags |= listedIrregular
-			}
-			continue
-		}
-		f.flags = listedPresent
-		if !isReg(uint32(st.Mode)) || mode == statLoc && sharedInode(&st) {
-			f.flags |= listedIrregular | listedStatFailed
-			continue
-		}
-		if mode == statAll || mode == statLoc {
-			f.val = mtimeOf(&st)
-		} else {
-			f.val = st.Size
+		return
+	}
+	// A large directory is statted by several goroutines, each a range of
+	// the inode order: the stats are most of a cold scan's time, and the
+	// other passes may be done before this one.
+	workers := 1
+	if len(order) >= parallelStatMin {
+		workers = min(runtime.GOMAXPROCS(0), maxStatWorkers)
+	}
+	per := (len(order) + workers - 1) / workers
+	part := func(w int) []byIno { return order[min(w*per, len(order)):min((w+1)*per, len(order))] }
+	statPart := func(part []byIno, errs *[]error) {
+		var st unix.Stat_t
+		for _, o := range part {
+			statListed(fd, path, mode, &files[o.i], &st, errs)
 		}
 	}
-	return true
+	werrs := make([][]error, workers)
+	var wg sync.WaitGroup
+	for w := 1; w < workers; w++ {
+		wg.Go(func() { statPart(part(w), &werrs[w]) })
+	}
+	statPart(part(0), &werrs[0])
+	wg.Wait()
+	for _, e := range werrs {
+		*errs = append(*errs, e...)
+	}
+}
+
+// byIno is a listed file's place in the stat order.
+type byIno struct {
+	ino uint64
+	i   uint32
+}
+
+// Directories of at least parallelStatMin files are statted by up to
+// maxStatWorkers goroutines (GOMAXPROCS permitting).
+const (
+	parallelStatMin = 8192
+	maxStatWorkers  = 4
+)
+
+// statListed stats f in the directory open as fd (at path) as listDir's
+// mode says, recording in f what it found and in errs a failure.
+func statListed(fd int, path string, mode int, f *listedFile, st *unix.Stat_t, errs *[]error) {
+	known, reg := typeKnown(f.typ), f.typ == dirent.Regular
+	if known && (mode == statType || !reg) {
+		f.flags = listedPresent
+		if !reg {
+			f.flags |= listedIrregular | listedStatFailed
+		}
+		return
+	}
+	if err := fstatatZ(fd, f.name, st); err != nil {
+		if err == unix.ENOENT {
+			return // gone since listed
+		}
+		*errs = append(*errs, pathErr("stat", path+"/"+f.name, err))
+		f.flags = listedPresent | listedStatFailed
+		if known && !reg {
+			f.flags |= listedIrregular
+		}
+		return
+	}
+	f.flags = listedPresent | listedStatted
+	if !isReg(uint32(st.Mode)) || mode == statLoc && sharedInode(st) {
+		f.flags |= listedIrregular | listedStatFailed
+		return
+	}
+	if mode == statAll || mode == statLoc {
+		f.val = mtimeOf(st)
+	} else {
+		f.val = st.Size
+	}
 }
 
 // unregBound keeps a listing pass (of .data, or of the queue and checkout
@@ -487,10 +604,11 @@ type unregBound struct {
 	dropped int             // unregistered names past the bound
 }
 
-// keep reports whether the pass keeps the listed name.
-func (b *unregBound) keep(name []byte) bool {
+// keep reports whether the pass keeps the listed name, and the name's
+// registered entry if it looked it up (noID otherwise).
+func (b *unregBound) keep(name []byte) (bool, uint32) {
 	if b.max <= 0 {
-		return true
+		return true, noID
 	}
 	for !b.ready {
 		select {
@@ -502,7 +620,7 @@ func (b *unregBound) keep(name []byte) bool {
 		listed, more := b.reg.load()
 		if b.held < b.max+listed {
 			b.held++
-			return true
+			return true, noID
 		}
 		select {
 		case <-b.regDone:
@@ -512,33 +630,36 @@ func (b *unregBound) keep(name []byte) bool {
 	return b.admit(string(name))
 }
 
-// prune, once the registry is known, drops from the lists the unregistered
-// names past the bound.
+// prune, once the registry is known, marks in the lists the unregistered
+// names past the bound as dropped, and notes the registered ones' entries.
+// It writes only their id: the lists of directories listed earlier may be
+// being statted (listDirThen), which writes only the stat fields.
 func (b *unregBound) prune() {
 	b.ready = true
 	for _, l := range b.lists {
-		kept := (*l)[:0]
-		for _, f := range *l {
-			if b.admit(f.name) {
-				kept = append(kept, f)
+		for i := range *l {
+			f := &(*l)[i]
+			if ok, id := b.admit(f.name); ok {
+				f.id = id
+			} else {
+				f.id = droppedID
 			}
 		}
-		clear((*l)[len(kept):])
-		*l = kept
 	}
 }
 
-// admit counts name and reports whether it is kept.
-func (b *unregBound) admit(name string) bool {
-	if _, ok := b.ix.ids[name]; ok {
-		return true
+// admit counts name and reports whether it is kept, with its registered
+// entry (noID: not registered).
+func (b *unregBound) admit(name string) (bool, uint32) {
+	if id, ok := b.ix.ids[name]; ok {
+		return true, id
 	}
 	if b.unreg < b.max {
 		b.unreg++
-		return true
+		return true, noID
 	}
 	b.dropped++
-	return false
+	return false, noID
 }
 
 // regProgress publishes how many names the registry pass has listed, for
@@ -579,23 +700,26 @@ func (p *regProgress) load() (listed int, more <-chan struct{}) {
 }
 
 // joinData records the .data files in the entries, returning those whose
-// name is not registered (and the rare sizes too big for entry.size).
+// name is not registered (and the rare sizes too big for entry.size), and,
+// with SizesLater, the files left unsized.
 //
 // Past the bound of unregistered names it collects no more of them, but
 // counts them in dropped.
-func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dropped int) {
+func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dropped int, pending []pendingSize) {
 	unreg := 0
 	var total int64
+	unsized := 0
 	for i := range files {
 		f := &files[i]
-		if !f.present() {
+		if !f.present() || f.id == droppedID {
 			continue
 		}
 		size := f.val
 		if f.irregular() || f.statFailed() {
 			size = 0
 		}
-		id, ok := ix.ids[f.name]
+		later := s.sizesLater && f.flags&(listedIrregular|listedStatFailed|listedStatted) == 0
+		id, ok := f.lookup(ix)
 		if !ok && s.maxUnreg > 0 && unreg >= s.maxUnreg {
 			dropped++ // over the bound: not even collected
 			continue
@@ -603,9 +727,16 @@ func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dro
 		if !ok {
 			unreg++
 		}
+		if later {
+			p := pendingSize{name: f.name, ino: f.ino, id: noID}
+			if ok {
+				p.id = id
+			}
+			pending = append(pending, p)
+		}
 		if !ok || size >= 1<<32-1 {
 			st := f.state()
-			st.size = size
+			st.size, st.sizeLater = size, later
 			orphans = append(orphans, orphan{name: f.name, st: st})
 			continue
 		}
@@ -614,11 +745,17 @@ func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dro
 		if f.irregular() {
 			e.regData |= dataIrregular
 		}
+		if later {
+			e.size = sizeUnknown
+			unsized++
+			continue
+		}
 		e.size = uint32(size)
 		total += size
 	}
 	ix.dataBytes += total
-	return orphans, dropped
+	ix.unsized += unsized
+	return orphans, dropped, pending
 }
 
 // joinLocs records the queue and checkout files in the entries and collects
@@ -634,10 +771,10 @@ func (s *scanner) joinLocs(ix *Index, locFiles [][]listedFile, locItems [][]item
 		items := make([]item, 0, len(files))
 		for k := range files {
 			f := &files[k]
-			if !f.present() {
+			if !f.present() || f.id == droppedID {
 				continue
 			}
-			id, ok := ix.ids[f.name]
+			id, ok := f.lookup(ix)
 			if !ok && s.maxUnreg > 0 && unreg >= s.maxUnreg {
 				dropped++
 				continue

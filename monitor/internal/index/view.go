@@ -168,7 +168,10 @@ type Published struct {
 	RegistryEntries int
 	TmpFiles        int
 	DataBytes       int64
-	Queues          []QueueState // sorted by queue
+	// DataBytesPending: some data files' sizes are not known yet
+	// (ScanOptions.SizesLater), so DataBytes counts only the others.
+	DataBytesPending bool
+	Queues           []QueueState // sorted by queue
 }
 
 // Publish returns the index's statistics. The Ages it returns share the
@@ -176,7 +179,7 @@ type Published struct {
 // on.
 func (ix *Index) Publish() Published {
 	p := Published{RegistryEntries: ix.regCount, TmpFiles: len(ix.tmp), DataBytes: ix.dataBytes,
-		Queues: make([]QueueState, len(ix.queues))}
+		DataBytesPending: ix.unsized > 0, Queues: make([]QueueState, len(ix.queues))}
 	for i, q := range ix.queues {
 		wl, cl := ix.locs[2*i], ix.locs[2*i+1]
 		qs := QueueState{Queue: q, Entries: wl.count, CheckedOut: cl.count}
