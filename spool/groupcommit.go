@@ -28,12 +28,15 @@ import (
 //
 // Two kinds of barrier:
 //
-//   - syncfs(2) of the spool's file system. One syncfs writes back every
-//     dirty page of the file system, waits for it, and commits the journal
-//     (ext4, xfs) or the transaction (btrfs) with a cache flush: it covers
-//     every directory and every file the operations of a round changed, so
-//     a round costs one flush however many operations and directories it
-//     serves, and the operations' own files need no fsync of their own.
+//   - syncfs(2) of the spool's file system, then fsync(2) of the root
+//     (batchFS.Syncfs). One syncfs writes back every dirty page of the
+//     file system, waits for it, and commits the journal (ext4, xfs) or
+//     the transaction (btrfs) with a cache flush; ext4 without a journal
+//     writes its inode tables and directory blocks after that flush, and
+//     the fsync flushes again once they are written. A round covers every
+//     directory and every file its operations changed, so it costs the
+//     same however many operations and directories it serves, and the
+//     operations' own files need no fsync of their own.
 //     Each operation then asks each file it wrote for write-back errors
 //     through its own descriptor (sync_file_range(2) with WAIT_BEFORE,
 //     WRITE and WAIT_AFTER, which writes a page the round left dirty and
@@ -203,7 +206,9 @@ func (g *commitGroup) busy() bool {
 // operations share one syncfs instead of fsyncing each file and directory.
 type batchFS interface {
 	// Syncfs writes back and commits the whole file system holding fd,
-	// with a cache flush (syncfs(2)); it reports write-back errors that
+	// with a cache flush after its last write (syncfs(2), then fsync(2) of
+	// fd: ext4 without a journal flushes before syncfs writes its inode
+	// tables and directory blocks); it reports write-back errors that
 	// occurred since fd was opened or last reported them (Linux 5.8), and
 	// the file system's journal or log commit errors (5.17).
 	Syncfs(fd int) error

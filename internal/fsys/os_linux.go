@@ -59,9 +59,22 @@ func (OS) TouchFD(fd int, t time.Time) error {
 	return nil
 }
 
-// Syncfs flushes the whole file system holding fd with syncfs(2) (group
-// commit's batch flush, found by a type assertion in package spool).
-func (OS) Syncfs(fd int) error { return unix.Syncfs(fd) }
+// Syncfs flushes the whole file system holding fd with syncfs(2), then
+// fsyncs fd (group commit's batch flush, found by a type assertion in
+// package spool). The fsync is a cache flush issued after everything
+// syncfs wrote has completed: ext4 without a journal issues syncfs's flush
+// (ext4_sync_fs) before syncfs writes the inode tables and directory
+// blocks (its last sync_blockdev), so without another flush they could
+// still sit in the disk's volatile cache; on such ext4 every fsync ends
+// with one. Elsewhere (a journal, XFS's log, btrfs's transaction) syncfs's
+// commit already covered them and the fsync adds at most a flush per round.
+func (OS) Syncfs(fd int) error {
+	if _, err := retry(func() (int, error) { return 0, unix.Syncfs(fd) }); err != nil {
+		return err
+	}
+	_, err := retry(func() (int, error) { return 0, unix.Fsync(fd) })
+	return err
+}
 
 // WritebackErr writes back what of fd's file is still dirty, waits for it
 // and for the write-back in flight, and reports the file's write-back

@@ -32,3 +32,32 @@ func TestWritebackErr(t *testing.T) {
 		t.Errorf("WritebackErr(-1): %v, want EBADF", err)
 	}
 }
+
+// TestSyncfsThenFsync: Syncfs ends with an fsync of its descriptor (the
+// cache flush that ext4 without a journal leaves out of syncfs). A pipe
+// tells them apart: syncfs of pipefs succeeds, fsync of a pipe is EINVAL.
+func TestSyncfsThenFsync(t *testing.T) {
+	dir, err := os.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	if err := (OS{}).Syncfs(int(dir.Fd())); err != nil {
+		t.Errorf("Syncfs of a directory: %v", err)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if err := unix.Syncfs(p[0]); err != nil {
+		t.Fatalf("syncfs(2) of a pipe: %v (the test needs it to succeed)", err)
+	}
+	if err := (OS{}).Syncfs(p[0]); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Syncfs of a pipe: %v, want EINVAL from its fsync", err)
+	}
+	if err := (OS{}).Syncfs(-1); !errors.Is(err, unix.EBADF) {
+		t.Errorf("Syncfs(-1): %v, want EBADF", err)
+	}
+}
