@@ -275,14 +275,17 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 	}
 	c := &s.commit
 	c.init(s.fs, s.root.fd)
-	alone := c.active.Add(1) == 1 && !c.fs.busy()
+	active := int(c.active.Add(1))
 	defer c.active.Add(-1)
-	if use, probe := c.useSyncfs(files+len(dirs), alone); use && s.rootFSOnly(p, dirs) {
+	if active == 1 && c.fs.busy() {
+		active = 2 // a round in flight serves another operation
+	}
+	n := files + len(dirs)
+	if use, probe := c.useSyncfs(n, active); use && s.rootFSOnly(p, dirs) {
 		start := c.clock()
 		err := c.fs.do(func() error { return c.failed(c.batch.Syncfs(s.root.fd), "syncfs", s.dir) })
 		end := c.clock()
-		c.syncfsCost.add(end.Sub(start), end)
-		c.probed(files+len(dirs), end.Sub(start), probe)
+		c.probed(n, active, end.Sub(start), end, probe)
 		if err != nil {
 			return pathErr("syncfs", s.dir, err)
 		}

@@ -221,16 +221,18 @@ type batchFS interface {
 }
 
 // Barriers of one kind in flight at once. With one, an operation that
-// arrives during a barrier waits for it and then for its own, while ext4
-// already shares one journal commit among concurrent fsyncs: eight
-// goroutines enqueued at 0.83-0.89x the per-operation fsyncs with one
-// directory fsync in flight, 0.95-1.23x with two (2 vCPU, ext4, loaded).
-// Those figures are for directory fsyncs; fsSlots follows them unmeasured.
-// Soundness does not depend on either (the error generation covers a
-// round that takes another's error).
+// arrives during a barrier waits for it and then for its own, while
+// concurrent fsyncs overlap in the kernel: eight goroutines enqueued at
+// 0.83-0.89x the per-operation fsyncs with one directory fsync in flight,
+// 0.95-1.23x with two (2 vCPU, ext4, loaded). A syncfs round covers every
+// directory at once, and one in flight makes the rounds larger: eight
+// goroutines ran at 1.08-1.38x the floor (Enqueue) and 1.03-1.07x (Cycle)
+// with one, 1.02-1.10x and 0.99-1.10x with two (three runs each,
+// interleaved). Soundness depends on neither (the error generation covers
+// a round that takes another's error).
 const (
 	dirSlots = 2
-	fsSlots  = 2
+	fsSlots  = 1
 )
 
 // committer is a spool's group-commit state. Its zero value is ready; the
@@ -337,22 +339,31 @@ func (c *committer) check(gen uint64) error {
 
 // useSyncfs reports whether an operation that needs n fsyncs (files and
 // directories) joins a syncfs round instead (use), and whether that round
-// is a probe: a measurement of syncfs while the fsyncs cost less, whose
-// outcome the caller reports to probed. alone: no other operation of the
-// spool is committing.
-func (c *committer) useSyncfs(n int, alone bool) (use, probe bool) {
+// is a probe: a measurement of syncfs while the fsyncs cost more, whose
+// outcome the caller reports to probed. active is the number of operations
+// of the spool committing now, this one included; at 1 the operation is
+// alone and fsyncs.
+//
+// A round wins while it costs no more than the fsyncs of every operation
+// it can serve (n x the cost of one fsync x active): its cost is shared by
+// the operations committing together, while each operation's fsyncs are
+// its own and load the same disk. Weighing one operation's fsyncs alone
+// against a round split them between the two kinds (here about half of
+// eight goroutines' commits fsynced), and operations on different kinds
+// share nothing.
+func (c *committer) useSyncfs(n, active int) (use, probe bool) {
 	if c.batch == nil {
 		return false, false
 	}
 	if c.alwaysShare {
 		return true, false
 	}
-	if alone {
+	if active <= 1 {
 		return false, false
 	}
 	now := c.clock().UnixNano()
 	f, r := c.fsyncCost.ns.Load(), c.syncfsCost.ns.Load()
-	use = f != 0 && r != 0 && r <= int64(n)*f
+	use = f != 0 && r != 0 && r <= int64(n)*int64(active)*f
 	// Now and then one operation goes the other way, so that a cost
 	// measured under other conditions (another program's write-back
 	// slowing every syncfs) does not decide for ever. A syncfs probe
@@ -368,13 +379,25 @@ func (c *committer) useSyncfs(n int, alone bool) (use, probe bool) {
 	return use, false
 }
 
-// probed reports a syncfs round of an operation that needed n fsyncs and
-// waited d for it: a round that cost no more than the fsyncs it replaced
-// wins and resets the probes' backoff; a probe that lost doubles it, up to
-// maxProbeBackoff.
-func (c *committer) probed(n int, d time.Duration, probe bool) {
+// probed reports a syncfs round of an operation that needed n fsyncs, with
+// active operations committing, and waited d for it at now. A probe's
+// round replaces the running cost of a round (the cost it measures again
+// is stale, and one round slowed by another program's write-back must not
+// keep syncfs out for long); other rounds are folded into it. A round that
+// cost no more than the fsyncs it replaced (useSyncfs) wins and resets the
+// probes' backoff; a probe that lost doubles it, up to maxProbeBackoff.
+// With no fsync measured yet nothing is decided.
+func (c *committer) probed(n, active int, d time.Duration, now time.Time, probe bool) {
+	if probe {
+		c.syncfsCost.set(d, now)
+	} else {
+		c.syncfsCost.add(d, now)
+	}
 	f := c.fsyncCost.ns.Load()
-	if f != 0 && int64(d) <= int64(n)*f {
+	if f == 0 {
+		return
+	}
+	if int64(d) <= int64(n)*int64(max(active, 1))*f {
 		c.probeBackoff.Store(0)
 		return
 	}
@@ -415,6 +438,11 @@ func (c *cost) add(d time.Duration, now time.Time) {
 	if old := c.ns.Load(); old != 0 {
 		d = time.Duration(old + (int64(d)-old)/8)
 	}
+	c.set(d, now)
+}
+
+// set replaces the cost with a duration measured at now.
+func (c *cost) set(d time.Duration, now time.Time) {
 	c.ns.Store(int64(d))
 	c.at.Store(now.UnixNano())
 }

@@ -315,40 +315,45 @@ func TestUseSyncfs(t *testing.T) {
 	var b batchFS = nopBatch{}
 	t.Run("no syncfs", func(t *testing.T) {
 		var c committer
-		if first(c.useSyncfs(4, false)) {
+		if first(c.useSyncfs(4, 2)) {
 			t.Error("syncfs without batchFS")
 		}
 	})
 	t.Run("alone", func(t *testing.T) {
 		c := committer{batch: b}
-		if first(c.useSyncfs(4, true)) {
+		if first(c.useSyncfs(4, 1)) {
 			t.Error("a lone operation joined a syncfs round")
 		}
 	})
 	t.Run("first measurement", func(t *testing.T) {
 		c := committer{batch: b}
-		if !first(c.useSyncfs(4, false)) {
+		if !first(c.useSyncfs(4, 2)) {
 			t.Error("nothing measured: the first concurrent operation should measure a syncfs round")
 		}
-		if first(c.useSyncfs(4, false)) {
+		if first(c.useSyncfs(4, 2)) {
 			t.Error("a second operation went to measure syncfs as well")
 		}
 	})
 	for _, tc := range []struct {
-		n            int
+		n, active    int
 		fsync, round int64
 		want         bool
 	}{
-		{4, 100, 300, true},  // one round for four fsyncs
-		{2, 100, 300, false}, // two fsyncs are cheaper
-		{1, 100, 100, true},
-		{4, 100, 5000, false}, // another program's write-back slows every syncfs
+		{4, 2, 100, 300, true},   // one round for two operations' four fsyncs each
+		{1, 2, 100, 300, false},  // two operations' one fsync each are cheaper
+		{1, 8, 100, 300, true},   // eight operations share the round
+		{2, 8, 100, 5000, false}, // another program's write-back slows every syncfs
+		{4, 32, 100, 5000, true}, // ... but thirty-two operations' fsyncs cost more
+		{4, 1, 100, 1, false},    // alone: its own fsyncs, whatever a round costs
+		{4, 0, 100, 1, false},    // (not counted yet: alone too)
+		{2, 3, 100, 600, true},   // the bound is inclusive
+		{2, 3, 100, 601, false},  // ... and exact
 	} {
-		t.Run(fmt.Sprintf("n%d-fsync%d-round%d", tc.n, tc.fsync, tc.round), func(t *testing.T) {
+		t.Run(fmt.Sprintf("n%d-active%d-fsync%d-round%d", tc.n, tc.active, tc.fsync, tc.round), func(t *testing.T) {
 			c := committer{batch: b}
 			fresh(&c.fsyncCost, tc.fsync)
 			fresh(&c.syncfsCost, tc.round)
-			if got := first(c.useSyncfs(tc.n, false)); got != tc.want {
+			if got := first(c.useSyncfs(tc.n, tc.active)); got != tc.want {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
@@ -358,10 +363,10 @@ func TestUseSyncfs(t *testing.T) {
 		fresh(&c.fsyncCost, 100)
 		c.syncfsCost.ns.Store(5000)
 		c.syncfsCost.at.Store(time.Now().Add(-2 * costStale).UnixNano())
-		if !first(c.useSyncfs(4, false)) {
+		if !first(c.useSyncfs(4, 2)) {
 			t.Error("a stale syncfs cost is not measured again")
 		}
-		if first(c.useSyncfs(4, false)) {
+		if first(c.useSyncfs(4, 2)) {
 			t.Error("two operations claimed the same measurement")
 		}
 	})
@@ -385,17 +390,16 @@ func TestSyncfsProbeBackoff(t *testing.T) {
 	probeAfter := func(d, cost time.Duration) bool {
 		now = now.Add(d)
 		c.fsyncCost.at.Store(now.UnixNano()) // fsyncs measured all along
-		use, probe := c.useSyncfs(4, false)
+		use, probe := c.useSyncfs(4, 2)
 		if use != probe {
 			t.Fatalf("use %v, probe %v: syncfs costs more, only a probe joins a round", use, probe)
 		}
 		if probe {
-			c.syncfsCost.add(cost, now)
-			c.probed(4, cost, true)
+			c.probed(4, 2, cost, now, true)
 		}
 		return probe
 	}
-	const lose, win = 5000 * time.Nanosecond, 100 * time.Nanosecond
+	const lose, win = 5000 * time.Nanosecond, 800 * time.Nanosecond
 	if !probeAfter(costStale+1, lose) {
 		t.Fatal("no probe after 1 s")
 	}
@@ -427,3 +431,46 @@ type nopBatch struct{}
 
 func (nopBatch) Syncfs(int) error       { return nil }
 func (nopBatch) WritebackErr(int) error { return nil }
+
+// TestSyncfsProbeReplaces: a probe's round replaces the running cost of a
+// round, so that one round slowed by another program's write-back (the
+// first after a build, here 32 ms) keeps syncfs out only until the next
+// probe; other rounds are folded in. A probe before any fsync was measured
+// decides nothing.
+func TestSyncfsProbeReplaces(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	t.Run("replaces", func(t *testing.T) {
+		c := committer{batch: nopBatch{}, now: func() time.Time { return now }}
+		c.fsyncCost.set(300*time.Microsecond, now)
+		c.probed(4, 2, 32*time.Millisecond, now, true)
+		if first(c.useSyncfs(4, 2)) {
+			t.Fatal("syncfs chosen after a 32 ms round")
+		}
+		c.probed(4, 2, 600*time.Microsecond, now, true)
+		if got := time.Duration(c.syncfsCost.ns.Load()); got != 600*time.Microsecond {
+			t.Errorf("round cost %v after a probe of 600µs, want 600µs", got)
+		}
+		if !first(c.useSyncfs(4, 2)) {
+			t.Error("syncfs not chosen after a probe of 600µs")
+		}
+		if c.probeBackoff.Load() != 0 {
+			t.Errorf("backoff %d after a probe that won", c.probeBackoff.Load())
+		}
+	})
+	t.Run("folds", func(t *testing.T) {
+		c := committer{batch: nopBatch{}, now: func() time.Time { return now }}
+		c.fsyncCost.set(300*time.Microsecond, now)
+		c.syncfsCost.set(800*time.Microsecond, now)
+		c.probed(4, 2, 8800*time.Microsecond, now, false)
+		if got := time.Duration(c.syncfsCost.ns.Load()); got != 1800*time.Microsecond {
+			t.Errorf("round cost %v, want 800µs + (8800µs-800µs)/8 = 1.8ms", got)
+		}
+	})
+	t.Run("no fsync measured", func(t *testing.T) {
+		c := committer{batch: nopBatch{}, now: func() time.Time { return now }}
+		c.probed(4, 2, 32*time.Millisecond, now, true)
+		if c.probeBackoff.Load() != 0 {
+			t.Errorf("backoff %d after a probe with nothing to weigh it against", c.probeBackoff.Load())
+		}
+	})
+}
