@@ -287,6 +287,39 @@ func TestRemove(t *testing.T) {
 			t.Fatalf("entry gone after a failed Remove: %v", got)
 		}
 	})
+	t.Run("a worker saves it back between the claim's looks", func(t *testing.T) {
+		// A worker holds the entry when Remove's checkout opens it, and
+		// saves it back after the claim found it in neither the queue nor
+		// .checkout: the claim must look again and retry, not fail.
+		hfs := &hookFS{}
+		s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
+		name := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{})
+		q, co := s.queuePath("q", name), s.checkoutPath("q", name)
+		var took, savedBack bool
+		var lstats int
+		hfs.hook = func(op, path string) error {
+			switch {
+			case op == "open" && path == q && !took:
+				took = true
+				return os.Rename(q, co) // the worker's checkout, just before ours
+			case op == "lstat" && (path == q || path == co) && took && !savedBack:
+				if lstats++; path == co {
+					savedBack = true
+					return os.Rename(co, q) // saved back, after the claim looked in the queue
+				}
+			}
+			return nil
+		}
+		if err := s.Remove("q", name); err != nil {
+			t.Fatalf("Remove = %v, want nil after the worker saved the entry back", err)
+		}
+		if !took || !savedBack || lstats != 2 {
+			t.Fatalf("the race did not happen as staged: took %v, saved back %v, %d looks", took, savedBack, lstats)
+		}
+		if got, want := tree(t, s.Dir()), layout(bareLayout("q")...); got != want {
+			t.Errorf("after Remove:\n%s\nwant:\n%s", got, want)
+		}
+	})
 	t.Run("racing a worker that saves it back", func(t *testing.T) {
 		s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
 		name := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{})

@@ -295,20 +295,24 @@ func (s *Spool) claim(queue, name string, read bool) (*Checkout, error) {
 		}
 		var st unix.Stat_t
 		s.acquire()
-		back := attempt < 3 && s.fs.Lstat(qd.dir.fd, name, &st) == nil
-		held := !back && s.fs.Lstat(qd.co.fd, name, &st) == nil
-		// Still waiting after every retry: the checkout cannot work (its
-		// .checkout directory is gone, say). That is an error, never "not
-		// found", or Remove would call a waiting entry removed.
-		stuck := !back && !held && s.fs.Lstat(qd.dir.fd, name, &st) == nil
+		waiting := s.fs.Lstat(qd.dir.fd, name, &st) == nil
+		held := !waiting && s.fs.Lstat(qd.co.fd, name, &st) == nil
+		if !waiting && !held {
+			// A worker may have saved it back between the two looks.
+			waiting = s.fs.Lstat(qd.dir.fd, name, &st) == nil
+		}
 		s.release()
 		switch {
-		case back:
+		case waiting && attempt < 3:
 			continue
+		case waiting:
+			// Still waiting after every retry: the checkout cannot work
+			// (its .checkout directory is gone, say). That is an error,
+			// never "not found", or Remove would call a waiting entry
+			// removed.
+			return nil, fmt.Errorf("claim %s in %s/%s: still waiting after %d checkouts said it was gone: %v", name, s.dir, queue, attempt+1, err)
 		case held:
 			return nil, fmt.Errorf("%w: %s in %s/%s", ErrCheckedOut, name, s.dir, queue)
-		case stuck:
-			return nil, fmt.Errorf("claim %s in %s/%s: still waiting after %d checkouts said it was gone: %v", name, s.dir, queue, attempt+1, err)
 		}
 		return nil, err
 	}
