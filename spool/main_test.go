@@ -3,6 +3,7 @@ package spool
 import (
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 )
 
@@ -23,5 +24,17 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(f())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if dir, err := benchRoot(); err == nil {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
 }
+
+// benchRoot holds the spools of every benchmark run until the test binary
+// exits, instead of each being removed when its run ends (b.TempDir): on
+// ext4 without a journal, inode allocation skips every inode freed in the
+// last 30 s, reading each one's inode block to find out (recently_deleted),
+// so removing one run's spool made the next run's file creations several
+// times dearer, for the library and its floor alike.
+var benchRoot = sync.OnceValues(func() (string, error) { return os.MkdirTemp("", "spool-bench-") })
