@@ -165,20 +165,55 @@ func (ix *Index) loc(id uint16) *location { return ix.locs[id-1] }
 // arena holds the names read by a full scan in large chunks, saving the
 // per-string allocation. The chunks are freed with the index; names that
 // events add later are ordinary strings.
-type arena struct{ buf []byte }
+//
+// A name is either returned as a string (internZ) or placed (place) and
+// found again through the chunks (names): a listing of a million files
+// then holds no pointer, so its growth clears half as much memory and the
+// garbage collector does not scan it.
+type arena struct {
+	chunks [][]byte // each made at its full length, never written but for its unused bytes
+	used   int      // bytes used in the last chunk
+}
+
+// put copies b and a NUL into the arena and returns the chunk and offset.
+func (a *arena) put(b []byte) (chunk, off uint32) {
+	n := len(a.chunks)
+	if n == 0 || a.used+len(b)+1 > len(a.chunks[n-1]) {
+		a.chunks = append(a.chunks, make([]byte, max(1<<20, len(b)+1)))
+		a.used = 0
+		n++
+	}
+	c, o := a.chunks[n-1], a.used
+	copy(c[o:], b)
+	c[o+len(b)] = 0
+	a.used += len(b) + 1
+	return uint32(n - 1), uint32(o)
+}
 
 // internZ copies b into the arena and returns it as a string, with a NUL
 // after its bytes so that the name can be passed to a system call as it is
 // (see fstatatZ).
 func (a *arena) internZ(b []byte) string {
-	if len(a.buf)+len(b)+1 > cap(a.buf) {
-		a.buf = make([]byte, 0, max(1<<20, len(b)+1))
-	}
-	off := len(a.buf)
-	a.buf = append(a.buf, b...)
-	a.buf = append(a.buf, 0)
-	return unsafe.String(&a.buf[off], len(b))
+	c, o := a.put(b)
+	return unsafe.String(&a.chunks[c][o], len(b))
 }
+
+// place copies b into the arena for listed file f (see names).
+func (a *arena) place(f *listedFile, b []byte) {
+	f.chunk, f.off = a.put(b)
+	f.nlen = uint16(len(b))
+}
+
+// names returns the arena's chunks as they are now: they name every file
+// placed so far, and can be read while the arena goes on growing (a
+// chunk's bytes never move, and the slice returned is not appended to).
+func (a *arena) names() names { return names(a.chunks) }
+
+// names finds the names an arena placed.
+type names [][]byte
+
+// of returns f's name, followed in the arena by a NUL (see fstatatZ).
+func (n names) of(f *listedFile) string { return unsafe.String(&n[f.chunk][f.off], int(f.nlen)) }
 
 // newID adds an entry for name and returns its id.
 func (ix *Index) newID(name string) uint32 {

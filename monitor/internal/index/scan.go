@@ -274,11 +274,13 @@ func (s *scanner) scan() (*Index, error) {
 		ix.regFailed = !ok
 		ix.ids = make(map[string]uint32, len(files))
 		ix.ents = make([]entry, 0, len(files))
-		for _, f := range files {
+		nm := ix.arena.names()
+		for i := range files {
+			f := &files[i]
 			if !f.present() {
 				continue
 			}
-			id := ix.newID(f.name)
+			id := ix.newID(nm.of(f))
 			e := &ix.ents[id]
 			e.regData = registryPresent
 			if f.irregular() {
@@ -292,7 +294,7 @@ func (s *scanner) scan() (*Index, error) {
 		var ar arena
 		path := s.dir + "/" + spool.DataDir
 		var files []listedFile
-		bound := unregBound{ix: ix, regDone: regDone, reg: &reg, max: s.maxUnreg, lists: []*[]listedFile{&files}}
+		bound := unregBound{ix: ix, regDone: regDone, ar: &ar, reg: &reg, max: s.maxUnreg, lists: []*[]listedFile{&files}}
 		mode := statRegular
 		if s.sizesLater {
 			mode = statType
@@ -300,7 +302,7 @@ func (s *scanner) scan() (*Index, error) {
 		ok := s.listDir(path, make([]byte, direntBuf), &ar, mode, &dataErrs, &files, bound.keep)
 		ix.dataFailed = !ok
 		<-regDone
-		dataOrphans, dataDropped, pending = s.joinData(ix, files)
+		dataOrphans, dataDropped, pending = s.joinData(ix, ar.names(), files)
 		dataDropped += bound.dropped
 	}()
 	var ar arena
@@ -317,14 +319,16 @@ func (s *scanner) scan() (*Index, error) {
 		return true, noID
 	})
 	ix.tmpFailed = !ok
-	for _, f := range tmpFiles {
+	tmpNames := ar.names()
+	for i := range tmpFiles {
+		f := &tmpFiles[i]
 		if f.present() && ix.admit(len(ix.tmp)) {
-			ix.tmp[strings.Clone(f.name)] = tmpFile{mtime: f.val, irregular: f.irregular(), statFailed: f.statFailed()}
+			ix.tmp[strings.Clone(tmpNames.of(f))] = tmpFile{mtime: f.val, irregular: f.irregular(), statFailed: f.statFailed()}
 		}
 	}
 	ix.dropped += tmpDropped
 	locFiles := make([][]listedFile, len(ix.locs))
-	locBound := unregBound{ix: ix, regDone: regDone, reg: &reg, max: s.maxUnreg}
+	locBound := unregBound{ix: ix, regDone: regDone, ar: &ar, reg: &reg, max: s.maxUnreg}
 	// Each directory is statted while the next is listed.
 	var locStats sync.WaitGroup
 	locStatErrs := make([][]error, len(ix.locs))
@@ -342,7 +346,7 @@ func (s *scanner) scan() (*Index, error) {
 	}
 	<-regDone
 	locItems := make([][]item, len(ix.locs))
-	locOrphans, locDropped := s.joinLocs(ix, locFiles, locItems)
+	locOrphans, locDropped := s.joinLocs(ix, ar.names(), locFiles, locItems)
 	wg.Wait()
 	if err := s.canceled(); err != nil {
 		return nil, err
@@ -371,12 +375,13 @@ func (s *scanner) scan() (*Index, error) {
 
 // listedFile is a file listed, and maybe statted, by a pass.
 type listedFile struct {
-	name  string // in the pass's arena, followed there by a NUL
-	ino   uint64
-	val   int64  // the mtime (statAll) or the size (statRegular)
-	id    uint32 // the registered entry of that name, if the pass looked it up (noID: not looked up, or not registered)
-	typ   dirent.Type
-	flags listedFlags
+	ino        uint64
+	val        int64  // the mtime (statAll) or the size (statRegular)
+	chunk, off uint32 // where the pass's arena placed the name (names.of)
+	id         uint32 // the registered entry of that name, if the pass looked it up (noID: not looked up, or not registered)
+	nlen       uint16 // the name's length
+	typ        dirent.Type
+	flags      listedFlags
 }
 
 // noID is no entry id; droppedID marks a listed name that unregBound
@@ -387,12 +392,12 @@ const (
 )
 
 // lookup returns the id of f's registered entry: the one the pass found
-// when it kept f, or else from ix.ids.
-func (f *listedFile) lookup(ix *Index) (uint32, bool) {
+// when it kept f, or else from ix.ids (nm: the pass's names).
+func (f *listedFile) lookup(ix *Index, nm names) (uint32, bool) {
 	if f.id < droppedID {
 		return f.id, true
 	}
-	id, ok := ix.ids[f.name]
+	id, ok := ix.ids[nm.of(f)]
 	return id, ok
 }
 
@@ -466,29 +471,31 @@ func (s *scanner) listDirThen(path string, buf []byte, ar *arena, mode int, errs
 			// copies a million-file listing about four times over.
 			*out = slices.Grow(*out, max(len(*out), 1024))
 		}
-		*out = append(*out, listedFile{name: ar.internZ(d.Name), ino: d.Ino, id: id, typ: d.Type})
+		f := listedFile{ino: d.Ino, id: id, typ: d.Type}
+		ar.place(&f, d.Name)
+		*out = append(*out, f)
 	})
 	if err != nil {
 		*errs = append(*errs, pathErr("list", path, err))
 		*out = nil
 		return false
 	}
-	files := *out
+	files, nm := *out, ar.names()
 	if stats != nil {
 		closeFD = false
 		stats.Go(func() {
 			defer unix.Close(fd)
-			statFiles(fd, path, mode, files, statErrs)
+			statFiles(fd, path, mode, nm, files, statErrs)
 		})
 		return true
 	}
-	statFiles(fd, path, mode, files, errs)
+	statFiles(fd, path, mode, nm, files, errs)
 	return true
 }
 
-// statFiles stats files, listed in the directory open as fd (at path), as
-// listDir's mode says, appending failures to errs.
-func statFiles(fd int, path string, mode int, files []listedFile, errs *[]error) {
+// statFiles stats files, listed in the directory open as fd (at path) with
+// their names in nm, as listDir's mode says, appending failures to errs.
+func statFiles(fd int, path string, mode int, nm names, files []listedFile, errs *[]error) {
 	// The order of the stats: by inode (sorting small records, not files).
 	var order []byIno
 	if mode != statType {
@@ -501,7 +508,7 @@ func statFiles(fd int, path string, mode int, files []listedFile, errs *[]error)
 	if order == nil {
 		var st unix.Stat_t
 		for i := range files {
-			statListed(fd, path, mode, &files[i], &st, errs)
+			statListed(fd, path, mode, nm, &files[i], &st, errs)
 		}
 		return
 	}
@@ -517,7 +524,7 @@ func statFiles(fd int, path string, mode int, files []listedFile, errs *[]error)
 	statPart := func(part []byIno, errs *[]error) {
 		var st unix.Stat_t
 		for _, o := range part {
-			statListed(fd, path, mode, &files[o.i], &st, errs)
+			statListed(fd, path, mode, nm, &files[o.i], &st, errs)
 		}
 	}
 	werrs := make([][]error, workers)
@@ -547,7 +554,7 @@ const (
 
 // statListed stats f in the directory open as fd (at path) as listDir's
 // mode says, recording in f what it found and in errs a failure.
-func statListed(fd int, path string, mode int, f *listedFile, st *unix.Stat_t, errs *[]error) {
+func statListed(fd int, path string, mode int, nm names, f *listedFile, st *unix.Stat_t, errs *[]error) {
 	known, reg := typeKnown(f.typ), f.typ == dirent.Regular
 	if known && (mode == statType || !reg) {
 		f.flags = listedPresent
@@ -556,11 +563,11 @@ func statListed(fd int, path string, mode int, f *listedFile, st *unix.Stat_t, e
 		}
 		return
 	}
-	if err := fstatatZ(fd, f.name, st); err != nil {
+	if err := fstatatZ(fd, nm.of(f), st); err != nil {
 		if err == unix.ENOENT {
 			return // gone since listed
 		}
-		*errs = append(*errs, pathErr("stat", path+"/"+f.name, err))
+		*errs = append(*errs, pathErr("stat", path+"/"+nm.of(f), err))
 		f.flags = listedPresent | listedStatFailed
 		if known && !reg {
 			f.flags |= listedIrregular
@@ -595,6 +602,7 @@ func statListed(fd int, path string, mode int, f *listedFile, st *unix.Stat_t, e
 type unregBound struct {
 	ix      *Index
 	regDone <-chan struct{}
+	ar      *arena          // where the pass places the names of its lists
 	reg     *regProgress    // nil: the registry's progress is not known (only regDone)
 	max     int             // 0: no bound
 	lists   []*[]listedFile // what the pass holds, in listing order
@@ -636,10 +644,11 @@ func (b *unregBound) keep(name []byte) (bool, uint32) {
 // being statted (listDirThen), which writes only the stat fields.
 func (b *unregBound) prune() {
 	b.ready = true
+	nm := b.ar.names()
 	for _, l := range b.lists {
 		for i := range *l {
 			f := &(*l)[i]
-			if ok, id := b.admit(f.name); ok {
+			if ok, id := b.admit(nm.of(f)); ok {
 				f.id = id
 			} else {
 				f.id = droppedID
@@ -705,7 +714,7 @@ func (p *regProgress) load() (listed int, more <-chan struct{}) {
 //
 // Past the bound of unregistered names it collects no more of them, but
 // counts them in dropped.
-func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dropped int, pending []pendingSize) {
+func (s *scanner) joinData(ix *Index, nm names, files []listedFile) (orphans []orphan, dropped int, pending []pendingSize) {
 	unreg := 0
 	var total int64
 	unsized := 0
@@ -719,7 +728,7 @@ func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dro
 			size = 0
 		}
 		later := s.sizesLater && f.flags&(listedIrregular|listedStatFailed|listedStatted) == 0
-		id, ok := f.lookup(ix)
+		id, ok := f.lookup(ix, nm)
 		if !ok && s.maxUnreg > 0 && unreg >= s.maxUnreg {
 			dropped++ // over the bound: not even collected
 			continue
@@ -728,7 +737,7 @@ func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dro
 			unreg++
 		}
 		if later {
-			p := pendingSize{name: f.name, ino: f.ino, id: noID}
+			p := pendingSize{name: nm.of(f), ino: f.ino, id: noID}
 			if ok {
 				p.id = id
 			}
@@ -737,7 +746,7 @@ func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dro
 		if !ok || size >= 1<<32-1 {
 			st := f.state()
 			st.size, st.sizeLater = size, later
-			orphans = append(orphans, orphan{name: f.name, st: st})
+			orphans = append(orphans, orphan{name: nm.of(f), st: st})
 			continue
 		}
 		e := &ix.ents[id]
@@ -764,7 +773,7 @@ func (s *scanner) joinData(ix *Index, files []listedFile) (orphans []orphan, dro
 //
 // Past the bound of unregistered names it collects no more of them, but
 // counts them in dropped.
-func (s *scanner) joinLocs(ix *Index, locFiles [][]listedFile, locItems [][]item) (orphans []orphan, dropped int) {
+func (s *scanner) joinLocs(ix *Index, nm names, locFiles [][]listedFile, locItems [][]item) (orphans []orphan, dropped int) {
 	unreg := 0
 	for i, files := range locFiles {
 		l := ix.locs[i]
@@ -774,7 +783,7 @@ func (s *scanner) joinLocs(ix *Index, locFiles [][]listedFile, locItems [][]item
 			if !f.present() || f.id == droppedID {
 				continue
 			}
-			id, ok := f.lookup(ix)
+			id, ok := f.lookup(ix, nm)
 			if !ok && s.maxUnreg > 0 && unreg >= s.maxUnreg {
 				dropped++
 				continue
@@ -785,7 +794,7 @@ func (s *scanner) joinLocs(ix *Index, locFiles [][]listedFile, locItems [][]item
 			if !ok || ix.ents[id].loc != 0 {
 				// Unregistered, or a duplicate: added afterwards through the
 				// general path.
-				orphans = append(orphans, orphan{name: f.name, loc: l, st: f.state()})
+				orphans = append(orphans, orphan{name: nm.of(f), loc: l, st: f.state()})
 				continue
 			}
 			e := &ix.ents[id]

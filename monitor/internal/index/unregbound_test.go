@@ -34,7 +34,8 @@ func TestUnregBound(t *testing.T) {
 			}
 			regDone := make(chan struct{})
 			var files []listedFile
-			b := unregBound{ix: ix, regDone: regDone, max: tc.max, lists: []*[]listedFile{&files}}
+			var ar arena
+			b := unregBound{ix: ix, regDone: regDone, ar: &ar, max: tc.max, lists: []*[]listedFile{&files}}
 			done := make(chan struct{})
 			go func() {
 				// keep may wait for the registry once it holds max names.
@@ -44,7 +45,7 @@ func TestUnregBound(t *testing.T) {
 						close(regDone)
 					}
 					if ok, _ := b.keep([]byte(n)); ok {
-						files = append(files, listedFile{name: n})
+						files = append(files, listed(&ar, n))
 					}
 				}
 			}()
@@ -57,9 +58,9 @@ func TestUnregBound(t *testing.T) {
 				b.prune()
 			}
 			var got []string
-			for _, f := range files {
-				if f.id != droppedID {
-					got = append(got, f.name)
+			for i := range files {
+				if files[i].id != droppedID {
+					got = append(got, ar.names().of(&files[i]))
 				}
 			}
 			if !slices.Equal(got, tc.want) || b.dropped != tc.dropped {
@@ -81,17 +82,18 @@ func TestUnregBoundAlongsideRegistry(t *testing.T) {
 		var reg regProgress
 		reg.add(3)
 		var files []listedFile
-		b := unregBound{ix: ix, regDone: regDone, reg: &reg, max: 2, lists: []*[]listedFile{&files}}
+		var ar arena
+		b := unregBound{ix: ix, regDone: regDone, ar: &ar, reg: &reg, max: 2, lists: []*[]listedFile{&files}}
 		for _, n := range []string{"a", "b", "c", "d", "e"} {
 			if ok, _ := b.keep([]byte(n)); !ok {
 				t.Fatalf("%s not kept while the pass holds fewer than max+listed names", n)
 			}
-			files = append(files, listedFile{name: n})
+			files = append(files, listed(&ar, n))
 		}
 		var kept atomic.Int32
 		next := func(name string) {
 			if ok, _ := b.keep([]byte(name)); ok {
-				files = append(files, listedFile{name: name})
+				files = append(files, listed(&ar, name))
 			}
 			kept.Add(1)
 		}
@@ -119,13 +121,20 @@ func TestUnregBoundAlongsideRegistry(t *testing.T) {
 			t.Fatal("the pass still waits once the registry is known")
 		}
 		var got []string
-		for _, f := range files {
-			if f.id != droppedID {
-				got = append(got, f.name)
+		for i := range files {
+			if files[i].id != droppedID {
+				got = append(got, ar.names().of(&files[i]))
 			}
 		}
 		if want := []string{"a", "b", "c", "d", "e", "f"}; !slices.Equal(got, want) || b.dropped != 1 {
 			t.Errorf("kept %v, dropped %d; want %v, 1", got, b.dropped, want)
 		}
 	})
+}
+
+// listed returns a listed file named name, placed in ar.
+func listed(ar *arena, name string) listedFile {
+	var f listedFile
+	ar.place(&f, []byte(name))
+	return f
 }
