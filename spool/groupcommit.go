@@ -226,10 +226,10 @@ type batchFS interface {
 // 0.83-0.89x the per-operation fsyncs with one directory fsync in flight,
 // 0.95-1.23x with two (2 vCPU, ext4, loaded). A syncfs round covers every
 // directory at once, and one in flight makes the rounds larger: eight
-// goroutines ran at 1.08-1.38x the floor (Enqueue) and 1.03-1.07x (Cycle)
-// with one, 1.02-1.10x and 0.99-1.10x with two (three runs each,
-// interleaved). Soundness depends on neither (the error generation covers
-// a round that takes another's error).
+// goroutines ran at 1.36-1.46x the floor (Enqueue) and 1.18-1.21x (Cycle)
+// with one, 1.08-1.18x and 0.91-0.96x with two (two runs each,
+// interleaved, ext4 without a journal). Soundness depends on neither (the
+// error generation covers a round that takes another's error).
 const (
 	dirSlots = 2
 	fsSlots  = 1
