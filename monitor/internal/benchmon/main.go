@@ -224,6 +224,15 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// waitSizes waits until the snapshot counts every payload: a full scan
+// leaves their sizes to a background reading after the cycle, and holds
+// the names to read until then.
+func waitSizes(m *monitor.Monitor) {
+	for m.Snapshot().DataBytesPending {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func heapAlloc() uint64 {
 	runtime.GC()
 	runtime.GC()
@@ -279,13 +288,6 @@ func measure(dir string, n, runs int, pct float64) error {
 // measureFull times full cycles (a monitor that does not watch scans the
 // whole spool every cycle) against find, which stats every file.
 func measureFull(ctx context.Context, dir string, n, runs int) (cycle, find time.Duration, err error) {
-	// sizesKnown waits until the snapshot counts every payload: a full
-	// scan leaves their sizes to a background reading after the cycle.
-	sizesKnown := func(m *monitor.Monitor) {
-		for m.Snapshot().DataBytesPending {
-			time.Sleep(time.Millisecond)
-		}
-	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	findRun := func() (time.Duration, error) {
 		cmd := exec.Command("find", dir, "-printf", "%T@ %p\n")
@@ -313,7 +315,7 @@ func measureFull(ctx context.Context, dir string, n, runs int) (cycle, find time
 	if _, err := full.Cycle(ctx); err != nil {
 		return 0, 0, err
 	}
-	sizesKnown(full)
+	waitSizes(full)
 	var profile *os.File
 	if fullProfile != "" {
 		if profile, err = os.Create(fullProfile); err != nil {
@@ -340,7 +342,7 @@ func measureFull(ctx context.Context, dir string, n, runs int) (cycle, find time
 		if err != nil {
 			return 0, 0, err
 		}
-		sizesKnown(full)
+		waitSizes(full)
 		sizesTimes = append(sizesTimes, time.Since(start))
 		if profile != nil {
 			pprof.StopCPUProfile()
@@ -382,6 +384,7 @@ func measureIncremental(ctx context.Context, dir string, n, runs int, pct float6
 	if !m.Snapshot().Watching {
 		return fmt.Errorf("the monitor is not watching the spool (inotify limits?)")
 	}
+	waitSizes(m) // what the index holds once the payloads' sizes are read
 	after := heapAlloc()
 	perEntry := float64(after-before) / float64(n)
 	fmt.Printf("memory holding the index: %8.1f MiB, %.1f B/entry  (target <= 200)\n", float64(after-before)/(1<<20), perEntry)
