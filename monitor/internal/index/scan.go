@@ -392,13 +392,14 @@ const (
 )
 
 // lookup returns the id of f's registered entry: the one the pass found
-// when it kept f, or else from ix.ids (nm: the pass's names).
-func (f *listedFile) lookup(ix *Index, nm names) (uint32, bool) {
+// when it kept f, or else ix.find's (nm: the pass's names; next: find's
+// place, kept along one listing).
+func (f *listedFile) lookup(ix *Index, nm names, next *uint32) (uint32, bool) {
 	if f.id < droppedID {
+		*next = f.id + 1
 		return f.id, true
 	}
-	id, ok := ix.ids[nm.of(f)]
-	return id, ok
+	return ix.find(nm.of(f), next)
 }
 
 // listedFlags say what a pass found of a listed file.
@@ -610,6 +611,7 @@ type unregBound struct {
 	held    int             // names kept before ready
 	unreg   int             // unregistered names kept
 	dropped int             // unregistered names past the bound
+	next    uint32          // the entry after the last one found: where admit looks first
 }
 
 // keep reports whether the pass keeps the listed name, and the name's
@@ -660,7 +662,7 @@ func (b *unregBound) prune() {
 // admit counts name and reports whether it is kept, with its registered
 // entry (noID: not registered).
 func (b *unregBound) admit(name string) (bool, uint32) {
-	if id, ok := b.ix.ids[name]; ok {
+	if id, ok := b.ix.find(name, &b.next); ok {
 		return true, id
 	}
 	if b.unreg < b.max {
@@ -670,6 +672,34 @@ func (b *unregBound) admit(name string) (bool, uint32) {
 	b.dropped++
 	return false, noID
 }
+
+// find returns the registered entry of name. It tries the few entries
+// from *next on before the map, and sets *next after the entry found: ext4
+// lists a hashed directory in the order of its names' hashes, with one seed
+// for the whole file system, and a fresh index numbers the registry's
+// entries in its listing order, so .data lists the same names in the same
+// order and a queue lists a subset of them in that order. A comparison that
+// fails stops at the first byte that differs; the map hashes the whole name
+// and reads a random place in a large table. A match is always right (a
+// live entry's name is its key in ix.ids, a freed one's is empty); it is
+// likely only in a fresh index, numbered in listing order.
+func (ix *Index) find(name string, next *uint32) (uint32, bool) {
+	for id := *next; id < *next+findWindow && int(id) < len(ix.ents); id++ {
+		if ix.ents[id].name == name {
+			*next = id + 1
+			return id, true
+		}
+	}
+	id, ok := ix.ids[name]
+	if ok {
+		*next = id + 1
+	}
+	return id, ok
+}
+
+// findWindow is how many entries after the last one found find compares
+// with a name before it looks the name up.
+const findWindow = 4
 
 // regProgress publishes how many names the registry pass has listed, for
 // unregBound. Its zero value is ready; a nil one reports none.
@@ -718,6 +748,7 @@ func (s *scanner) joinData(ix *Index, nm names, files []listedFile) (orphans []o
 	unreg := 0
 	var total int64
 	unsized := 0
+	var next uint32
 	for i := range files {
 		f := &files[i]
 		if !f.present() || f.id == droppedID {
@@ -728,7 +759,7 @@ func (s *scanner) joinData(ix *Index, nm names, files []listedFile) (orphans []o
 			size = 0
 		}
 		later := s.sizesLater && f.flags&(listedIrregular|listedStatFailed|listedStatted) == 0
-		id, ok := f.lookup(ix, nm)
+		id, ok := f.lookup(ix, nm, &next)
 		if !ok && s.maxUnreg > 0 && unreg >= s.maxUnreg {
 			dropped++ // over the bound: not even collected
 			continue
@@ -778,12 +809,13 @@ func (s *scanner) joinLocs(ix *Index, nm names, locFiles [][]listedFile, locItem
 	for i, files := range locFiles {
 		l := ix.locs[i]
 		items := make([]item, 0, len(files))
+		var next uint32
 		for k := range files {
 			f := &files[k]
 			if !f.present() || f.id == droppedID {
 				continue
 			}
-			id, ok := f.lookup(ix, nm)
+			id, ok := f.lookup(ix, nm, &next)
 			if !ok && s.maxUnreg > 0 && unreg >= s.maxUnreg {
 				dropped++
 				continue
