@@ -681,10 +681,11 @@ func (b *unregBound) admit(name string) (bool, uint32) {
 // order and a queue lists a subset of them in that order. A comparison that
 // fails stops at the first byte that differs; the map hashes the whole name
 // and reads a random place in a large table. A match is always right (a
-// live entry's name is its key in ix.ids, a freed one's is empty); it is
-// likely only in a fresh index, numbered in listing order.
+// live entry's name is its key in ix.ids, a freed one's is empty, and an
+// empty name goes to the map); it is likely only in a fresh index,
+// numbered in listing order.
 func (ix *Index) find(name string, next *uint32) (uint32, bool) {
-	for id := *next; id < *next+findWindow && int(id) < len(ix.ents); id++ {
+	for id := *next; name != "" && id < *next+findWindow && int(id) < len(ix.ents); id++ {
 		if ix.ents[id].name == name {
 			*next = id + 1
 			return id, true
