@@ -32,6 +32,8 @@ func TestFind(t *testing.T) {
 		{"h", 7, 7, true, 8},   // the last entry
 		{"a", 8, 0, true, 1},   // next at the end, then the map
 		{"zz", 100, 0, false, 100},
+		{"a", noID, 0, true, 1}, // noID: past every entry, no overflow
+		{"zz", noID, 0, false, noID},
 	}
 	for _, tc := range tests {
 		next := tc.next

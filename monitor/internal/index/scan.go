@@ -200,13 +200,14 @@ type orphan struct {
 // scan reads the spool (see Scan).
 //
 // Three passes run at once: the registry (listed, then turned into the
-// index's map), .data (listed, then statted for sizes) and .tmp with the
-// queue and checkout directories (listed, then statted for mtimes). Stats
-// go in inode order, which is cheaper than directory order on ext4 (GNU
-// find does the same). Once the registry map is built, the other two
-// passes look their names up in it (reading only) and fill in their own
-// fields of the entries: the data pass entry.regData and entry.size, the queue
-// pass entry.loc, entry.mtime and entry.placed.
+// index's map), .data (listed, then statted for sizes, or with SizesLater
+// left to FillSizes) and .tmp with the queue and checkout directories
+// (listed, then statted for mtimes). Stats go in inode order, which is
+// cheaper than directory order on ext4 (GNU find does the same). Once the
+// registry map is built, the other two passes look their names up in it
+// (reading only; Index.find) and fill in their own fields of the entries:
+// the data pass entry.regData and entry.size, the queue pass entry.loc,
+// entry.mtime and entry.placed.
 func (s *scanner) scan() (*Index, error) {
 	buf := make([]byte, direntBuf)
 	watch := func(path string) {
@@ -685,10 +686,10 @@ func (b *unregBound) admit(name string) (bool, uint32) {
 // empty name goes to the map); it is likely only in a fresh index,
 // numbered in listing order.
 func (ix *Index) find(name string, next *uint32) (uint32, bool) {
-	for id := *next; name != "" && id < *next+findWindow && int(id) < len(ix.ents); id++ {
+	for id := int(*next); name != "" && id < int(*next)+findWindow && id < len(ix.ents); id++ {
 		if ix.ents[id].name == name {
-			*next = id + 1
-			return id, true
+			*next = uint32(id) + 1
+			return uint32(id), true
 		}
 	}
 	id, ok := ix.ids[name]

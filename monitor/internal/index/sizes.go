@@ -14,7 +14,7 @@ import (
 type pendingSize struct {
 	name string // in the scan's arena, followed there by a NUL
 	ino  uint64
-	id   uint32 // its entry when the scan found it registered (noID: look the name up)
+	id   uint32 // its entry when the scan found it registered (noID: look the name up); an event may have freed or reused it since
 }
 
 // fillChunk is how many data files FillSizes stats between two takings of
@@ -82,10 +82,8 @@ func (ix *Index) FillSizes(ctx context.Context, mu sync.Locker, current func() b
 			return nil
 		}
 		for i, p := range part {
-			id, ok := p.id, p.id != noID && int(p.id) < len(ix.ents) && ix.ents[p.id].name == p.name
-			if !ok {
-				id, ok = ix.ids[p.name]
-			}
+			next := p.id // where the scan found it (noID: past every entry)
+			id, ok := ix.find(p.name, &next)
 			if !ok || ix.ents[id].regData&dataPresent == 0 || ix.sizeKnown(id) {
 				continue
 			}
