@@ -57,3 +57,38 @@ func TestArena(t *testing.T) {
 		t.Errorf("internZ not followed by a NUL: %q", z)
 	}
 }
+
+// TestListing: files added to a listing are found again in order, through
+// at and through the chunks, across chunk boundaries; every chunk but the
+// last holds listingChunk files.
+func TestListing(t *testing.T) {
+	for _, n := range []int{0, 1, listingChunk - 1, listingChunk, listingChunk + 1, 3*listingChunk + 7} {
+		var l listing
+		for i := range n {
+			l.add(listedFile{ino: uint64(i)})
+		}
+		if l.n != n {
+			t.Fatalf("%d added: n = %d", n, l.n)
+		}
+		for i := range n {
+			if got := l.at(i).ino; got != uint64(i) {
+				t.Fatalf("%d added: at(%d).ino = %d", n, i, got)
+			}
+		}
+		seen := 0
+		for k, c := range l.chunks {
+			if k < len(l.chunks)-1 && len(c) != listingChunk {
+				t.Errorf("%d added: chunk %d of %d holds %d", n, k, len(l.chunks), len(c))
+			}
+			for i := range c {
+				if c[i].ino != uint64(seen) {
+					t.Fatalf("%d added: file %d of the chunks is %d", n, seen, c[i].ino)
+				}
+				seen++
+			}
+		}
+		if seen != n {
+			t.Errorf("%d added: %d in the chunks", n, seen)
+		}
+	}
+}

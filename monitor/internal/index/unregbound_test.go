@@ -33,9 +33,9 @@ func TestUnregBound(t *testing.T) {
 				ix.newID(n)
 			}
 			regDone := make(chan struct{})
-			var files []listedFile
+			var files listing
 			var ar arena
-			b := unregBound{ix: ix, regDone: regDone, ar: &ar, max: tc.max, lists: []*[]listedFile{&files}}
+			b := unregBound{ix: ix, regDone: regDone, ar: &ar, max: tc.max, lists: []*listing{&files}}
 			done := make(chan struct{})
 			go func() {
 				// keep may wait for the registry once it holds max names.
@@ -45,7 +45,7 @@ func TestUnregBound(t *testing.T) {
 						close(regDone)
 					}
 					if ok, _ := b.keep([]byte(n)); ok {
-						files = append(files, listed(&ar, n))
+						files.add(listed(&ar, n))
 					}
 				}
 			}()
@@ -58,9 +58,9 @@ func TestUnregBound(t *testing.T) {
 				b.prune()
 			}
 			var got []string
-			for i := range files {
-				if files[i].id != droppedID {
-					got = append(got, ar.names().of(&files[i]))
+			for i := range files.n {
+				if f := files.at(i); f.id != droppedID {
+					got = append(got, ar.names().of(f))
 				}
 			}
 			if !slices.Equal(got, tc.want) || b.dropped != tc.dropped {
@@ -81,19 +81,19 @@ func TestUnregBoundAlongsideRegistry(t *testing.T) {
 		regDone := make(chan struct{})
 		var reg regProgress
 		reg.add(3)
-		var files []listedFile
+		var files listing
 		var ar arena
-		b := unregBound{ix: ix, regDone: regDone, ar: &ar, reg: &reg, max: 2, lists: []*[]listedFile{&files}}
+		b := unregBound{ix: ix, regDone: regDone, ar: &ar, reg: &reg, max: 2, lists: []*listing{&files}}
 		for _, n := range []string{"a", "b", "c", "d", "e"} {
 			if ok, _ := b.keep([]byte(n)); !ok {
 				t.Fatalf("%s not kept while the pass holds fewer than max+listed names", n)
 			}
-			files = append(files, listed(&ar, n))
+			files.add(listed(&ar, n))
 		}
 		var kept atomic.Int32
 		next := func(name string) {
 			if ok, _ := b.keep([]byte(name)); ok {
-				files = append(files, listed(&ar, name))
+				files.add(listed(&ar, name))
 			}
 			kept.Add(1)
 		}
@@ -121,9 +121,9 @@ func TestUnregBoundAlongsideRegistry(t *testing.T) {
 			t.Fatal("the pass still waits once the registry is known")
 		}
 		var got []string
-		for i := range files {
-			if files[i].id != droppedID {
-				got = append(got, ar.names().of(&files[i]))
+		for i := range files.n {
+			if f := files.at(i); f.id != droppedID {
+				got = append(got, ar.names().of(f))
 			}
 		}
 		if want := []string{"a", "b", "c", "d", "e", "f"}; !slices.Equal(got, want) || b.dropped != 1 {
