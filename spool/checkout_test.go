@@ -320,6 +320,40 @@ func TestRemove(t *testing.T) {
 			t.Errorf("after Remove:\n%s\nwant:\n%s", got, want)
 		}
 	})
+	t.Run("two workers move it between the claim's looks", func(t *testing.T) {
+		// One worker holds the entry when Remove's checkout opens it and
+		// saves it back once the claim has looked in the queue; another
+		// takes it again before the claim looks in the queue once more.
+		// The entry never stops existing: Remove must not call it gone.
+		hfs := &hookFS{}
+		s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
+		name := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{})
+		q, co := s.queuePath("q", name), s.checkoutPath("q", name)
+		step := 0
+		hfs.hook = func(op, path string) error {
+			switch {
+			case step == 0 && op == "open" && path == q:
+				step++
+				return os.Rename(q, co) // held by the first worker
+			case step == 1 && op == "lstat" && path == co:
+				step++
+				return os.Rename(co, q) // saved back after the claim looked in the queue
+			case step == 2 && op == "lstat" && path == q:
+				step++
+				return os.Rename(q, co) // taken by the second worker before the next look
+			}
+			return nil
+		}
+		if err := s.Remove("q", name); !errors.Is(err, ErrCheckedOut) {
+			t.Fatalf("Remove = %v, want ErrCheckedOut (the second worker holds it)", err)
+		}
+		if step != 3 {
+			t.Fatalf("the race did not happen as staged: step %d", step)
+		}
+		if _, err := os.Lstat(co); err != nil {
+			t.Errorf("the held entry is gone: %v", err)
+		}
+	})
 	t.Run("racing a worker that saves it back", func(t *testing.T) {
 		s := newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone})
 		name := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{})

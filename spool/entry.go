@@ -294,12 +294,15 @@ func (s *Spool) claim(queue, name string, read bool) (*Checkout, error) {
 			return nil, qerr
 		}
 		var st unix.Stat_t
+		var waiting, held bool
 		s.acquire()
-		waiting := s.fs.Lstat(qd.dir.fd, name, &st) == nil
-		held := !waiting && s.fs.Lstat(qd.co.fd, name, &st) == nil
-		if !waiting && !held {
-			// A worker may have saved it back between the two looks.
+		// Workers may move it between the queue and .checkout while we
+		// look (saved back after we looked in the queue, taken again
+		// before we look there once more): look a few times before
+		// calling it gone.
+		for look := 0; look < claimLooks && !waiting && !held; look++ {
 			waiting = s.fs.Lstat(qd.dir.fd, name, &st) == nil
+			held = !waiting && s.fs.Lstat(qd.co.fd, name, &st) == nil
 		}
 		s.release()
 		switch {
@@ -317,6 +320,10 @@ func (s *Spool) claim(queue, name string, read bool) (*Checkout, error) {
 		return nil, err
 	}
 }
+
+// claimLooks is how many times claim looks for an entry in the queue and
+// in .checkout before it takes the entry for gone.
+const claimLooks = 4
 
 func (s *Spool) checkEntry(queue, name string) error {
 	if err := s.checkQueue(queue); err != nil {
