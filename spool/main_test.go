@@ -25,8 +25,8 @@ func TestMain(m *testing.M) {
 		os.Exit(f())
 	}
 	code := m.Run()
-	if dir, err := benchRoot(); err == nil {
-		os.RemoveAll(dir)
+	if benchSpools.dir != "" { // m.Run has returned: no benchmark runs
+		os.RemoveAll(benchSpools.dir)
 	}
 	os.Exit(code)
 }
@@ -37,4 +37,15 @@ func TestMain(m *testing.M) {
 // last 30 s, reading each one's inode block to find out (recently_deleted),
 // so removing one run's spool made the next run's file creations several
 // times dearer, for the library and its floor alike.
-var benchRoot = sync.OnceValues(func() (string, error) { return os.MkdirTemp("", "spool-bench-") })
+func benchRoot() (string, error) {
+	benchSpools.once.Do(func() { benchSpools.dir, benchSpools.err = os.MkdirTemp("", "spool-bench-") })
+	return benchSpools.dir, benchSpools.err
+}
+
+// benchSpools is benchRoot's directory, made by the first benchmark that
+// asks for it (none: nothing to remove).
+var benchSpools struct {
+	once sync.Once
+	dir  string
+	err  error
+}
