@@ -1,6 +1,9 @@
 package index
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // TestFind: Index.find tries the entries from *next on, then the map, and
 // moves *next past the entry found; a freed entry (empty name) or a name
@@ -40,6 +43,59 @@ func TestFind(t *testing.T) {
 		id, ok := ix.find(tc.name, &next)
 		if ok != tc.wantOK || (ok && id != tc.wantID) || next != tc.wantNext {
 			t.Errorf("find(%q, next %d) = %d, %v, next %d; want %d, %v, next %d", tc.name, tc.next, id, ok, next, tc.wantID, tc.wantOK, tc.wantNext)
+		}
+	}
+}
+
+// TestAddRegistry: a registry listing that names a file twice makes one
+// entry of it, the one the map knows, and empties the other (settle frees
+// it once); the count of registry entries counts names, and find never
+// returns the emptied one.
+func TestAddRegistry(t *testing.T) {
+	for _, tc := range []struct {
+		listed []string
+		want   []string // the live entries' names, in id order
+	}{
+		{[]string{"a", "b", "c"}, []string{"a", "b", "c"}},
+		{[]string{"a", "b", "a", "c"}, []string{"b", "a", "c"}},
+		{[]string{"a", "a", "a"}, []string{"a"}},
+		{nil, nil},
+	} {
+		ix := newIndex(t.TempDir(), nil)
+		var files listing
+		for _, n := range tc.listed {
+			f := listed(&ix.arena, n)
+			f.flags = listedPresent
+			files.add(f)
+		}
+		ix.addRegistry(&files, ix.arena.names())
+		var live []string
+		for id, e := range ix.ents {
+			if e.name == "" {
+				continue
+			}
+			live = append(live, e.name)
+			if got := ix.ids[e.name]; got != uint32(id) {
+				t.Errorf("%v: entry %d (%q) but the map says %d", tc.listed, id, e.name, got)
+			}
+			if e.regData&registryPresent == 0 {
+				t.Errorf("%v: entry %q not registered", tc.listed, e.name)
+			}
+		}
+		if !slices.Equal(live, tc.want) || ix.regCount != len(tc.want) || len(ix.ents) != len(tc.listed) {
+			t.Errorf("%v: live %v, regCount %d, %d entries; want %v", tc.listed, live, ix.regCount, len(ix.ents), tc.want)
+		}
+		for id := range ix.ents {
+			ix.settle(uint32(id))
+		}
+		if len(ix.free) != len(tc.listed)-len(tc.want) {
+			t.Errorf("%v: %d freed by settle, want %d", tc.listed, len(ix.free), len(tc.listed)-len(tc.want))
+		}
+		for _, n := range tc.want {
+			var next uint32
+			if id, ok := ix.find(n, &next); !ok || ix.ents[id].name != n {
+				t.Errorf("%v: find(%q) = %d, %v", tc.listed, n, id, ok)
+			}
 		}
 	}
 }

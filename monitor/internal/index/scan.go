@@ -273,24 +273,7 @@ func (s *scanner) scan() (*Index, error) {
 		})
 		reg.add(unpublished)
 		ix.regFailed = !ok
-		ix.ids = make(map[string]uint32, files.n)
-		ix.ents = make([]entry, 0, files.n)
-		nm := ix.arena.names()
-		for _, c := range files.chunks {
-			for i := range c {
-				f := &c[i]
-				if !f.present() {
-					continue
-				}
-				id := ix.newID(nm.of(f))
-				e := &ix.ents[id]
-				e.regData = registryPresent
-				if f.irregular() {
-					e.regData |= registryIrregular
-				}
-				ix.regCount++
-			}
-		}
+		ix.addRegistry(&files, ix.arena.names())
 	}()
 	go func() {
 		defer wg.Done()
@@ -376,6 +359,38 @@ func (s *scanner) scan() (*Index, error) {
 	}
 	ix.scanErrs = errs
 	return ix, errors.Join(errs...)
+}
+
+// addRegistry makes the entries of a fresh index from the registry's
+// listing, in listing order (Index.find relies on it). A name listed twice
+// (a file system that lists one twice, a FUSE one say) keeps one entry: the
+// other is freed, found by comparing the counts rather than by a lookup
+// per name.
+func (ix *Index) addRegistry(files *listing, nm names) {
+	ix.ids = make(map[string]uint32, files.n)
+	ix.ents = make([]entry, 0, files.n)
+	for _, c := range files.chunks {
+		for i := range c {
+			f := &c[i]
+			if !f.present() {
+				continue
+			}
+			id := ix.newID(nm.of(f))
+			e := &ix.ents[id]
+			e.regData = registryPresent
+			if f.irregular() {
+				e.regData |= registryIrregular
+			}
+		}
+	}
+	if len(ix.ids) != len(ix.ents) {
+		for id := range ix.ents {
+			if e := &ix.ents[id]; ix.ids[e.name] != uint32(id) {
+				*e = entry{} // nothing of it left: the scan's settle frees it
+			}
+		}
+	}
+	ix.regCount = len(ix.ids)
 }
 
 // listing holds the files a pass listed in a directory. The first
