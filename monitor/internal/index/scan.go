@@ -306,12 +306,9 @@ func (s *scanner) scan() (*Index, error) {
 	})
 	ix.tmpFailed = !ok
 	tmpNames := ar.names()
-	for _, c := range tmpFiles.chunks {
-		for i := range c {
-			f := &c[i]
-			if f.present() && ix.admit(len(ix.tmp)) {
-				ix.tmp[strings.Clone(tmpNames.of(f))] = tmpFile{mtime: f.val, irregular: f.irregular(), statFailed: f.statFailed()}
-			}
+	for i := range tmpFiles.n {
+		if f := tmpFiles.at(i); f.present() && ix.admit(len(ix.tmp)) {
+			ix.tmp[strings.Clone(tmpNames.of(f))] = tmpFile{mtime: f.val, irregular: f.irregular(), statFailed: f.statFailed()}
 		}
 	}
 	ix.dropped += tmpDropped
@@ -364,23 +361,21 @@ func (s *scanner) scan() (*Index, error) {
 // addRegistry makes the entries of a fresh index from the registry's
 // listing, in listing order (Index.find relies on it). A name listed twice
 // (a file system that lists one twice, a FUSE one say) keeps one entry: the
-// other is freed, found by comparing the counts rather than by a lookup
-// per name.
+// other is emptied for the scan's settle to free, found by comparing the
+// counts rather than by a lookup per name.
 func (ix *Index) addRegistry(files *listing, nm names) {
 	ix.ids = make(map[string]uint32, files.n)
 	ix.ents = make([]entry, 0, files.n)
-	for _, c := range files.chunks {
-		for i := range c {
-			f := &c[i]
-			if !f.present() {
-				continue
-			}
-			id := ix.newID(nm.of(f))
-			e := &ix.ents[id]
-			e.regData = registryPresent
-			if f.irregular() {
-				e.regData |= registryIrregular
-			}
+	for i := range files.n {
+		f := files.at(i)
+		if !f.present() {
+			continue
+		}
+		id := ix.newID(nm.of(f))
+		e := &ix.ents[id]
+		e.regData = registryPresent
+		if f.irregular() {
+			e.regData |= registryIrregular
 		}
 	}
 	if len(ix.ids) != len(ix.ents) {
@@ -549,20 +544,16 @@ func statFiles(fd int, path string, mode int, nm names, files *listing, errs *[]
 	// The order of the stats: by inode (sorting small records, not files).
 	var order []byIno
 	if mode != statType {
-		order = make([]byIno, 0, files.n)
-		for _, c := range files.chunks {
-			for i := range c {
-				order = append(order, byIno{c[i].ino, uint32(len(order))})
-			}
+		order = make([]byIno, files.n)
+		for i := range files.n {
+			order[i] = byIno{files.at(i).ino, uint32(i)}
 		}
 		slices.SortFunc(order, func(a, b byIno) int { return cmp.Compare(a.ino, b.ino) })
 	}
 	if order == nil {
 		var st unix.Stat_t
-		for _, c := range files.chunks {
-			for i := range c {
-				statListed(fd, path, mode, nm, &c[i], &st, errs)
-			}
+		for i := range files.n {
+			statListed(fd, path, mode, nm, files.at(i), &st, errs)
 		}
 		return
 	}
@@ -701,14 +692,12 @@ func (b *unregBound) prune() {
 	b.ready = true
 	nm := b.ar.names()
 	for _, l := range b.lists {
-		for _, c := range l.chunks {
-			for i := range c {
-				f := &c[i]
-				if ok, id := b.admit(nm.of(f)); ok {
-					f.id = id
-				} else {
-					f.id = droppedID
-				}
+		for i := range l.n {
+			f := l.at(i)
+			if ok, id := b.admit(nm.of(f)); ok {
+				f.id = id
+			} else {
+				f.id = droppedID
 			}
 		}
 	}
