@@ -362,8 +362,8 @@ func (c *committer) useSyncfs(n, active int) (use, probe bool) {
 		return false, false
 	}
 	now := c.clock().UnixNano()
-	f, r := c.fsyncCost.ns.Load(), c.syncfsCost.ns.Load()
-	use = f != 0 && r != 0 && r <= int64(n)*int64(active)*f
+	r := c.syncfsCost.ns.Load()
+	use = r != 0 && c.roundWins(time.Duration(r), n, active)
 	// Now and then one operation goes the other way, so that a cost
 	// measured under other conditions (another program's write-back
 	// slowing every syncfs) does not decide for ever. A syncfs probe
@@ -393,11 +393,10 @@ func (c *committer) probed(n, active int, d time.Duration, now time.Time, probe 
 	} else {
 		c.syncfsCost.add(d, now)
 	}
-	f := c.fsyncCost.ns.Load()
-	if f == 0 {
+	if c.fsyncCost.ns.Load() == 0 {
 		return
 	}
-	if int64(d) <= int64(n)*int64(max(active, 1))*f {
+	if c.roundWins(d, n, active) {
 		c.probeBackoff.Store(0)
 		return
 	}
@@ -409,6 +408,14 @@ func (c *committer) probed(n, active int, d time.Duration, now time.Time, probe 
 			}
 		}
 	}
+}
+
+// roundWins reports whether a round that costs d costs no more than the
+// fsyncs it replaces: n for each of the active operations (useSyncfs), at
+// the running cost of one fsync. With no fsync measured, it never wins.
+func (c *committer) roundWins(d time.Duration, n, active int) bool {
+	f := c.fsyncCost.ns.Load()
+	return f != 0 && int64(d) <= int64(n)*int64(max(active, 1))*f
 }
 
 // clock returns the time (committer.now, or time.Now).
