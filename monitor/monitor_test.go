@@ -133,6 +133,17 @@ func syncMonitor(t testing.TB, m *Monitor) {
 	}
 }
 
+// waitSizes waits for the background reading of data sizes started by the
+// last full scan, if any: tests call it after a cycle to see the sizes.
+func (m *Monitor) waitSizes() {
+	m.mu.Lock()
+	done := m.sizesFilled
+	m.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
 func mustCycle(t testing.TB, m *Monitor) []Event {
 	t.Helper()
 	events, err := m.Cycle(context.Background())

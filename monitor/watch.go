@@ -143,17 +143,6 @@ func (m *Monitor) fillSizesLocked(ix *index.Index) {
 	}()
 }
 
-// waitSizes waits for the background reading of data sizes started by the
-// last full scan, if any: tests call it after a cycle to see the sizes.
-func (m *Monitor) waitSizes() {
-	m.mu.Lock()
-	done := m.sizesFilled
-	m.mu.Unlock()
-	if done != nil {
-		<-done
-	}
-}
-
 // addWatch adds a watch on path, starting the change feed if needed.
 func (m *Monitor) addWatch(path string) error {
 	m.mu.Lock()
