@@ -75,7 +75,8 @@ func (s *Spool) Checkout(ctx context.Context, queue, name string) (*Checkout, er
 	if err := s.acquireCtx(ctx); err != nil {
 		return nil, fmt.Errorf("checkout %s in %s/%s: %w", name, s.dir, queue, err)
 	}
-	defer s.release()
+	s.enterChange(false)
+	defer s.releaseChange(false)
 	return s.checkoutCtx(ctx, queue, name, true, true)
 }
 
@@ -282,8 +283,8 @@ func (c *Checkout) OpenData() (*os.File, error) { return c.s.OpenData(c.name) }
 // ErrLost.
 func (c *Checkout) WriteData(r io.Reader) error {
 	s := c.s
-	s.acquire()
-	defer s.release()
+	s.acquireChange(true)
+	defer s.releaseChange(true)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.held(); err != nil {
@@ -397,8 +398,8 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 	if err := s.checkQueue(queue); err != nil {
 		return err
 	}
-	s.acquire()
-	defer s.release()
+	s.acquireChange(true)
+	defer s.releaseChange(true)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.held(); err != nil {
@@ -507,8 +508,8 @@ func (c *Checkout) Release() error { return c.Save(c.queue, c.orig) }
 // failed past the first unlink it finishes the job.
 func (c *Checkout) Remove() error {
 	s := c.s
-	s.acquire()
-	defer s.release()
+	s.acquireChange(false)
+	defer s.releaseChange(false)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// Before this call's changes, see syncDirsSince (a remove resumed after

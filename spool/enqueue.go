@@ -21,8 +21,8 @@ func (s *Spool) Reserve(gen NameGenerator) (string, error) {
 	if err := s.writable("reserve", ""); err != nil {
 		return "", err
 	}
-	s.acquire()
-	defer s.release()
+	s.acquireChange(false)
+	defer s.releaseChange(false)
 	errGen := s.commit.begin() // before the change, see syncDirsSince
 	name, err := s.reserve(gen)
 	if err != nil {
@@ -129,7 +129,8 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	if err := s.acquireCtx(ctx); err != nil {
 		return "", fmt.Errorf("enqueue into %s/%s: %w", s.dir, queue, err)
 	}
-	defer s.release()
+	s.enterChange(true)
+	defer s.releaseChange(true)
 
 	// The error generation is read before the first change (the registry
 	// file), so that a shared flush failing after it fails this enqueue.

@@ -281,40 +281,79 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 		active = 2 // a round in flight serves another operation
 	}
 	n := files + len(dirs)
-	if use, probe := c.useSyncfs(n, active); use && s.rootFSOnly(p, dirs) {
-		start := c.clock()
-		err := c.fs.do(func() error { return c.failed(c.batch.Syncfs(s.root.fd), "syncfs", s.dir) })
-		end := c.clock()
-		c.probed(n, active, end.Sub(start), end, probe)
-		if err != nil {
-			return pathErr("syncfs", s.dir, err)
+	use, probe := c.useSyncfs(n, active)
+	use = use && s.rootFSOnly(p, dirs)
+	if !use {
+		// The files are fsynced one by one, by their operation: only the
+		// directories' fsyncs can be shared.
+		for i := range files {
+			start := c.clock()
+			err := s.fs.Fsync(p.fds[i])
+			end := c.clock()
+			c.fsyncCost.add(end.Sub(start), end)
+			if err != nil {
+				return pathErr("fsync", p.paths[i], err)
+			}
 		}
+		if len(dirs) == 0 {
+			return c.check(gen)
+		}
+	}
+	start := c.clock()
+	err := c.fs.do(need{dirs: dirs, files: use}, s.barrier)
+	end := c.clock()
+	if use {
+		c.probed(n, active, end.Sub(start), end, probe)
+	}
+	if err != nil {
+		return err
+	}
+	if use {
 		for i := range files {
 			if err := c.batch.WritebackErr(p.fds[i]); err != nil {
 				return pathErr("write back", p.paths[i], err)
 			}
 		}
-		return c.check(gen)
-	}
-	for i := range files {
-		start := c.clock()
-		err := s.fs.Fsync(p.fds[i])
-		end := c.clock()
-		c.fsyncCost.add(end.Sub(start), end)
-		if err != nil {
-			return pathErr("fsync", p.paths[i], err)
-		}
-	}
-	for _, d := range dirs {
-		start := c.clock()
-		err := c.dirGroup(d.fd).do(func() error { return c.failed(s.fs.Fsync(d.fd), "fsync directory", d.path) })
-		end := c.clock()
-		c.fsyncCost.add(end.Sub(start), end)
-		if err != nil {
-			return pathErr("fsync directory", d.path, err)
-		}
 	}
 	return c.check(gen)
+}
+
+// barrier runs one round for the operations that joined it (n, their
+// needs together). A round that holds files no fsync made durable is a
+// syncfs of the spool's file system (the directories on another file
+// system are fsynced after it). A round of directories alone fsyncs each
+// of them, or, where syncfs rounds are available and cover them all, runs
+// a syncfs instead when that costs less than their fsyncs (syncfsCheaper).
+func (s *Spool) barrier(n need) error {
+	c := &s.commit
+	start := c.clock()
+	defer func() {
+		end := c.clock()
+		c.roundCost.add(end.Sub(start), end)
+	}()
+	syncfs := n.files || c.syncfsCheaper(len(n.dirs)) && s.rootFSOnly(nil, n.dirs)
+	if syncfs {
+		err := c.batch.Syncfs(s.root.fd)
+		end := c.clock()
+		c.syncfsRound.add(end.Sub(start), end)
+		if err != nil {
+			return pathErr("syncfs", s.dir, c.failed(err, "syncfs", s.dir))
+		}
+	}
+	for _, d := range n.dirs {
+		if syncfs && s.onRootFS(d.fd) {
+			continue
+		}
+		dstart := c.clock()
+		err := s.fs.Fsync(d.fd)
+		dend := c.clock()
+		c.dirFsync.add(dend.Sub(dstart), dend)
+		c.fsyncCost.add(dend.Sub(dstart), dend)
+		if err != nil {
+			return pathErr("fsync directory", d.path, c.failed(err, "fsync directory", d.path))
+		}
+	}
+	return nil
 }
 
 // rootFSOnly reports whether every directory in dirs and of p's files is
@@ -323,40 +362,43 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 // but the component walk used where openat2 is refused does not refuse a
 // mount point. The answer is kept per descriptor.
 func (s *Spool) rootFSOnly(p *staged, dirs []dirRef) bool {
-	c := &s.commit
-	same := func(fd int) bool {
-		c.mu.Lock()
-		v, ok := c.sameFS[fd]
-		c.mu.Unlock()
-		if ok {
-			return v
-		}
-		var root, st unix.Stat_t
-		if s.fs.Fstat(s.root.fd, &root) != nil || s.fs.Fstat(fd, &st) != nil {
-			return false // not known: fsync this time
-		}
-		v = root.Dev == st.Dev
-		c.mu.Lock()
-		if c.sameFS == nil {
-			c.sameFS = map[int]bool{}
-		}
-		c.sameFS[fd] = v
-		c.mu.Unlock()
-		return v
-	}
 	for _, d := range dirs {
-		if !same(d.fd) {
+		if !s.onRootFS(d.fd) {
 			return false
 		}
 	}
 	if p != nil {
 		for _, fd := range p.dirs {
-			if !same(fd) {
+			if !s.onRootFS(fd) {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+// onRootFS reports whether the directory open as fd is on the file system
+// of the spool's root (false when that is not known), kept per descriptor.
+func (s *Spool) onRootFS(fd int) bool {
+	c := &s.commit
+	c.mu.Lock()
+	v, ok := c.sameFS[fd]
+	c.mu.Unlock()
+	if ok {
+		return v
+	}
+	var root, st unix.Stat_t
+	if s.fs.Fstat(s.root.fd, &root) != nil || s.fs.Fstat(fd, &st) != nil {
+		return false // not known: fsync this time
+	}
+	v = root.Dev == st.Dev
+	c.mu.Lock()
+	if c.sameFS == nil {
+		c.sameFS = map[int]bool{}
+	}
+	c.sameFS[fd] = v
+	c.mu.Unlock()
+	return v
 }
 
 // tempName returns a fresh temporary file name for entry name as the

@@ -1,8 +1,8 @@
 package spool
 
 import (
-	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,33 +19,53 @@ import (
 // The rule that keeps an acknowledged operation durable: an operation whose
 // change (a write, create, rename or unlink) has returned waits for a
 // barrier that STARTED after that moment, and is acknowledged only when that
-// barrier has returned without error. A barrier already in flight when the
-// operation arrives may have started before its change, so when the group's
-// slots are taken the operation joins the next barrier, which starts as
-// soon as a slot frees; every operation that arrived meanwhile joins the
-// same one. With a slot free the operation runs its barrier at once, on its
-// own goroutine: no hand-off, no added delay.
+// barrier has returned without error. One barrier of a spool is in flight
+// at a time. It may have started before an arriving operation's change, so
+// the operation joins the next round, which starts when the barrier in
+// flight returns; every operation that arrives meanwhile joins the same one.
+// With none in flight the operation leads a round at once, on its own
+// goroutine (no hand-off).
 //
-// Two kinds of barrier:
+// Gathering: before its barrier starts, a round's leader waits until every
+// operation of the spool that is under way and commits (committer.ops:
+// those between acquireChange and releaseChange) has joined, at most as
+// long as a round costs (committer.gatherMax). Without it, operations
+// released together by one round come back one after another, and the
+// first to come back would start a round that the others, arriving a few
+// microseconds later, must wait out before they can have their own:
+// eight goroutines then needed about 3.7 rounds per enqueue instead of 2.
+// An operation with no other under way (a lone goroutine) does not wait;
+// where others are under way but do not join, the wait is bounded by the
+// cost of a round, the least that an operation arriving just after the
+// round started would have waited for the next one.
+//
+// A round makes durable the union of what its operations need (need): the
+// directories each of them changed, and the files that those which chose
+// a syncfs round did not fsync. Two kinds of barrier:
 //
 //   - syncfs(2) of the spool's file system, then fsync(2) of the root
-//     (batchFS.Syncfs). One syncfs writes back every dirty page of the
-//     file system, waits for it, and commits the journal (ext4, xfs) or
-//     the transaction (btrfs) with a cache flush; ext4 without a journal
-//     writes its inode tables and directory blocks after that flush, and
-//     the fsync flushes again once they are written. A round covers every
-//     directory and every file its operations changed, so it costs the
-//     same however many operations and directories it serves, and the
-//     operations' own files need no fsync of their own.
+//     (batchFS.Syncfs), for a round with such files, or for a round of
+//     directories alone when it costs less than their fsyncs
+//     (committer.syncfsCheaper). One syncfs writes back every dirty page
+//     of the file system, waits for it, and commits the journal (ext4,
+//     xfs) or the transaction (btrfs) with a cache flush; ext4 without a
+//     journal writes its inode tables and directory blocks after that
+//     flush, and the fsync flushes again once they are written. A round
+//     covers every directory and every file its operations changed, so it
+//     costs about the same however many operations and directories it
+//     serves, and the operations' own files need no fsync of their own.
 //     Each operation then asks each file it wrote for write-back errors
 //     through its own descriptor (sync_file_range(2) with WAIT_BEFORE,
 //     WRITE and WAIT_AFTER, which writes a page the round left dirty and
 //     flushes no cache): a write-back error is reported once per open
 //     file, so an error that another round's syncfs consumed on the shared
 //     descriptor still reaches the operation whose data it lost.
+//     Directories on another file system than the root's are fsynced
+//     after the syncfs.
 //
-//   - fsync(2) of each file, then of each directory, the directory fsyncs
-//     shared per directory (one commitGroup per directory descriptor).
+//   - fsync(2) of each directory of the round, once for all its
+//     operations, each operation having fsynced its own files (a file's
+//     fsync cannot be shared) before it joined.
 //
 // The gates: syncfs rounds only where syncfs reports what fsync would,
 // decided once per Spool (committer.init). The FS seam must offer it
@@ -94,61 +114,100 @@ type round struct {
 	done    chan struct{} // closed when the barrier has returned
 	err     error         // the barrier's error, set before done is closed
 	waiters int           // operations that joined it (under commitGroup.mu)
+	need    need          // what it must make durable: the union of its operations' needs (under commitGroup.mu until it starts)
 }
 
-// commitGroup runs one kind of barrier (the fsync of one directory, or the
-// syncfs of the spool's file system) for concurrent operations: at most
-// limit barriers (default 1) are in flight, and the operations that arrive
-// while that many are share the next. Its zero value is ready.
+// need is what an operation asks of a round: the directories whose changes
+// it must make durable and whether it also has files that no fsync of
+// their own made durable (files), which only a syncfs covers.
+type need struct {
+	dirs  []dirRef
+	files bool
+}
+
+// add merges o into n, each directory once.
+func (n *need) add(o need) {
+	n.files = n.files || o.files
+	for _, d := range o.dirs {
+		if !slices.ContainsFunc(n.dirs, func(e dirRef) bool { return e.fd == d.fd }) {
+			n.dirs = append(n.dirs, d)
+		}
+	}
+}
+
+// commitGroup runs barriers for concurrent operations: one at a time, and
+// the operations that arrive while one is in flight share the next. Before a round starts, its leader
+// gathers (gather): it waits, at most gatherMax, for every other operation
+// that will commit to join. Its zero value is ready and does not gather.
 type commitGroup struct {
-	mu       sync.Mutex
-	limit    int           // barriers in flight at most; 0 means 1
-	inflight int           // barriers running
-	freed    chan struct{} // closed (and replaced) whenever a barrier returns
-	next     *round        // the barrier that starts when a slot frees, nil when nobody waits for one
-	rounds   atomic.Uint64
-	shared   atomic.Uint64 // operations that were served by a barrier another operation ran
+	mu        sync.Mutex
+	inflight  bool          // a barrier is running or its round gathering
+	freed     chan struct{} // closed (and replaced) whenever a barrier returns
+	next      *round        // the round that starts when the one in flight returns, nil when nobody waits for one
+	gathering *round        // the round whose leader waits for more operations, nil when none does
+	arrived   chan struct{} // signalled when an operation joins the gathering round
+	rounds    atomic.Uint64
+	shared    atomic.Uint64 // operations that were served by a barrier another operation ran
+	// expect, when set, returns the number of operations that may still
+	// join a round (the committer's operations under way, ops); a leader
+	// waits for that many, at most gatherMax().
+	expect    func() int
+	gatherMax func() time.Duration
 	// joined, when set (tests only), is called with the number of
 	// operations waiting for the next barrier each time one joins it.
 	joined func(waiters int)
 }
 
-func (g *commitGroup) max() int { return max(g.limit, 1) }
-
-// do returns once a barrier that started after do was called has returned,
-// with that barrier's error. barrier runs the barrier; every caller of one
+// do returns once a barrier that started after do was called, and that
+// covers n, has returned, with that barrier's error. barrier runs the
+// barrier for the union of its operations' needs; every caller of one
 // group must pass an equivalent one (one of them runs it for all).
-func (g *commitGroup) do(barrier func() error) error {
+func (g *commitGroup) do(n need, barrier func(need) error) error {
 	g.mu.Lock()
-	if g.inflight < g.max() {
-		// A slot is free: start a barrier now, for this operation and
+	if r := g.gathering; r != nil {
+		// A leader is gathering a round that has not started: join it.
+		r.waiters++
+		r.need.add(n)
+		select {
+		case g.arrived <- struct{}{}:
+		default:
+		}
+		g.mu.Unlock()
+		<-r.done
+		g.shared.Add(1)
+		return r.err
+	}
+	if !g.inflight {
+		// None in flight: start a barrier now, for this operation and
 		// for any waiting for a next one (their change came before ours).
 		r := g.next
 		if r == nil {
 			r = &round{done: make(chan struct{})}
 		}
 		r.waiters++
+		r.need.add(n)
 		g.next = nil
-		g.inflight++
+		g.inflight = true
 		g.mu.Unlock()
 		return g.lead(r, barrier)
 	}
-	// Every slot is taken by a barrier that may have started before our
-	// change: join the next one.
+	// The barrier in flight may have started before our change: join the
+	// next one.
 	r := g.next
 	if r == nil {
 		r = &round{done: make(chan struct{})}
 		g.next = r
 	}
 	r.waiters++
-	joined, n := g.joined, r.waiters
+	r.need.add(n)
+	joined, waiters := g.joined, r.waiters
 	if g.freed == nil {
 		g.freed = make(chan struct{})
 	}
 	freed := g.freed
 	g.mu.Unlock()
 	if joined != nil {
-		joined(n)
+		joined(waiters)
 	}
 	for {
 		select {
@@ -158,10 +217,10 @@ func (g *commitGroup) do(barrier func() error) error {
 			return r.err
 		}
 		g.mu.Lock()
-		if g.next == r && g.inflight < g.max() {
-			// The first waiter to see a free slot starts the round for all.
+		if g.next == r && !g.inflight {
+			// The first waiter to see none in flight starts the round for all.
 			g.next = nil
-			g.inflight++
+			g.inflight = true
 			g.mu.Unlock()
 			return g.lead(r, barrier)
 		}
@@ -179,13 +238,14 @@ func (g *commitGroup) do(barrier func() error) error {
 	}
 }
 
-// lead runs round r's barrier and wakes its waiters.
-func (g *commitGroup) lead(r *round, barrier func() error) error {
-	err := barrier()
+// lead gathers round r (gather), runs its barrier and wakes its waiters.
+func (g *commitGroup) lead(r *round, barrier func(need) error) error {
+	g.gather(r)
+	err := barrier(r.need)
 	g.rounds.Add(1)
 	g.mu.Lock()
 	r.err = err
-	g.inflight--
+	g.inflight = false
 	if g.freed != nil {
 		close(g.freed)
 		g.freed = nil
@@ -195,11 +255,62 @@ func (g *commitGroup) lead(r *round, barrier func() error) error {
 	return err
 }
 
+// gather waits until every operation that may commit has joined round r,
+// or gatherMax has passed, so that one round serves operations that would
+// otherwise arrive just after it started and wait for a whole other one.
+// A lone operation (expect() <= r.waiters) does not wait at all. The round
+// is closed to newcomers when gather returns: its need no longer changes.
+func (g *commitGroup) gather(r *round) {
+	if g.expect == nil {
+		return
+	}
+	g.mu.Lock()
+	if r.waiters >= g.expect() {
+		g.mu.Unlock()
+		return
+	}
+	if g.arrived == nil {
+		g.arrived = make(chan struct{}, 1)
+	}
+	g.gathering = r
+	g.mu.Unlock()
+	deadline := time.NewTimer(g.gatherMax())
+	defer deadline.Stop()
+	for {
+		select {
+		case <-g.arrived:
+			g.mu.Lock()
+			if r.waiters < g.expect() {
+				g.mu.Unlock()
+				continue
+			}
+		case <-deadline.C:
+			g.mu.Lock()
+		}
+		g.gathering = nil
+		g.mu.Unlock()
+		return
+	}
+}
+
+// poke wakes a gathering leader to count again: an operation that may
+// have joined its round ended without doing so.
+func (g *commitGroup) poke() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gathering != nil {
+		select {
+		case g.arrived <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // busy reports whether a barrier is in flight or awaited.
 func (g *commitGroup) busy() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.inflight > 0 || g.next != nil
+	return g.inflight || g.next != nil
 }
 
 // batchFS is the optional part of the FS seam that lets a round of
@@ -220,31 +331,18 @@ type batchFS interface {
 	WritebackErr(fd int) error
 }
 
-// Barriers of one kind in flight at once. With one, an operation that
-// arrives during a barrier waits for it and then for its own, while
-// concurrent fsyncs overlap in the kernel: eight goroutines enqueued at
-// 0.83-0.89x the per-operation fsyncs with one directory fsync in flight,
-// 0.95-1.23x with two (2 vCPU, ext4, loaded). A syncfs round covers every
-// directory at once, and one in flight makes the rounds larger: eight
-// goroutines ran at 1.36-1.46x the floor (Enqueue) and 1.18-1.21x (Cycle)
-// with one, 1.08-1.18x and 0.91-0.96x with two (two runs each,
-// interleaved, ext4 without a journal). Soundness depends on neither (the
-// error generation covers a round that takes another's error).
-const (
-	dirSlots = 2
-	fsSlots  = 1
-)
-
 // committer is a spool's group-commit state. Its zero value is ready; the
 // kind of barrier is chosen on first use.
 type committer struct {
 	once   sync.Once
 	batch  batchFS // nil: directories are fsynced, each file on its own
 	active atomic.Int32
-	fs     commitGroup // syncfs rounds
+	// ops: operations under way that may commit (enter, leave), whom a
+	// round's leader waits for (commitGroup.gather).
+	ops    atomic.Int32
+	fs     commitGroup // the rounds: a syncfs, or the fsyncs of their directories
 	mu     sync.Mutex
-	dirs   map[int]*commitGroup // per-directory fsync rounds, by descriptor
-	sameFS map[int]bool         // whether a directory is on the root's file system, by descriptor
+	sameFS map[int]bool // whether a directory is on the root's file system, by descriptor
 
 	// The error generation: every shared barrier (a syncfs round or a
 	// directory's fsync round) that fails increments errGen, after storing
@@ -259,11 +357,18 @@ type committer struct {
 	errMu   sync.Mutex
 	lastErr error
 
-	// Running costs: of one fsync issued by an operation, and of one
-	// syncfs round as an operation waits for it (the wait for a free slot
-	// included, which a file's fsync does not have: under load the
-	// comparison favours the fsyncs a little).
+	// Running costs: of one fsync issued by an operation or a round, and
+	// of one syncfs round as an operation waits for it (the wait for the
+	// round in flight and the gathering included, which a file's fsync
+	// does not have: under load the comparison favours the fsyncs a
+	// little).
 	fsyncCost, syncfsCost cost
+	// roundCost: the running cost of a round's barrier, the longest a
+	// leader waits for others to join (gather). syncfsRound and dirFsync:
+	// the running costs of a round's syncfs and of one directory's fsync
+	// in a round, which choose the barrier of a round of directories alone
+	// (syncfsCheaper).
+	roundCost, syncfsRound, dirFsync cost
 	// probeBackoff: syncfs probes lost in a row (useSyncfs), up to
 	// maxProbeBackoff.
 	probeBackoff atomic.Uint32
@@ -279,8 +384,6 @@ type committer struct {
 	// syncfs rounds when they are available, whatever they cost, so that
 	// tests can form rounds deterministically.
 	alwaysShare bool
-	// slots (tests), when not 0, replaces dirSlots and fsSlots.
-	slots int
 	// joined (tests) is given to every group (commitGroup.joined).
 	joined func(waiters int)
 }
@@ -291,7 +394,9 @@ type committer struct {
 // syncfs commits what fsync would (syncfsFileSystem).
 func (c *committer) init(fs fsys.FS, rootfd int) {
 	c.once.Do(func() {
-		c.fs.limit, c.fs.joined = cmp.Or(c.slots, fsSlots), c.joined
+		c.fs.joined = c.joined
+		c.fs.expect = func() int { return int(c.ops.Load()) }
+		c.fs.gatherMax = c.gatherMax
 		b, ok := fs.(batchFS)
 		if !ok {
 			return
@@ -461,34 +566,39 @@ func (c *cost) claimStale(now int64, stale time.Duration) bool {
 	return now-at > int64(stale) && c.at.CompareAndSwap(at, now)
 }
 
-// dirGroup returns the commit group of the directory open as fd. The
-// spool's directory descriptors stay open (and their numbers unique) until
-// the spool is closed, so the descriptor names the directory.
-func (c *committer) dirGroup(fd int) *commitGroup {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	g := c.dirs[fd]
-	if g == nil {
-		if c.dirs == nil {
-			c.dirs = map[int]*commitGroup{}
-		}
-		g = &commitGroup{limit: cmp.Or(c.slots, dirSlots), joined: c.joined}
-		c.dirs[fd] = g
+// syncfsCheaper reports whether a round of dirs directories alone costs
+// less as one syncfs than as their fsyncs, by the running costs measured
+// in rounds (unmeasured: no).
+func (c *committer) syncfsCheaper(dirs int) bool {
+	sf, df := c.syncfsRound.ns.Load(), c.dirFsync.ns.Load()
+	return c.batch != nil && sf != 0 && df != 0 && sf < int64(dirs)*df
+}
+
+// enter counts an operation that may commit, until leave.
+func (c *committer) enter() { c.ops.Add(1) }
+
+// leave ends what enter began; a leader gathering a round counts again.
+func (c *committer) leave() {
+	c.ops.Add(-1)
+	c.fs.poke()
+}
+
+// gatherMax is the longest a round's leader waits for others to join: the
+// running cost of a round, which is the least that an operation arriving
+// just after the round started would wait for the next (default 1 ms,
+// before any round was measured; at most 10 ms).
+func (c *committer) gatherMax() time.Duration {
+	d := time.Duration(c.roundCost.ns.Load())
+	if d == 0 {
+		return time.Millisecond
 	}
-	return g
+	return min(d, 10*time.Millisecond)
 }
 
 // stats returns the number of barriers run and of operations served by a
 // barrier that another operation ran, over every group.
 func (c *committer) stats() (rounds, shared uint64) {
-	rounds, shared = c.fs.rounds.Load(), c.fs.shared.Load()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, g := range c.dirs {
-		rounds += g.rounds.Load()
-		shared += g.shared.Load()
-	}
-	return rounds, shared
+	return c.fs.rounds.Load(), c.fs.shared.Load()
 }
 
 // syncfsSoundRelease reports whether a kernel release's syncfs returns the

@@ -1,7 +1,5 @@
 package spool
 
-import "cmp"
-
 // GroupCommitTest configures a spool's group commit for the batch tests
 // (groupcommit_faults_test.go).
 type GroupCommitTest struct {
@@ -9,8 +7,6 @@ type GroupCommitTest struct {
 	// whatever a round costs (the FS must offer Syncfs); otherwise each
 	// directory's fsyncs are shared, the files fsynced one by one.
 	Syncfs bool
-	// Slots bounds the barriers of one kind in flight (0: the default).
-	Slots int
 	// Joined is called with the number of operations waiting for the
 	// next barrier each time one joins it.
 	Joined func(waiters int)
@@ -22,19 +18,14 @@ func SetGroupCommit(s *Spool, gc GroupCommitTest) {
 	c := &s.commit
 	c.syncfsSound = func() bool { return gc.Syncfs }
 	c.syncfsFS = func(int) bool { return gc.Syncfs }
-	c.slots, c.joined = gc.Slots, gc.Joined
+	c.joined = gc.Joined
 	c.init(s.fs, s.root.fd) // a no-op if an operation already committed
 	c.alwaysShare = gc.Syncfs
 	c.batch = nil
 	if b, ok := s.fs.(batchFS); ok && gc.Syncfs {
 		c.batch = b
 	}
-	c.fs.limit, c.fs.joined = cmp.Or(gc.Slots, fsSlots), gc.Joined
-	c.mu.Lock()
-	for _, g := range c.dirs {
-		g.limit, g.joined = cmp.Or(gc.Slots, dirSlots), gc.Joined
-	}
-	c.mu.Unlock()
+	c.fs.joined = gc.Joined
 }
 
 // GroupCommitStats returns the barriers s ran and the operations served

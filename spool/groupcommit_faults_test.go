@@ -290,7 +290,7 @@ func commitSpool(t *testing.T, d spool.Durability, syncfs bool) (*spool.Spool, *
 	}
 	t.Cleanup(func() { s.Close() })
 	joined := make(chan int, 1024)
-	spool.SetGroupCommit(s, spool.GroupCommitTest{Syncfs: syncfs, Slots: 1, Joined: func(n int) {
+	spool.SetGroupCommit(s, spool.GroupCommitTest{Syncfs: syncfs, Joined: func(n int) {
 		select {
 		case joined <- n:
 		default: // nobody counts (TestGroupCommitConcurrentOrder)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -211,5 +212,75 @@ func TestGroupCommitErrorGeneration(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestBarrierKind: a round with files no fsync covered is a syncfs (a
+// directory on another file system fsynced after it); a round of
+// directories alone fsyncs each, unless one syncfs cost less by the
+// running costs and covers them all.
+func TestBarrierKind(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		files         bool
+		dirs          []string // "reg", "data", "q1" (q1 is on another file system when otherFS)
+		otherFS       bool
+		noSyncfs      bool  // the spool has no syncfs rounds (batch nil)
+		round, fsync  int64 // running costs of a syncfs round and of one directory fsync (ns); 0: not measured
+		wantSyncfs    int
+		wantFsyncDirs []string
+	}{
+		{name: "files", files: true, dirs: []string{"reg", "data"}, wantSyncfs: 1},
+		{name: "files, a directory elsewhere", files: true, dirs: []string{"reg", "q1"}, otherFS: true, wantSyncfs: 1, wantFsyncDirs: []string{"q1"}},
+		{name: "directories, nothing measured", dirs: []string{"reg", "data"}, wantFsyncDirs: []string{"reg", "data"}},
+		{name: "directories, fsyncs cheaper", dirs: []string{"reg", "data"}, round: 300, fsync: 150, wantFsyncDirs: []string{"reg", "data"}},
+		{name: "directories, syncfs cheaper", dirs: []string{"reg", "data"}, round: 299, fsync: 150, wantSyncfs: 1},
+		{name: "directories, syncfs cheaper but one elsewhere", dirs: []string{"reg", "q1"}, otherFS: true, round: 100, fsync: 150, wantFsyncDirs: []string{"reg", "q1"}},
+		{name: "directories, no syncfs rounds", dirs: []string{"reg", "data"}, noSyncfs: true, round: 100, fsync: 150, wantFsyncDirs: []string{"reg", "data"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &devFS{fsyncs: map[int]int{}}
+			s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1"}, &Options{fs: f})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			qd, err := s.qdirs("q1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			byName := map[string]dirRef{"reg": s.reg, "data": s.data, "q1": qd.dir}
+			if tc.otherFS {
+				f.other.Store(int64(qd.dir.fd))
+			}
+			c := &s.commit
+			if !tc.noSyncfs {
+				c.batch = f
+			}
+			c.syncfsRound.ns.Store(tc.round)
+			c.dirFsync.ns.Store(tc.fsync)
+			var n need
+			for _, d := range tc.dirs {
+				n.add(need{dirs: []dirRef{byName[d]}})
+			}
+			n.files = tc.files
+			f.mu.Lock()
+			clear(f.fsyncs)
+			f.syncfs = 0
+			f.mu.Unlock()
+			if err := s.barrier(n); err != nil {
+				t.Fatal(err)
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			want := map[int]int{}
+			for _, d := range tc.wantFsyncDirs {
+				want[byName[d].fd]++
+			}
+			if f.syncfs != tc.wantSyncfs || !maps.Equal(f.fsyncs, want) {
+				t.Errorf("%d syncfs, fsyncs %v; want %d syncfs, fsyncs %v (reg %d, data %d, q1 %d)",
+					f.syncfs, f.fsyncs, tc.wantSyncfs, want, s.reg.fd, s.data.fd, qd.dir.fd)
+			}
+		})
 	}
 }

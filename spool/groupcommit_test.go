@@ -1,9 +1,14 @@
 package spool
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,36 +19,17 @@ import (
 )
 
 // gate is a fake barrier: each call counts itself and returns the error
-// sent on release, or, for a chosen call, on that call's own channel.
+// sent on release.
 type gate struct {
 	calls   atomic.Int32
 	release chan error
-	mu      sync.Mutex
-	own     []chan error // by call, for answer
 }
 
 func newGate() *gate { return &gate{release: make(chan error)} }
 
-func (g *gate) barrier() error {
+func (g *gate) barrier(need) error {
 	g.calls.Add(1)
-	g.mu.Lock()
-	ch := make(chan error)
-	g.own = append(g.own, ch)
-	g.mu.Unlock()
-	select {
-	case err := <-g.release:
-		return err
-	case err := <-ch:
-		return err
-	}
-}
-
-// answer makes call i (0-based) return err.
-func (g *gate) answer(i int, err error) {
-	g.mu.Lock()
-	ch := g.own[i]
-	g.mu.Unlock()
-	ch <- err
+	return <-g.release
 }
 
 // TestCommitGroupAlone: with nobody else waiting the barrier runs at once,
@@ -52,7 +38,7 @@ func TestCommitGroupAlone(t *testing.T) {
 	var g commitGroup
 	runs := 0
 	for i := range 3 {
-		err := g.do(func() error { runs++; return nil })
+		err := g.do(need{}, func(need) error { runs++; return nil })
 		if err != nil || runs != i+1 {
 			t.Fatalf("call %d: err %v, %d barriers", i, err, runs)
 		}
@@ -84,7 +70,7 @@ func TestCommitGroupBatch(t *testing.T) {
 				var g commitGroup
 				gt := newGate()
 				leader := make(chan error, 1)
-				go func() { leader <- g.do(gt.barrier) }()
+				go func() { leader <- g.do(need{}, gt.barrier) }()
 				synctest.Wait() // the first barrier is in flight
 				if n := gt.calls.Load(); n != 1 {
 					t.Fatalf("%d barriers in flight, want 1", n)
@@ -94,7 +80,7 @@ func TestCommitGroupBatch(t *testing.T) {
 				for range tc.waiters {
 					go func() {
 						arrived.Add(1) // the change is done: from here a barrier must start
-						errs <- g.do(gt.barrier)
+						errs <- g.do(need{}, gt.barrier)
 					}()
 				}
 				synctest.Wait() // every waiter has joined the next round
@@ -135,61 +121,14 @@ func TestCommitGroupBatch(t *testing.T) {
 	}
 }
 
-// TestCommitGroupSlots: with two slots a second operation starts its own
-// barrier at once; a third, arriving while both are in flight, waits for
-// the next, which starts as soon as either returns.
-func TestCommitGroupSlots(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		g := commitGroup{limit: 2}
-		gt := newGate()
-		done := make(chan error, 4)
-		for range 2 {
-			go func() { done <- g.do(gt.barrier) }()
-		}
-		synctest.Wait()
-		if n := gt.calls.Load(); n != 2 {
-			t.Fatalf("%d barriers in flight, want 2", n)
-		}
-		for range 2 {
-			go func() { done <- g.do(gt.barrier) }()
-		}
-		synctest.Wait()
-		if n := gt.calls.Load(); n != 2 {
-			t.Fatalf("%d barriers started with both slots taken, want 2", n)
-		}
-		gt.answer(0, nil) // the first returns
-		<-done
-		synctest.Wait()
-		if n := gt.calls.Load(); n != 3 {
-			t.Fatalf("%d barriers, want 3: the two waiters share the third", n)
-		}
-		if len(done) != 0 {
-			t.Fatal("a waiter returned before its barrier")
-		}
-		gt.answer(2, unix.EIO) // the third: both waiters get EIO
-		gt.answer(1, nil)      // the second
-		var eio, ok int
-		for range 3 {
-			if err := <-done; errors.Is(err, unix.EIO) {
-				eio++
-			} else if err == nil {
-				ok++
-			}
-		}
-		if eio != 2 || ok != 1 {
-			t.Errorf("%d EIO and %d nil, want 2 and 1", eio, ok)
-		}
-	})
-}
-
 // TestCommitGroupErrorNotSticky: the round after a failed one runs its own
 // barrier and reports its own result.
 func TestCommitGroupErrorNotSticky(t *testing.T) {
 	var g commitGroup
-	if err := g.do(func() error { return unix.EIO }); !errors.Is(err, unix.EIO) {
+	if err := g.do(need{}, func(need) error { return unix.EIO }); !errors.Is(err, unix.EIO) {
 		t.Fatalf("got %v, want EIO", err)
 	}
-	if err := g.do(func() error { return nil }); err != nil {
+	if err := g.do(need{}, func(need) error { return nil }); err != nil {
 		t.Fatalf("the next round reported %v", err)
 	}
 }
@@ -202,7 +141,7 @@ func TestCommitGroupLateArrival(t *testing.T) {
 	pending := &round{done: make(chan struct{}), waiters: 1}
 	g.next = pending // a waiter of the finished round has not woken yet
 	runs := 0
-	if err := g.do(func() error { runs++; return nil }); err != nil {
+	if err := g.do(need{}, func(need) error { runs++; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -210,8 +149,8 @@ func TestCommitGroupLateArrival(t *testing.T) {
 	default:
 		t.Fatal("the waiting round was not run")
 	}
-	if runs != 1 || pending.waiters != 2 || g.next != nil || g.inflight != 0 {
-		t.Errorf("runs %d, waiters %d, next %v, in flight %d", runs, pending.waiters, g.next, g.inflight)
+	if runs != 1 || pending.waiters != 2 || g.next != nil || g.inflight {
+		t.Errorf("runs %d, waiters %d, next %v, in flight %v", runs, pending.waiters, g.next, g.inflight)
 	}
 }
 
@@ -221,43 +160,142 @@ func TestCommitGroupLateArrival(t *testing.T) {
 // changes were done when it started). It runs with real concurrency (no
 // synctest) so that -race sees the hand-offs.
 func TestCommitGroupCovers(t *testing.T) {
-	var g commitGroup
-	var changes atomic.Int64 // changes done
-	var mu sync.Mutex
-	durable := int64(0) // changes covered by the last barrier that returned
-	barrier := func() error {
-		start := changes.Load()
-		runtime.Gosched() // let others arrive meanwhile
-		mu.Lock()
-		durable = max(durable, start)
-		mu.Unlock()
-		return nil
-	}
-	var wg sync.WaitGroup
-	var bad atomic.Int32
-	for range 16 {
-		wg.Go(func() {
-			for range 200 {
-				mine := changes.Add(1)
-				if err := g.do(barrier); err != nil {
-					t.Error(err)
-				}
+	for _, gathering := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gathering=%v", gathering), func(t *testing.T) {
+			var g commitGroup
+			var under atomic.Int32 // operations under way, for gathering
+			if gathering {
+				g.expect = func() int { return int(under.Load()) }
+				g.gatherMax = func() time.Duration { return 50 * time.Microsecond }
+			}
+			var changes atomic.Int64 // changes done
+			var mu sync.Mutex
+			durable := int64(0) // changes covered by the last barrier that returned
+			barrier := func(need) error {
+				start := changes.Load()
+				runtime.Gosched() // let others arrive meanwhile
 				mu.Lock()
-				if durable < mine {
-					bad.Add(1)
-				}
+				durable = max(durable, start)
 				mu.Unlock()
+				return nil
+			}
+			var wg sync.WaitGroup
+			var bad atomic.Int32
+			for range 16 {
+				wg.Go(func() {
+					for range 200 {
+						under.Add(1)
+						mine := changes.Add(1)
+						if err := g.do(need{}, barrier); err != nil {
+							t.Error(err)
+						}
+						mu.Lock()
+						if durable < mine {
+							bad.Add(1)
+						}
+						mu.Unlock()
+						under.Add(-1)
+						g.poke()
+					}
+				})
+			}
+			wg.Wait()
+			if bad.Load() != 0 {
+				t.Errorf("%d operations acknowledged before a barrier covered their change", bad.Load())
+			}
+			r, s := g.rounds.Load(), g.shared.Load()
+			t.Logf("16x200 operations: %d barriers, %d operations served by another's", r, s)
+			if r+s != 16*200 {
+				t.Errorf("rounds %d + shared %d != %d operations", r, s, 16*200)
 			}
 		})
 	}
-	wg.Wait()
-	if bad.Load() != 0 {
-		t.Errorf("%d operations acknowledged before a barrier covered their change", bad.Load())
+}
+
+// TestCommitGroupGather: a round's leader waits for the operations under
+// way to join before its barrier starts, at most gatherMax; a lone
+// operation does not wait; an operation that ends without joining makes
+// the leader count again; the barrier gets the union of the needs.
+func TestCommitGroupGather(t *testing.T) {
+	const max = 300 * time.Microsecond
+	dirA, dirB, dirC := dirRef{fd: 10, path: "a"}, dirRef{fd: 11, path: "b"}, dirRef{fd: 12, path: "c"}
+	for _, tc := range []struct {
+		name     string
+		under    int    // operations under way (expect)
+		joiners  []need // joining after the leader, which needs dirA
+		leave    int    // operations under way that end without joining, after the joiners
+		waited   time.Duration
+		wantDirs []int // descriptors of the round's need
+		files    bool
+	}{
+		{name: "alone", under: 1, waited: 0, wantDirs: []int{10}},
+		{name: "all join", under: 3, joiners: []need{{dirs: []dirRef{dirB}}, {dirs: []dirRef{dirA, dirC}, files: true}}, waited: 0, wantDirs: []int{10, 11, 12}, files: true},
+		{name: "one never joins", under: 3, joiners: []need{{dirs: []dirRef{dirA}}}, waited: max, wantDirs: []int{10}},
+		{name: "one ends without joining", under: 3, joiners: []need{{dirs: []dirRef{dirB}}}, leave: 1, waited: 0, wantDirs: []int{10, 11}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var under atomic.Int32
+				under.Store(int32(tc.under))
+				g := commitGroup{
+					expect:    func() int { return int(under.Load()) },
+					gatherMax: func() time.Duration { return max },
+				}
+				var got need
+				var startedAt time.Time
+				barrier := func(n need) error {
+					got, startedAt = n, time.Now()
+					return nil
+				}
+				start := time.Now()
+				errs := make(chan error, 1+len(tc.joiners))
+				go func() { errs <- g.do(need{dirs: []dirRef{dirA}}, barrier) }()
+				synctest.Wait() // the leader gathers (or, alone, has run)
+				for _, n := range tc.joiners {
+					go func() { errs <- g.do(n, barrier) }()
+					synctest.Wait()
+				}
+				for range tc.leave {
+					under.Add(-1)
+					g.poke()
+				}
+				for range 1 + len(tc.joiners) {
+					if err := <-errs; err != nil {
+						t.Fatal(err)
+					}
+				}
+				if w := startedAt.Sub(start); w != tc.waited {
+					t.Errorf("the barrier started after %v, want %v", w, tc.waited)
+				}
+				if r := g.rounds.Load(); r != 1 {
+					t.Errorf("%d rounds, want 1 for all", r)
+				}
+				var fds []int
+				for _, d := range got.dirs {
+					fds = append(fds, d.fd)
+				}
+				if !slices.Equal(fds, tc.wantDirs) || got.files != tc.files {
+					t.Errorf("the round needed %v (files %v), want %v (files %v)", fds, got.files, tc.wantDirs, tc.files)
+				}
+				if g.busy() {
+					t.Error("group busy after every call returned")
+				}
+			})
+		})
 	}
-	r, s := g.rounds.Load(), g.shared.Load()
-	t.Logf("16x200 operations: %d barriers, %d operations served by another's", r, s)
-	if r+s != 16*200 {
-		t.Errorf("rounds %d + shared %d != %d operations", r, s, 16*200)
+}
+
+// TestNeedAdd: a round's need is the union of its operations' needs,
+// each directory once.
+func TestNeedAdd(t *testing.T) {
+	a, b := dirRef{fd: 3, path: "a"}, dirRef{fd: 4, path: "b"}
+	var n need
+	n.add(need{dirs: []dirRef{a}})
+	n.add(need{dirs: []dirRef{b, a}})
+	n.add(need{files: true})
+	n.add(need{dirs: []dirRef{b}})
+	if len(n.dirs) != 2 || n.dirs[0] != a || n.dirs[1] != b || !n.files {
+		t.Errorf("need %+v, want dirs a and b, files", n)
 	}
 }
 
@@ -473,4 +511,92 @@ func TestSyncfsProbeReplaces(t *testing.T) {
 			t.Errorf("backoff %d after a probe with nothing to weigh it against", c.probeBackoff.Load())
 		}
 	})
+}
+
+// TestCommits: which operations a round's leader waits for, by durability.
+func TestCommits(t *testing.T) {
+	for _, tc := range []struct {
+		d                        Durability
+		writesFiles, otherChange bool
+	}{
+		{DurabilityNone, false, false},
+		{DurabilityFiles, true, false},
+		{DurabilityFull, true, true},
+	} {
+		s := &Spool{durability: tc.d}
+		if got := s.commits(true); got != tc.writesFiles {
+			t.Errorf("%v: an operation that writes files commits: %v, want %v", tc.d, got, tc.writesFiles)
+		}
+		if got := s.commits(false); got != tc.otherChange {
+			t.Errorf("%v: another change commits: %v, want %v", tc.d, got, tc.otherChange)
+		}
+	}
+}
+
+// TestOpsBalanced: every operation that counts itself under way for the
+// rounds' gathering (acquireChange) stops counting when it returns, on
+// success and on error alike; otherwise every later round would wait out
+// gatherMax for an operation that never comes.
+func TestOpsBalanced(t *testing.T) {
+	ctx := context.Background()
+	for _, d := range []Durability{DurabilityFiles, DurabilityFull} {
+		t.Run(d.String(), func(t *testing.T) {
+			s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1", "q2"}, &Options{Durability: d})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			name, err := s.Reserve(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.EnqueueBytes(ctx, "q1", []byte("m"), []byte("d"), EnqueueOptions{Name: name}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.EnqueueBytes(ctx, "q1", []byte("m"), nil, EnqueueOptions{Name: name}); !errors.Is(err, ErrExists) {
+				t.Fatalf("enqueue of a live name: %v, want ErrExists", err)
+			}
+			c, err := s.Checkout(ctx, "q1", name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.WriteData(strings.NewReader("d2")); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Save("q2", []byte("m2")); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Move("q2", name, "q1"); err != nil {
+				t.Fatal(err)
+			}
+			// A worker of the reference checks it out, and stops.
+			if err := os.Rename(filepath.Join(s.Dir(), "q1", name), filepath.Join(s.Dir(), "q1", CheckoutDir, name)); err != nil {
+				t.Fatal(err)
+			}
+			if rec, err := s.Recover(ctx, -time.Hour, RecoverOptions{WorkersStopped: true}); err != nil || len(rec) != 1 {
+				t.Fatalf("recover: %v, %d entries, want 1", err, len(rec))
+			}
+			if _, err := s.Checkout(ctx, "q1", "missing"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("checkout of a missing entry: %v, want ErrNotFound", err)
+			}
+			r, err := s.NewReader("q1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			c, err = r.Dequeue(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Remove(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Move("q1", name, "q2"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("move of a removed entry: %v, want ErrNotFound", err)
+			}
+			if n := s.commit.ops.Load(); n != 0 {
+				t.Errorf("%d operations still counted under way after all returned", n)
+			}
+		})
+	}
 }

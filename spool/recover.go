@@ -95,8 +95,8 @@ func (s *Spool) Recover(ctx context.Context, olderThan time.Duration, o RecoverO
 }
 
 func (s *Spool) recoverOne(q string, qd *queueDirs, name string, now time.Time, olderThan time.Duration) (Recovered, bool, error) {
-	s.acquire()
-	defer s.release()
+	s.acquireChange(false)
+	defer s.releaseChange(false)
 	p := qd.co.p(name)
 	var st unix.Stat_t
 	if err := s.fs.Lstat(qd.co.fd, name, &st); err != nil {

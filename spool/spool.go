@@ -644,6 +644,38 @@ func (s *Spool) acquireCtx(ctx context.Context) error {
 }
 func (s *Spool) release() { <-s.throttle }
 
+// acquireChange is acquire for an operation that changes the spool and
+// commits (commits): while it runs, a group-commit round about to start
+// waits for it to join (commitGroup.gather). writesFiles says whether it
+// writes files (an enqueue, a save, WriteData), which commit at
+// DurabilityFiles too. releaseChange ends it, given the same writesFiles.
+func (s *Spool) acquireChange(writesFiles bool) {
+	s.acquire()
+	s.enterChange(writesFiles)
+}
+
+func (s *Spool) releaseChange(writesFiles bool) {
+	if s.commits(writesFiles) {
+		s.commit.leave()
+	}
+	s.release()
+}
+
+// enterChange is acquireChange for an operation that already holds its
+// slot (acquireCtx).
+func (s *Spool) enterChange(writesFiles bool) {
+	if s.commits(writesFiles) {
+		s.commit.enter()
+	}
+}
+
+// commits reports whether an operation commits at the spool's durability:
+// every change at DurabilityFull, the files an operation writes at
+// DurabilityFiles.
+func (s *Spool) commits(writesFiles bool) bool {
+	return s.durability >= DurabilityFull || writesFiles && s.durability >= DurabilityFiles
+}
+
 // Paths of an entry's files.
 func (s *Spool) registryPath(name string) string { return s.dir + "/" + RegistryDir + "/" + name }
 func (s *Spool) tmpPath(name string) string      { return s.dir + "/" + TmpDir + "/" + name }
