@@ -13,6 +13,10 @@ import (
 // functions.
 const helperEnv = "SPOOL_TEST_HELPER"
 
+// benchKeepEnv names the environment variable that keeps benchRoot when
+// the test binary exits.
+const benchKeepEnv = "SPOOL_BENCH_KEEP"
+
 var helpers = map[string]func() int{}
 
 func TestMain(m *testing.M) {
@@ -25,7 +29,7 @@ func TestMain(m *testing.M) {
 		os.Exit(f())
 	}
 	code := m.Run()
-	if benchSpools.dir != "" { // m.Run has returned: no benchmark runs
+	if benchSpools.dir != "" && os.Getenv(benchKeepEnv) == "" { // m.Run has returned: no benchmark runs
 		os.RemoveAll(benchSpools.dir)
 	}
 	os.Exit(code)
@@ -34,9 +38,11 @@ func TestMain(m *testing.M) {
 // benchRoot holds the spools of every benchmark run until the test binary
 // exits, instead of each being removed when its run ends (b.TempDir): on
 // ext4 without a journal, inode allocation skips every inode freed in the
-// last 30 s, reading each one's inode block to find out (recently_deleted),
-// so removing one run's spool made the next run's file creations several
-// times dearer, for the library and its floor alike.
+// last minute (five while its inode block is dirty), reading each one's
+// inode block to find out (recently_deleted), so removing one run's spool
+// made the next run's file creations several times dearer, for the
+// library and its floor alike. With benchKeepEnv set the binary leaves
+// them too, for the next binary of an A/B comparison (remove them after).
 func benchRoot() (string, error) {
 	benchSpools.once.Do(func() { benchSpools.dir, benchSpools.err = os.MkdirTemp("", "spool-bench-") })
 	return benchSpools.dir, benchSpools.err
