@@ -280,12 +280,17 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 	if active == 1 && c.fs.busy() {
 		active = 2 // a round in flight serves another operation
 	}
+	// An operation's files are left to a syncfs round when one costs less
+	// than their fsyncs (useSyncfs), or fsynced one by one by the
+	// operation: a file's fsync cannot be shared. Its directories join
+	// the round either way.
 	n := files + len(dirs)
-	use, probe := c.useSyncfs(n, active)
-	use = use && s.rootFSOnly(p, dirs)
+	var use, probe bool
+	if files > 0 {
+		use, probe = c.useSyncfs(n, active)
+		use = use && s.rootFSOnly(p, dirs)
+	}
 	if !use {
-		// The files are fsynced one by one, by their operation: only the
-		// directories' fsyncs can be shared.
 		for i := range files {
 			start := c.clock()
 			err := s.fs.Fsync(p.fds[i])
@@ -331,7 +336,8 @@ func (s *Spool) barrier(n need) error {
 		end := c.clock()
 		c.roundCost.add(end.Sub(start), end)
 	}()
-	syncfs := n.files || c.syncfsCheaper(len(n.dirs)) && s.rootFSOnly(nil, n.dirs)
+	syncfs := n.files ||
+		(c.syncfsCheaper(len(n.dirs)) || c.alwaysShare && c.batch != nil) && s.rootFSOnly(nil, n.dirs)
 	if syncfs {
 		err := c.batch.Syncfs(s.root.fd)
 		end := c.clock()
