@@ -145,7 +145,7 @@ type commitGroup struct {
 	freed     chan struct{} // closed (and replaced) whenever a barrier returns
 	next      *round        // the round that starts when the one in flight returns, nil when nobody waits for one
 	gathering *round        // the round whose leader waits for more operations, nil when none does
-	arrived   chan struct{} // signalled when an operation joins the gathering round
+	arrived   chan struct{} // signalled when the gathering round has every operation it waits for
 	rounds    atomic.Uint64
 	shared    atomic.Uint64 // operations that were served by a barrier another operation ran
 	// expect, when set, returns the number of operations that may still
@@ -168,10 +168,7 @@ func (g *commitGroup) do(n need, barrier func(need) error) error {
 		// A leader is gathering a round that has not started: join it.
 		r.waiters++
 		r.need.add(n)
-		select {
-		case g.arrived <- struct{}{}:
-		default:
-		}
+		g.gathered()
 		g.mu.Unlock()
 		<-r.done
 		g.shared.Add(1)
@@ -293,12 +290,20 @@ func (g *commitGroup) gather(r *round) {
 	}
 }
 
-// poke wakes a gathering leader to count again: an operation that may
-// have joined its round ended without doing so.
+// poke wakes a gathering leader once every operation it waits for has
+// joined: an operation that may have joined its round ended without doing
+// so.
 func (g *commitGroup) poke() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.gathering != nil {
+	g.gathered()
+}
+
+// gathered wakes the gathering leader, if any, when every operation it
+// waits for has joined its round: only then, so that a round of eight
+// wakes its leader once, not seven times. Callers hold g.mu.
+func (g *commitGroup) gathered() {
+	if r := g.gathering; r != nil && r.waiters >= g.expect() {
 		select {
 		case g.arrived <- struct{}{}:
 		default:
