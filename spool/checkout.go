@@ -283,8 +283,8 @@ func (c *Checkout) OpenData() (*os.File, error) { return c.s.OpenData(c.name) }
 // ErrLost.
 func (c *Checkout) WriteData(r io.Reader) error {
 	s := c.s
-	s.acquireChange(true)
-	defer s.releaseChange(true)
+	s.acquire()
+	defer s.release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.held(); err != nil {
@@ -321,6 +321,11 @@ func (c *Checkout) WriteData(r io.Reader) error {
 	if _, err := s.writeAll(fd, nil, r); err != nil {
 		return fail(pathErr("write", tmpPath, err))
 	}
+	// The payload is written: from here WriteData commits soon (at
+	// DurabilityFull: its own file's fsync is not shared), and a round
+	// about to start waits for it (acquireChange).
+	s.enterChange(false)
+	defer s.leaveChange(false)
 	if s.durability >= DurabilityFiles {
 		if err := s.fs.Fsync(fd); err != nil {
 			return fail(pathErr("fsync", tmpPath, err))

@@ -129,8 +129,7 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	if err := s.acquireCtx(ctx); err != nil {
 		return "", fmt.Errorf("enqueue into %s/%s: %w", s.dir, queue, err)
 	}
-	s.enterChange(true)
-	defer s.releaseChange(true)
+	defer s.release()
 
 	// The error generation is read before the first change (the registry
 	// file), so that a shared flush failing after it fails this enqueue.
@@ -196,6 +195,10 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 		return fail(err)
 	}
 	created = append(created, s.data)
+	// The payload is written: from here the enqueue commits soon, and a
+	// round about to start waits for it (acquireChange).
+	s.enterChange(true)
+	defer s.leaveChange(true)
 
 	tmpPath := s.tmp.p(name)
 	if _, err := s.writeStaged(&files, s.tmp, name, metadata, nil); err != nil {

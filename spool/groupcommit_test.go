@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -598,5 +599,69 @@ func TestOpsBalanced(t *testing.T) {
 				t.Errorf("%d operations still counted under way after all returned", n)
 			}
 		})
+	}
+}
+
+// blockingReader yields one byte, then blocks until release is closed.
+type blockingReader struct {
+	started chan struct{}
+	release chan struct{}
+	sent    bool
+}
+
+func (r *blockingReader) Read(p []byte) (int, error) {
+	if !r.sent {
+		r.sent = true
+		close(r.started)
+		p[0] = 'x'
+		return 1, nil
+	}
+	<-r.release
+	return 0, io.EOF
+}
+
+// TestStreamingNotCounted: an enqueue or WriteData that is still reading
+// its payload is not among the operations a round waits for, so that a
+// slow sender does not hold up every round; it counts once its payload is
+// written.
+func TestStreamingNotCounted(t *testing.T) {
+	ctx := context.Background()
+	s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1"}, &Options{Durability: DurabilityFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	name, err := s.EnqueueBytes(ctx, "q1", []byte("m"), []byte("d"), EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Checkout(ctx, "q1", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		op   func(io.Reader) error
+	}{
+		{"enqueue", func(r io.Reader) error {
+			_, err := s.Enqueue(ctx, "q1", []byte("m"), r, EnqueueOptions{})
+			return err
+		}},
+		{"write data", c.WriteData},
+	} {
+		r := &blockingReader{started: make(chan struct{}), release: make(chan struct{})}
+		done := make(chan error, 1)
+		go func() { done <- tc.op(r) }()
+		<-r.started
+		if n := s.commit.ops.Load(); n != 0 {
+			t.Errorf("%s: %d operations counted under way while the payload is read, want 0", tc.name, n)
+		}
+		close(r.release)
+		if err := <-done; err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if n := s.commit.ops.Load(); n != 0 {
+			t.Errorf("%s: %d operations counted under way after it returned", tc.name, n)
+		}
 	}
 }

@@ -644,28 +644,34 @@ func (s *Spool) acquireCtx(ctx context.Context) error {
 }
 func (s *Spool) release() { <-s.throttle }
 
-// acquireChange is acquire for an operation that changes the spool and
-// commits (commits): while it runs, a group-commit round about to start
-// waits for it to join (commitGroup.gather). writesFiles says whether it
-// writes files (an enqueue, a save, WriteData), which commit at
-// DurabilityFiles too. releaseChange ends it, given the same writesFiles.
+// acquireChange is acquire for a short operation that changes the spool
+// and commits (commits): while it runs, a group-commit round about to
+// start waits for it to join (commitGroup.gather). writesFiles says
+// whether it writes files, which commit at DurabilityFiles too.
+// releaseChange ends it, given the same writesFiles. An operation that
+// streams a payload counts itself only once the payload is written
+// (enterChange), so that rounds do not wait on a slow reader.
 func (s *Spool) acquireChange(writesFiles bool) {
 	s.acquire()
 	s.enterChange(writesFiles)
 }
 
 func (s *Spool) releaseChange(writesFiles bool) {
-	if s.commits(writesFiles) {
-		s.commit.leave()
-	}
+	s.leaveChange(writesFiles)
 	s.release()
 }
 
-// enterChange is acquireChange for an operation that already holds its
-// slot (acquireCtx).
+// enterChange counts an operation that holds its slot among those a
+// gathering round waits for, until leaveChange.
 func (s *Spool) enterChange(writesFiles bool) {
 	if s.commits(writesFiles) {
 		s.commit.enter()
+	}
+}
+
+func (s *Spool) leaveChange(writesFiles bool) {
+	if s.commits(writesFiles) {
+		s.commit.leave()
 	}
 }
 
