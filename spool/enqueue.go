@@ -130,6 +130,14 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 		return "", fmt.Errorf("enqueue into %s/%s: %w", s.dir, queue, err)
 	}
 	defer s.release()
+	// An enqueue counts itself among the operations a round about to
+	// start waits for (acquireChange) from here when its payload is in
+	// memory, and only once the payload is written when it streams from a
+	// reader, which may be slow.
+	if data == nil {
+		s.enterChange(true)
+		defer s.leaveChange(true)
+	}
 
 	// The error generation is read before the first change (the registry
 	// file), so that a shared flush failing after it fails this enqueue.
@@ -195,10 +203,10 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 		return fail(err)
 	}
 	created = append(created, s.data)
-	// The payload is written: from here the enqueue commits soon, and a
-	// round about to start waits for it (acquireChange).
-	s.enterChange(true)
-	defer s.leaveChange(true)
+	if data != nil {
+		s.enterChange(true)
+		defer s.leaveChange(true)
+	}
 
 	tmpPath := s.tmp.p(name)
 	if _, err := s.writeStaged(&files, s.tmp, name, metadata, nil); err != nil {
