@@ -75,8 +75,7 @@ func (s *Spool) Checkout(ctx context.Context, queue, name string) (*Checkout, er
 	if err := s.acquireCtx(ctx); err != nil {
 		return nil, fmt.Errorf("checkout %s in %s/%s: %w", name, s.dir, queue, err)
 	}
-	s.enterChange(false)
-	defer s.releaseChange(false)
+	defer s.release()
 	return s.checkoutCtx(ctx, queue, name, true, true)
 }
 
@@ -134,6 +133,10 @@ func (s *Spool) checkoutCtx(ctx context.Context, queue, name string, wait, read 
 		}
 		return nil, err
 	}
+	// Locked: from here the checkout commits soon, and a round about to
+	// start waits for it (enterChange); not while it waited for the lock.
+	s.enterChange(false)
+	defer s.leaveChange(false)
 	// Locked, and still at src: from here until the rename nobody using
 	// this package moves it. The registry file comes first, as in the
 	// reference, whose checkout fails without it.
@@ -323,7 +326,7 @@ func (c *Checkout) WriteData(r io.Reader) error {
 	}
 	// The payload is written: from here WriteData commits soon (at
 	// DurabilityFull: its own file's fsync is not shared), and a round
-	// about to start waits for it (acquireChange).
+	// about to start waits for it (enterChange).
 	s.enterChange(false)
 	defer s.leaveChange(false)
 	if s.durability >= DurabilityFiles {
@@ -403,10 +406,14 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 	if err := s.checkQueue(queue); err != nil {
 		return err
 	}
-	s.acquireChange(true)
-	defer s.releaseChange(true)
+	s.acquire()
+	defer s.release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Counted for the rounds' gathering (enterChange) once it holds the
+	// checkout, not while it waits for a WriteData that streams.
+	s.enterChange(false)
+	defer s.leaveChange(false)
 	if err := c.held(); err != nil {
 		return err
 	}
@@ -513,10 +520,14 @@ func (c *Checkout) Release() error { return c.Save(c.queue, c.orig) }
 // failed past the first unlink it finishes the job.
 func (c *Checkout) Remove() error {
 	s := c.s
-	s.acquireChange(false)
-	defer s.releaseChange(false)
+	s.acquire()
+	defer s.release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Counted for the rounds' gathering (enterChange) once it holds the
+	// checkout, not while it waits for a WriteData that streams.
+	s.enterChange(false)
+	defer s.leaveChange(false)
 	// Before this call's changes, see syncDirsSince (a remove resumed after
 	// a failure already reported that failure for its first unlink).
 	errGen := s.commit.begin()

@@ -21,8 +21,8 @@ func (s *Spool) Reserve(gen NameGenerator) (string, error) {
 	if err := s.writable("reserve", ""); err != nil {
 		return "", err
 	}
-	s.acquireChange(false)
-	defer s.releaseChange(false)
+	s.acquireChange()
+	defer s.releaseChange()
 	errGen := s.commit.begin() // before the change, see syncDirsSince
 	name, err := s.reserve(gen)
 	if err != nil {
@@ -131,7 +131,7 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 	}
 	defer s.release()
 	// An enqueue counts itself among the operations a round about to
-	// start waits for (acquireChange) from here when its payload is in
+	// start waits for (enterChange) from here when its payload is in
 	// memory, and only once the payload is written when it streams from a
 	// reader, which may be slow.
 	if data == nil {

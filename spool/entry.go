@@ -283,9 +283,9 @@ func (s *Spool) claim(queue, name string, read bool) (*Checkout, error) {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		s.acquireChange(false)
+		s.acquire()
 		c, err := s.checkout(queue, name, true, read)
-		s.releaseChange(false)
+		s.release()
 		if !errors.Is(err, ErrNotFound) {
 			return c, err
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 
 	"golang.org/x/sys/unix"
@@ -259,12 +260,12 @@ func (p *staged) close(s *Spool) error {
 }
 
 // commitChanges makes durable the files of p (nil: none) and the changes in
-// dirs. With another operation of the spool committing at the same time,
-// and syncfs available (committer.init), it joins a shared syncfs round and
-// then checks each file of p for write-back errors through its own
-// descriptor; otherwise it fsyncs each file, then each directory through
-// the directory's commit group. It fails as well if a shared flush failed
-// since the error generation gen was read (committer.check).
+// dirs. The files are left to a syncfs round when one costs less than their
+// fsyncs (useSyncfs; then each is checked for write-back errors through its
+// own descriptor), else fsynced one by one; the directories join the
+// spool's next round (groupcommit.go) either way. It fails as well if a
+// shared flush failed since the error generation gen was read
+// (committer.check).
 func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 	var files int
 	if p != nil {
@@ -290,19 +291,19 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 		use, probe = c.useSyncfs(n, active)
 		use = use && s.rootFSOnly(p, dirs)
 	}
-	if !use {
-		for i := range files {
-			start := c.clock()
-			err := s.fs.Fsync(p.fds[i])
-			end := c.clock()
-			c.fsyncCost.add(end.Sub(start), end)
-			if err != nil {
-				return pathErr("fsync", p.paths[i], err)
-			}
+	if !use && files > 0 {
+		// Only an enqueue has files here, and it counts itself for the
+		// rounds' gathering from before it wrote them (enterChange): while
+		// it fsyncs them it joins no round, so no round waits for it.
+		c.leave()
+		err := s.fsyncFiles(p)
+		c.enter()
+		if err != nil {
+			return err
 		}
-		if len(dirs) == 0 {
-			return c.check(gen)
-		}
+	}
+	if !use && len(dirs) == 0 {
+		return c.check(gen)
 	}
 	start := c.clock()
 	err := c.fs.do(need{dirs: dirs, files: use}, s.barrier)
@@ -311,7 +312,7 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 		c.probed(n, active, end.Sub(start), end, probe)
 	}
 	if err != nil {
-		return err
+		return ownCopy(err)
 	}
 	if use {
 		for i := range files {
@@ -321,6 +322,32 @@ func (s *Spool) commitChanges(p *staged, dirs []dirRef, gen uint64) error {
 		}
 	}
 	return c.check(gen)
+}
+
+// fsyncFiles fsyncs each file of p, measuring the cost of one fsync.
+func (s *Spool) fsyncFiles(p *staged) error {
+	c := &s.commit
+	for i := range p.fds {
+		start := c.clock()
+		err := s.fs.Fsync(p.fds[i])
+		end := c.clock()
+		c.fsyncCost.add(end.Sub(start), end)
+		if err != nil {
+			return pathErr("fsync", p.paths[i], err)
+		}
+	}
+	return nil
+}
+
+// ownCopy returns a round's error for one of its operations: every
+// operation of the round gets the same error, and each its own
+// *fs.PathError value, as when it issued the call itself.
+func ownCopy(err error) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		cp := *pe
+		return &cp
+	}
+	return err
 }
 
 // barrier runs one round for the operations that joined it (n, their
@@ -336,8 +363,10 @@ func (s *Spool) barrier(n need) error {
 		end := c.clock()
 		c.roundCost.add(end.Sub(start), end)
 	}()
+	// A lone operation's directories are fsynced as before group commit:
+	// a syncfs would also write back other programs' data.
 	syncfs := n.files ||
-		(c.syncfsCheaper(len(n.dirs)) || c.alwaysShare && c.batch != nil) && s.rootFSOnly(nil, n.dirs)
+		(n.ops > 1 && c.syncfsCheaper(len(n.dirs)) || c.alwaysShare && c.batch != nil) && s.rootFSOnly(nil, n.dirs)
 	if syncfs {
 		err := c.batch.Syncfs(s.root.fd)
 		end := c.clock()

@@ -27,9 +27,11 @@ import (
 // goroutine (no hand-off).
 //
 // Gathering: before its barrier starts, a round's leader waits until every
-// operation of the spool that is under way and commits (committer.ops:
-// those between acquireChange and releaseChange) has joined, at most as
-// long as two rounds cost (committer.gatherMax). Without it, operations
+// operation of the spool that is under way and commits has joined
+// (committer.underWay: the operations between enterChange and leaveChange,
+// counted from when they will commit soon: not while one waits for a lock
+// or reads a payload that streams), at most as long as two rounds cost
+// (committer.gatherMax). Without it, operations
 // released together by one round come back one after another, and the
 // first to come back would start a round that the others, arriving a few
 // microseconds later, must wait out before they can have their own:
@@ -114,7 +116,9 @@ type round struct {
 	done    chan struct{} // closed when the barrier has returned
 	err     error         // the barrier's error, set before done is closed
 	waiters int           // operations that joined it (under commitGroup.mu)
-	need    need          // what it must make durable: the union of its operations' needs (under commitGroup.mu until it starts)
+	// need is what it must make durable: the union of its operations'
+	// needs (under commitGroup.mu until it starts).
+	need need
 }
 
 // need is what an operation asks of a round: the directories whose changes
@@ -123,6 +127,9 @@ type round struct {
 type need struct {
 	dirs  []dirRef
 	files bool
+	// ops, given to the barrier only, is the number of operations the
+	// round serves.
+	ops int
 }
 
 // add merges o into n, each directory once.
@@ -136,14 +143,15 @@ func (n *need) add(o need) {
 }
 
 // commitGroup runs barriers for concurrent operations: one at a time, and
-// the operations that arrive while one is in flight share the next. Before a round starts, its leader
-// gathers (gather): it waits, at most gatherMax, for every other operation
-// that will commit to join. Its zero value is ready and does not gather.
+// the operations that arrive while one is in flight share the next. Before
+// a round starts, its leader gathers (gather): it waits, at most
+// gatherMax, for every other operation that will commit to join. Its zero
+// value is ready and does not gather.
 type commitGroup struct {
 	mu        sync.Mutex
 	inflight  bool          // a barrier is running or its round gathering
 	freed     chan struct{} // closed (and replaced) whenever a barrier returns
-	next      *round        // the round that starts when the one in flight returns, nil when nobody waits for one
+	next      *round        // the round that starts when the one in flight returns; nil: none
 	gathering *round        // the round whose leader waits for more operations, nil when none does
 	arrived   chan struct{} // signalled when the gathering round has every operation it waits for
 	rounds    atomic.Uint64
@@ -168,8 +176,12 @@ func (g *commitGroup) do(n need, barrier func(need) error) error {
 		// A leader is gathering a round that has not started: join it.
 		r.waiters++
 		r.need.add(n)
-		g.gathered()
+		g.wakeIfGathered()
+		joined, waiters := g.joined, r.waiters
 		g.mu.Unlock()
+		if joined != nil {
+			joined(waiters)
+		}
 		<-r.done
 		g.shared.Add(1)
 		return r.err
@@ -184,7 +196,7 @@ func (g *commitGroup) do(n need, barrier func(need) error) error {
 		r.waiters++
 		r.need.add(n)
 		g.next = nil
-		g.inflight = true
+		g.take(r)
 		g.mu.Unlock()
 		return g.lead(r, barrier)
 	}
@@ -217,7 +229,7 @@ func (g *commitGroup) do(n need, barrier func(need) error) error {
 		if g.next == r && !g.inflight {
 			// The first waiter to see none in flight starts the round for all.
 			g.next = nil
-			g.inflight = true
+			g.take(r)
 			g.mu.Unlock()
 			return g.lead(r, barrier)
 		}
@@ -235,10 +247,28 @@ func (g *commitGroup) do(n need, barrier func(need) error) error {
 	}
 }
 
-// lead gathers round r (gather), runs its barrier and wakes its waiters.
+// take makes r the round in flight, gathering (g.gathering) when other
+// operations under way may still join it; callers hold g.mu. Taking the
+// round and opening it to joiners in one critical section leaves no moment
+// when an arriving operation would find the round taken but not gathering
+// and wait for the next one, while the leader waited for it.
+func (g *commitGroup) take(r *round) {
+	g.inflight = true
+	if g.expect != nil && r.waiters < g.expect() {
+		g.gathering = r
+		if g.arrived == nil {
+			g.arrived = make(chan struct{}, 1)
+		}
+	}
+}
+
+// lead gathers round r (gather), runs its barrier for the union of its
+// operations' needs and wakes its waiters.
 func (g *commitGroup) lead(r *round, barrier func(need) error) error {
 	g.gather(r)
-	err := barrier(r.need)
+	n := r.need // the round is closed: nobody changes it now
+	n.ops = r.waiters
+	err := barrier(n)
 	g.rounds.Add(1)
 	g.mu.Lock()
 	r.err = err
@@ -252,25 +282,19 @@ func (g *commitGroup) lead(r *round, barrier func(need) error) error {
 	return err
 }
 
-// gather waits until every operation that may commit has joined round r,
-// or gatherMax has passed, so that one round serves operations that would
-// otherwise arrive just after it started and wait for a whole other one.
-// A lone operation (expect() <= r.waiters) does not wait at all. The round
-// is closed to newcomers when gather returns: its need no longer changes.
+// gather waits, while r is gathering (take), until every operation that
+// may commit has joined it or gatherMax has passed, so that one round
+// serves operations that would otherwise arrive just after it started and
+// wait for a whole other one. A lone operation does not wait at all. The
+// round is closed to newcomers when gather returns: its need no longer
+// changes.
 func (g *commitGroup) gather(r *round) {
-	if g.expect == nil {
-		return
-	}
 	g.mu.Lock()
-	if r.waiters >= g.expect() {
-		g.mu.Unlock()
+	gathering := g.gathering == r
+	g.mu.Unlock()
+	if !gathering {
 		return
 	}
-	if g.arrived == nil {
-		g.arrived = make(chan struct{}, 1)
-	}
-	g.gathering = r
-	g.mu.Unlock()
 	deadline := time.NewTimer(g.gatherMax())
 	defer deadline.Stop()
 	for {
@@ -296,13 +320,15 @@ func (g *commitGroup) gather(r *round) {
 func (g *commitGroup) poke() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.gathered()
+	g.wakeIfGathered()
 }
 
-// gathered wakes the gathering leader, if any, when every operation it
-// waits for has joined its round: only then, so that a round of eight
-// wakes its leader once, not seven times. Callers hold g.mu.
-func (g *commitGroup) gathered() {
+// wakeIfGathered wakes the gathering leader, if any, when every operation
+// it waits for has joined its round: only then, so that a round of eight
+// wakes its leader once, not seven times. A signal the leader did not take
+// (arrived holds one) is harmless: a leader counts again when it wakes.
+// Callers hold g.mu.
+func (g *commitGroup) wakeIfGathered() {
 	if r := g.gathering; r != nil && r.waiters >= g.expect() {
 		select {
 		case g.arrived <- struct{}{}:
@@ -342,15 +368,16 @@ type committer struct {
 	once   sync.Once
 	batch  batchFS // nil: directories are fsynced, each file on its own
 	active atomic.Int32
-	// ops: operations under way that may commit (enter, leave), whom a
-	// round's leader waits for (commitGroup.gather).
-	ops    atomic.Int32
-	fs     commitGroup // the rounds: a syncfs, or the fsyncs of their directories
-	mu     sync.Mutex
-	sameFS map[int]bool // whether a directory is on the root's file system, by descriptor
+	// underWay: operations under way that commit (enter, leave: the
+	// Spool's acquireChange and enterChange), whom a round's leader waits
+	// for (commitGroup.gather).
+	underWay atomic.Int32
+	fs       commitGroup // the rounds: a syncfs, or the fsyncs of their directories
+	mu       sync.Mutex
+	sameFS   map[int]bool // whether a directory is on the root's file system, by descriptor
 
-	// The error generation: every shared barrier (a syncfs round or a
-	// directory's fsync round) that fails increments errGen, after storing
+	// The error generation: every shared barrier (a round's syncfs or
+	// directory fsync) that fails increments errGen, after storing
 	// its error in lastErr. A write-back error is reported once per open
 	// file, and every round uses the same descriptors (the root's, each
 	// directory's), so the error of an operation's change may be taken by
@@ -400,7 +427,7 @@ type committer struct {
 func (c *committer) init(fs fsys.FS, rootfd int) {
 	c.once.Do(func() {
 		c.fs.joined = c.joined
-		c.fs.expect = func() int { return int(c.ops.Load()) }
+		c.fs.expect = func() int { return int(c.underWay.Load()) }
 		c.fs.gatherMax = c.gatherMax
 		b, ok := fs.(batchFS)
 		if !ok {
@@ -580,11 +607,11 @@ func (c *committer) syncfsCheaper(dirs int) bool {
 }
 
 // enter counts an operation that may commit, until leave.
-func (c *committer) enter() { c.ops.Add(1) }
+func (c *committer) enter() { c.underWay.Add(1) }
 
 // leave ends what enter began; a leader gathering a round counts again.
 func (c *committer) leave() {
-	c.ops.Add(-1)
+	c.underWay.Add(-1)
 	c.fs.poke()
 }
 
@@ -605,7 +632,7 @@ func (c *committer) gatherMax() time.Duration {
 }
 
 // stats returns the number of barriers run and of operations served by a
-// barrier that another operation ran, over every group.
+// barrier that another operation ran.
 func (c *committer) stats() (rounds, shared uint64) {
 	return c.fs.rounds.Load(), c.fs.shared.Load()
 }

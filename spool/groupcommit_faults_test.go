@@ -355,9 +355,9 @@ func TestGroupCommitSharedRound(t *testing.T) {
 			}()
 			answer := <-f.entered
 			results := make(chan opResult, 2*k)
-			// With syncfs rounds, k enqueues and k removes join the next
-			// round; with directory fsyncs, k enqueues join the next fsync
-			// of .registry (the removes would wait on another directory).
+			// k enqueues join the next round (with syncfs rounds, k
+			// removes too; with directory rounds the removes are left
+			// out, the test counting the fsyncs of .registry's round).
 			ops := k
 			for i := range k {
 				go func() {

@@ -218,13 +218,15 @@ func TestGroupCommitErrorGeneration(t *testing.T) {
 // TestBarrierKind: a round with files no fsync covered is a syncfs (a
 // directory on another file system fsynced after it); a round of
 // directories alone fsyncs each, unless one syncfs cost less by the
-// running costs and covers them all.
+// running costs, covers them all and serves more than one operation (a lone
+// operation's directories are fsynced, as before group commit).
 func TestBarrierKind(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		files         bool
 		dirs          []string // "reg", "data", "q1" (q1 is on another file system when otherFS)
 		otherFS       bool
+		lone          bool  // the round serves one operation
 		noSyncfs      bool  // the spool has no syncfs rounds (batch nil)
 		round, fsync  int64 // running costs of a syncfs round and of one directory fsync (ns); 0: not measured
 		wantSyncfs    int
@@ -235,6 +237,8 @@ func TestBarrierKind(t *testing.T) {
 		{name: "directories, nothing measured", dirs: []string{"reg", "data"}, wantFsyncDirs: []string{"reg", "data"}},
 		{name: "directories, fsyncs cheaper", dirs: []string{"reg", "data"}, round: 300, fsync: 150, wantFsyncDirs: []string{"reg", "data"}},
 		{name: "directories, syncfs cheaper", dirs: []string{"reg", "data"}, round: 299, fsync: 150, wantSyncfs: 1},
+		{name: "directories, syncfs cheaper, one operation", dirs: []string{"reg", "data"}, lone: true, round: 100, fsync: 150, wantFsyncDirs: []string{"reg", "data"}},
+		{name: "files, one operation", files: true, dirs: []string{"reg", "data"}, lone: true, wantSyncfs: 1},
 		{name: "directories, syncfs cheaper but one elsewhere", dirs: []string{"reg", "q1"}, otherFS: true, round: 100, fsync: 150, wantFsyncDirs: []string{"reg", "q1"}},
 		{name: "directories, no syncfs rounds", dirs: []string{"reg", "data"}, noSyncfs: true, round: 100, fsync: 150, wantFsyncDirs: []string{"reg", "data"}},
 	} {
@@ -264,6 +268,10 @@ func TestBarrierKind(t *testing.T) {
 				n.add(need{dirs: []dirRef{byName[d]}})
 			}
 			n.files = tc.files
+			n.ops = 2
+			if tc.lone {
+				n.ops = 1
+			}
 			f.mu.Lock()
 			clear(f.fsyncs)
 			f.syncfs = 0

@@ -16,6 +16,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/spool-agent/spool-agent/internal/fsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,15 +171,12 @@ func TestCommitGroupCovers(t *testing.T) {
 				g.gatherMax = func() time.Duration { return 50 * time.Microsecond }
 			}
 			var changes atomic.Int64 // changes done
-			var mu sync.Mutex
-			durable := int64(0) // changes covered by the last barrier that returned
+			// Each barrier answers with the number of changes done when
+			// it started: the changes it covers.
 			barrier := func(need) error {
 				start := changes.Load()
 				runtime.Gosched() // let others arrive meanwhile
-				mu.Lock()
-				durable = max(durable, start)
-				mu.Unlock()
-				return nil
+				return covering{start}
 			}
 			var wg sync.WaitGroup
 			var bad atomic.Int32
@@ -187,14 +185,12 @@ func TestCommitGroupCovers(t *testing.T) {
 					for range 200 {
 						under.Add(1)
 						mine := changes.Add(1)
-						if err := g.do(need{}, barrier); err != nil {
-							t.Error(err)
-						}
-						mu.Lock()
-						if durable < mine {
+						var c covering
+						if err := g.do(need{}, barrier); !errors.As(err, &c) {
+							t.Errorf("barrier answered %v", err)
+						} else if c.changes < mine {
 							bad.Add(1)
 						}
-						mu.Unlock()
 						under.Add(-1)
 						g.poke()
 					}
@@ -213,6 +209,11 @@ func TestCommitGroupCovers(t *testing.T) {
 	}
 }
 
+// covering is TestCommitGroupCovers's barrier's answer.
+type covering struct{ changes int64 }
+
+func (c covering) Error() string { return fmt.Sprintf("covers %d changes", c.changes) }
+
 // TestCommitGroupGather: a round's leader waits for the operations under
 // way to join before its barrier starts, at most gatherMax; a lone
 // operation does not wait; an operation that ends without joining makes
@@ -228,11 +229,13 @@ func TestCommitGroupGather(t *testing.T) {
 		waited   time.Duration
 		wantDirs []int // descriptors of the round's need
 		files    bool
+		err      error // the barrier's answer, for every operation
 	}{
 		{name: "alone", under: 1, waited: 0, wantDirs: []int{10}},
 		{name: "all join", under: 3, joiners: []need{{dirs: []dirRef{dirB}}, {dirs: []dirRef{dirA, dirC}, files: true}}, waited: 0, wantDirs: []int{10, 11, 12}, files: true},
 		{name: "one never joins", under: 3, joiners: []need{{dirs: []dirRef{dirA}}}, waited: max, wantDirs: []int{10}},
 		{name: "one ends without joining", under: 3, joiners: []need{{dirs: []dirRef{dirB}}}, leave: 1, waited: 0, wantDirs: []int{10, 11}},
+		{name: "all join, EIO", under: 3, joiners: []need{{dirs: []dirRef{dirB}}, {dirs: []dirRef{dirC}}}, waited: 0, wantDirs: []int{10, 11, 12}, err: unix.EIO},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -246,7 +249,7 @@ func TestCommitGroupGather(t *testing.T) {
 				var startedAt time.Time
 				barrier := func(n need) error {
 					got, startedAt = n, time.Now()
-					return nil
+					return tc.err
 				}
 				start := time.Now()
 				errs := make(chan error, 1+len(tc.joiners))
@@ -261,8 +264,8 @@ func TestCommitGroupGather(t *testing.T) {
 					g.poke()
 				}
 				for range 1 + len(tc.joiners) {
-					if err := <-errs; err != nil {
-						t.Fatal(err)
+					if err := <-errs; err != tc.err {
+						t.Errorf("an operation got %v, want %v", err, tc.err)
 					}
 				}
 				if w := startedAt.Sub(start); w != tc.waited {
@@ -534,19 +537,75 @@ func TestCommits(t *testing.T) {
 	}
 }
 
+// countingFS notes, at every directory fsync and every rename of the spool
+// s, whether an operation was counted under way (committer.underWay).
+type countingFS struct {
+	fsys.OS
+	s                atomic.Pointer[Spool]
+	mu               sync.Mutex
+	notes, uncounted int
+	negative         bool
+}
+
+func (f *countingFS) note() {
+	s := f.s.Load()
+	if s == nil {
+		return // Create
+	}
+	n := s.commit.underWay.Load()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.notes++
+	if n < 1 {
+		f.uncounted++
+	}
+	if n < 0 {
+		f.negative = true
+	}
+}
+
+func (f *countingFS) Fsync(fd int) error {
+	var st unix.Stat_t
+	if f.OS.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		f.note()
+	}
+	return f.OS.Fsync(fd)
+}
+
+func (f *countingFS) Rename(olddirfd int, oldname string, newdirfd int, newname string, noReplace bool) error {
+	f.note()
+	return f.OS.Rename(olddirfd, oldname, newdirfd, newname, noReplace)
+}
+
 // TestOpsBalanced: every operation that counts itself under way for the
-// rounds' gathering (acquireChange) stops counting when it returns, on
-// success and on error alike; otherwise every later round would wait out
-// gatherMax for an operation that never comes.
+// rounds' gathering (acquireChange, enterChange) stops counting when it
+// returns, on success and on error alike (otherwise every later round would
+// wait out gatherMax for an operation that never comes), and at
+// DurabilityFull every operation that commits is counted when it does.
 func TestOpsBalanced(t *testing.T) {
 	ctx := context.Background()
 	for _, d := range []Durability{DurabilityFiles, DurabilityFull} {
 		t.Run(d.String(), func(t *testing.T) {
-			s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1", "q2"}, &Options{Durability: d})
+			f := &countingFS{}
+			s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1", "q2"}, &Options{Durability: d, fs: f})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer s.Close()
+			f.s.Store(s)
+			defer func() {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if f.notes == 0 {
+					t.Error("no directory fsync or rename was seen")
+				}
+				if f.negative {
+					t.Error("the count of operations under way went below 0")
+				}
+				if d == DurabilityFull && f.uncounted > 0 {
+					t.Errorf("%d of %d directory fsyncs and renames ran in no operation counted under way", f.uncounted, f.notes)
+				}
+			}()
 			name, err := s.Reserve(nil)
 			if err != nil {
 				t.Fatal(err)
@@ -595,7 +654,7 @@ func TestOpsBalanced(t *testing.T) {
 			if err := s.Move("q1", name, "q2"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("move of a removed entry: %v, want ErrNotFound", err)
 			}
-			if n := s.commit.ops.Load(); n != 0 {
+			if n := s.commit.underWay.Load(); n != 0 {
 				t.Errorf("%d operations still counted under way after all returned", n)
 			}
 		})
@@ -623,14 +682,16 @@ func (r *blockingReader) Read(p []byte) (int, error) {
 // TestStreamingNotCounted: an enqueue or WriteData that is still reading
 // its payload is not among the operations a round waits for, so that a
 // slow sender does not hold up every round; it counts once its payload is
-// written.
+// written (its renames and directory fsyncs run counted).
 func TestStreamingNotCounted(t *testing.T) {
 	ctx := context.Background()
-	s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1"}, &Options{Durability: DurabilityFull})
+	f := &countingFS{}
+	s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1"}, &Options{Durability: DurabilityFull, fs: f})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	f.s.Store(s)
 	name, err := s.EnqueueBytes(ctx, "q1", []byte("m"), []byte("d"), EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -653,15 +714,39 @@ func TestStreamingNotCounted(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- tc.op(r) }()
 		<-r.started
-		if n := s.commit.ops.Load(); n != 0 {
+		if n := s.commit.underWay.Load(); n != 0 {
 			t.Errorf("%s: %d operations counted under way while the payload is read, want 0", tc.name, n)
 		}
 		close(r.release)
 		if err := <-done; err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		if n := s.commit.ops.Load(); n != 0 {
+		if n := s.commit.underWay.Load(); n != 0 {
 			t.Errorf("%s: %d operations counted under way after it returned", tc.name, n)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.notes == 0 || f.uncounted > 0 {
+		t.Errorf("%d of %d directory fsyncs and renames ran in no operation counted under way, want 0 of more than 0", f.uncounted, f.notes)
+	}
+}
+
+// TestGatherMax: a leader waits at most two rounds' running cost, 1 ms
+// before any round was measured, never more than 10 ms.
+func TestGatherMax(t *testing.T) {
+	for _, tc := range []struct {
+		round, want time.Duration
+	}{
+		{0, time.Millisecond},
+		{400 * time.Microsecond, 800 * time.Microsecond},
+		{5 * time.Millisecond, 10 * time.Millisecond},
+		{30 * time.Millisecond, 10 * time.Millisecond},
+	} {
+		var c committer
+		c.roundCost.ns.Store(int64(tc.round))
+		if got := c.gatherMax(); got != tc.want {
+			t.Errorf("round cost %v: gatherMax %v, want %v", tc.round, got, tc.want)
 		}
 	}
 }

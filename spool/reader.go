@@ -261,9 +261,9 @@ func (r *Reader) claim(hints bool) (*Checkout, error) {
 		if hints && r.w != nil && r.w.taken(r.dir, name) {
 			continue
 		}
-		r.s.acquireChange(false)
+		r.s.acquire()
 		c, err := r.s.checkout(r.queue, name, false, true)
-		r.s.releaseChange(false)
+		r.s.release()
 		switch {
 		case err == nil:
 			if r.w != nil {
@@ -454,9 +454,9 @@ func (r *Reader) IterAvailable(ctx context.Context, f func(*Checkout) (Action, e
 		if err := r.check(ctx); err != nil {
 			return err
 		}
-		r.s.acquireChange(false)
+		r.s.acquire()
 		c, err := r.s.checkout(r.queue, name, false, true)
-		r.s.releaseChange(false)
+		r.s.release()
 		if errors.Is(err, ErrNotFound) || errors.Is(err, errNotRegular) || errors.Is(err, ErrBusy) || unclaimable(err) {
 			continue
 		}

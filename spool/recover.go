@@ -95,8 +95,8 @@ func (s *Spool) Recover(ctx context.Context, olderThan time.Duration, o RecoverO
 }
 
 func (s *Spool) recoverOne(q string, qd *queueDirs, name string, now time.Time, olderThan time.Duration) (Recovered, bool, error) {
-	s.acquireChange(false)
-	defer s.releaseChange(false)
+	s.acquireChange()
+	defer s.releaseChange()
 	p := qd.co.p(name)
 	var st unix.Stat_t
 	if err := s.fs.Lstat(qd.co.fd, name, &st); err != nil {

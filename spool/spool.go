@@ -645,30 +645,32 @@ func (s *Spool) acquireCtx(ctx context.Context) error {
 func (s *Spool) release() { <-s.throttle }
 
 // acquireChange is acquire for a short operation that changes the spool
-// and commits (commits): while it runs, a group-commit round about to
-// start waits for it to join (commitGroup.gather). writesFiles says
-// whether it writes files, which commit at DurabilityFiles too.
-// releaseChange ends it, given the same writesFiles. An operation that
-// streams a payload counts itself only once the payload is written
-// (enterChange), so that rounds do not wait on a slow reader.
-func (s *Spool) acquireChange(writesFiles bool) {
+// and writes no file (it commits at DurabilityFull only): while it runs, a
+// group-commit round about to start waits for it to join
+// (commitGroup.gather). releaseChange ends it.
+func (s *Spool) acquireChange() {
 	s.acquire()
-	s.enterChange(writesFiles)
+	s.enterChange(false)
 }
 
-func (s *Spool) releaseChange(writesFiles bool) {
-	s.leaveChange(writesFiles)
+// releaseChange ends what acquireChange began.
+func (s *Spool) releaseChange() {
+	s.leaveChange(false)
 	s.release()
 }
 
 // enterChange counts an operation that holds its slot among those a
-// gathering round waits for, until leaveChange.
+// gathering round waits for, until leaveChange: from the moment it will
+// commit soon (after the wait for a lock or for a payload that streams, so
+// that rounds wait on neither). writesFiles says whether it writes files,
+// which commit at DurabilityFiles too.
 func (s *Spool) enterChange(writesFiles bool) {
 	if s.commits(writesFiles) {
 		s.commit.enter()
 	}
 }
 
+// leaveChange ends what enterChange began.
 func (s *Spool) leaveChange(writesFiles bool) {
 	if s.commits(writesFiles) {
 		s.commit.leave()
