@@ -46,20 +46,27 @@ func (f *devFS) Syncfs(fd int) error {
 	return f.OS.Syncfs(fd)
 }
 
-// TestGroupCommitOtherFS: a directory on another file system than the
-// spool's root (a mount point reached where openat2 is refused) is never
-// left to a syncfs of the root: it is fsynced.
-func TestGroupCommitOtherFS(t *testing.T) {
+// devSpool creates a spool with queue q1 on a devFS, closed with the test.
+func devSpool(t *testing.T) (*Spool, *devFS, *queueDirs) {
+	t.Helper()
 	f := &devFS{fsyncs: map[int]int{}}
 	s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1"}, &Options{fs: f})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	qd, err := s.qdirs("q1")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, f, qd
+}
+
+// TestGroupCommitOtherFS: a directory on another file system than the
+// spool's root (a mount point reached where openat2 is refused) is never
+// left to a syncfs of the root: it is fsynced.
+func TestGroupCommitOtherFS(t *testing.T) {
+	s, f, qd := devSpool(t)
 	f.other.Store(int64(qd.dir.fd))
 	s.commit.syncfsSound = func() bool { return true }
 	s.commit.syncfsFS = func(int) bool { return true }
@@ -243,16 +250,7 @@ func TestBarrierKind(t *testing.T) {
 		{name: "directories, no syncfs rounds", dirs: []string{"reg", "data"}, noSyncfs: true, round: 100, fsync: 150, wantFsyncDirs: []string{"reg", "data"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := &devFS{fsyncs: map[int]int{}}
-			s, err := Create(filepath.Join(t.TempDir(), "spool"), []string{"q1"}, &Options{fs: f})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			qd, err := s.qdirs("q1")
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, f, qd := devSpool(t)
 			byName := map[string]dirRef{"reg": s.reg, "data": s.data, "q1": qd.dir}
 			if tc.otherFS {
 				f.other.Store(int64(qd.dir.fd))
