@@ -3,6 +3,7 @@
 package fsys
 
 import (
+	"fmt"
 	"time"
 	"unsafe"
 
@@ -68,12 +69,16 @@ func (OS) TouchFD(fd int, t time.Time) error {
 // still sit in the disk's volatile cache; on such ext4 every fsync ends
 // with one. Elsewhere (a journal, XFS's log, btrfs's transaction) syncfs's
 // commit already covered them and the fsync adds at most a flush per round.
+// An error of the fsync says so ("fsync after syncfs: ..."), wrapping its
+// errno.
 func (OS) Syncfs(fd int) error {
 	if _, err := retry(func() (int, error) { return 0, unix.Syncfs(fd) }); err != nil {
 		return err
 	}
-	_, err := retry(func() (int, error) { return 0, unix.Fsync(fd) })
-	return err
+	if _, err := retry(func() (int, error) { return 0, unix.Fsync(fd) }); err != nil {
+		return fmt.Errorf("fsync after syncfs: %w", err)
+	}
+	return nil
 }
 
 // WritebackErr writes back what of fd's file is still dirty, waits for it
