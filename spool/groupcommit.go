@@ -121,6 +121,12 @@ type round struct {
 	need need
 }
 
+// join adds an operation that needs n to r (under commitGroup.mu).
+func (r *round) join(n need) {
+	r.waiters++
+	r.need.add(n)
+}
+
 // need is what an operation asks of a round: the directories whose changes
 // it must make durable and whether it also has files that no fsync of
 // their own made durable (files), which only a syncfs covers.
@@ -157,8 +163,8 @@ type commitGroup struct {
 	rounds    atomic.Uint64
 	shared    atomic.Uint64 // operations that were served by a barrier another operation ran
 	// expect, when set, returns the number of operations that may still
-	// join a round (the committer's operations under way, ops); a leader
-	// waits for that many, at most gatherMax().
+	// join a round (committer.underWay); a leader waits for that many, at
+	// most gatherMax().
 	expect    func() int
 	gatherMax func() time.Duration
 	// joined, when set (tests only), is called with the number of
@@ -174,8 +180,7 @@ func (g *commitGroup) do(n need, barrier func(need) error) error {
 	g.mu.Lock()
 	if r := g.gathering; r != nil {
 		// A leader is gathering a round that has not started: join it.
-		r.waiters++
-		r.need.add(n)
+		r.join(n)
 		g.wakeIfGathered()
 		joined, waiters := g.joined, r.waiters
 		g.mu.Unlock()
@@ -193,8 +198,7 @@ func (g *commitGroup) do(n need, barrier func(need) error) error {
 		if r == nil {
 			r = &round{done: make(chan struct{})}
 		}
-		r.waiters++
-		r.need.add(n)
+		r.join(n)
 		g.next = nil
 		g.take(r)
 		g.mu.Unlock()
@@ -207,8 +211,7 @@ func (g *commitGroup) do(n need, barrier func(need) error) error {
 		r = &round{done: make(chan struct{})}
 		g.next = r
 	}
-	r.waiters++
-	r.need.add(n)
+	r.join(n)
 	joined, waiters := g.joined, r.waiters
 	if g.freed == nil {
 		g.freed = make(chan struct{})
@@ -396,10 +399,10 @@ type committer struct {
 	// little).
 	fsyncCost, syncfsCost cost
 	// roundCost: the running cost of a round's barrier, which bounds how
-	// long a leader waits for others to join (gatherMax). syncfsRound and dirFsync:
-	// the running costs of a round's syncfs and of one directory's fsync
-	// in a round, which choose the barrier of a round of directories alone
-	// (syncfsCheaper).
+	// long a leader waits for others to join (gatherMax). syncfsRound and
+	// dirFsync: the running costs of a round's syncfs and of one
+	// directory's fsync in a round, which choose the barrier of a round of
+	// directories alone (syncfsCheaper).
 	roundCost, syncfsRound, dirFsync cost
 	// probeBackoff: syncfs probes lost in a row (useSyncfs), up to
 	// maxProbeBackoff.
