@@ -14,12 +14,15 @@ import (
 // what time.Time's UnixNano (and so os.Chtimes) can express.
 func setMtimeSec(t *testing.T, path string, sec int64) {
 	t.Helper()
-	ts := []unix.Timespec{{Sec: sec}, {Sec: sec}}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	ts, err := unix.TimeToTimespec(time.Unix(sec, 0))
+	if err != nil {
+		t.Skipf("this platform's time_t cannot hold %d s: %v", sec, err)
+	}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil || st.Mtim.Sec != sec {
+	if err := unix.Lstat(path, &st); err != nil || int64(st.Mtim.Sec) != sec {
 		t.Fatalf("the file system did not keep an mtime of %d s: %d, %v", sec, st.Mtim.Sec, err)
 	}
 }

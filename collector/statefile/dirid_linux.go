@@ -14,5 +14,5 @@ func DirID(path string) (dev, ino uint64, err error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, 0, &fs.PathError{Op: "stat", Path: path, Err: err}
 	}
-	return st.Dev, st.Ino, nil
+	return uint64(st.Dev), st.Ino, nil // Dev is 32 bits on 32-bit MIPS
 }

@@ -103,5 +103,5 @@ const writebackFlags = unix.SYNC_FILE_RANGE_WAIT_BEFORE | unix.SYNC_FILE_RANGE_W
 
 // Mtime returns the modification time recorded in st.
 func Mtime(st *unix.Stat_t) time.Time {
-	return time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+	return time.Unix(st.Mtim.Unix())
 }

@@ -52,7 +52,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rsswrap: no rusage")
 		os.Exit(2)
 	}
-	if err := os.WriteFile(os.Args[1], []byte(strconv.FormatInt(ru.Maxrss*1024, 10)), 0o644); err != nil {
+	if err := os.WriteFile(os.Args[1], []byte(strconv.FormatInt(int64(ru.Maxrss)*1024, 10)), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "rsswrap:", err)
 		os.Exit(2)
 	}

@@ -48,7 +48,7 @@ func fstatatZ(dirfd int, name string, st *unix.Stat_t) error {
 
 func rawFstatat(dirfd int, p unsafe.Pointer, st *unix.Stat_t) error {
 	for {
-		_, _, e := unix.Syscall6(unix.SYS_NEWFSTATAT, uintptr(dirfd), uintptr(p), uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
+		_, _, e := unix.Syscall6(sysFstatat, uintptr(dirfd), uintptr(p), uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
 		switch e {
 		case 0:
 			return nil

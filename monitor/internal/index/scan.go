@@ -729,7 +729,10 @@ func (b *unregBound) admit(name string) (bool, uint32) {
 // empty name goes to the map); it is likely only in a fresh index,
 // numbered in listing order.
 func (ix *Index) find(name string, next *uint32) (uint32, bool) {
-	for id := int(*next); name != "" && id < int(*next)+findWindow && id < len(ix.ents); id++ {
+	// int64: on 32-bit platforms int cannot hold every uint32 (*next
+	// may be noID+1 or beyond the entries).
+	start := int64(*next)
+	for id := start; name != "" && id < start+findWindow && id < int64(len(ix.ents)); id++ {
 		if ix.ents[id].name == name {
 			*next = uint32(id) + 1
 			return uint32(id), true
