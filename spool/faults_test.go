@@ -47,7 +47,7 @@ type faultFS struct {
 
 // fsCall is one recorded call: the operation, its path(s) and its result.
 type fsCall struct {
-	Op    string // open, write, fsync, syncfs, wbcheck, close, fstat, lstat, rename, unlink, mkdir, touch, readdir, flock
+	Op    string // open, write, kick, fsync, syncfs, wbcheck, close, fstat, lstat, rename, unlink, mkdir, touch, readdir, flock
 	Path  string
 	Path2 string // rename's new path
 	Dir   bool   // open: opened a directory
@@ -268,6 +268,24 @@ func (f *faultFS) WritebackErr(fd int) error {
 		err = b.WritebackErr(fd)
 	}
 	f.rec(fsCall{Op: "wbcheck", Path: path, Err: err})
+	return err
+}
+
+// StartWriteback implements the spool's optional write-back start
+// ("kick"): counted, faulted and recorded, then passed on where the inner
+// FS has it. The spool ignores its error (durability and errors come from
+// the fsync or round after it), so a fault here must change nothing.
+func (f *faultFS) StartWriteback(fd int) error {
+	path := f.fdPath(fd)
+	if err, _ := f.fault("kick", path, false, false); err != nil {
+		f.rec(fsCall{Op: "kick", Path: path, Err: err})
+		return err
+	}
+	var err error
+	if w, ok := f.inner.(interface{ StartWriteback(int) error }); ok {
+		err = w.StartWriteback(fd)
+	}
+	f.rec(fsCall{Op: "kick", Path: path, Err: err})
 	return err
 }
 

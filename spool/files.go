@@ -204,8 +204,9 @@ func (p *staged) begin(s *Spool) {
 
 // writeStaged creates name in d, which must not exist (O_EXCL, never
 // through a symlink), and writes what b and r yield. At DurabilityFiles and
-// above the file is left open in p, for commitStaged to make durable
-// together with the operation's directories (group commit). It returns the
+// above the file's write-back is started (writebackStarter) and the file is
+// left open in p, for commitStaged to make durable together with the
+// operation's directories (group commit). It returns the
 // number of bytes written. On error the file is closed and left for the
 // caller to remove: only the caller knows it created it.
 func (s *Spool) writeStaged(p *staged, d dirRef, name string, b []byte, r io.Reader) (int64, error) {
@@ -226,10 +227,27 @@ func (s *Spool) writeStaged(p *staged, d dirRef, name string, b []byte, r io.Rea
 		}
 		return n, nil
 	}
+	if w, ok := s.fs.(writebackStarter); ok {
+		w.StartWriteback(fd) // a hint: the fsync or round reports the errors
+	}
 	p.fds = append(p.fds, fd)
 	p.paths = append(p.paths, path)
 	p.dirs = append(p.dirs, d.fd)
 	return n, nil
+}
+
+// writebackStarter is the optional part of the FS seam that starts writing
+// a file back without waiting (sync_file_range(2) with
+// SYNC_FILE_RANGE_WRITE on Linux). writeStaged starts each file's
+// write-back as soon as the file is written: the disk then writes it while
+// the operation writes its next file and its directories change, and the
+// fsync or the syncfs round that makes it durable waits less (one writer
+// at DurabilityFull enqueues about 10% faster, at DurabilityFiles about
+// 20%; README). Durability does not rest on it, and neither do errors: a
+// failed write-back is reported by the file's fsync, or by the write-back
+// check after a syncfs round, as before.
+type writebackStarter interface {
+	StartWriteback(fd int) error
 }
 
 // commitStaged makes the files of p durable (DurabilityFiles and above) and,

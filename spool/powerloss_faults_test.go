@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,6 +152,43 @@ func (r *recorder) do(op string, f func() error) callLog {
 	return callLog{t: r.t, dir: r.dir, op: op, calls: r.ff.takeLog()}
 }
 
+// TestWritebackStarted: where files are fsynced (DurabilityFiles and
+// above), an enqueue starts the write-back of its payload and of its
+// metadata as soon as each is written; with no fsync to come
+// (DurabilityNone) it starts none, which would only add disk writes.
+func TestWritebackStarted(t *testing.T) {
+	for _, tc := range []struct {
+		d    spool.Durability
+		want int
+	}{
+		{spool.DurabilityNone, 0},
+		{spool.DurabilityFiles, 2},
+		{spool.DurabilityFull, 2},
+	} {
+		t.Run(tc.d.String(), func(t *testing.T) {
+			r := newRecorder(t, tc.d)
+			var name string
+			l := r.do("enqueue", func() (err error) {
+				name, err = r.s.EnqueueBytes(context.Background(), "q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
+				return err
+			})
+			var kicked []string
+			for _, c := range l.calls {
+				if c.Op == "kick" {
+					kicked = append(kicked, rel(r.dir, c.Path))
+				}
+			}
+			want := []string{spool.DataDir + "/" + name, spool.TmpDir + "/" + name}
+			if tc.want == 0 {
+				want = nil
+			}
+			if !slices.Equal(kicked, want) {
+				t.Errorf("write-back started for %q, want %q", kicked, want)
+			}
+		})
+	}
+}
+
 func TestPowerLossFsyncOrder(t *testing.T) {
 	r := newRecorder(t, spool.DurabilityFull)
 	var name string
@@ -190,6 +228,11 @@ func TestPowerLossFsyncOrder(t *testing.T) {
 		lastTmp := l.last("write", tmp)
 		tmpSync := l.fsyncAfter(tmp, lastTmp)
 		l.must(lastTmp >= 0 && tmpSync > lastTmp && tmpSync < pub, "metadata fsync (%d) must follow its last write (%d) and precede the publishing rename (%d)", tmpSync, lastTmp, pub)
+		for _, f := range []struct{ what, path string }{{"payload", data}, {"metadata", tmp}} {
+			lw := l.last("write", f.path)
+			kick, sync := l.find("kick", f.path, ""), l.fsyncAfter(f.path, lw)
+			l.must(kick > lw && kick < sync, "the %s's write-back must start (%d) after its last write (%d) and before its fsync (%d)", f.what, kick, lw, sync)
+		}
 		regSync := l.fsyncAfter(spool.RegistryDir, reg)
 		l.must(regSync > reg && regSync < pub, ".registry fsync (%d) must follow the reservation (%d) and precede the publishing rename (%d)", regSync, reg, pub)
 		dataCreate := l.find("open", data, "")

@@ -81,6 +81,19 @@ func (OS) Syncfs(fd int) error {
 	return nil
 }
 
+// StartWriteback starts writing fd's dirty pages back and returns without
+// waiting for them and without a cache flush (sync_file_range(2) with
+// SYNC_FILE_RANGE_WRITE). It makes nothing durable: the disk works on the
+// file while the caller writes its next file, so the fsync or syncfs that
+// makes it durable later waits less. An error of that write-back is kept
+// for the file's next fsync or WritebackErr, as any write-back's is.
+func (OS) StartWriteback(fd int) error {
+	_, err := retry(func() (int, error) {
+		return 0, unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	})
+	return err
+}
+
 // WritebackErr writes back what of fd's file is still dirty, waits for it
 // and for the write-back in flight, and reports the file's write-back
 // error since fd last saw one (the check fsync makes, without fsync's

@@ -34,6 +34,39 @@ func TestWritebackErr(t *testing.T) {
 	}
 }
 
+// TestStartWriteback: the write-back start is sync_file_range(2) with
+// SYNC_FILE_RANGE_WRITE on the descriptor: it accepts a written file and
+// reports what the system call reports for others.
+func TestStartWriteback(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 1<<16)); err != nil {
+		t.Fatal(err)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	for _, tc := range []struct {
+		what string
+		fd   int
+		want error
+	}{
+		{"a written file", int(f.Fd()), nil},
+		{"a pipe", p[1], unix.ESPIPE},
+		{"a closed descriptor", -1, unix.EBADF},
+	} {
+		if err := (OS{}).StartWriteback(tc.fd); !errors.Is(err, tc.want) {
+			t.Errorf("StartWriteback of %s: %v, want %v", tc.what, err, tc.want)
+		}
+	}
+}
+
 // TestSyncfsThenFsync: Syncfs ends with an fsync of its descriptor (the
 // cache flush that ext4 without a journal leaves out of syncfs). A pipe
 // tells them apart: syncfs of pipefs succeeds, fsync of a pipe is EINVAL.
