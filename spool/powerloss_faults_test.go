@@ -152,43 +152,6 @@ func (r *recorder) do(op string, f func() error) callLog {
 	return callLog{t: r.t, dir: r.dir, op: op, calls: r.ff.takeLog()}
 }
 
-// TestWritebackStarted: where files are fsynced (DurabilityFiles and
-// above), an enqueue starts the write-back of its payload and of its
-// metadata as soon as each is written; with no fsync to come
-// (DurabilityNone) it starts none, which would only add disk writes.
-func TestWritebackStarted(t *testing.T) {
-	for _, tc := range []struct {
-		d    spool.Durability
-		want int
-	}{
-		{spool.DurabilityNone, 0},
-		{spool.DurabilityFiles, 2},
-		{spool.DurabilityFull, 2},
-	} {
-		t.Run(tc.d.String(), func(t *testing.T) {
-			r := newRecorder(t, tc.d)
-			var name string
-			l := r.do("enqueue", func() (err error) {
-				name, err = r.s.EnqueueBytes(context.Background(), "q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
-				return err
-			})
-			var kicked []string
-			for _, c := range l.calls {
-				if c.Op == "kick" {
-					kicked = append(kicked, rel(r.dir, c.Path))
-				}
-			}
-			want := []string{spool.DataDir + "/" + name, spool.TmpDir + "/" + name}
-			if tc.want == 0 {
-				want = nil
-			}
-			if !slices.Equal(kicked, want) {
-				t.Errorf("write-back started for %q, want %q", kicked, want)
-			}
-		})
-	}
-}
-
 func TestPowerLossFsyncOrder(t *testing.T) {
 	r := newRecorder(t, spool.DurabilityFull)
 	var name string
@@ -340,7 +303,10 @@ func TestPowerLossFsyncOrder(t *testing.T) {
 }
 
 // TestDurabilityLevelsFsyncs checks what the weaker levels promise: Files
-// fsyncs every file it writes and no directory, None fsyncs nothing.
+// fsyncs every file it writes and no directory, None fsyncs nothing. Where
+// files are fsynced, an enqueue starts the write-back of its payload and of
+// its metadata as soon as each is written; at None it starts none, which
+// would only add disk writes.
 func TestDurabilityLevelsFsyncs(t *testing.T) {
 	for _, tc := range []struct {
 		d             spool.Durability
@@ -358,6 +324,18 @@ func TestDurabilityLevelsFsyncs(t *testing.T) {
 				return err
 			})
 			l.t = t
+			var kicked, wantKicked []string
+			for _, c := range l.calls {
+				if c.Op == "kick" {
+					kicked = append(kicked, rel(r.dir, c.Path))
+				}
+			}
+			if tc.files {
+				wantKicked = []string{spool.DataDir + "/" + name, spool.TmpDir + "/" + name}
+			}
+			if !slices.Equal(kicked, wantKicked) {
+				t.Errorf("enqueue at %s: write-back started for %q, want %q", tc.d, kicked, wantKicked)
+			}
 			files, dirs := l.countFsyncs()
 			if tc.files && files < 2 {
 				t.Errorf("enqueue at %s: %d file fsyncs, want payload and metadata", tc.d, files)

@@ -18,14 +18,7 @@ func TestWritebackErr(t *testing.T) {
 	if writebackFlags != all {
 		t.Errorf("sync_file_range flags %#x, want WAIT_BEFORE|WRITE|WAIT_AFTER (%#x)", writebackFlags, all)
 	}
-	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Write(make([]byte, 1<<16)); err != nil {
-		t.Fatal(err)
-	}
+	f := writtenFile(t)
 	if err := (OS{}).WritebackErr(int(f.Fd())); err != nil {
 		t.Errorf("WritebackErr of a written file: %v", err)
 	}
@@ -34,18 +27,26 @@ func TestWritebackErr(t *testing.T) {
 	}
 }
 
-// TestStartWriteback: the write-back start is sync_file_range(2) with
-// SYNC_FILE_RANGE_WRITE on the descriptor: it accepts a written file and
-// reports what the system call reports for others.
-func TestStartWriteback(t *testing.T) {
+// writtenFile returns a new file with 64 KiB written and not yet written
+// back, closed when the test ends.
+func writtenFile(t *testing.T) *os.File {
+	t.Helper()
 	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	if _, err := f.Write(make([]byte, 1<<16)); err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// TestStartWriteback: the write-back start is sync_file_range(2) with
+// SYNC_FILE_RANGE_WRITE on the descriptor: it accepts a written file and
+// reports what the system call reports for others.
+func TestStartWriteback(t *testing.T) {
+	f := writtenFile(t)
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		t.Fatal(err)
