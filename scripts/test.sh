@@ -25,8 +25,9 @@ go vet ./...
 # CPUs: watchers through fsnotify (kqueue), and internal/fsys's fallbacks for
 # openat2, renameat2 and fsync (F_FULLFSYNC on macOS).
 # And on 32-bit Linux (386, ARMv7), where int, time_t and st_dev are 32
-# bits and fstatat is fstatat64.
-for target in darwin/amd64 darwin/arm64 freebsd/amd64 freebsd/arm64 linux/386 linux/arm; do
+# bits and fstatat is fstatat64, and on 64-bit MIPS and LoongArch, whose
+# stat goes through x/sys (monitor/internal/index/fstatat_linux_*.go).
+for target in darwin/amd64 darwin/arm64 freebsd/amd64 freebsd/arm64 linux/386 linux/arm linux/mips64le linux/loong64; do
   GOOS=${target%/*} GOARCH=${target#*/} go build ./...
   GOOS=${target%/*} GOARCH=${target#*/} go vet ./...
 done

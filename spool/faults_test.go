@@ -273,8 +273,8 @@ func (f *faultFS) WritebackErr(fd int) error {
 
 // StartWriteback implements the spool's optional write-back start
 // ("kick"): counted, faulted and recorded, then passed on where the inner
-// FS has it. The spool ignores its error (durability and errors come from
-// the fsync or round after it), so a fault here must change nothing.
+// FS has it. A fault here fails the operation, as a failed write would:
+// the start may be the only call to see the file system's error.
 func (f *faultFS) StartWriteback(fd int) error {
 	path := f.fdPath(fd)
 	if err, _ := f.fault("kick", path, false, false); err != nil {

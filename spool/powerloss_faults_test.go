@@ -2,7 +2,9 @@ package spool_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/spool-agent/spool-agent/internal/fsys"
 	"github.com/spool-agent/spool-agent/spool"
+	"golang.org/x/sys/unix"
 )
 
 // Power loss cannot be simulated in a test, but what survives it is decided
@@ -300,6 +303,60 @@ func TestPowerLossFsyncOrder(t *testing.T) {
 		reg := l.find("open", spool.RegistryDir+"/"+n, "")
 		l.must(reg >= 0 && l.fsyncAfter(spool.RegistryDir, reg) > reg, "a reservation must be fsynced in .registry before Reserve returns")
 	})
+}
+
+// kickFS fails every write-back start with err.
+type kickFS struct {
+	fsys.OS
+	err error
+}
+
+func (f kickFS) StartWriteback(int) error { return f.err }
+
+// TestWritebackStartError: an error of a write-back start fails the
+// enqueue, which leaves nothing behind (the file system may have given up
+// on the pages and would report nothing later); an error that only says
+// the call is unsupported is ignored.
+func TestWritebackStartError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		fail bool
+	}{
+		{unix.EIO, true},
+		{unix.ENOSPC, true},
+		{unix.EROFS, true},
+		{unix.ENOSYS, false},
+		{unix.EOPNOTSUPP, false},
+		{unix.EINVAL, false},
+		{unix.ESPIPE, false},
+	} {
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "spool")
+			o := &spool.Options{Durability: spool.DurabilityFull}
+			fsys.SetOptions(o, kickFS{err: tc.err})
+			s, err := spool.Create(dir, []string{"q1"}, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			_, err = s.EnqueueBytes(context.Background(), "q1", []byte(meta1), []byte(payload), spool.EnqueueOptions{})
+			if !tc.fail {
+				if err != nil {
+					t.Fatalf("enqueue: %v, want success", err)
+				}
+				return
+			}
+			var pe *fs.PathError
+			if !errors.Is(err, tc.err) || !errors.As(err, &pe) || pe.Op != "write back" {
+				t.Fatalf("enqueue: %v, want a write back *fs.PathError wrapping %v", err, tc.err)
+			}
+			for _, d := range []string{"q1", spool.RegistryDir, spool.DataDir, spool.TmpDir} {
+				if left, _ := os.ReadDir(filepath.Join(dir, d)); len(left) > 1 || len(left) == 1 && left[0].Name() != spool.CheckoutDir {
+					t.Errorf("%s holds %v after the failed enqueue", d, left)
+				}
+			}
+		})
+	}
 }
 
 // TestDurabilityLevelsFsyncs checks what the weaker levels promise: Files

@@ -85,8 +85,10 @@ func (OS) Syncfs(fd int) error {
 // waiting for them and without a cache flush (sync_file_range(2) with
 // SYNC_FILE_RANGE_WRITE). It makes nothing durable: the disk works on the
 // file while the caller writes its next file, so the fsync or syncfs that
-// makes it durable later waits less. An error of that write-back is kept
-// for the file's next fsync or WritebackErr, as any write-back's is.
+// makes it durable later waits less. It returns what the file system's
+// write-out returns; an error that the write-back meets later, on the
+// disk, is kept for the file's next fsync or WritebackErr, as any
+// write-back's is.
 func (OS) StartWriteback(fd int) error {
 	_, err := retry(func() (int, error) {
 		return 0, unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)

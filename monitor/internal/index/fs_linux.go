@@ -45,16 +45,3 @@ func fstatatZ(dirfd int, name string, st *unix.Stat_t) error {
 	}
 	return rawFstatat(dirfd, unsafe.Pointer(unsafe.StringData(name)), st)
 }
-
-func rawFstatat(dirfd int, p unsafe.Pointer, st *unix.Stat_t) error {
-	for {
-		_, _, e := unix.Syscall6(sysFstatat, uintptr(dirfd), uintptr(p), uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
-		switch e {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
-		}
-		return e
-	}
-}

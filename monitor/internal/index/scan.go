@@ -730,7 +730,7 @@ func (b *unregBound) admit(name string) (bool, uint32) {
 // numbered in listing order.
 func (ix *Index) find(name string, next *uint32) (uint32, bool) {
 	// int64: on 32-bit platforms int cannot hold every uint32 (*next
-	// may be noID+1 or beyond the entries).
+	// may be noID, which FillSizes passes, or beyond the entries).
 	start := int64(*next)
 	for id := start; name != "" && id < start+findWindow && id < int64(len(ix.ents)); id++ {
 		if ix.ents[id].name == name {
