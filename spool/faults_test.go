@@ -217,19 +217,25 @@ func (f *faultFS) Write(fd int, p []byte) (int, error) {
 	return n, err
 }
 
+// fdCall is one call on fd, op: counted, faulted and recorded with the
+// path of fd; pass, when not nil and no fault was injected, passes it on.
+func (f *faultFS) fdCall(op string, fd int, allocates bool, pass func() error) error {
+	path := f.fdPath(fd)
+	err, _ := f.fault(op, path, allocates, false)
+	if err == nil && pass != nil {
+		err = pass()
+	}
+	f.rec(fsCall{Op: op, Path: path, Err: err})
+	return err
+}
+
 // Fsync implements fsys.FS.
 func (f *faultFS) Fsync(fd int) error {
-	path := f.fdPath(fd)
-	if err, _ := f.fault("fsync", path, true, false); err != nil {
-		f.rec(fsCall{Op: "fsync", Path: path, Err: err})
-		return err
-	}
-	var err error
+	var pass func() error
 	if f.realSync {
-		err = f.inner.Fsync(fd)
+		pass = func() error { return f.inner.Fsync(fd) }
 	}
-	f.rec(fsCall{Op: "fsync", Path: path, Err: err})
-	return err
+	return f.fdCall("fsync", fd, true, pass)
 }
 
 // batchFS is group commit's optional part of the seam (groupcommit.go).
@@ -238,37 +244,30 @@ type batchFS interface {
 	WritebackErr(fd int) error
 }
 
+// writebackStarter is the seam's optional write-back start (files.go).
+type writebackStarter interface {
+	StartWriteback(fd int) error
+}
+
 // Syncfs implements group commit's batch flush: counted, faulted and
 // recorded like Fsync ("syncfs", the path of fd), and passed on only with
 // realSync.
 func (f *faultFS) Syncfs(fd int) error {
-	path := f.fdPath(fd)
-	if err, _ := f.fault("syncfs", path, true, false); err != nil {
-		f.rec(fsCall{Op: "syncfs", Path: path, Err: err})
-		return err
-	}
-	var err error
+	var pass func() error
 	if b, ok := f.inner.(batchFS); ok && f.realSync {
-		err = b.Syncfs(fd)
+		pass = func() error { return b.Syncfs(fd) }
 	}
-	f.rec(fsCall{Op: "syncfs", Path: path, Err: err})
-	return err
+	return f.fdCall("syncfs", fd, true, pass)
 }
 
 // WritebackErr implements group commit's per-file write-back check
 // ("wbcheck"): counted, faulted and recorded, then passed on.
 func (f *faultFS) WritebackErr(fd int) error {
-	path := f.fdPath(fd)
-	if err, _ := f.fault("wbcheck", path, false, false); err != nil {
-		f.rec(fsCall{Op: "wbcheck", Path: path, Err: err})
-		return err
-	}
-	var err error
+	var pass func() error
 	if b, ok := f.inner.(batchFS); ok {
-		err = b.WritebackErr(fd)
+		pass = func() error { return b.WritebackErr(fd) }
 	}
-	f.rec(fsCall{Op: "wbcheck", Path: path, Err: err})
-	return err
+	return f.fdCall("wbcheck", fd, false, pass)
 }
 
 // StartWriteback implements the spool's optional write-back start
@@ -276,17 +275,11 @@ func (f *faultFS) WritebackErr(fd int) error {
 // FS has it. A fault here fails the operation, as a failed write would:
 // the start may be the only call to see the file system's error.
 func (f *faultFS) StartWriteback(fd int) error {
-	path := f.fdPath(fd)
-	if err, _ := f.fault("kick", path, false, false); err != nil {
-		f.rec(fsCall{Op: "kick", Path: path, Err: err})
-		return err
+	var pass func() error
+	if w, ok := f.inner.(writebackStarter); ok {
+		pass = func() error { return w.StartWriteback(fd) }
 	}
-	var err error
-	if w, ok := f.inner.(interface{ StartWriteback(int) error }); ok {
-		err = w.StartWriteback(fd)
-	}
-	f.rec(fsCall{Op: "kick", Path: path, Err: err})
-	return err
+	return f.fdCall("kick", fd, false, pass)
 }
 
 // Close implements fsys.FS. Like close(2) on Linux, it releases the
