@@ -20,6 +20,7 @@
 #   BENCH='Cycle' scripts/bench-spool.sh
 #   BENCH='/full/' BENCHTIME=5s scripts/bench-spool.sh   # fsync-bound rows need more operations
 #   BENCH='(Enqueue|Cycle)/full/' COUNT=5 BENCHTIME=2s scripts/bench-spool.sh   # the group-commit rows only
+#   GOMAXPROCS=8 BENCH='(Enqueue|Cycle)/full/' scripts/bench-spool.sh   # a floor whose goroutines need not wait for a P (README, Performance)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${COUNT:-5}
@@ -28,7 +29,7 @@ benchtime=${BENCHTIME:-1s}
 out=${OUT:-$(mktemp /tmp/bench-spool.XXXXXX)}
 
 cmd=(go test -run '^$' -bench "$bench" -benchtime "$benchtime" -count "$count" ./spool/)
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)   $(nproc) CPUs   $(go version | cut -d' ' -f3)   $(uname -r)   $(df -T . | awk 'NR==2 {print $2}')"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)   $(nproc) CPUs   GOMAXPROCS=${GOMAXPROCS:-$(nproc)}   $(go version | cut -d' ' -f3)   $(uname -r)   $(df -T . | awk 'NR==2 {print $2}')"
 echo "command: COUNT=$count BENCHTIME=$benchtime BENCH='$bench' scripts/bench-spool.sh"
 echo "runs:    ${cmd[*]}"
 "${cmd[@]}" | tee "$out" >/dev/null
