@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -591,4 +593,71 @@ func TestNonRegularNamesInQueue(t *testing.T) {
 		t.Fatalf("reader over non-entries = %v, %v", c, err)
 	}
 	c.Remove()
+}
+
+// TestEnqueueFailureRemovesOnlyItsOwn: a failed enqueue removes the files
+// it created and nothing else, whichever step failed. A create that fails
+// with anything but EEXIST (EMFILE here) has created nothing, and the name
+// may be another writer's whose enqueue is in flight (registry and payload
+// written, not yet in a queue); a generated name's registry file is the
+// call's own even when an orphan payload holds the name.
+func TestEnqueueFailureRemovesOnlyItsOwn(t *testing.T) {
+	only := func(op, suffix string, err error) func(op, path string) error {
+		return func(o, path string) error {
+			if o == op && strings.HasSuffix(path, suffix) {
+				return err
+			}
+			return nil
+		}
+	}
+	tests := []struct {
+		name    string
+		foreign []string // files of another writer, there before the call
+		opts    EnqueueOptions
+		hook    func(op, path string) error
+		want    error
+	}{
+		{"payload create fails, the name in flight elsewhere", []string{RegistryDir + "/x", DataDir + "/x"},
+			EnqueueOptions{Name: "x"}, only("open", DataDir+"/x", unix.EMFILE), unix.EMFILE},
+		{"metadata create fails, the name in flight elsewhere", []string{TmpDir + "/x"},
+			EnqueueOptions{Name: "x"}, only("open", TmpDir+"/x", unix.EMFILE), unix.EMFILE},
+		{"payload write fails", nil,
+			EnqueueOptions{Name: "x"}, only("write", DataDir+"/x", unix.EIO), unix.EIO},
+		{"metadata write fails", nil,
+			EnqueueOptions{Name: "x"}, only("write", TmpDir+"/x", unix.ENOSPC), unix.ENOSPC},
+		{"generated name, orphan payload", []string{DataDir + "/y"},
+			EnqueueOptions{Names: NameGeneratorFunc(func(int) (string, error) { return "y", nil })}, nil, ErrExists},
+	}
+	for _, durability := range []Durability{DurabilityNone, DurabilityFull} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprint(durability, "/", tt.name), func(t *testing.T) {
+				var armed atomic.Bool
+				hfs := &hookFS{hook: func(op, path string) error {
+					if tt.hook == nil || !armed.Load() {
+						return nil
+					}
+					return tt.hook(op, path)
+				}}
+				s := newTestSpool(t, []string{"q"}, &Options{Durability: durability, fs: hfs})
+				for _, f := range tt.foreign {
+					writeFile(t, filepath.Join(s.Dir(), f), "theirs")
+				}
+				before := tree(t, s.Dir())
+				armed.Store(true)
+				_, err := s.EnqueueBytes(context.Background(), "q", []byte("mine"), []byte("mine"), tt.opts)
+				armed.Store(false)
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("Enqueue = %v, want %v", err, tt.want)
+				}
+				if after := tree(t, s.Dir()); after != before {
+					t.Errorf("the failed enqueue left or removed files:\nbefore:\n%s\nafter:\n%s", before, after)
+				}
+				for _, f := range tt.foreign {
+					if b, err := os.ReadFile(filepath.Join(s.Dir(), f)); err != nil || string(b) != "theirs" {
+						t.Errorf("%s of the other writer: %q, %v", f, b, err)
+					}
+				}
+			})
+		}
+	}
 }

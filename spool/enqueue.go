@@ -190,16 +190,23 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 
 	// The payload goes first and with O_EXCL: a live entry always has its
 	// .data/<name>, so a caller-supplied name that is in use stops here.
+	// writeStaged removes what it created when it fails, and a name it
+	// failed to create may be another writer's: a directory joins created
+	// only once its file is written.
 	dataPath := s.data.p(name)
 	if _, err := s.writeStaged(&files, s.data, name, dataBytes, data); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			// Another enqueue of the same caller-supplied name may have
-			// found our fresh registry file, taken it for a reservation,
-			// and written this payload: the registry file is its now.
-			createdRegistry = false
+			if o.Name != "" {
+				// Another enqueue of the same caller-supplied name may
+				// have found our fresh registry file, taken it for a
+				// reservation, and written this payload: the registry
+				// file is its now. A generated name's registry file is
+				// ours (reserve created it with O_EXCL; the payload is
+				// an orphan) and goes.
+				createdRegistry = false
+			}
 			return fail(fmt.Errorf("%w: %s", ErrExists, dataPath))
 		}
-		created = append(created, s.data)
 		return fail(err)
 	}
 	created = append(created, s.data)
@@ -213,7 +220,6 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 		if errors.Is(err, unix.EEXIST) {
 			return fail(fmt.Errorf("%w: %s", ErrExists, tmpPath))
 		}
-		created = append(created, s.tmp)
 		return fail(err)
 	}
 	created = append(created, s.tmp)

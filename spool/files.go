@@ -207,8 +207,9 @@ func (p *staged) begin(s *Spool) {
 // above the file's write-back is started (writebackStarter) and the file is
 // left open in p, for commitStaged to make durable together with the
 // operation's directories (group commit). It returns the
-// number of bytes written. On error the file is closed and left for the
-// caller to remove: only the caller knows it created it.
+// number of bytes written. On error it leaves nothing behind: a file it
+// created is closed and removed, and when the create itself failed the
+// name may be another writer's, which the caller must not remove either.
 func (s *Spool) writeStaged(p *staged, d dirRef, name string, b []byte, r io.Reader) (int64, error) {
 	path := d.p(name)
 	p.begin(s)
@@ -216,21 +217,25 @@ func (s *Spool) writeStaged(p *staged, d dirRef, name string, b []byte, r io.Rea
 	if err != nil {
 		return 0, err
 	}
+	abandon := func(n int64, err error) (int64, error) {
+		s.fs.Close(fd)
+		s.fs.Unlink(d.fd, name)
+		return n, err
+	}
 	n, err := s.writeAll(fd, b, r)
 	if err != nil {
-		s.fs.Close(fd)
-		return n, pathErr("write", path, err)
+		return abandon(n, pathErr("write", path, err))
 	}
 	if s.durability < DurabilityFiles {
 		if err := s.fs.Close(fd); err != nil {
+			s.fs.Unlink(d.fd, name)
 			return n, pathErr("close", path, err)
 		}
 		return n, nil
 	}
 	if w, ok := s.fs.(writebackStarter); ok {
 		if err := w.StartWriteback(fd); err != nil && !writebackUnsupported(err) {
-			s.fs.Close(fd)
-			return n, pathErr("write back", path, err)
+			return abandon(n, pathErr("write back", path, err))
 		}
 	}
 	p.fds = append(p.fds, fd)
