@@ -194,6 +194,40 @@ func TestRecoverUnlocksBeforeFsync(t *testing.T) {
 	}
 }
 
+// TestRecoverReportsEntryOnSyncError: an entry moved back to its queue
+// whose directories then fail to sync is returned beside the error, so the
+// caller learns which entry it is about.
+func TestRecoverReportsEntryOnSyncError(t *testing.T) {
+	var armed atomic.Bool
+	dir := filepath.Join(t.TempDir(), "spool")
+	hfs := &hookFS{hook: func(op, path string) error {
+		if armed.Load() && op == "fsync" && path == dir+"/q" {
+			return unix.EIO
+		}
+		return nil
+	}}
+	s, err := Create(dir, []string{"q"}, &Options{Durability: DurabilityFull, fs: hfs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := mustEnqueue(t, s, "q", "meta", "data", EnqueueOptions{})
+	if err := os.Rename(s.queuePath("q", name), s.checkoutPath("q", name)); err != nil { // a crashed worker's checkout
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	rs, err := s.Recover(context.Background(), -time.Hour, RecoverOptions{WorkersStopped: true})
+	armed.Store(false)
+	if !errors.Is(err, unix.EIO) {
+		t.Fatalf("Recover = %v, want EIO", err)
+	}
+	if len(rs) != 1 || rs[0].Queue != "q" || rs[0].Name != name || rs[0].ModTime.IsZero() {
+		t.Errorf("Recover returned %+v, want the entry %s of q", rs, name)
+	}
+	if _, err := os.Lstat(s.queuePath("q", name)); err != nil {
+		t.Errorf("the entry is not in its queue: %v", err)
+	}
+}
+
 // TestRemove: Remove is idempotent, removes an entry whose payload is
 // missing, finishes a remove that failed half way when called again, and
 // never destroys an entry that a worker holds.

@@ -49,7 +49,9 @@ type RecoverOptions struct {
 // Touch: it never moves or deletes the entry that someone else now holds.
 //
 // A done ctx stops the walk before the next entry: the entries returned so
-// far stay returned, and the error wraps ctx.Err().
+// far stay returned, and the error wraps ctx.Err(). An entry moved back
+// whose directories then failed to sync is returned too, beside that
+// error: it is in its queue, perhaps not durably.
 func (s *Spool) Recover(ctx context.Context, olderThan time.Duration, o RecoverOptions) ([]Recovered, error) {
 	if olderThan < MinRecoverAge && !o.WorkersStopped {
 		return nil, fmt.Errorf("recover in %s: %w: %v is below %v; workers of other implementations (the OCaml multispool) take no lock, so only the age protects their checkouts; set RecoverOptions.WorkersStopped when every such worker is stopped",
@@ -154,8 +156,10 @@ func (s *Spool) recoverOne(q string, qd *queueDirs, name string, now time.Time, 
 	// Unlock before the fsyncs: a worker may claim the entry at once.
 	s.fs.Close(fd)
 	locked = false
+	// Moved, durable or not: the caller learns which entry the error is about.
+	r := Recovered{Queue: q, Name: name, ModTime: mtime}
 	if err := s.syncDirsSince(errGen, qd.dir, qd.co); err != nil {
-		return Recovered{}, true, err
+		return r, true, err
 	}
-	return Recovered{Queue: q, Name: name, ModTime: mtime}, true, nil
+	return r, true, nil
 }
