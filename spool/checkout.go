@@ -170,6 +170,18 @@ func (s *Spool) checkoutCtx(ctx context.Context, queue, name string, wait, read 
 		}
 		return nil, pathErr("checkout: rename "+src+" to", dst, err)
 	}
+	// The rename goes by name: a worker that takes no lock may have checked
+	// the entry out and saved it back (a new file) since lockClaim looked.
+	// What it moved then is that worker's file, not the locked one: it goes
+	// back, and the claim is lost (the entry is waiting again).
+	var moved unix.Stat_t
+	if err := s.fs.Lstat(qd.co.fd, name, &moved); err == nil && moved.Ino != st.Ino {
+		if err := s.fs.Rename(qd.co.fd, name, qd.dir.fd, name, true); err != nil {
+			return nil, fmt.Errorf("checkout %s: another worker replaced the entry just before it moved, and putting that worker's file back failed: %w",
+				src, pathErr("rename "+dst+" to", src, err))
+		}
+		return nil, notFound()
+	}
 	var b []byte
 	if read {
 		b, err = s.readBounded(fd, st.Size, s.maxMeta)
@@ -339,6 +351,11 @@ func (c *Checkout) WriteData(r io.Reader) error {
 	if err != nil {
 		return fail(pathErr("close", tmpPath, err))
 	}
+	// The payload may have taken long to stream: the checkout is checked
+	// again before the new payload replaces the old one.
+	if err := c.held(); err != nil {
+		return fail(err)
+	}
 	if err := s.fs.Rename(s.data.fd, tmp, s.data.fd, c.name, false); err != nil {
 		return fail(pathErr("rename "+tmpPath+" to", dst, err))
 	}
@@ -382,10 +399,15 @@ func (c *Checkout) held() error {
 		return pathErr("checkout: stat", p, err) // maybe transient: still held
 	}
 	if err != nil || st.Ino != c.ino {
-		c.finish(coLost)
-		return fmt.Errorf("%w: %s is no longer at %s", ErrLost, c.name, p)
+		return c.lost()
 	}
 	return nil
+}
+
+// lost ends c as lost and returns the ErrLost error for it. Callers hold c.mu.
+func (c *Checkout) lost() error {
+	c.finish(coLost)
+	return fmt.Errorf("%w: %s is no longer at %s", ErrLost, c.name, c.qd.co.p(c.name))
 }
 
 // finish releases the flock and records how the checkout ended. Callers hold c.mu.
@@ -433,12 +455,23 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 	now := s.now()
 	c.touchRegistry(now)
 	s.fs.TouchFD(c.fd, now)
+	// The rename goes by name: checked again just before it (see Remove),
+	// and what it moved is checked after it.
+	if err := c.held(); err != nil {
+		return err
+	}
 	dst := dq.dir.p(c.name)
 	if err := s.fs.Rename(c.qd.co.fd, c.name, dq.dir.fd, c.name, true); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("save %s: %w: %s", c.name, ErrExists, dst)
 		}
+		if isNotExist(err) {
+			return c.lost()
+		}
 		return pathErr("save: rename "+src+" to", dst, err)
+	}
+	if err := c.movedOurs(dq); err != nil {
+		return err
 	}
 	c.finish(coSaved) // unlock only once the file has left .checkout
 	if err := s.syncDirsSince(errGen, dirs...); err != nil {
@@ -458,6 +491,25 @@ func (c *Checkout) touchRegistry(now time.Time) {
 		return
 	}
 	s.fs.Touch(s.reg.fd, c.name, now)
+}
+
+// movedOurs checks, after Save renamed .checkout/<name> into dq, that the
+// file it moved is this checkout's. If a worker that takes no lock took the
+// entry back and checked it out again between the last check and the
+// rename, the file is that worker's: it goes back where that worker left
+// it, and c is lost. Callers hold c.mu.
+func (c *Checkout) movedOurs(dq *queueDirs) error {
+	s := c.s
+	var st unix.Stat_t
+	if err := s.fs.Lstat(dq.dir.fd, c.name, &st); err == nil && st.Ino != c.ino {
+		if err := s.fs.Rename(dq.dir.fd, c.name, c.qd.co.fd, c.name, true); err != nil {
+			c.finish(coLost)
+			return fmt.Errorf("%w: %s was taken by another worker just before it moved, and putting that worker's file back failed: %w",
+				ErrLost, c.name, pathErr("rename "+dq.dir.p(c.name)+" to", c.qd.co.p(c.name), err))
+		}
+		return c.lost()
+	}
+	return nil
 }
 
 // replace writes metadata to a fresh file in .tmp/ (fsynced at
@@ -498,6 +550,12 @@ func (c *Checkout) replace(metadata []byte) error {
 		if err := s.fs.Fchmod(fd, c.mode); err != nil {
 			return fail(pathErr("chmod", tmp, err))
 		}
+	}
+	// The rename over the checkout file would recreate it if a worker that
+	// takes no lock took the entry back while this file was written and
+	// fsynced: checked again just before it.
+	if err := c.held(); err != nil {
+		return fail(err)
 	}
 	if err := s.fs.Rename(s.tmp.fd, tmpName, c.qd.co.fd, c.name, false); err != nil {
 		return fail(pathErr("rename "+tmp+" to", path, err))
@@ -540,7 +598,17 @@ func (c *Checkout) Remove() error {
 			return err
 		}
 		c.touchRegistry(s.now())
-		if err := s.fs.Unlink(c.qd.co.fd, c.name); err != nil && !isNotExist(err) {
+		// Checked again just before the unlink, which goes by name: a
+		// worker that takes no lock (async_smtp's start-up recovery)
+		// may have taken the entry back since, and the payload must not
+		// go with someone else's entry.
+		if err := c.held(); err != nil {
+			return err
+		}
+		if err := s.fs.Unlink(c.qd.co.fd, c.name); err != nil {
+			if isNotExist(err) {
+				return c.lost() // taken back in between: its payload stays
+			}
 			return pathErr("remove", c.qd.co.p(c.name), err)
 		}
 		c.finish(coRemoving)
