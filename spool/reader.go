@@ -268,6 +268,16 @@ func (r *Reader) claim(hints bool) (*Checkout, error) {
 		case err == nil:
 			if r.w != nil {
 				r.w.markTaken(r.dir, name)
+				// A worker that takes no lock may have put the entry
+				// back already, its arrival dispatched before the mark:
+				// then the mark would hide it from this process's readers.
+				var st unix.Stat_t
+				r.s.acquire()
+				back := r.s.fs.Lstat(c.qd.dir.fd, name, &st) == nil
+				r.s.release()
+				if back {
+					r.w.unmarkTaken(r.dir, name)
+				}
 			}
 			return c, nil
 		case errors.Is(err, ErrNotFound), errors.Is(err, errNotRegular):
@@ -287,6 +297,11 @@ func (r *Reader) claim(hints bool) (*Checkout, error) {
 			r.busy = append(r.busy, name)
 			continue
 		}
+		// Another error (EMFILE, EIO): the name is out of the cache, and
+		// a watching reader learns names from events, which will not
+		// announce it again: the next refill lists the queue, as a
+		// polling reader does.
+		r.based = false
 		return nil, err
 	}
 	return nil, nil

@@ -132,14 +132,17 @@ type queueWatcher interface {
 	// since it last arrived there; markTaken records that one did.
 	taken(dir, name string) bool
 	markTaken(dir, name string)
+	// unmarkTaken forgets a mark of name in dir, as its arrival would.
+	unmarkTaken(dir, name string)
 }
 
 // goneSets remembers, per queue directory, the names that readers of this
 // process took, so that the other readers of the queue do not try them
 // again one by one: readers learn names from events, and without it every
 // reader would try every name. A name that arrives again is dropped from the
-// set (its holder is in this process, so it cannot arrive again before it
-// is marked). Each set is bounded: a forgotten name costs one failed open.
+// set. A holder marks its name after its claim; a worker that takes no lock
+// (async_smtp's start-up recovery) may put the entry back before that, so
+// the claimer looks for it in the queue after marking (Reader.claim). Each set is bounded: a forgotten name costs one failed open.
 // The watcher that owns it guards it with its own mutex; nil means that the
 // watcher is stopped, and marks are then dropped.
 type goneSets map[string]*goneSet

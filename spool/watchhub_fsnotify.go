@@ -200,6 +200,12 @@ func (h *fsnotifyHub) markTaken(dir, name string) {
 	h.gone.add(dir, name)
 }
 
+func (h *fsnotifyHub) unmarkTaken(dir, name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gone.back(dir, name)
+}
+
 // dispatchLoop hands w's events to the readers until w is closed.
 func (h *fsnotifyHub) dispatchLoop(w *fswatch.Watcher, exited chan struct{}) {
 	defer close(exited)

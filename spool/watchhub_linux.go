@@ -100,6 +100,12 @@ func (h *inotifyHub) markTaken(dir, name string) {
 	h.gone.add(dir, name)
 }
 
+func (h *inotifyHub) unmarkTaken(dir, name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gone.back(dir, name)
+}
+
 func (h *inotifyHub) subscribe(r *Reader) (bool, error) {
 	h.mu.Lock()
 	var stopped chan struct{}
