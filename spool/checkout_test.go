@@ -532,7 +532,7 @@ func TestEnqueueCallerNames(t *testing.T) {
 			if !errors.Is(err, ErrExists) {
 				t.Errorf("Enqueue %s into %s = %v, want ErrExists", name, q, err)
 			}
-			if after := treeState(t, s.Dir()); after != before && name != "stray" {
+			if after := treeState(t, s.Dir()); after != before {
 				t.Errorf("Enqueue %s into %s changed the disk:\n%s\n%s", name, q, before, after)
 			}
 			if b, _ := os.ReadFile(s.dataPath(name)); bytes.Contains(b, []byte("intruder")) {
@@ -636,9 +636,16 @@ func TestNonRegularNamesInQueue(t *testing.T) {
 // written, not yet in a queue); a generated name's registry file is the
 // call's own even when an orphan payload holds the name.
 func TestEnqueueFailureRemovesOnlyItsOwn(t *testing.T) {
-	only := func(op, suffix string, err error) func(op, path string) error {
+	// fail makes the call's op on the path ending in suffix fail with err,
+	// after the other writer (if any) wrote its file at that path.
+	fail := func(op, suffix string, theirs bool, err error) func(op, path string) error {
 		return func(o, path string) error {
-			if o == op && strings.HasSuffix(path, suffix) {
+			if o == op && strings.HasSuffix(path, "/"+suffix) {
+				if theirs {
+					if werr := os.WriteFile(path, []byte("theirs"), 0o644); werr != nil {
+						return werr
+					}
+				}
 				return err
 			}
 			return nil
@@ -646,19 +653,21 @@ func TestEnqueueFailureRemovesOnlyItsOwn(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		foreign []string // files of another writer, there before the call
+		foreign []string // files of another writer: there before the call, or written during it (hook)
 		opts    EnqueueOptions
 		hook    func(op, path string) error
 		want    error
 	}{
 		{"payload create fails, the name in flight elsewhere", []string{RegistryDir + "/x", DataDir + "/x"},
-			EnqueueOptions{Name: "x"}, only("open", DataDir+"/x", unix.EMFILE), unix.EMFILE},
+			EnqueueOptions{Name: "x"}, fail("open", DataDir+"/x", true, unix.EMFILE), unix.EMFILE},
 		{"metadata create fails, the name in flight elsewhere", []string{TmpDir + "/x"},
-			EnqueueOptions{Name: "x"}, only("open", TmpDir+"/x", unix.EMFILE), unix.EMFILE},
+			EnqueueOptions{Name: "x"}, fail("open", TmpDir+"/x", true, unix.EMFILE), unix.EMFILE},
 		{"payload write fails", nil,
-			EnqueueOptions{Name: "x"}, only("write", DataDir+"/x", unix.EIO), unix.EIO},
+			EnqueueOptions{Name: "x"}, fail("write", DataDir+"/x", false, unix.EIO), unix.EIO},
 		{"metadata write fails", nil,
-			EnqueueOptions{Name: "x"}, only("write", TmpDir+"/x", unix.ENOSPC), unix.ENOSPC},
+			EnqueueOptions{Name: "x"}, fail("write", TmpDir+"/x", false, unix.ENOSPC), unix.ENOSPC},
+		{"caller's name, orphan payload", []string{DataDir + "/y"},
+			EnqueueOptions{Name: "y"}, nil, ErrExists},
 		{"generated name, orphan payload", []string{DataDir + "/y"},
 			EnqueueOptions{Names: NameGeneratorFunc(func(int) (string, error) { return "y", nil })}, nil, ErrExists},
 	}
@@ -673,23 +682,28 @@ func TestEnqueueFailureRemovesOnlyItsOwn(t *testing.T) {
 					return tt.hook(op, path)
 				}}
 				s := newTestSpool(t, []string{"q"}, &Options{Durability: durability, fs: hfs})
+				// The other writer's registry file is there before the
+				// call; the rest of its files are written during the call
+				// when the hook writes them.
 				for _, f := range tt.foreign {
-					writeFile(t, filepath.Join(s.Dir(), f), "theirs")
+					if tt.hook == nil || strings.HasPrefix(f, RegistryDir+"/") {
+						writeFile(t, filepath.Join(s.Dir(), f), "theirs")
+					}
 				}
-				before := tree(t, s.Dir())
 				armed.Store(true)
 				_, err := s.EnqueueBytes(context.Background(), "q", []byte("mine"), []byte("mine"), tt.opts)
 				armed.Store(false)
 				if !errors.Is(err, tt.want) {
 					t.Fatalf("Enqueue = %v, want %v", err, tt.want)
 				}
-				if after := tree(t, s.Dir()); after != before {
-					t.Errorf("the failed enqueue left or removed files:\nbefore:\n%s\nafter:\n%s", before, after)
-				}
+				want := layout(append(bareLayout("q"), tt.foreign...)...)
 				for _, f := range tt.foreign {
 					if b, err := os.ReadFile(filepath.Join(s.Dir(), f)); err != nil || string(b) != "theirs" {
 						t.Errorf("%s of the other writer: %q, %v", f, b, err)
 					}
+				}
+				if got := tree(t, s.Dir()); got != want {
+					t.Errorf("after the failed enqueue:\n%s\nwant only the other writer's files:\n%s", got, want)
 				}
 			})
 		}

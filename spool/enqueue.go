@@ -150,6 +150,16 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 		if err := ValidateName(name); err != nil {
 			return "", fmt.Errorf("entry: %w", err)
 		}
+		// A name whose payload exists (a live entry, another enqueue in
+		// flight, an orphan) is refused before a registry file is made:
+		// one left behind would make an orphan payload look like a
+		// reservation that was rolled back (repair deletes those).
+		var dst unix.Stat_t
+		if err := s.fs.Lstat(s.data.fd, name, &dst); err == nil {
+			return "", fmt.Errorf("enqueue %s: %w: %s", name, ErrExists, s.data.p(name))
+		} else if !isNotExist(err) {
+			return "", pathErr("enqueue: stat", s.data.p(name), err)
+		}
 		fd, err := s.createFile(s.reg, name, s.regMode)
 		switch {
 		case err == nil:
