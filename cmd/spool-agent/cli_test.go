@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -265,6 +266,37 @@ func TestEnqueue(t *testing.T) {
 				t.Errorf("entry has metadata %q data %q, want %q %q", meta, data, tc.meta, tc.data)
 			}
 		})
+	}
+}
+
+// TestRmRefusesDuplicate: rm of a name that is in two queues (a duplicated
+// entry, whose copies share one payload and registry file) fails with a
+// one-line error and leaves every copy, the payload and the registry file.
+func TestRmRefusesDuplicate(t *testing.T) {
+	dir := fixtureSpool(t)
+	copyTo := filepath.Join(dir, "frozen", "a-old")
+	b, err := os.ReadFile(filepath.Join(dir, "active", "a-old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, copyTo, string(b))
+	before := map[string][]byte{}
+	for _, p := range []string{"active/a-old", "frozen/a-old", spool.DataDir + "/a-old", spool.RegistryDir + "/a-old"} {
+		if before[p], err = os.ReadFile(filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"rm", dir, "a-old", "--dry-run"}, {"rm", dir, "a-old"}} {
+		r := cli(t, nil, "", args...)
+		if r.code == 0 {
+			t.Fatalf("%v: exit 0; stdout %q", args, r.stdout)
+		}
+		checkOneLine(t, r.stderr, "duplicated")
+	}
+	for p, want := range before {
+		if got, err := os.ReadFile(filepath.Join(dir, p)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s after rm: %q, %v", p, got, err)
+		}
 	}
 }
 

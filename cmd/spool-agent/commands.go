@@ -356,6 +356,17 @@ func (c *RmCmd) removeOne(s *spool.Spool, name string) (string, error) {
 			}
 			return "", err
 		}
+		if attempt == 0 {
+			// The copies of a duplicated entry share one payload and
+			// registry file: removing one would take them from the others.
+			p, err := presence(s, name)
+			if err != nil {
+				return "", err
+			}
+			if len(p.places) > 1 {
+				return "", fmt.Errorf("%w: %s is in %s (duplicated; its copies share one payload): left in place, spool-agent fsck reports it", spool.ErrExists, termsafe.Name(name), p.placesText())
+			}
+		}
 		if c.DryRun {
 			return fmt.Sprintf("would remove %s from %s", termsafe.Name(name), termsafe.Name(q)), nil
 		}
