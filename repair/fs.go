@@ -183,8 +183,27 @@ func renameNew(olddirfd int, oldname string, newdirfd int, newname string) error
 // copyNew copies the regular file src in srcfd (or nothing, when it is
 // missing) into a new file dst in dstfd created with O_EXCL and perm, and
 // fsyncs it and the directory. It copies at most the size that src had
-// when it was opened.
+// when it was opened. The source is hostile input: holes stay holes (a
+// sparse file claiming a terabyte costs what it holds), and a copy that
+// would not fit in the space left to unprivileged users is refused with
+// ENOSPC, so that repair run as root never takes the blocks reserved for
+// root, nor the last ones the spool's producers need.
 func copyNew(srcfd int, src string, dstfd int, dst string, perm uint32) error {
+	return copyNewWithin(srcfd, src, dstfd, dst, perm, availBytes)
+}
+
+// availBytes returns the space left to unprivileged users on the file
+// system of fd.
+func availBytes(fd int) (uint64, error) {
+	var sf unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sf); err != nil {
+		return 0, err
+	}
+	return uint64(sf.Bavail) * uint64(sf.Bsize), nil
+}
+
+// copyNewWithin is copyNew with the space left measured by avail.
+func copyNewWithin(srcfd int, src string, dstfd int, dst string, perm uint32, avail func(fd int) (uint64, error)) error {
 	in := -1
 	var size int64
 	if fd, err := retry(func() (int, error) {
@@ -197,6 +216,13 @@ func copyNew(srcfd int, src string, dstfd int, dst string, perm uint32) error {
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFREG {
 			return fmt.Errorf("%s: not a regular file", src)
+		}
+		left, err := avail(dstfd)
+		if err != nil {
+			return err
+		}
+		if need := uint64(st.Blocks) * 512; need > left {
+			return fmt.Errorf("%s: its copy needs %d bytes, %d are left: %w", src, need, left, unix.ENOSPC)
 		}
 		in, size = fd, st.Size
 	} else if !errors.Is(err, unix.ENOENT) {
@@ -214,7 +240,7 @@ func copyNew(srcfd int, src string, dstfd int, dst string, perm uint32) error {
 		return err
 	}
 	if in >= 0 {
-		if _, err := io.Copy(fdWriter(out), io.LimitReader(fdReader(in), size)); err != nil {
+		if err := copySparse(out, in, size); err != nil {
 			return fail(err)
 		}
 	}
@@ -226,6 +252,40 @@ func copyNew(srcfd int, src string, dstfd int, dst string, perm uint32) error {
 		return err
 	}
 	return fsync(dstfd)
+}
+
+// copySparse copies the first size bytes of in to out, the data regions
+// only (SEEK_DATA, SEEK_HOLE): the holes between them, and after the last,
+// stay holes in out, whose size is set to size.
+func copySparse(out, in int, size int64) error {
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(in, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole after off
+		}
+		if err != nil {
+			return err
+		}
+		if data >= size {
+			break
+		}
+		end, err := unix.Seek(in, data, unix.SEEK_HOLE)
+		if err != nil {
+			return err
+		}
+		end = min(end, size)
+		if _, err := unix.Seek(in, data, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := unix.Seek(out, data, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := io.Copy(fdWriter(out), io.LimitReader(fdReader(in), end-data)); err != nil {
+			return err
+		}
+		off = end
+	}
+	return unix.Ftruncate(out, size)
 }
 
 type fdReader int
