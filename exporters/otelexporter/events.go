@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/log"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -69,6 +70,9 @@ func Record(spool string, ev monitor.Event) log.Record {
 		}
 		where = fmt.Sprintf("%s (in %s)", p.Name, strings.Join(paths, ", "))
 	}
+	// Names from disk go out only as valid UTF-8 (termsafe.UTF8): OTLP
+	// refuses a batch holding one that is not.
+	spool, where = termsafe.UTF8(spool), termsafe.UTF8(where)
 	mtime := p.ModTime.UTC().Format(time.RFC3339Nano)
 	if ev.Type == monitor.Start {
 		r.SetEventName(EventNameStart)
@@ -85,17 +89,17 @@ func Record(spool string, ev monitor.Event) log.Record {
 		attribute.String(AttrSpool, spool),
 		attribute.String(AttrProblemKind, string(p.Kind)),
 		attribute.String(AttrProblemDir, string(p.Dir.Kind)),
-		attribute.String(AttrEntryName, p.Name),
+		attribute.String(AttrEntryName, termsafe.UTF8(p.Name)),
 		attribute.String(AttrEntryMtime, mtime),
 		attribute.String(AttrProblemEvent, string(ev.Type)),
 	}
 	if p.Dir.Queue != "" {
-		attrs = append(attrs, attribute.String(AttrQueue, p.Dir.Queue))
+		attrs = append(attrs, attribute.String(AttrQueue, termsafe.UTF8(p.Dir.Queue)))
 	}
 	if len(p.Dirs) > 0 {
 		dirs := make([]string, len(p.Dirs))
 		for i, d := range p.Dirs {
-			dirs[i] = DirPath(d)
+			dirs[i] = termsafe.UTF8(DirPath(d))
 		}
 		attrs = append(attrs, attribute.StringSlice(AttrProblemDirs, dirs))
 	}

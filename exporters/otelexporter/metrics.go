@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -123,7 +124,7 @@ func b2i(b bool) int64 {
 }
 
 func (in *instruments) observe(o metric.Observer, s *monitor.Snapshot) {
-	spool := attribute.String(AttrSpool, s.Name)
+	spool := attribute.String(AttrSpool, termsafe.UTF8(s.Name))
 	only := metric.WithAttributes(spool)
 	o.ObserveInt64(in.up, b2i(s.Up), only)
 	o.ObserveInt64(in.watching, b2i(s.Watching), only)
@@ -144,7 +145,7 @@ func (in *instruments) observe(o metric.Observer, s *monitor.Snapshot) {
 	checkedOut := attribute.String(AttrEntryState, StateCheckedOut)
 	for i := range s.Queues {
 		q := &s.Queues[i]
-		queue := attribute.String(AttrQueue, q.Queue)
+		queue := attribute.String(AttrQueue, termsafe.UTF8(q.Queue))
 		o.ObserveInt64(in.entries, int64(q.Entries), metric.WithAttributes(spool, queue, waiting))
 		o.ObserveInt64(in.entries, int64(q.CheckedOut), metric.WithAttributes(spool, queue, checkedOut))
 		if !q.OldestEntry.IsZero() {
@@ -173,7 +174,7 @@ func (in *instruments) observe(o metric.Observer, s *monitor.Snapshot) {
 	for k, n := range counts {
 		attrs := []attribute.KeyValue{spool, attribute.String(AttrProblemKind, string(k.kind)), attribute.String(AttrProblemDir, string(k.dir))}
 		if k.queue != "" {
-			attrs = append(attrs, attribute.String(AttrQueue, k.queue))
+			attrs = append(attrs, attribute.String(AttrQueue, termsafe.UTF8(k.queue)))
 		}
 		o.ObserveInt64(in.problems, n, metric.WithAttributes(attrs...))
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/log"
@@ -239,6 +240,17 @@ func TestEventRecords(t *testing.T) {
 			severity: log.SeverityWarn, eventName: EventNameStart,
 			body:  "spool mail: duplicated problem started: d (in a, b/.checkout) (mtime 2026-11-25T11:59:30.0000005Z)",
 			attrs: map[string]string{AttrProblemKind: "duplicated", AttrProblemDir: "registry", AttrProblemDirs: `["a","b/.checkout"]`},
+		},
+		{
+			// Names that are not valid UTF-8 (hostile files) go out
+			// escaped: OTLP refuses a batch holding one.
+			name: "names that are not UTF-8",
+			ev: monitor.Event{Type: monitor.Start, Time: testNow,
+				Problem: monitor.Problem{Kind: monitor.KindDuplicated, Dir: monitor.Dir{Kind: monitor.DirQueue, Queue: "q\xff"}, Name: "o\\rph\xfe", ModTime: mtime,
+					Dirs: []monitor.Dir{{Kind: monitor.DirQueue, Queue: "q\xff"}, {Kind: monitor.DirQueue, Queue: "b"}}}},
+			severity: log.SeverityWarn, eventName: EventNameStart,
+			body:  `spool mail: duplicated problem started: o\\rph\xfe (in q\xff, b) (mtime 2026-11-25T11:59:30.0000005Z)`,
+			attrs: map[string]string{AttrQueue: `q\xff`, AttrEntryName: `o\\rph\xfe`, AttrProblemDirs: `["q\\xff","b"]`},
 		},
 	}
 	for _, tt := range tests {
@@ -472,5 +484,28 @@ func TestOTLP(t *testing.T) {
 				t.Error("OTEL_EXPORTER_OTLP_COMPRESSION=gzip sent no gzip request")
 			}
 		})
+	}
+}
+
+// TestRegisterMetricsNonUTF8Names: queue names that are not valid UTF-8 (a
+// hostile directory) go out escaped, so that the push (which refuses
+// invalid UTF-8) keeps carrying every spool.
+func TestRegisterMetricsNonUTF8Names(t *testing.T) {
+	s := testSnapshot()
+	s.Queues = append(s.Queues, monitor.QueueStats{Queue: "q\xff", Entries: 5})
+	s.Alerting = append(s.Alerting, monitor.Problem{Kind: monitor.KindOrphaned, Dir: monitor.Dir{Kind: monitor.DirQueue, Queue: "q\xfe"}, Name: "n\xfd"})
+	got := collect(t, s)
+	for _, key := range []string{
+		`spool.queue.entries{spool.entry.state=waiting,spool.name=mail,spool.queue=q\xff}`,
+		`spool.problems{spool.name=mail,spool.problem.dir=queue,spool.problem.kind=orphaned,spool.queue=q\xfe}`,
+	} {
+		if _, ok := got[key]; !ok {
+			t.Errorf("missing %s", key)
+		}
+	}
+	for k := range got {
+		if !utf8.ValidString(k) {
+			t.Errorf("point %q is not valid UTF-8", k)
+		}
 	}
 }

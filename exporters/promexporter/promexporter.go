@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spool-agent/spool-agent/internal/termsafe"
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
@@ -243,7 +244,9 @@ func (e *Exporter) visit(out sink) {
 }
 
 func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
-	name := s.Name
+	// Names from disk go into labels only as valid UTF-8 (termsafe.UTF8):
+	// one hostile queue name would otherwise fail the whole scrape.
+	name := termsafe.UTF8(s.Name)
 	out.sample(famUp, boolValue(s.Up), lv{name})
 	out.sample(famWatching, boolValue(s.Watching), lv{name})
 	out.sample(famFsckDuration, s.CycleDuration.Seconds(), lv{name})
@@ -261,17 +264,18 @@ func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 
 	for i := range s.Queues {
 		q := &s.Queues[i]
-		out.sample(famQueueEntries, float64(q.Entries), lv{name, q.Queue})
-		out.sample(famQueueCheckedOut, float64(q.CheckedOut), lv{name, q.Queue})
+		queue := termsafe.UTF8(q.Queue)
+		out.sample(famQueueEntries, float64(q.Entries), lv{name, queue})
+		out.sample(famQueueCheckedOut, float64(q.CheckedOut), lv{name, queue})
 		if !q.OldestEntry.IsZero() {
-			out.sample(famQueueOldest, timestamp(q.OldestEntry), lv{name, q.Queue})
+			out.sample(famQueueOldest, timestamp(q.OldestEntry), lv{name, queue})
 		}
 		if !q.OldestCheckedOut.IsZero() {
-			out.sample(famQueueOldestCheckedOut, timestamp(q.OldestCheckedOut), lv{name, q.Queue})
+			out.sample(famQueueOldestCheckedOut, timestamp(q.OldestCheckedOut), lv{name, queue})
 		}
-		out.sample(famQueueArrivals, float64(q.Arrivals), lv{name, q.Queue})
+		out.sample(famQueueArrivals, float64(q.Arrivals), lv{name, queue})
 		cum, sum := q.AgeBuckets(now, e.ageBounds)
-		out.histogram(famQueueAge, cum, sum, lv{name, q.Queue})
+		out.histogram(famQueueAge, cum, sum, lv{name, queue})
 	}
 
 	// spool_problems: one series per (kind, dir, queue) that has alerting
@@ -294,7 +298,7 @@ func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 		for _, k := range order {
 			if k.kind == kind {
 				seen = true
-				out.sample(famProblems, float64(counts[k]), lv{name, string(k.kind), string(k.dir), k.queue})
+				out.sample(famProblems, float64(counts[k]), lv{name, string(k.kind), string(k.dir), termsafe.UTF8(k.queue)})
 			}
 		}
 		if !seen {
@@ -304,7 +308,7 @@ func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 	// Kinds the exporter does not know (a newer monitor) are still exported.
 	for _, k := range order {
 		if !e.knownKind(k.kind) {
-			out.sample(famProblems, float64(counts[k]), lv{name, string(k.kind), string(k.dir), k.queue})
+			out.sample(famProblems, float64(counts[k]), lv{name, string(k.kind), string(k.dir), termsafe.UTF8(k.queue)})
 		}
 	}
 

@@ -18,14 +18,19 @@ import (
 	"github.com/spool-agent/spool-agent/monitor"
 )
 
-// oddSnapshot has names that need escaping and a kind this exporter does
-// not know.
+// oddSnapshot has names that need escaping, a queue name that is not
+// valid UTF-8 (a hostile directory: it once failed the whole scrape), and a
+// kind this exporter does not know.
 func oddSnapshot() *monitor.Snapshot {
 	return &monitor.Snapshot{
 		Name: `we"ird\name` + "\nx é", Up: true, Time: testNow,
-		Queues: []monitor.QueueStats{{Queue: `q"1`, Entries: 1, OldestEntry: testNow.Add(-time1)}},
+		Queues: []monitor.QueueStats{
+			{Queue: `q"1`, Entries: 1, OldestEntry: testNow.Add(-time1)},
+			{Queue: "q\xff", Entries: 2},
+		},
 		Alerting: []monitor.Problem{
 			{Kind: "future_kind", Dir: monitor.Dir{Kind: monitor.DirQueue, Queue: `q"1`}, Name: "n"},
+			{Kind: monitor.KindOrphaned, Dir: monitor.Dir{Kind: monitor.DirQueue, Queue: "q\xfe"}, Name: "n\xfd"},
 		},
 		EventsTotal: map[monitor.Kind]map[monitor.EventType]uint64{"future_kind": {monitor.Start: 1}},
 	}
@@ -62,6 +67,11 @@ func TestWriteTextPromtool(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.CheckMetrics(t, buf.Bytes())
+	for _, want := range []string{`queue="q\\xff"`, `queue="q\\xfe"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("no %s in the scrape", want)
+		}
+	}
 }
 
 const prometheusAccept = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"

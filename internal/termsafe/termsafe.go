@@ -186,3 +186,32 @@ func (j *JSONWriter) Flush() error {
 }
 
 func hexDigit(b byte) byte { return "0123456789abcdef"[b] }
+
+// UTF8 returns s where it is valid UTF-8, which exporters need for label
+// values and attributes (Prometheus's text format and OTLP refuse anything
+// else, so one such name would fail a whole scrape or push). Otherwise it
+// returns s with each backslash doubled and each byte of invalid UTF-8
+// written \xNN, so that two such names stay distinct from each other.
+func UTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	const digits = "0123456789abcdef"
+	var sb strings.Builder
+	sb.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			sb.WriteString(`\x`)
+			sb.WriteByte(digits[s[i]>>4])
+			sb.WriteByte(digits[s[i]&0xf])
+		case r == '\\':
+			sb.WriteString(`\\`)
+		default:
+			sb.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return sb.String()
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"unicode/utf8"
 )
 
 func TestName(t *testing.T) {
@@ -110,4 +111,27 @@ func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+func TestUTF8(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":             "plain",
+		`back\slash`:        `back\slash`, // valid UTF-8 is left as it is
+		"été\n\x1b":         "été\n\x1b",
+		"bad\xff":           `bad\xff`,
+		"bad\xff" + `and\`:  `bad\xffand\\`, // once escaped, backslashes are doubled
+		"cut\xe2\x82":       `cut\xe2\x82`,
+		"\xfe\xff" + "é\\x": `\xfe\xffé\\x`,
+	} {
+		got := UTF8(in)
+		if got != want {
+			t.Errorf("UTF8(%q) = %q, want %q", in, got, want)
+		}
+		if !utf8.ValidString(got) {
+			t.Errorf("UTF8(%q) = %q is not valid UTF-8", in, got)
+		}
+	}
+	if UTF8("q\xff") == UTF8("q\xfe") || UTF8("a\xff") == UTF8(`a\xff`+"\xfe") {
+		t.Error("two names map to one")
+	}
 }
