@@ -37,6 +37,10 @@ func (ix *Index) Apply(path string, op Op) Applied {
 		return Applied{}
 	}
 	dir, name := path[:slash], path[slash+1:]
+	ix.applied++
+	if ix.rescanning {
+		ix.touched[path] = ix.applied
+	}
 	if name == spool.CheckoutDir {
 		if op.Has(OpCreate) || op.Has(OpRemove) || op.Has(OpRename) {
 			// A checkout directory appeared or went: a queue came or went.

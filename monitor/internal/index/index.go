@@ -130,6 +130,12 @@ type Index struct {
 	// or an event reports is marked seen, and the files left unseen at the
 	// end are gone.
 	rescanning bool
+	// applied counts the events applied (Apply); during a warm rescan,
+	// touched holds, for each path an event reported, the count after it,
+	// so that the rescan does not apply over it a stat it made earlier
+	// (rescanDir).
+	applied uint64
+	touched map[string]uint64
 }
 
 func newIndex(dir string, queues []string) *Index {

@@ -73,12 +73,12 @@ func (ix *Index) Rescan(ctx context.Context, mu sync.Locker, current func() bool
 		t.seen = false
 		ix.tmp[name] = t
 	}
-	ix.rescanning = true
+	ix.rescanning, ix.touched = true, make(map[string]uint64)
 	mu.Unlock()
 	defer func() {
 		mu.Lock()
 		defer mu.Unlock()
-		ix.rescanning = false
+		ix.rescanning, ix.touched = false, nil
 	}()
 
 	type target struct {
@@ -138,6 +138,7 @@ func (ix *Index) rescanDir(mu sync.Locker, current func() bool, root int, path s
 			mu.Unlock()
 			return ErrLayoutChanged
 		}
+		listed := ix.applied
 		dirent.Parse(buf[:n], func(d dirent.Entry) {
 			if string(d.Name) == spool.CheckoutDir || ix.markSeen(kind, l, d) || ix.pastBound(kind, d.Name) {
 				return
@@ -184,6 +185,14 @@ func (ix *Index) rescanDir(mu sync.Locker, current func() bool, root int, path s
 				continue // gone since listed: its event says so
 			}
 			name := string(d.Name)
+			if ix.touched[path+"/"+name] > listed {
+				// An event applied since the listing reported this file,
+				// and Apply stats what it reports: the feed brings every
+				// change after the listing, so the index has this file
+				// as it is, or will have. Applying the stat above could
+				// instead put back a file that has moved away since.
+				continue
+			}
 			switch kind {
 			case roleRegistry:
 				ix.setReg(name, states[i])
