@@ -112,6 +112,9 @@ type Collector struct {
 	stopTimeout  time.Duration
 	now          func() time.Time // the state file's clock
 	stateEvery   time.Duration
+	// stateBudget bounds the state file written (stateFileBudget; tests
+	// make it small): the file is read whole or not at all.
+	stateBudget int
 
 	// The state file: what it held at start, per spool, until the spool's
 	// first Apply (guarded by mu); what the writer last wrote (guarded by
@@ -121,6 +124,7 @@ type Collector struct {
 	saved    map[string]*savedSpool
 	lastSave time.Time
 	saveErr  string
+	omitted  string // the spools whose state the last write left out, as logged
 
 	mu      sync.Mutex
 	runners map[string]*runner
@@ -191,6 +195,7 @@ func NewWithOptions(logger *slog.Logger, onEvent func(spool string, ev monitor.E
 		stopTimeout:  DefaultStopTimeout,
 		now:          time.Now,
 		stateEvery:   stateEvery,
+		stateBudget:  stateFileBudget,
 		runners:      map[string]*runner{},
 		live:         map[*runner]bool{},
 		retiring:     map[string]*runner{},

@@ -2,12 +2,14 @@ package collector
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,6 +79,11 @@ func DefaultStatePath(lookupEnv func(string) (string, bool)) (string, error) {
 
 // stateEvery is how often the collector looks for a changed state to write.
 const stateEvery = time.Second
+
+// stateFileBudget is what the spools' states may take in the state file:
+// its reader refuses a file over statefile.MaxSize whole, so spools
+// flooded with problems must not take the others' state with them.
+const stateFileBudget = statefile.MaxSize - 1<<20
 
 // loadState reads the state file at start-up; what it cannot use it
 // ignores with one log line.
@@ -243,11 +250,34 @@ func (c *Collector) saveState(force bool) {
 		return
 	}
 	sf := &statefile.File{Version: statefile.Version, Written: c.now().UTC(), Spools: map[string]statefile.Spool{}}
+	// The smallest states first, while they fit the budget: a spool
+	// flooded with problems loses its own saved state, not the others'.
+	names := make([]string, 0, len(next))
 	for name, sv := range next {
-		if sv.entry.Ino == 0 {
-			continue // its directory cannot be identified: nothing to restore it by
+		if sv.entry.Ino != 0 { // else its directory cannot be identified: nothing to restore it by
+			names = append(names, name)
 		}
-		sf.Spools[name] = sv.entry
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		return cmp.Or(cmp.Compare(len(next[a].enc), len(next[b].enc)), cmp.Compare(a, b))
+	})
+	var omitted []string
+	used := 0
+	for _, name := range names {
+		key, _ := json.Marshal(name)
+		size := len(next[name].enc) + len(key) + 2 // its key, colon, comma
+		if used+size > c.stateBudget {
+			omitted = append(omitted, name)
+			continue
+		}
+		used += size
+		sf.Spools[name] = next[name].entry
+	}
+	if o := strings.Join(omitted, ", "); o != c.omitted {
+		c.omitted = o
+		if o != "" {
+			c.logger.Warn("leaving the largest spools' alert state out of the state file, which would be too large to read: after a restart their alerts start afresh", "path", c.opts.StatePath, "spools", o)
+		}
 	}
 	if err := statefile.Write(c.opts.StatePath, sf); err != nil {
 		if msg := err.Error(); msg != c.saveErr {

@@ -387,3 +387,72 @@ func TestEventLogAggregates(t *testing.T) {
 		}
 	}
 }
+
+// TestStateLeavesOutTheLargestSpools: when the spools' states would make
+// the state file larger than its reader accepts, the largest spool's state
+// is left out with one log line, and the others' survive a restart (the
+// reader once refused the whole file, and every spool's alerts started
+// afresh).
+func TestStateLeavesOutTheLargestSpools(t *testing.T) {
+	small, big := filepath.Join(t.TempDir(), "small"), filepath.Join(t.TempDir(), "big")
+	makeSpool(t, small)
+	makeSpool(t, big)
+	plantOrphan(t, small)
+	for i := range 40 {
+		if err := os.WriteFile(filepath.Join(big, ".data", fmt.Sprint("orphan-with-a-long-name-", i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "state.json")
+	spools := []Spool{{Name: "small", Dir: small, Config: slowAlertConfig()}, {Name: "big", Dir: big, Config: slowAlertConfig()}}
+	saved := func() map[string]int {
+		sf, err := statefile.Read(path)
+		if err != nil {
+			return nil
+		}
+		out := map[string]int{}
+		for name, s := range sf.Spools {
+			out[name] = len(s.Problems)
+		}
+		return out
+	}
+
+	logger, logs := testLogger()
+	c1 := NewWithOptions(logger, nil, stateOptions(path))
+	c1.stateEvery = 5 * time.Millisecond
+	c1.stateBudget = 2 << 10 // room for small's one problem, not for big's forty
+	if err := c1.Apply(spools); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c1.Run(ctx) }()
+	testkit.WaitFor(t, waitTimeout, "both spools alerting", func() bool {
+		return len(snapshotOf(c1, "small").Alerting) == 1 && len(snapshotOf(c1, "big").Alerting) == 40
+	})
+	testkit.WaitFor(t, waitTimeout, "the state file to hold small's alert", func() bool { return saved()["small"] == 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := saved(); len(got) != 1 {
+		t.Errorf("state file holds %v, want small's state alone", got)
+	}
+	if info, err := os.Stat(path); err != nil || info.Size() > 2<<10+512 {
+		t.Errorf("state file: %v, %v; want it within the budget", info, err)
+	}
+	if !strings.Contains(logs.String(), "leaving the largest spools' alert state out") || !strings.Contains(logs.String(), "big") {
+		t.Errorf("no log line naming the spool left out: %s", logs)
+	}
+
+	c2 := NewWithOptions(logger, nil, stateOptions(path))
+	if err := c2.Apply(spools); err != nil {
+		t.Fatal(err)
+	}
+	if got := alertingNames(snapshotOf(c2, "small")); len(got) != 1 {
+		t.Errorf("small alerts %q after the restart, want its orphan", got)
+	}
+	if got := snapshotOf(c2, "big").Alerting; len(got) != 0 {
+		t.Errorf("big alerts %d problems before its first cycle, want none restored", len(got))
+	}
+}
