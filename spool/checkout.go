@@ -466,7 +466,11 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 			return fmt.Errorf("save %s: %w: %s", c.name, ErrExists, dst)
 		}
 		if isNotExist(err) {
-			return c.lost()
+			// The checkout file was taken back meanwhile (ErrLost), or it
+			// is still ours and the destination queue's directory is gone.
+			if herr := c.held(); herr != nil {
+				return herr
+			}
 		}
 		return pathErr("save: rename "+src+" to", dst, err)
 	}

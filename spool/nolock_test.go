@@ -227,3 +227,25 @@ func TestClaimMovesOnlyTheLockedFile(t *testing.T) {
 		})
 	}
 }
+
+// TestSaveToRemovedQueueKeepsCheckout: a Save whose destination queue's
+// directory was removed fails with that error, and the checkout stays held:
+// Release then puts the entry back where it came from (a missing
+// destination is not a checkout taken back).
+func TestSaveToRemovedQueueKeepsCheckout(t *testing.T) {
+	s := newTestSpool(t, []string{"q", "r"}, &Options{Durability: DurabilityNone})
+	name := mustEnqueue(t, s, "q", "m", "d", EnqueueOptions{})
+	c := mustCheckout(t, s, "q", name)
+	if err := os.RemoveAll(s.queueDir("r")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Save("r", nil); err == nil || errors.Is(err, ErrLost) {
+		t.Fatalf("Save into a removed queue = %v, want its error, not ErrLost", err)
+	}
+	if err := c.Release(); err != nil {
+		t.Fatalf("Release = %v", err)
+	}
+	if !exists(s.queuePath("q", name)) {
+		t.Error("the entry is not back in q")
+	}
+}
