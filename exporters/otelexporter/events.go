@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/log"
@@ -72,7 +73,7 @@ func Record(spool string, ev monitor.Event) log.Record {
 	}
 	// Names from disk go out only as valid UTF-8 (termsafe.UTF8): OTLP
 	// refuses a batch holding one that is not.
-	spool, where = termsafe.UTF8(spool), termsafe.UTF8(where)
+	spool, where = spoolName(spool), termsafe.UTF8(where)
 	mtime := p.ModTime.UTC().Format(time.RFC3339Nano)
 	if ev.Type == monitor.Start {
 		r.SetEventName(EventNameStart)
@@ -110,4 +111,14 @@ func Record(spool string, ev monitor.Event) log.Record {
 // Emit emits the log record of one event of spool.
 func (l *EventLogger) Emit(ctx context.Context, spool string, ev monitor.Event) {
 	l.logger.Emit(ctx, Record(spool, ev))
+}
+
+// spoolName is the configuration's name of a spool as attributes and
+// bodies carry it: as it is where valid UTF-8 (the console and the alerts'
+// links use it), else escaped (termsafe.UTF8).
+func spoolName(name string) string {
+	if utf8.ValidString(name) {
+		return name
+	}
+	return termsafe.UTF8(name)
 }

@@ -124,7 +124,7 @@ func b2i(b bool) int64 {
 }
 
 func (in *instruments) observe(o metric.Observer, s *monitor.Snapshot) {
-	spool := attribute.String(AttrSpool, termsafe.UTF8(s.Name))
+	spool := attribute.String(AttrSpool, spoolName(s.Name))
 	only := metric.WithAttributes(spool)
 	o.ObserveInt64(in.up, b2i(s.Up), only)
 	o.ObserveInt64(in.watching, b2i(s.Watching), only)

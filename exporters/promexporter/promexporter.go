@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -245,8 +246,13 @@ func (e *Exporter) visit(out sink) {
 
 func (e *Exporter) visitSpool(out sink, s *monitor.Snapshot, now time.Time) {
 	// Names from disk go into labels only as valid UTF-8 (termsafe.UTF8):
-	// one hostile queue name would otherwise fail the whole scrape.
-	name := termsafe.UTF8(s.Name)
+	// one hostile queue name would otherwise fail the whole scrape. The
+	// spool's name is the configuration's, kept as it is where valid (the
+	// console and the alerts' links use it).
+	name := s.Name
+	if !utf8.ValidString(name) {
+		name = termsafe.UTF8(name)
+	}
 	out.sample(famUp, boolValue(s.Up), lv{name})
 	out.sample(famWatching, boolValue(s.Watching), lv{name})
 	out.sample(famFsckDuration, s.CycleDuration.Seconds(), lv{name})

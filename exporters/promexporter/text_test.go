@@ -27,6 +27,7 @@ func oddSnapshot() *monitor.Snapshot {
 		Queues: []monitor.QueueStats{
 			{Queue: `q"1`, Entries: 1, OldestEntry: testNow.Add(-time1)},
 			{Queue: "q\xff", Entries: 2},
+			{Queue: `q\xff`, Entries: 3}, // a name that the escaped one must not collide with
 		},
 		Alerting: []monitor.Problem{
 			{Kind: "future_kind", Dir: monitor.Dir{Kind: monitor.DirQueue, Queue: `q"1`}, Name: "n"},
@@ -67,7 +68,7 @@ func TestWriteTextPromtool(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.CheckMetrics(t, buf.Bytes())
-	for _, want := range []string{`queue="q\\xff"`, `queue="q\\xfe"`} {
+	for _, want := range []string{`queue="q\\xff"`, `queue="q\\xfe"`, `queue="q\\\\xff"`} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("no %s in the scrape", want)
 		}

@@ -187,13 +187,16 @@ func (j *JSONWriter) Flush() error {
 
 func hexDigit(b byte) byte { return "0123456789abcdef"[b] }
 
-// UTF8 returns s where it is valid UTF-8, which exporters need for label
-// values and attributes (Prometheus's text format and OTLP refuse anything
-// else, so one such name would fail a whole scrape or push). Otherwise it
-// returns s with each backslash doubled and each byte of invalid UTF-8
-// written \xNN, so that two such names stay distinct from each other.
+// UTF8 returns s as exporters put names from disk into label values and
+// attributes, which must be valid UTF-8 (Prometheus's text format and OTLP
+// refuse anything else, so one such name would fail a whole scrape or
+// push): valid UTF-8 without a backslash as it is, the rest with each
+// backslash doubled and each byte of invalid UTF-8 written \xNN. Doubling
+// the backslashes of valid names too keeps the mapping one to one: a
+// directory named q\xff and one named q followed by the byte 0xff give two
+// labels, not one series twice (which fails a scrape as well).
 func UTF8(s string) string {
-	if utf8.ValidString(s) {
+	if utf8.ValidString(s) && strings.IndexByte(s, '\\') < 0 {
 		return s
 	}
 	const digits = "0123456789abcdef"

@@ -116,8 +116,8 @@ func jsonEqual(a, b any) bool {
 func TestUTF8(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain":             "plain",
-		`back\slash`:        `back\slash`, // valid UTF-8 is left as it is
-		"été\n\x1b":         "été\n\x1b",
+		`back\slash`:        `back\\slash`, // a backslash is doubled: one to one
+		"été\n\x1b":         "été\n\x1b",   // other valid UTF-8 is left as it is
 		"bad\xff":           `bad\xff`,
 		"bad\xff" + `and\`:  `bad\xffand\\`, // once escaped, backslashes are doubled
 		"cut\xe2\x82":       `cut\xe2\x82`,
@@ -131,7 +131,9 @@ func TestUTF8(t *testing.T) {
 			t.Errorf("UTF8(%q) = %q is not valid UTF-8", in, got)
 		}
 	}
-	if UTF8("q\xff") == UTF8("q\xfe") || UTF8("a\xff") == UTF8(`a\xff`+"\xfe") {
-		t.Error("two names map to one")
+	for _, pair := range [][2]string{{"q\xff", "q\xfe"}, {"q\xff", `q\xff`}, {"a\xff", `a\xff` + "\xfe"}, {`a\`, `a\\`}} {
+		if UTF8(pair[0]) == UTF8(pair[1]) {
+			t.Errorf("%q and %q map to one %q", pair[0], pair[1], UTF8(pair[0]))
+		}
 	}
 }
