@@ -184,10 +184,11 @@ func renameNew(olddirfd int, oldname string, newdirfd int, newname string) error
 // missing) into a new file dst in dstfd created with O_EXCL and perm, and
 // fsyncs it and the directory. It copies at most the size that src had
 // when it was opened. The source is hostile input: holes stay holes (a
-// sparse file claiming a terabyte costs what it holds), and a copy that
-// would not fit in the space left to unprivileged users is refused with
-// ENOSPC, so that repair run as root never takes the blocks reserved for
-// root, nor the last ones the spool's producers need.
+// sparse file claiming a terabyte costs what it holds), and a copy of more
+// blocks than the space left to unprivileged users, as the source holds
+// them when opened, is refused with ENOSPC, so that repair run as root
+// does not dig into the blocks reserved for root. (A writer that fills the
+// source's holes during the copy can still make it larger.)
 func copyNew(srcfd int, src string, dstfd int, dst string, perm uint32) error {
 	return copyNewWithin(srcfd, src, dstfd, dst, perm, availBytes)
 }
@@ -285,7 +286,13 @@ func copySparse(out, in int, size int64) error {
 		}
 		off = end
 	}
-	return unix.Ftruncate(out, size)
+	// The copy's size is the source's, up to size: a source that shrank
+	// meanwhile gives a shorter copy, not one padded with zeros.
+	var st unix.Stat_t
+	if err := unix.Fstat(in, &st); err != nil {
+		return err
+	}
+	return unix.Ftruncate(out, min(size, st.Size))
 }
 
 type fdReader int
