@@ -359,7 +359,13 @@ func (c *RmCmd) removeOne(s *spool.Spool, name string) (string, error) {
 		if attempt == 0 {
 			// The copies of a duplicated entry share one payload and
 			// registry file: removing one would take them from the others.
+			// The queues are looked at one after another, so an entry that
+			// a worker moves meanwhile can show in two: it must show so
+			// in every look.
 			p, err := presence(s, name)
+			for look := 1; err == nil && len(p.places) > 1 && look < maxRaceRetries; look++ {
+				p, err = presence(s, name)
+			}
 			if err != nil {
 				return "", err
 			}
