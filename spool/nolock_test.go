@@ -249,3 +249,43 @@ func TestSaveToRemovedQueueKeepsCheckout(t *testing.T) {
 		t.Error("the entry is not back in q")
 	}
 }
+
+// TestRecoverMovesOnlyTheStaleFile: a reference worker that holds an old
+// checkout (it never refreshes the mtime) saves it over (a new file) just
+// before Recover's rename. Recover leaves that file in .checkout, where its
+// worker moves it on, instead of putting it in the queue under the worker.
+func TestRecoverMovesOnlyTheStaleFile(t *testing.T) {
+	var armed atomic.Bool
+	var s *Spool
+	var name string
+	hfs := &hookFS{}
+	hfs.hook = func(op, path string) error {
+		if op == "rename" && armed.Load() && path == s.checkoutPath("q", name)+" -> "+s.queuePath("q", name) && armed.CompareAndSwap(true, false) {
+			// The worker's Checked_out_entry.save: a new file over the checkout.
+			if err := os.WriteFile(s.tmpPath(name), []byte("theirs"), 0o644); err != nil {
+				t.Error(err)
+			}
+			if err := os.Rename(s.tmpPath(name), s.checkoutPath("q", name)); err != nil {
+				t.Error(err)
+			}
+		}
+		return nil
+	}
+	s = newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
+	name = mustEnqueue(t, s, "q", "mine", "payload", EnqueueOptions{})
+	refCheckout(t, s, "q", name)
+	armed.Store(true)
+	rs, err := s.Recover(context.Background(), 0, RecoverOptions{WorkersStopped: true})
+	if err != nil || len(rs) != 0 {
+		t.Fatalf("Recover = %v, %v; want nothing recovered", rs, err)
+	}
+	if armed.Load() {
+		t.Fatal("the worker never saved")
+	}
+	if b, err := os.ReadFile(s.checkoutPath("q", name)); err != nil || string(b) != "theirs" {
+		t.Errorf("checkout file %q, %v; want the worker's, in .checkout", b, err)
+	}
+	if exists(s.queuePath("q", name)) {
+		t.Error("the worker's file is in the queue")
+	}
+}
