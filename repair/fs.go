@@ -336,8 +336,8 @@ var errBusy = errors.New("locked by a live worker")
 // newname in dstfd as a claim of this library does: it opens the file, takes
 // the flock that every claim of the spool library takes before it moves a
 // file (so no worker of this library can take it meanwhile), checks that the
-// name still holds the locked file, and renames it without replacing (renameNew).
-// want, when nonzero, is the inode the plan saw.
+// name still holds the locked file, and renames it without replacing
+// (renameNew).
 func claimRename(qfd int, name string, dstfd int, newname string) error {
 	fd, err := retry(func() (int, error) {
 		return unix.Openat(qfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
