@@ -156,6 +156,9 @@ func (s *Spool) enqueue(ctx context.Context, queue string, metadata, dataBytes [
 		// reservation that was rolled back (repair deletes those).
 		var dst unix.Stat_t
 		if err := s.fs.Lstat(s.data.fd, name, &dst); err == nil {
+			if q, _, err := s.find(name); err == nil {
+				return "", fmt.Errorf("enqueue %s: %w in %s/%s", name, ErrExists, s.dir, q)
+			}
 			return "", fmt.Errorf("enqueue %s: %w: %s", name, ErrExists, s.data.p(name))
 		} else if !isNotExist(err) {
 			return "", pathErr("enqueue: stat", s.data.p(name), err)
