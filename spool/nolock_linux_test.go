@@ -3,7 +3,6 @@ package spool
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,31 +38,25 @@ func primedReader(t *testing.T, hfs *hookFS) (*Spool, *Reader) {
 // dequeued again by the same reader (it was once hidden as taken by this
 // process for good).
 func TestReaderSeesEntryTakenBackDuringClaim(t *testing.T) {
-	var armed atomic.Bool
 	var s *Spool
 	var r *Reader
 	var name string
-	hfs := &hookFS{}
-	hfs.hook = func(op, path string) error {
-		// The claim reading the metadata, after its rename into .checkout.
-		if op == "read" && armed.Load() && path == s.queuePath("q", name) && armed.CompareAndSwap(true, false) {
-			refUncheckout(t, s, "q", name, "m")
-			if _, err := s.hub.inotify.catchUp(r); err != nil { // the arrival, dispatched before the claim returns
-				t.Error(err)
-			}
-		}
-		return nil
-	}
-	s, r = primedReader(t, hfs)
+	// The claim reading the metadata, after its rename into .checkout.
+	shot := &oneShot{op: "read", path: func() string { return s.queuePath("q", name) }, act: func() error {
+		refUncheckout(t, s, "q", name, "m")
+		_, err := s.hub.inotify.catchUp(r) // the arrival, dispatched before the claim returns
+		return err
+	}}
+	s, r = primedReader(t, &hookFS{hook: shot.hook})
 	name = mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
-	armed.Store(true)
+	shot.armed.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := r.Dequeue(ctx)
 	if err != nil || c.Name() != name {
 		t.Fatalf("Dequeue = %v, %v", c, err)
 	}
-	if armed.Load() {
+	if !shot.ran.Load() {
 		t.Fatal("the other worker never ran")
 	}
 	if err := c.Save("q", nil); !errors.Is(err, ErrLost) {
@@ -83,19 +76,12 @@ func TestReaderSeesEntryTakenBackDuringClaim(t *testing.T) {
 // the next Dequeue: the reader does not forget the name although no event
 // announces it again.
 func TestReaderRetriesNameAfterClaimError(t *testing.T) {
-	var armed atomic.Bool
 	var s *Spool
 	var name string
-	hfs := &hookFS{}
-	hfs.hook = func(op, path string) error {
-		if op == "open" && armed.Load() && path == s.queuePath("q", name) && armed.CompareAndSwap(true, false) {
-			return unix.EMFILE
-		}
-		return nil
-	}
-	s, r := primedReader(t, hfs)
+	shot := &oneShot{op: "open", path: func() string { return s.queuePath("q", name) }, act: func() error { return unix.EMFILE }}
+	s, r := primedReader(t, &hookFS{hook: shot.hook})
 	name = mustEnqueue(t, s, "q", "m", "", EnqueueOptions{})
-	armed.Store(true)
+	shot.armed.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := r.Dequeue(ctx); !errors.Is(err, unix.EMFILE) {

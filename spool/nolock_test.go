@@ -54,6 +54,24 @@ func refCheckout(t *testing.T, s *Spool, q, name string) {
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
+// oneShot is a hookFS hook that acts once: at the first system call op on
+// the path that path returns once armed (what path reads is set before
+// armed is). act stands for the other worker; its error is the call's.
+type oneShot struct {
+	armed, ran atomic.Bool
+	op         string
+	path       func() string
+	act        func() error
+}
+
+func (o *oneShot) hook(op, path string) error {
+	if op == o.op && o.armed.Load() && path == o.path() && o.armed.CompareAndSwap(true, false) {
+		o.ran.Store(true)
+		return o.act()
+	}
+	return nil
+}
+
 // TestLostBeforeActingByName: a Checkout whose entry a worker that takes
 // no lock took back (and, in some cases, checked out again) just before
 // Remove, Save or WriteData acts on it gets ErrLost and changes nothing of
@@ -194,24 +212,20 @@ func TestWriteDataLostWhileStreaming(t *testing.T) {
 func TestClaimMovesOnlyTheLockedFile(t *testing.T) {
 	for _, durability := range []Durability{DurabilityNone, DurabilityFull} {
 		t.Run(durability.String(), func(t *testing.T) {
-			var armed atomic.Bool
 			var s *Spool
 			var name string
-			hfs := &hookFS{}
-			hfs.hook = func(op, path string) error {
-				if op == "rename" && armed.Load() && path == s.queuePath("q", name)+" -> "+s.checkoutPath("q", name) && armed.CompareAndSwap(true, false) {
-					refCheckout(t, s, "q", name)
-					refUncheckout(t, s, "q", name, "theirs") // its save back: a new file
-				}
+			shot := &oneShot{op: "rename", path: func() string { return s.queuePath("q", name) + " -> " + s.checkoutPath("q", name) }, act: func() error {
+				refCheckout(t, s, "q", name)
+				refUncheckout(t, s, "q", name, "theirs") // its save back: a new file
 				return nil
-			}
-			s = newTestSpool(t, []string{"q"}, &Options{Durability: durability, fs: hfs})
+			}}
+			s = newTestSpool(t, []string{"q"}, &Options{Durability: durability, fs: &hookFS{hook: shot.hook}})
 			name = mustEnqueue(t, s, "q", "mine", "payload", EnqueueOptions{})
-			armed.Store(true)
+			shot.armed.Store(true)
 			if c, err := s.Checkout(context.Background(), "q", name); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("Checkout = %v, %v, want ErrNotFound", c, err)
 			}
-			if armed.Load() {
+			if !shot.ran.Load() {
 				t.Fatal("the other worker never ran")
 			}
 			if exists(s.checkoutPath("q", name)) {
@@ -255,31 +269,24 @@ func TestSaveToRemovedQueueKeepsCheckout(t *testing.T) {
 // before Recover's rename. Recover leaves that file in .checkout, where its
 // worker moves it on, instead of putting it in the queue under the worker.
 func TestRecoverMovesOnlyTheStaleFile(t *testing.T) {
-	var armed atomic.Bool
 	var s *Spool
 	var name string
-	hfs := &hookFS{}
-	hfs.hook = func(op, path string) error {
-		if op == "rename" && armed.Load() && path == s.checkoutPath("q", name)+" -> "+s.queuePath("q", name) && armed.CompareAndSwap(true, false) {
-			// The worker's Checked_out_entry.save: a new file over the checkout.
-			if err := os.WriteFile(s.tmpPath(name), []byte("theirs"), 0o644); err != nil {
-				t.Error(err)
-			}
-			if err := os.Rename(s.tmpPath(name), s.checkoutPath("q", name)); err != nil {
-				t.Error(err)
-			}
+	shot := &oneShot{op: "rename", path: func() string { return s.checkoutPath("q", name) + " -> " + s.queuePath("q", name) }, act: func() error {
+		// The worker's Checked_out_entry.save: a new file over the checkout.
+		if err := os.WriteFile(s.tmpPath(name), []byte("theirs"), 0o644); err != nil {
+			return err
 		}
-		return nil
-	}
-	s = newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: hfs})
+		return os.Rename(s.tmpPath(name), s.checkoutPath("q", name))
+	}}
+	s = newTestSpool(t, []string{"q"}, &Options{Durability: DurabilityNone, fs: &hookFS{hook: shot.hook}})
 	name = mustEnqueue(t, s, "q", "mine", "payload", EnqueueOptions{})
 	refCheckout(t, s, "q", name)
-	armed.Store(true)
+	shot.armed.Store(true)
 	rs, err := s.Recover(context.Background(), 0, RecoverOptions{WorkersStopped: true})
 	if err != nil || len(rs) != 0 {
 		t.Fatalf("Recover = %v, %v; want nothing recovered", rs, err)
 	}
-	if armed.Load() {
+	if !shot.ran.Load() {
 		t.Fatal("the worker never saved")
 	}
 	if b, err := os.ReadFile(s.checkoutPath("q", name)); err != nil || string(b) != "theirs" {
