@@ -64,7 +64,10 @@ func newCrashHelper() (*crashHelper, error) {
 		return nil, err
 	}
 	h.s = s
-	if h.log, err = appendLog(os.Getenv("SPOOL_LOG")); err != nil {
+	// A log of its own: a line cut short by a SIGKILL stays the last of
+	// its file (readLines drops it) instead of running into the next
+	// helper's first line, which once hid a logged removal.
+	if h.log, err = appendLog(fmt.Sprintf("%s.%d", os.Getenv("SPOOL_LOG"), os.Getpid())); err != nil {
 		return nil, err
 	}
 	return h, nil
