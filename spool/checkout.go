@@ -170,15 +170,12 @@ func (s *Spool) checkoutCtx(ctx context.Context, queue, name string, wait, read 
 		}
 		return nil, pathErr("checkout: rename "+src+" to", dst, err)
 	}
-	// The rename goes by name: a worker that takes no lock may have checked
-	// the entry out and saved it back (a new file) since lockClaim looked.
-	// What it moved then is that worker's file, not the locked one: it goes
-	// back, and the claim is lost (the entry is waiting again).
-	var moved unix.Stat_t
-	if err := s.fs.Lstat(qd.co.fd, name, &moved); err == nil && moved.Ino != st.Ino {
-		if err := s.fs.Rename(qd.co.fd, name, qd.dir.fd, name, true); err != nil {
-			return nil, fmt.Errorf("checkout %s: another worker replaced the entry just before it moved, and putting that worker's file back failed: %w",
-				src, pathErr("rename "+dst+" to", src, err))
+	// A worker that takes no lock may have checked the entry out and saved
+	// it back (a new file) since lockClaim looked: then the claim is lost
+	// and the entry waits again.
+	if foreign, err := s.putBackForeign(qd.dir, qd.co, name, st.Ino); foreign || err != nil {
+		if err != nil {
+			return nil, fmt.Errorf("checkout %s: %w", src, err)
 		}
 		return nil, notFound()
 	}
@@ -474,8 +471,14 @@ func (c *Checkout) Save(queue string, metadata []byte) error {
 		}
 		return pathErr("save: rename "+src+" to", dst, err)
 	}
-	if err := c.movedOurs(dq); err != nil {
-		return err
+	// A worker that takes no lock may have taken the entry back and
+	// checked it out again between the last check and the rename.
+	if foreign, err := s.putBackForeign(c.qd.co, dq.dir, c.name, c.ino); foreign || err != nil {
+		lost := c.lost()
+		if err != nil {
+			return fmt.Errorf("%w; %w", lost, err)
+		}
+		return lost
 	}
 	c.finish(coSaved) // unlock only once the file has left .checkout
 	if err := s.syncDirsSince(errGen, dirs...); err != nil {
@@ -497,23 +500,22 @@ func (c *Checkout) touchRegistry(now time.Time) {
 	s.fs.Touch(s.reg.fd, c.name, now)
 }
 
-// movedOurs checks, after Save renamed .checkout/<name> into dq, that the
-// file it moved is this checkout's. If a worker that takes no lock took the
-// entry back and checked it out again between the last check and the
-// rename, the file is that worker's: it goes back where that worker left
-// it, and c is lost. Callers hold c.mu.
-func (c *Checkout) movedOurs(dq *queueDirs) error {
-	s := c.s
+// putBackForeign checks, after a rename of name from src into dst, that
+// the file now at dst is the one with inode ino. Every move of an entry
+// goes by name after a check of its inode, and a worker that takes no lock
+// may have put another file at the name in between (its own save of the
+// entry): that file goes back to src, unreplaced, and putBackForeign
+// reports true. A file gone from dst meanwhile is not this check's
+// business: the mover's later checks (held) see it.
+func (s *Spool) putBackForeign(src, dst dirRef, name string, ino uint64) (bool, error) {
 	var st unix.Stat_t
-	if err := s.fs.Lstat(dq.dir.fd, c.name, &st); err == nil && st.Ino != c.ino {
-		if err := s.fs.Rename(dq.dir.fd, c.name, c.qd.co.fd, c.name, true); err != nil {
-			c.finish(coLost)
-			return fmt.Errorf("%w: %s was taken by another worker just before it moved, and putting that worker's file back failed: %w",
-				ErrLost, c.name, pathErr("rename "+dq.dir.p(c.name)+" to", c.qd.co.p(c.name), err))
-		}
-		return c.lost()
+	if err := s.fs.Lstat(dst.fd, name, &st); err != nil || st.Ino == ino {
+		return false, nil
 	}
-	return nil
+	if err := s.fs.Rename(dst.fd, name, src.fd, name, true); err != nil {
+		return true, fmt.Errorf("another worker's file moved by mistake could not be put back: %w", pathErr("rename "+dst.p(name)+" to", src.p(name), err))
+	}
+	return true, nil
 }
 
 // replace writes metadata to a fresh file in .tmp/ (fsynced at

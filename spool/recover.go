@@ -153,15 +153,13 @@ func (s *Spool) recoverOne(q string, qd *queueDirs, name string, now time.Time, 
 		}
 		return Recovered{}, false, pathErr("recover: rename "+p+" to", dst, err)
 	}
-	// The rename goes by name: a worker that takes no lock may have saved
-	// the checkout over (a new file) since the check above. That file is
-	// its worker's, not the stale one: it goes back.
-	var moved unix.Stat_t
-	if err := s.fs.Lstat(qd.dir.fd, name, &moved); err == nil && moved.Ino != fst.Ino {
-		if err := s.fs.Rename(qd.dir.fd, name, qd.co.fd, name, true); err != nil {
-			return Recovered{}, false, fmt.Errorf("recover %s: a worker saved the checkout just before it moved, and putting its file back failed: %w", p, pathErr("rename "+dst+" to", p, err))
+	// A worker that takes no lock may have saved the checkout over (a new
+	// file, its own) since the check above.
+	if foreign, err := s.putBackForeign(qd.co, qd.dir, name, fst.Ino); foreign || err != nil {
+		if err != nil {
+			err = fmt.Errorf("recover %s: %w", p, err)
 		}
-		return Recovered{}, false, nil
+		return Recovered{}, false, err
 	}
 	// Unlock before the fsyncs: a worker may claim the entry at once.
 	s.fs.Close(fd)
