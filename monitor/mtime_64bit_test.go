@@ -49,21 +49,9 @@ func TestMtimesBeyondInt64(t *testing.T) {
 	want := []Problem{
 		{Kind: KindOrphaned, Dir: tmp, Name: "ftmp", ModTime: latest},
 	}
-	got, err := Check(dir, zero, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !equalProblems(got, want) {
-		t.Errorf("Check: got %s\nwant %s", fmtProblems(got), fmtProblems(want))
-	}
 	f := newTestMonitor(t, dir, conf(withLimits(zero), noWatch), &now)
 	syncMonitor(t, w)
-	for _, m := range []*Monitor{w, f} {
-		mustCycle(t, m)
-		s := m.Snapshot()
-		if !equalProblems(s.Problems, want) {
-			t.Errorf("monitor (watching %v): got %s\nwant %s", s.Watching, fmtProblems(s.Problems), fmtProblems(want))
-		}
+	for _, s := range checkAndCycle(t, dir, zero, now, want, w, f) {
 		if q := s.Queues[0]; !q.OldestEntry.Equal(latest) || q.OldestEntry.Unix() < 0 {
 			t.Errorf("queue1's oldest entry %v, want %v", q.OldestEntry, latest)
 		}

@@ -26,23 +26,35 @@ func TestHardLinks(t *testing.T) {
 		}
 	}
 	want := []Problem{p(KindUnexpected, q("queue1"), "q"), p(KindUnexpected, co("queue2"), "c")}
-	got, err := Check(dir, DefaultLimits(), now)
+	f := newTestMonitor(t, dir, conf(noWatch), &now)
+	syncMonitor(t, w)
+	for _, s := range checkAndCycle(t, dir, DefaultLimits(), now, want, w, f) {
+		if s.Queues[0].Entries != 1 || s.Queues[1].CheckedOut != 0 {
+			t.Errorf("entries %d, checked out %d: a hard-linked file counts as neither", s.Queues[0].Entries, s.Queues[1].CheckedOut)
+		}
+	}
+}
+
+// checkAndCycle runs Check on dir and a cycle of each monitor, fails the
+// test unless each of them reports want, and returns the monitors'
+// snapshots, in order.
+func checkAndCycle(t *testing.T, dir string, lim Limits, now time.Time, want []Problem, ms ...*Monitor) []*Snapshot {
+	t.Helper()
+	got, err := Check(dir, lim, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !equalProblems(got, want) {
 		t.Errorf("Check: got %s\nwant %s", fmtProblems(got), fmtProblems(want))
 	}
-	f := newTestMonitor(t, dir, conf(noWatch), &now)
-	syncMonitor(t, w)
-	for _, m := range []*Monitor{w, f} {
+	var snaps []*Snapshot
+	for _, m := range ms {
 		mustCycle(t, m)
 		s := m.Snapshot()
 		if !equalProblems(s.Problems, want) {
 			t.Errorf("monitor (watching %v): got %s\nwant %s", s.Watching, fmtProblems(s.Problems), fmtProblems(want))
 		}
-		if s.Queues[0].Entries != 1 || s.Queues[1].CheckedOut != 0 {
-			t.Errorf("entries %d, checked out %d: a hard-linked file counts as neither", s.Queues[0].Entries, s.Queues[1].CheckedOut)
-		}
+		snaps = append(snaps, s)
 	}
+	return snaps
 }
